@@ -1,0 +1,750 @@
+//! The settings tree of SPEC §2 and its one load function.
+//!
+//! Layers, later wins: compiled-in defaults, then the YAML file, then `DINGREC_…` environment
+//! variables (`__` for nesting: `DINGREC_DINGTALK__APP_KEY`). Unknown keys are errors. Durations are
+//! humantime strings (`30s`, `15m`; note that humantime reads `M` as months). Secrets are read from
+//! a file, then `$CREDENTIALS_DIRECTORY`, then the environment, and are typed so that they never
+//! print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment2::providers::Serialized;
+use figment2::value::{Dict, Map, Value};
+use figment2::{Figment, Metadata, Profile, Provider};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::outcome::RetryClass;
+use crate::domain::{Layout, RetryPolicy, WindowPosition, Zone};
+
+/// Everything `dingrec` reads from config.yaml.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub dingtalk: DingTalkSettings,
+    pub http: HttpSettings,
+    pub policies: PolicySources,
+    pub defaults: DefaultSettings,
+    pub scheduler: SchedulerSettings,
+    pub retention: RetentionSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// SQLite file, created if missing (WAL mode).
+    pub path: PathBuf,
+    /// How long a writer waits for a lock held by another process (SQLite `busy_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// `full` (default): every committed attempt survives a power cut. `normal` is faster but
+    /// may lose the last commits on power loss. See README "Design notes".
+    pub synchronous: Synchronous,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/dingrec/dingrec.db"),
+            busy_timeout: Duration::from_secs(5),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppType {
+    Internal,
+    ThirdParty,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DingTalkSettings {
+    pub base_url: String,
+    pub app_type: AppType,
+    pub app_key: String,
+    /// File holding the app secret; else `$CREDENTIALS_DIRECTORY/app_secret`; else `app_secret`
+    /// (set it with `DINGREC_DINGTALK__APP_SECRET`, never in the file).
+    pub app_secret_file: PathBuf,
+    #[serde(skip_serializing)]
+    pub app_secret: Option<SecretString>,
+    pub corp_id: String,
+    pub suite_key: String,
+    pub suite_secret_file: PathBuf,
+    #[serde(skip_serializing)]
+    pub suite_secret: Option<SecretString>,
+    pub suite_ticket_file: PathBuf,
+    #[serde(skip_serializing)]
+    pub suite_ticket: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// StartCloudRecord calls per second, all policies together; 0 turns the limit off.
+    pub rate_limit: u32,
+    /// Refresh a token this long before DingTalk says it expires.
+    #[serde(with = "humantime_serde")]
+    pub token_refresh_margin: Duration,
+    /// Overrides of the retry class of a code: `{ recordStartError: fail }`.
+    pub classification: BTreeMap<String, RetryClass>,
+}
+
+impl fmt::Debug for DingTalkSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<SecretString>| if s.is_some() { "[REDACTED]" } else { "None" };
+        f.debug_struct("DingTalkSettings")
+            .field("base_url", &self.base_url)
+            .field("app_type", &self.app_type)
+            .field("app_key", &self.app_key)
+            .field("app_secret_file", &self.app_secret_file)
+            .field("app_secret", &redact(&self.app_secret))
+            .field("corp_id", &self.corp_id)
+            .field("suite_key", &self.suite_key)
+            .field("suite_secret", &redact(&self.suite_secret))
+            .field("suite_ticket", &redact(&self.suite_ticket))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DingTalkSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.dingtalk.com".into(),
+            app_type: AppType::Internal,
+            app_key: String::new(),
+            app_secret_file: PathBuf::new(),
+            app_secret: None,
+            corp_id: String::new(),
+            suite_key: String::new(),
+            suite_secret_file: PathBuf::new(),
+            suite_secret: None,
+            suite_ticket_file: PathBuf::new(),
+            suite_ticket: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            rate_limit: 20,
+            token_refresh_margin: Duration::from_secs(200),
+            classification: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Health and metrics; loopback by default.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySources {
+    /// Applied at start and on SIGHUP; empty = the database only.
+    pub paths: Vec<PathBuf>,
+    /// With `paths`, disable policies that are in none of the files (like `apply --prune`).
+    pub prune: bool,
+}
+
+impl Default for PolicySources {
+    fn default() -> Self {
+        Self {
+            paths: vec![PathBuf::from("/etc/dingrec/policies.d")],
+            prune: true,
+        }
+    }
+}
+
+/// Policy fields that can be set once for all policies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultSettings {
+    pub timezone: String,
+    pub layout: String,
+    pub small_window_position: String,
+    #[serde(with = "humantime_serde")]
+    pub start_offset: Duration,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for DefaultSettings {
+    fn default() -> Self {
+        Self {
+            timezone: "Asia/Shanghai".into(),
+            layout: "speech".into(),
+            small_window_position: "relative_right".into(),
+            start_offset: Duration::ZERO,
+            window: Duration::from_secs(30 * 60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// [`DefaultSettings`] checked and typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyDefaults {
+    pub timezone: Zone,
+    pub layout: Layout,
+    pub small_window_position: WindowPosition,
+    pub start_offset: Duration,
+    pub window: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        DefaultSettings::default()
+            .typed()
+            .unwrap_or_else(|_| unreachable!("built-in defaults are valid"))
+    }
+}
+
+impl DefaultSettings {
+    pub fn typed(&self) -> Result<PolicyDefaults, ConfigError> {
+        let field = |key: &str, msg: String| ConfigError::Invalid(format!("defaults.{key}: {msg}"));
+        Ok(PolicyDefaults {
+            timezone: Zone::parse(&self.timezone).map_err(|e| field("timezone", e.message))?,
+            layout: Layout::parse(&self.layout).map_err(|e| field("layout", e.message))?,
+            small_window_position: WindowPosition::parse(&self.small_window_position)
+                .map_err(|e| field("small_window_position", e.message))?,
+            start_offset: self.start_offset,
+            window: self.window,
+            retry: {
+                self.retry
+                    .check()
+                    .map_err(|e| ConfigError::Invalid(format!("defaults.{e}")))?;
+                self.retry
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// StartCloudRecord calls in flight at once.
+    pub max_in_flight: usize,
+    /// On SIGTERM, how long in-flight calls may take to finish before the daemon exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How far ahead occurrences are written as rows (at least 24 h; the next one always).
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            shutdown_timeout: Duration::from_secs(15),
+            horizon: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Older occurrences and their attempts are pruned daily.
+    #[serde(with = "humantime_serde")]
+    pub attempts: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            attempts: Duration::from_secs(400 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `dingrec=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which config file to read: `--config`, else `$DINGREC_CONFIG`, else `./config.yaml`, else
+/// `/etc/dingrec/config.yaml`; `None` when there is none (built-in defaults then).
+pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("DINGREC_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    ["config.yaml", "/etc/dingrec/config.yaml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Settings {
+    /// Load defaults, then `file` (if any), then the environment; resolve secrets; validate.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given explicitly (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            // An empty or comment-only file means "all defaults".
+            if text
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            {
+                let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+                    ConfigError::Load(format!("{}: {}", path.display(), e.render()))
+                })?;
+                figment = figment.merge(Serialized::defaults(value));
+            }
+        }
+        let env = EnvVars::from_env(env);
+        let env_keys: Vec<String> = env.0.iter().map(|(k, _)| k.clone()).collect();
+        figment = figment.merge(env);
+        let mut settings: Settings = figment.extract().map_err(|e| {
+            let mut msg = String::new();
+            for err in e {
+                let key = err.path.join(".");
+                let from_env = env_keys
+                    .iter()
+                    .any(|k| !key.is_empty() && (k == &key || k.starts_with(&format!("{key}."))));
+                let source = if from_env {
+                    format!(
+                        " (from the environment: DINGREC_{})",
+                        key.to_ascii_uppercase().replace('.', "__")
+                    )
+                } else {
+                    file.map(|p| format!(" (in {})", p.display()))
+                        .unwrap_or_default()
+                };
+                if !msg.is_empty() {
+                    msg.push('\n');
+                }
+                if key.is_empty() {
+                    msg.push_str(&format!("config: {}{source}", err.kind));
+                } else {
+                    msg.push_str(&format!("config key '{key}': {}{source}", err.kind));
+                }
+            }
+            ConfigError::Load(msg)
+        })?;
+        settings.resolve_secrets(&std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn resolve_secrets(&mut self, credentials_dir: &Option<PathBuf>) -> Result<(), ConfigError> {
+        let d = &mut self.dingtalk;
+        d.app_secret = read_secret(
+            &d.app_secret_file,
+            credentials_dir,
+            "app_secret",
+            d.app_secret.take(),
+        )?;
+        d.suite_secret = read_secret(
+            &d.suite_secret_file,
+            credentials_dir,
+            "suite_secret",
+            d.suite_secret.take(),
+        )?;
+        d.suite_ticket = read_secret(
+            &d.suite_ticket_file,
+            credentials_dir,
+            "suite_ticket",
+            d.suite_ticket.take(),
+        )?;
+        Ok(())
+    }
+
+    /// Checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_base_url(&self.dingtalk.base_url)?;
+        self.defaults.typed()?;
+        if self.dingtalk.request_timeout.is_zero() || self.dingtalk.connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "dingtalk.connect_timeout and dingtalk.request_timeout must be more than 0".into(),
+            ));
+        }
+        if self.scheduler.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "scheduler.max_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.scheduler.horizon < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Invalid(
+                "scheduler.horizon must be at least 24h".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The credentials the token call needs, or what is missing.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let d = &self.dingtalk;
+        let missing = |what: &str| {
+            ConfigError::Invalid(format!(
+                "dingtalk: {what} is not set (see the 'dingtalk' keys in config.yaml)"
+            ))
+        };
+        match d.app_type {
+            AppType::Internal => {
+                if d.app_key.is_empty() {
+                    return Err(missing("app_key"));
+                }
+                Ok(Credentials::Internal {
+                    app_key: d.app_key.clone(),
+                    app_secret: d
+                        .app_secret
+                        .clone()
+                        .ok_or_else(|| missing("the app secret"))?,
+                })
+            }
+            AppType::ThirdParty => {
+                if d.corp_id.is_empty() {
+                    return Err(missing("corp_id"));
+                }
+                if d.suite_key.is_empty() {
+                    return Err(missing("suite_key"));
+                }
+                Ok(Credentials::ThirdParty {
+                    corp_id: d.corp_id.clone(),
+                    suite_key: d.suite_key.clone(),
+                    suite_secret: d
+                        .suite_secret
+                        .clone()
+                        .ok_or_else(|| missing("the suite secret"))?,
+                    suite_ticket: d
+                        .suite_ticket
+                        .clone()
+                        .ok_or_else(|| missing("the suite ticket"))?,
+                })
+            }
+        }
+    }
+}
+
+/// The `DINGREC_…` variables as a figment provider: `DINGREC_DINGTALK__APP_KEY=x` becomes
+/// `dingtalk.app_key: x`. `DINGREC_CONFIG` names the file and is not a key.
+struct EnvVars(Vec<(String, String)>);
+
+impl EnvVars {
+    fn from_env(env: BTreeMap<String, String>) -> Self {
+        Self(
+            env.into_iter()
+                .filter_map(|(k, v)| {
+                    let rest = k.strip_prefix("DINGREC_")?;
+                    (rest != "CONFIG" && !rest.is_empty())
+                        .then(|| (rest.to_ascii_lowercase().replace("__", "."), v))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable(s) DINGREC_*")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment2::Error> {
+        let mut figment = Figment::new();
+        for (key, raw) in &self.0 {
+            let value: Value = raw.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::defaults(figment2::util::nest(key, value)));
+        }
+        figment.data()
+    }
+}
+
+/// The token call's inputs. `Debug` shows no secret.
+#[derive(Clone)]
+pub enum Credentials {
+    Internal {
+        app_key: String,
+        app_secret: SecretString,
+    },
+    ThirdParty {
+        corp_id: String,
+        suite_key: String,
+        suite_secret: SecretString,
+        suite_ticket: SecretString,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Internal { app_key, .. } => f
+                .debug_struct("Internal")
+                .field("app_key", app_key)
+                .field("app_secret", &"[REDACTED]")
+                .finish(),
+            Credentials::ThirdParty {
+                corp_id, suite_key, ..
+            } => f
+                .debug_struct("ThirdParty")
+                .field("corp_id", corp_id)
+                .field("suite_key", suite_key)
+                .field("suite_secret", &"[REDACTED]")
+                .field("suite_ticket", &"[REDACTED]")
+                .finish(),
+        }
+    }
+}
+
+fn read_secret(
+    file: &Path,
+    credentials_dir: &Option<PathBuf>,
+    name: &str,
+    from_env: Option<SecretString>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let read = |path: &Path| -> Result<SecretString, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_owned(),
+        ))
+    };
+    if !file.as_os_str().is_empty() {
+        return read(file).map(Some);
+    }
+    if let Some(dir) = credentials_dir {
+        let p = dir.join(name);
+        if p.exists() {
+            return read(&p).map(Some);
+        }
+    }
+    Ok(from_env.filter(|s| !s.expose_secret().is_empty()))
+}
+
+/// HTTPS always; plain HTTP only to a loopback address (the fake DingTalk, tests, the demo).
+pub fn check_base_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid(format!("dingtalk.base_url '{url}': {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(bad(
+                    "plain http:// is allowed only to a loopback address; use https://",
+                ))
+            }
+        }
+        other => Err(bad(&format!("unsupported scheme '{other}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = write(
+            &dir,
+            "config.yaml",
+            "dingtalk:\n  app_key: from-file\n  rate_limit: 5\nhttp:\n  listen: 127.0.0.1:9999\n",
+        );
+        let s = Settings::load_with_env(
+            Some(&file),
+            env(&[
+                ("DINGREC_DINGTALK__APP_KEY", "from-env"),
+                ("DINGREC_CONFIG", "ignored"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.dingtalk.app_key, "from-env");
+        assert_eq!(s.dingtalk.rate_limit, 5);
+        assert_eq!(s.http.listen.port(), 9999);
+        assert_eq!(
+            s.dingtalk.request_timeout,
+            Duration::from_secs(10),
+            "default kept"
+        );
+        assert_eq!(s.defaults.window, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = write(&dir, "config.yaml", "dingtalk:\n  rate_limt: 5\n");
+        let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("rate_limt"), "{msg}");
+        assert!(msg.contains("dingtalk"), "{msg}");
+
+        let err = Settings::load_with_env(None, env(&[("DINGREC_HTTP__LISTN", "x")]))
+            .expect_err("unknown env key");
+        assert!(err.to_string().contains("listn"), "{err}");
+        assert!(err.to_string().contains("environment"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = write(&dir, "config.yaml", "defaults:\n  timezone: Asia/Shangai\n");
+        let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("bad zone");
+        assert!(err.to_string().contains("defaults.timezone"), "{err}");
+        let file = write(&dir, "c2.yaml", "dingtalk:\n  request_timeout: soon\n");
+        let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("bad duration");
+        assert!(
+            err.to_string().contains("dingtalk.request_timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_only_for_loopback() {
+        assert!(check_base_url("https://api.dingtalk.com").is_ok());
+        assert!(check_base_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_base_url("http://localhost:8080").is_ok());
+        assert!(check_base_url("http://[::1]:8080").is_ok());
+        assert!(check_base_url("http://api.dingtalk.com").is_err());
+        assert!(check_base_url("http://10.0.0.1").is_err());
+        assert!(check_base_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_a_file_first_and_never_print() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let secret_file = write(&dir, "secret", "CANARY-file-secret\n");
+        let file = write(
+            &dir,
+            "config.yaml",
+            &format!(
+                "dingtalk:\n  app_key: k\n  app_secret_file: {}\n",
+                secret_file.display()
+            ),
+        );
+        let s = Settings::load_with_env(
+            Some(&file),
+            env(&[("DINGREC_DINGTALK__APP_SECRET", "CANARY-env-secret")]),
+        )
+        .expect("loads");
+        let creds = s.credentials().expect("complete");
+        match &creds {
+            Credentials::Internal { app_secret, .. } => {
+                assert_eq!(app_secret.expose_secret(), "CANARY-file-secret")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let printed = format!("{s:?} {creds:?}");
+        assert!(!printed.contains("CANARY"), "{printed}");
+    }
+
+    #[test]
+    fn the_environment_secret_is_the_last_resort() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("DINGREC_DINGTALK__APP_KEY", "k"),
+                ("DINGREC_DINGTALK__APP_SECRET", "CANARY-env-secret"),
+            ]),
+        )
+        .expect("loads");
+        assert!(format!("{:?}", s.dingtalk).contains("[REDACTED]"));
+        assert!(!format!("{:?}", s.dingtalk).contains("CANARY"));
+        assert!(s.credentials().is_ok());
+        let none = Settings::load_with_env(None, env(&[("DINGREC_DINGTALK__APP_KEY", "k")]))
+            .expect("loads");
+        assert!(
+            none.credentials()
+                .expect_err("missing")
+                .to_string()
+                .contains("secret")
+        );
+    }
+}

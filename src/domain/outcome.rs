@@ -1,0 +1,131 @@
+//! What DingTalk's answer means: one table from code to retry class (SPEC §4 step 3). The table is
+//! data; `dingtalk.classification` in config.yaml overrides any entry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// dingrec's own codes, for answers that carry none of DingTalk's.
+pub mod codes {
+    pub const SUCCESS: &str = "200";
+    pub const TIMEOUT: &str = "timeout";
+    pub const CONNECT_ERROR: &str = "connect_error";
+    pub const INVALID_RESPONSE: &str = "invalid_response";
+    pub const MEETING_NOT_LIVE: &str = "meetingNotLive";
+    pub const INTERRUPTED: &str = "interrupted";
+    /// DingTalk's IP ban page (`"source":"x5","punish":"deny"`), which carries no error code.
+    pub const IP_THROTTLED: &str = "ip_throttled";
+    pub const INVALID_AUTHENTICATION: &str = "InvalidAuthentication";
+}
+
+/// What to do after an attempt with a given code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryClass {
+    /// The recording runs.
+    Success,
+    /// Retrying cannot help: the occurrence fails at once.
+    Fail,
+    /// Retry with backoff; counts against `maximum_attempts`.
+    Retry,
+    /// Over DingTalk's rate: wait at least 1 s; does not count against `maximum_attempts`.
+    Throttle,
+    /// The token is bad: drop it, fetch a new one, retry at once (once).
+    Reauth,
+}
+
+/// The classification table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Classification {
+    overrides: BTreeMap<String, RetryClass>,
+}
+
+impl Classification {
+    pub fn with_overrides(overrides: BTreeMap<String, RetryClass>) -> Self {
+        Self { overrides }
+    }
+
+    /// The built-in class of a code, before overrides.
+    pub fn builtin(code: &str, http_status: u16) -> RetryClass {
+        match code {
+            "200" => RetryClass::Success,
+            "roomClosed"
+            | "recordStartPermissionError"
+            | "paramsError"
+            | "Forbidden.AccessDenied.AccessTokenPermissionDenied"
+            | "Forbidden.AccessDenied.ApiCountLimitForOrg"
+            | "AuthenticationFailed.MissingParameter" => RetryClass::Fail,
+            "recordStartError" | "systemError" => RetryClass::Retry,
+            codes::TIMEOUT | codes::CONNECT_ERROR | codes::INVALID_RESPONSE => RetryClass::Retry,
+            codes::MEETING_NOT_LIVE | codes::INTERRUPTED => RetryClass::Retry,
+            codes::IP_THROTTLED => RetryClass::Throttle,
+            codes::INVALID_AUTHENTICATION => RetryClass::Reauth,
+            // Token calls: bad credentials may be fixed by a reload within the window; retry with
+            // backoff (each try is one attempt row, rate-limited, and logged at ERROR).
+            "invalidClientIdOrSecret" | "invalidSuiteKey" | "invalidSuiteTicket" => {
+                RetryClass::Retry
+            }
+            c if c.starts_with("Forbidden.AccessDenied.QpsLimitFor") => RetryClass::Throttle,
+            _ if http_status >= 500 || http_status == 0 => RetryClass::Retry,
+            _ => RetryClass::Fail,
+        }
+    }
+
+    pub fn classify(&self, code: &str, http_status: u16) -> RetryClass {
+        self.overrides
+            .get(code)
+            .copied()
+            .unwrap_or_else(|| Self::builtin(code, http_status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_follows_spec_section_4() {
+        let t = Classification::default();
+        assert_eq!(t.classify("200", 200), RetryClass::Success);
+        for c in [
+            "roomClosed",
+            "recordStartPermissionError",
+            "paramsError",
+            "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+            "Forbidden.AccessDenied.ApiCountLimitForOrg",
+        ] {
+            assert_eq!(t.classify(c, 400), RetryClass::Fail, "{c}");
+        }
+        for c in [
+            "recordStartError",
+            "systemError",
+            "timeout",
+            "connect_error",
+            "invalid_response",
+            "meetingNotLive",
+        ] {
+            assert_eq!(t.classify(c, 500), RetryClass::Retry, "{c}");
+        }
+        assert_eq!(
+            t.classify("Forbidden.AccessDenied.QpsLimitForApi", 403),
+            RetryClass::Throttle
+        );
+        assert_eq!(
+            t.classify("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 403),
+            RetryClass::Throttle
+        );
+        assert_eq!(t.classify("InvalidAuthentication", 401), RetryClass::Reauth);
+        assert_eq!(t.classify("somethingNew", 503), RetryClass::Retry);
+        assert_eq!(t.classify("somethingNew", 400), RetryClass::Fail);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let t = Classification::with_overrides(BTreeMap::from([(
+            "recordStartError".to_owned(),
+            RetryClass::Fail,
+        )]));
+        assert_eq!(t.classify("recordStartError", 404), RetryClass::Fail);
+        assert_eq!(t.classify("systemError", 500), RetryClass::Retry);
+    }
+}

@@ -1,0 +1,281 @@
+//! A recording policy, in types that cannot hold an invalid value.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::retry::RetryPolicy;
+use super::schedule::{Schedule, Zone};
+
+/// Why a value was refused; the caller adds the location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Invalid {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: Option<String>) -> Self {
+        self.hint = hint;
+        self
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A policy's unique name: letters, digits, `-` and `_`; 1 to 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PolicyName(String);
+
+impl PolicyName {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(Invalid::new(format!(
+                "policy name must be 1 to 64 characters, got {}",
+                s.chars().count()
+            )));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(Invalid::new(format!(
+                "policy name may hold letters, digits, '-' and '_' only, found {c:?}"
+            )));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Shared rules for DingTalk's opaque ids: non-empty, at most 128 bytes, no whitespace or
+/// control characters. Anything else is sent percent-encoded in the path.
+fn check_id(kind: &str, s: &str) -> Result<(), Invalid> {
+    if s.is_empty() {
+        return Err(Invalid::new(format!("{kind} must not be empty")));
+    }
+    if s.len() > 128 {
+        return Err(Invalid::new(format!("{kind} is longer than 128 bytes")));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Invalid::new(format!(
+            "{kind} must not contain whitespace or control characters, found {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, Invalid> {
+                check_id($kind, s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A live meeting's `conferenceId`.
+    ConferenceId,
+    "conference_id"
+);
+id_newtype!(
+    /// A scheduled (recurring) meeting's `scheduleConferenceId`.
+    ScheduleConferenceId,
+    "schedule_conference_id"
+);
+id_newtype!(
+    /// A user's `unionId` (the host's, for StartCloudRecord).
+    UnionId,
+    "host_union_id"
+);
+
+/// Which meeting a policy records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A known meeting.
+    Conference(ConferenceId),
+    /// A scheduled meeting; the live `conferenceId` is looked up at fire time.
+    Scheduled(ScheduleConferenceId),
+}
+
+/// Closest-match hint among `choices`, for "did you mean" messages.
+pub fn did_you_mean<'a>(input: &str, choices: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let input_l = input.to_ascii_lowercase();
+    let mut best: Option<(usize, &str)> = None;
+    for c in choices {
+        let d = levenshtein(&input_l, &c.to_ascii_lowercase());
+        let limit = (c.len().max(input.len()) / 3).max(1);
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| format!("did you mean '{c}'?"))
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+macro_rules! api_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            /// The value as DingTalk's API (and the policy file) spells it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Result<Self, Invalid> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(Invalid::new(format!(
+                        "unknown {} '{}' (expected one of: {})",
+                        $what,
+                        other,
+                        Self::ALL.join(", ")
+                    ))
+                    .with_hint(did_you_mean(other, Self::ALL.iter().copied()))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+api_enum!(
+    /// The recording layout (the API's `mode`).
+    Layout, "layout", {
+        Grid => "grid",
+        Speech => "speech",
+        FullScreen => "full_screen",
+    }
+);
+
+api_enum!(
+    /// Where the small window sits (the API's `smallWindowPosition`).
+    WindowPosition, "small_window_position", {
+        RelativeRight => "relative_right",
+        FloatRight => "float_right",
+        FloatBottom => "float_bottom",
+    }
+);
+
+/// A validated recording policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: PolicyName,
+    pub target: Target,
+    pub host_union_id: UnionId,
+    pub schedule: Schedule,
+    pub timezone: Zone,
+    pub layout: Layout,
+    pub small_window_position: WindowPosition,
+    /// Fire this long after the meeting's start.
+    pub start_offset: Duration,
+    /// Keep trying until the meeting's start + window.
+    pub window: Duration,
+    /// Local dates on which no occurrence is made.
+    pub skip_dates: BTreeSet<NaiveDate>,
+    pub retry: RetryPolicy,
+    pub enabled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_accept_letters_digits_dash_underscore_only() {
+        assert!(PolicyName::parse("weekly-all_hands-01").is_ok());
+        assert!(PolicyName::parse("").is_err());
+        assert!(PolicyName::parse(&"a".repeat(65)).is_err());
+        assert!(PolicyName::parse("x'; DROP TABLE policies;--").is_err());
+    }
+
+    #[test]
+    fn enums_suggest_the_near_miss() {
+        let err = Layout::parse("speach").expect_err("invalid");
+        assert_eq!(err.hint.as_deref(), Some("did you mean 'speech'?"));
+        assert_eq!(Layout::parse("full_screen"), Ok(Layout::FullScreen));
+        assert!(
+            WindowPosition::parse("nowhere")
+                .expect_err("invalid")
+                .hint
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn ids_reject_whitespace_and_controls() {
+        assert!(ConferenceId::parse("61289f392xxx").is_ok());
+        assert!(ConferenceId::parse("a b").is_err());
+        assert!(UnionId::parse("x\u{0}y").is_err());
+        assert!(ConferenceId::parse("a/b?c#d").is_ok());
+    }
+}

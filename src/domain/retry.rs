@@ -1,0 +1,256 @@
+//! Backoff maths and the decision after each attempt (SPEC §4 steps 3 and 4). Pure functions: the
+//! random draw comes in as a number in `[0, 1)` so tests can pin it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::outcome::RetryClass;
+
+/// How an occurrence retries. Every field can be set in `defaults.retry` and per policy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    pub backoff_coefficient: f64,
+    #[serde(with = "humantime_serde")]
+    pub maximum_interval: Duration,
+    /// Attempts that count (throttled ones do not), the first included.
+    pub maximum_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_interval: Duration::from_secs(2),
+            backoff_coefficient: 2.0,
+            maximum_interval: Duration::from_secs(60),
+            maximum_attempts: 30,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The upper bound of the wait after the `n`-th counted attempt (1-based):
+    /// `initial_interval × backoff_coefficient^(n-1)`, capped at `maximum_interval`.
+    pub fn cap(&self, n: u32) -> Duration {
+        let exp = i32::try_from(n.saturating_sub(1)).unwrap_or(i32::MAX);
+        let secs = self.initial_interval.as_secs_f64() * self.backoff_coefficient.powi(exp);
+        let max = self.maximum_interval.as_secs_f64();
+        if !secs.is_finite() || secs >= max {
+            self.maximum_interval
+        } else {
+            Duration::from_secs_f64(secs.max(0.0))
+        }
+    }
+
+    /// Full jitter: a wait drawn uniformly from `[0, cap(n)]`, with `u` in `[0, 1)`.
+    pub fn backoff(&self, n: u32, u: f64) -> Duration {
+        self.cap(n).mul_f64(u.clamp(0.0, 1.0))
+    }
+
+    /// Checks the values make sense; the message names the offending field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.maximum_attempts == 0 {
+            return Err("retry.maximum_attempts must be at least 1".into());
+        }
+        if !(self.backoff_coefficient.is_finite() && self.backoff_coefficient >= 1.0) {
+            return Err("retry.backoff_coefficient must be a number >= 1.0".into());
+        }
+        if self.maximum_interval < self.initial_interval {
+            return Err(
+                "retry.maximum_interval must not be shorter than retry.initial_interval".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How long a throttled call waits at least before it is tried again (DingTalk: "wait 1 s").
+pub const THROTTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// What an attempt's result means for its row (`attempts.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Success,
+    Retry,
+    Fail,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Success => "success",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Fail => "fail",
+        }
+    }
+}
+
+/// Where the occurrence goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Succeeded,
+    Failed,
+    /// Out of attempts or out of window.
+    Expired,
+    RetryAt(DateTime<Utc>),
+}
+
+/// What the decision needs to know about the occurrence.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptContext {
+    pub now: DateTime<Utc>,
+    pub window_ends_at: DateTime<Utc>,
+    /// Counted attempts including the one just made.
+    pub counted_attempts: u32,
+    /// Whether the previous attempt already asked for a fresh token.
+    pub previous_was_reauth: bool,
+}
+
+/// Decide the attempt's outcome and the occurrence's next step.
+pub fn decide(
+    class: RetryClass,
+    retry: &RetryPolicy,
+    ctx: AttemptContext,
+    u: f64,
+) -> (AttemptOutcome, Next) {
+    let wait = match class {
+        RetryClass::Success => return (AttemptOutcome::Success, Next::Succeeded),
+        RetryClass::Fail => return (AttemptOutcome::Fail, Next::Failed),
+        RetryClass::Throttle => {
+            THROTTLE_WAIT + Duration::from_millis(500).mul_f64(u.clamp(0.0, 1.0))
+        }
+        RetryClass::Reauth if !ctx.previous_was_reauth => Duration::ZERO,
+        RetryClass::Reauth | RetryClass::Retry => {
+            if ctx.counted_attempts >= retry.maximum_attempts {
+                return (AttemptOutcome::Fail, Next::Expired);
+            }
+            retry.backoff(ctx.counted_attempts, u)
+        }
+    };
+    let at = ctx.now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+    if at > ctx.window_ends_at {
+        (AttemptOutcome::Fail, Next::Expired)
+    } else {
+        (AttemptOutcome::Retry, Next::RetryAt(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial_interval: Duration::from_secs(2),
+            backoff_coefficient: 2.0,
+            maximum_interval: Duration::from_secs(60),
+            maximum_attempts: 5,
+        }
+    }
+
+    fn ctx(counted: u32) -> AttemptContext {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        AttemptContext {
+            now,
+            window_ends_at: now + TimeDelta::minutes(30),
+            counted_attempts: counted,
+            previous_was_reauth: false,
+        }
+    }
+
+    #[test]
+    fn caps_grow_geometrically_up_to_the_maximum() {
+        let p = policy();
+        let caps: Vec<u64> = (1..=8).map(|n| p.cap(n).as_secs()).collect();
+        assert_eq!(caps, vec![2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(p.cap(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_zero_and_the_cap() {
+        let p = policy();
+        assert_eq!(p.backoff(3, 0.0), Duration::ZERO);
+        assert_eq!(p.backoff(3, 0.5), Duration::from_secs(4));
+        assert!(p.backoff(3, 0.999_999) <= Duration::from_secs(8));
+        assert_eq!(p.backoff(3, 7.0), Duration::from_secs(8), "u is clamped");
+    }
+
+    #[test]
+    fn success_and_fail_are_final() {
+        assert_eq!(
+            decide(RetryClass::Success, &policy(), ctx(1), 0.5),
+            (AttemptOutcome::Success, Next::Succeeded)
+        );
+        assert_eq!(
+            decide(RetryClass::Fail, &policy(), ctx(1), 0.5),
+            (AttemptOutcome::Fail, Next::Failed)
+        );
+    }
+
+    #[test]
+    fn retries_wait_a_jittered_backoff() {
+        let c = ctx(2);
+        let (o, next) = decide(RetryClass::Retry, &policy(), c, 0.5);
+        assert_eq!(o, AttemptOutcome::Retry);
+        assert_eq!(next, Next::RetryAt(c.now + TimeDelta::seconds(2)));
+    }
+
+    #[test]
+    fn retries_stop_at_maximum_attempts() {
+        assert_eq!(
+            decide(RetryClass::Retry, &policy(), ctx(5), 0.5),
+            (AttemptOutcome::Fail, Next::Expired)
+        );
+    }
+
+    #[test]
+    fn retries_never_go_past_the_window() {
+        let mut c = ctx(1);
+        c.window_ends_at = c.now + TimeDelta::milliseconds(500);
+        assert_eq!(
+            decide(RetryClass::Retry, &policy(), c, 0.9),
+            (AttemptOutcome::Fail, Next::Expired)
+        );
+    }
+
+    #[test]
+    fn throttles_wait_at_least_a_second_and_ignore_the_attempt_budget() {
+        let c = ctx(5);
+        let (o, next) = decide(RetryClass::Throttle, &policy(), c, 0.0);
+        assert_eq!(o, AttemptOutcome::Retry);
+        assert_eq!(next, Next::RetryAt(c.now + TimeDelta::seconds(1)));
+    }
+
+    #[test]
+    fn reauth_retries_at_once_but_only_once() {
+        let c = ctx(1);
+        assert_eq!(
+            decide(RetryClass::Reauth, &policy(), c, 0.9),
+            (AttemptOutcome::Retry, Next::RetryAt(c.now))
+        );
+        let again = AttemptContext {
+            previous_was_reauth: true,
+            ..c
+        };
+        let (_, next) = decide(RetryClass::Reauth, &policy(), again, 0.5);
+        assert_eq!(
+            next,
+            Next::RetryAt(c.now + TimeDelta::seconds(1)),
+            "second time: normal backoff"
+        );
+    }
+
+    #[test]
+    fn checks_name_the_bad_field() {
+        let mut p = policy();
+        p.maximum_attempts = 0;
+        assert!(p.check().expect_err("bad").contains("maximum_attempts"));
+        let mut p = policy();
+        p.backoff_coefficient = 0.5;
+        assert!(p.check().expect_err("bad").contains("backoff_coefficient"));
+    }
+}

@@ -1,0 +1,8 @@
+//! dingrec: makes sure DingTalk video meetings get recorded.
+//!
+//! The data goes one way: policy YAML → [`policy_file`] → [`store`] (SQLite) → [`scheduler`] →
+//! [`dingtalk`] client → attempt row. See README.md for the design notes.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
