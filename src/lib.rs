@@ -6,3 +6,4 @@
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod policy_file;

@@ -1,0 +1,720 @@
+//! Policy files (SPEC §3): YAML → domain [`Policy`] values, with compiler-like errors.
+//!
+//! Parsing goes in two steps. The YAML becomes a raw document that keeps every value's line and
+//! column (serde-saphyr's `Spanned`); unknown keys are collected rather than fatal, so one run
+//! reports them all. Then each raw policy is checked field by field into a `Policy`, collecting
+//! every problem of every file. Only structural YAML errors (a wrong type, broken syntax, a
+//! duplicate key, a resource limit) stop a file at the first problem, since the parser cannot go
+//! on past them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::config::PolicyDefaults;
+use crate::domain::policy::{Invalid, ScheduleConferenceId, did_you_mean};
+use crate::domain::schedule::{At, CronExpr};
+use crate::domain::{
+    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId,
+    WindowPosition, Zone,
+};
+
+/// Policy files larger than this are refused before parsing.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One problem, located. Renders like a compiler error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    /// The key the problem is about (`policies[2].timezone`), when there is one.
+    pub key: Option<String>,
+    pub hint: Option<String>,
+    /// The source line, for the caret display.
+    pub source_line: Option<String>,
+    /// How many characters the caret underlines.
+    pub width: usize,
+}
+
+impl Diagnostic {
+    fn file_level(file: &Path, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            message: message.into(),
+            key: None,
+            hint: None,
+            source_line: None,
+            width: 1,
+        }
+    }
+
+    /// The first line only: `file:line:column: error: message`.
+    pub fn headline(&self) -> String {
+        format!(
+            "{}:{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.headline())?;
+        if let Some(src) = &self.source_line {
+            let num = self.line.to_string();
+            let pad = " ".repeat(num.len());
+            writeln!(f, "{pad} |")?;
+            writeln!(f, "{num} | {src}")?;
+            let col = usize::try_from(self.column.saturating_sub(1)).unwrap_or(0);
+            let lead: String = src
+                .chars()
+                .take(col)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let label = self
+                .key
+                .as_deref()
+                .map(|k| format!(" {k}"))
+                .unwrap_or_default();
+            writeln!(f, "{pad} | {lead}{}{label}", "^".repeat(self.width.max(1)))?;
+        } else if let Some(k) = &self.key {
+            writeln!(f, "  = key: {k}")?;
+        }
+        if let Some(h) = &self.hint {
+            writeln!(f, "  = hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A policy with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcedPolicy {
+    pub policy: Policy,
+    /// `file:line` of the policy's entry.
+    pub source: String,
+}
+
+/// Expand `paths` (files, or folders of `*.yaml`/`*.yml`, not recursive) into files, sorted.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| {
+                            f.extension().is_some_and(|x| x == "yaml" || x == "yml") && f.is_file()
+                        })
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => errors.push(Diagnostic::file_level(
+                    p,
+                    format!("cannot read folder: {e}"),
+                )),
+            },
+            Ok(_) => files.push(p.clone()),
+            Err(e) => errors.push(Diagnostic::file_level(p, format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(files)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Load and check every policy in `paths`. All problems of all files come back at once.
+pub fn load_paths(
+    paths: &[PathBuf],
+    defaults: &PolicyDefaults,
+) -> Result<Vec<SourcedPolicy>, Vec<Diagnostic>> {
+    let files = expand_paths(paths)?;
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        match read_file(file) {
+            Ok(text) => match parse_str(file, &text, defaults) {
+                Ok(mut ps) => all.append(&mut ps),
+                Err(mut es) => errors.append(&mut es),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    check_unique_names(&all, &files, &mut errors);
+    if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read_file(file: &Path) -> Result<String, Diagnostic> {
+    let meta = std::fs::metadata(file)
+        .map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::file_level(
+            file,
+            format!(
+                "file is {} bytes; policy files are limited to {} MiB (split it into several files in a folder)",
+                meta.len(),
+                MAX_FILE_BYTES / 1024 / 1024
+            ),
+        ));
+    }
+    let bytes = std::fs::read(file)
+        .map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        let last_nl = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[last_nl..]).chars().count() as u64 + 1;
+        Diagnostic {
+            line,
+            column,
+            ..Diagnostic::file_level(file, "file is not valid UTF-8")
+        }
+    })
+}
+
+fn check_unique_names(all: &[SourcedPolicy], _files: &[PathBuf], errors: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for p in all {
+        if let Some(first) = seen.insert(p.policy.name.as_str(), &p.source) {
+            let (file, line) = split_source(&p.source);
+            errors.push(Diagnostic {
+                file,
+                line,
+                column: 1,
+                message: format!("duplicate policy name '{}'", p.policy.name),
+                key: Some("name".into()),
+                hint: Some(format!("the name is first used at {first}")),
+                source_line: None,
+                width: 1,
+            });
+        }
+    }
+}
+
+fn split_source(source: &str) -> (PathBuf, u64) {
+    match source.rsplit_once(':') {
+        Some((f, l)) => (PathBuf::from(f), l.parse().unwrap_or(1)),
+        None => (PathBuf::from(source), 1),
+    }
+}
+
+/// Parse one file's text. `file` is only used to name it in errors and in `source`.
+pub fn parse_str(
+    file: &Path,
+    text: &str,
+    defaults: &PolicyDefaults,
+) -> Result<Vec<SourcedPolicy>, Vec<Diagnostic>> {
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Err(vec![Diagnostic::file_level(
+            file,
+            "file is empty; expected a mapping with a 'policies' list",
+        )]);
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_depth: 64,
+            max_aliases: 256,
+            max_anchors: 256,
+            max_nodes: 1_000_000,
+        },
+    };
+    let doc: RawDocument = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        let raw = e.without_snippet().to_string();
+        let message = match raw.rsplit_once(" at line ") {
+            Some((m, _)) => m.to_owned(),
+            None => raw,
+        };
+        let (message, hint) = hint_for_structural(&message);
+        vec![Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+            key: None,
+            hint,
+            source_line: source_line(text, line),
+            width: 1,
+        }]
+    })?;
+    let Some(policies) = doc.policies else {
+        return Err(vec![Diagnostic::file_level(
+            file,
+            "missing key 'policies' (a list of policies)",
+        )]);
+    };
+    let mut ctx = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (i, raw) in policies.value.into_iter().enumerate() {
+        if let Some(p) = ctx.policy(i, raw, defaults) {
+            out.push(p);
+        }
+    }
+    if ctx.errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ctx.errors)
+    }
+}
+
+/// serde's "unknown field `x`, expected one of a, b" gains a did-you-mean.
+fn hint_for_structural(message: &str) -> (String, Option<String>) {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((name, expected)) = rest.split_once("`, expected ")
+    {
+        let choices: Vec<&str> = expected
+            .trim_start_matches("one of ")
+            .split(',')
+            .map(|s| s.trim().trim_matches('`'))
+            .collect();
+        return (
+            format!("unknown key '{name}'"),
+            did_you_mean(name, choices.iter().copied())
+                .or_else(|| Some(format!("expected one of: {}", choices.join(", ")))),
+        );
+    }
+    (message.to_owned(), None)
+}
+
+fn source_line(text: &str, line: u64) -> Option<String> {
+    let idx = usize::try_from(line.checked_sub(1)?).ok()?;
+    text.lines().nth(idx).map(|l| l.chars().take(200).collect())
+}
+
+// ---- the raw document ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocument {
+    policies: Option<Spanned<Vec<RawPolicy>>>,
+}
+
+type S<T> = Spanned<T>;
+
+const POLICY_KEYS: &[&str] = &[
+    "name",
+    "conference_id",
+    "schedule_conference_id",
+    "host_union_id",
+    "cron",
+    "at",
+    "timezone",
+    "layout",
+    "small_window_position",
+    "start_offset",
+    "window",
+    "skip_dates",
+    "retry",
+    "enabled",
+];
+
+#[derive(Default)]
+struct RawPolicy {
+    /// Where the entry starts (its first key).
+    first_key: Option<serde_saphyr::Location>,
+    name: Option<S<String>>,
+    conference_id: Option<S<String>>,
+    schedule_conference_id: Option<S<String>>,
+    host_union_id: Option<S<String>>,
+    cron: Option<S<String>>,
+    at: Option<S<String>>,
+    timezone: Option<S<String>>,
+    layout: Option<S<String>>,
+    small_window_position: Option<S<String>>,
+    start_offset: Option<S<String>>,
+    window: Option<S<String>>,
+    skip_dates: Option<S<Vec<S<String>>>>,
+    retry: Option<S<RawRetry>>,
+    enabled: Option<S<bool>>,
+    unknown: Vec<S<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial_interval: Option<S<String>>,
+    backoff_coefficient: Option<S<f64>>,
+    maximum_interval: Option<S<String>>,
+    maximum_attempts: Option<S<u32>>,
+}
+
+impl<'de> Deserialize<'de> for RawPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPolicy;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a policy (a mapping with name, host_union_id, ...)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawPolicy, A::Error> {
+                let mut p = RawPolicy::default();
+                while let Some(key) = m.next_key::<S<String>>()? {
+                    p.first_key.get_or_insert(key.referenced);
+                    match key.value.as_str() {
+                        "name" => p.name = Some(m.next_value()?),
+                        "conference_id" => p.conference_id = Some(m.next_value()?),
+                        "schedule_conference_id" => {
+                            p.schedule_conference_id = Some(m.next_value()?)
+                        }
+                        "host_union_id" => p.host_union_id = Some(m.next_value()?),
+                        "cron" => p.cron = Some(m.next_value()?),
+                        "at" => p.at = Some(m.next_value()?),
+                        "timezone" => p.timezone = Some(m.next_value()?),
+                        "layout" => p.layout = Some(m.next_value()?),
+                        "small_window_position" => p.small_window_position = Some(m.next_value()?),
+                        "start_offset" => p.start_offset = Some(m.next_value()?),
+                        "window" => p.window = Some(m.next_value()?),
+                        "skip_dates" => p.skip_dates = Some(m.next_value()?),
+                        "retry" => p.retry = Some(m.next_value()?),
+                        "enabled" => p.enabled = Some(m.next_value()?),
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                            p.unknown.push(key);
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+// ---- checking ----
+
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at(
+        &self,
+        loc: &serde_saphyr::Location,
+        width: usize,
+        key: String,
+        err: Invalid,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_owned(),
+            line: loc.line(),
+            column: loc.column(),
+            message: err.message,
+            key: Some(key),
+            hint: err.hint,
+            source_line: source_line(self.text, loc.line()),
+            width,
+        }
+    }
+
+    fn push<T>(&mut self, v: &S<T>, key: String, err: Invalid) {
+        let width = source_line(self.text, v.referenced.line())
+            .map(|l| {
+                let col = usize::try_from(v.referenced.column().saturating_sub(1)).unwrap_or(0);
+                l.chars()
+                    .skip(col)
+                    .take_while(|c| *c != '#')
+                    .collect::<String>()
+                    .trim_end()
+                    .chars()
+                    .count()
+            })
+            .unwrap_or(1);
+        let d = self.at(&v.referenced, width, key, err);
+        self.errors.push(d);
+    }
+
+    /// Run `parse` on an optional spanned string, recording a located error.
+    fn field<T>(
+        &mut self,
+        v: &Option<S<String>>,
+        key: impl Fn() -> String,
+        parse: impl FnOnce(&str) -> Result<T, Invalid>,
+    ) -> Option<Option<T>> {
+        match v {
+            None => Some(None),
+            Some(s) => match parse(&s.value) {
+                Ok(t) => Some(Some(t)),
+                Err(e) => {
+                    self.push(s, key(), e);
+                    None
+                }
+            },
+        }
+    }
+
+    fn policy(
+        &mut self,
+        i: usize,
+        raw: RawPolicy,
+        defaults: &PolicyDefaults,
+    ) -> Option<SourcedPolicy> {
+        let before = self.errors.len();
+        let label = raw
+            .name
+            .as_ref()
+            .map(|n| format!("policies[{i}] ({})", n.value))
+            .unwrap_or_else(|| format!("policies[{i}]"));
+        let key = |k: &str| format!("{label}.{k}");
+        let entry = raw.first_key;
+        let missing = |this: &mut Self, k: &str, msg: String| {
+            if let Some(loc) = entry {
+                let d = this.at(&loc, 1, key(k), Invalid::new(msg));
+                this.errors.push(d);
+            }
+        };
+
+        for u in &raw.unknown {
+            let hint = did_you_mean(&u.value, POLICY_KEYS.iter().copied())
+                .or_else(|| Some(format!("known keys: {}", POLICY_KEYS.join(", "))));
+            self.push(
+                u,
+                key(&u.value),
+                Invalid::new(format!("unknown key '{}'", u.value)).with_hint(hint),
+            );
+        }
+
+        let name = self
+            .field(&raw.name, || key("name"), PolicyName::parse)
+            .flatten();
+        if raw.name.is_none() {
+            missing(self, "name", "missing key 'name'".into());
+        }
+        let host = self
+            .field(&raw.host_union_id, || key("host_union_id"), UnionId::parse)
+            .flatten();
+        if raw.host_union_id.is_none() {
+            missing(
+                self,
+                "host_union_id",
+                "missing key 'host_union_id' (the meeting host's unionId)".into(),
+            );
+        }
+
+        let conf = self.field(
+            &raw.conference_id,
+            || key("conference_id"),
+            ConferenceId::parse,
+        );
+        let sched = self.field(
+            &raw.schedule_conference_id,
+            || key("schedule_conference_id"),
+            ScheduleConferenceId::parse,
+        );
+        let target = match (conf, sched) {
+            (Some(Some(c)), Some(None)) => Some(Target::Conference(c)),
+            (Some(None), Some(Some(s))) => Some(Target::Scheduled(s)),
+            (Some(Some(_)), Some(Some(_))) => {
+                if let Some(s) = &raw.schedule_conference_id {
+                    self.push(s, key("schedule_conference_id"), Invalid::new(
+                        "both conference_id and schedule_conference_id are set; set exactly one",
+                    ));
+                }
+                None
+            }
+            (Some(None), Some(None)) => {
+                missing(
+                    self,
+                    "conference_id",
+                    "neither conference_id nor schedule_conference_id is set; set exactly one"
+                        .into(),
+                );
+                None
+            }
+            _ => None,
+        };
+
+        let cron = self.field(&raw.cron, || key("cron"), CronExpr::parse);
+        let at = self.field(&raw.at, || key("at"), At::parse);
+        let schedule = match (cron, at) {
+            (Some(Some(c)), Some(None)) => Some(Schedule::Cron(c)),
+            (Some(None), Some(Some(a))) => Some(Schedule::At(a)),
+            (Some(Some(_)), Some(Some(_))) => {
+                if let Some(s) = &raw.at {
+                    self.push(
+                        s,
+                        key("at"),
+                        Invalid::new("both 'at' and 'cron' are set; set exactly one"),
+                    );
+                }
+                None
+            }
+            (Some(None), Some(None)) => {
+                missing(
+                    self,
+                    "at",
+                    "neither 'at' (one-off) nor 'cron' (recurring) is set; set exactly one".into(),
+                );
+                None
+            }
+            _ => None,
+        };
+
+        let timezone = self
+            .field(&raw.timezone, || key("timezone"), Zone::parse)
+            .map(|z| z.unwrap_or(defaults.timezone));
+        let layout = self
+            .field(&raw.layout, || key("layout"), Layout::parse)
+            .map(|l| l.unwrap_or(defaults.layout));
+        let position = self
+            .field(
+                &raw.small_window_position,
+                || key("small_window_position"),
+                WindowPosition::parse,
+            )
+            .map(|p| p.unwrap_or(defaults.small_window_position));
+        let start_offset = self
+            .field(&raw.start_offset, || key("start_offset"), parse_duration)
+            .map(|d| d.unwrap_or(defaults.start_offset));
+        let window = self
+            .field(&raw.window, || key("window"), parse_duration)
+            .map(|d| d.unwrap_or(defaults.window));
+        if let (Some(off), Some(win)) = (start_offset, window)
+            && win <= off
+        {
+            let msg = format!(
+                "window ({}) must be longer than start_offset ({}): the window starts at the meeting's start and the first attempt is at start + start_offset",
+                humantime::format_duration(win),
+                humantime::format_duration(off)
+            );
+            match (&raw.window, &raw.start_offset) {
+                (Some(w), _) => self.push(w, key("window"), Invalid::new(msg)),
+                (None, Some(o)) => self.push(o, key("start_offset"), Invalid::new(msg)),
+                (None, None) => missing(self, "window", msg),
+            }
+        }
+
+        let mut skip_dates = BTreeSet::new();
+        if let Some(list) = &raw.skip_dates {
+            for (j, d) in list.value.iter().enumerate() {
+                match NaiveDate::parse_from_str(&d.value, "%Y-%m-%d") {
+                    Ok(date) => {
+                        skip_dates.insert(date);
+                    }
+                    Err(e) => self.push(
+                        d,
+                        key(&format!("skip_dates[{j}]")),
+                        Invalid::new(format!(
+                            "invalid date '{}': {e} (expected YYYY-MM-DD)",
+                            d.value
+                        )),
+                    ),
+                }
+            }
+        }
+
+        let retry = self.retry(&raw.retry, defaults.retry, &key);
+        let enabled = raw.enabled.as_ref().is_none_or(|e| e.value);
+
+        if self.errors.len() > before {
+            return None;
+        }
+        let line = entry.map_or(1, |l| l.line());
+        Some(SourcedPolicy {
+            policy: Policy {
+                name: name?,
+                target: target?,
+                host_union_id: host?,
+                schedule: schedule?,
+                timezone: timezone?,
+                layout: layout?,
+                small_window_position: position?,
+                start_offset: start_offset?,
+                window: window?,
+                skip_dates,
+                retry: retry?,
+                enabled,
+            },
+            source: format!("{}:{line}", self.file.display()),
+        })
+    }
+
+    fn retry(
+        &mut self,
+        raw: &Option<S<RawRetry>>,
+        base: RetryPolicy,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<RetryPolicy> {
+        let Some(r) = raw else { return Some(base) };
+        let mut out = base;
+        let before = self.errors.len();
+        if let Some(Some(d)) = self.field(
+            &r.value.initial_interval,
+            || key("retry.initial_interval"),
+            parse_duration,
+        ) {
+            out.initial_interval = d;
+        }
+        if let Some(Some(d)) = self.field(
+            &r.value.maximum_interval,
+            || key("retry.maximum_interval"),
+            parse_duration,
+        ) {
+            out.maximum_interval = d;
+        }
+        if let Some(c) = &r.value.backoff_coefficient {
+            out.backoff_coefficient = c.value;
+        }
+        if let Some(n) = &r.value.maximum_attempts {
+            out.maximum_attempts = n.value;
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        if let Err(msg) = out.check() {
+            let field = msg
+                .split_whitespace()
+                .next()
+                .unwrap_or("retry")
+                .trim_start_matches("retry.")
+                .to_owned();
+            self.push(r, key(&format!("retry.{field}")), Invalid::new(msg));
+            return None;
+        }
+        Some(out)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, Invalid> {
+    humantime::parse_duration(s).map_err(|e| {
+        Invalid::new(format!("invalid duration '{s}': {e}")).with_hint(Some(
+            "write durations like 30s, 15m, 1h 30m (note: 'M' is months, 'm' is minutes)".into(),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests;
