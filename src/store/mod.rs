@@ -1,0 +1,200 @@
+//! The only place with SQL. SQLite through sqlx, WAL mode, `synchronous=FULL` by default,
+//! `busy_timeout`, foreign keys on. Every writing transaction starts with `BEGIN IMMEDIATE`, so a
+//! busy database waits (up to `busy_timeout`) instead of failing half-way.
+
+pub mod history;
+pub mod occurrences;
+pub mod policies;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+
+use crate::config::{DatabaseSettings, Synchronous};
+
+/// A database problem, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error(
+        "database {path} is damaged ({detail}); it was left as it is. Restore it from a backup, or move it aside to start with an empty one"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database holds an invalid value: {0}")]
+    Data(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database handle: a small pool over one SQLite file.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+    options: SqliteConnectOptions,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+fn connect_options(path: &Path, settings: &DatabaseSettings, create: bool) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match settings.synchronous {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(settings.busy_timeout)
+        .foreign_keys(true)
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
+}
+
+impl Store {
+    /// Open (creating if missing) and migrate.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Store> {
+        let store = Self::open_unmigrated(settings).await?;
+        MIGRATOR.run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Open without running migrations (the caller runs them, e.g. `dingrec migrate`).
+    pub async fn open_unmigrated(settings: &DatabaseSettings) -> Result<Store> {
+        let path = settings.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.clone(),
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        check_not_corrupt(&path).await?;
+        let options = connect_options(&path, settings, true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .acquire_timeout(settings.busy_timeout + Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| classify_open_error(&path, source))?;
+        Ok(Store {
+            pool,
+            path,
+            options,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Readiness: can a fresh connection open the file read-write and commit a write? A fresh
+    /// connection notices what an open one does not (the file made read-only or immutable).
+    pub async fn probe_writable(&self) -> Result<()> {
+        let mut conn = self
+            .options
+            .clone()
+            .create_if_missing(false)
+            .connect()
+            .await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('ready_probe', 1) ON CONFLICT (key) DO UPDATE SET value = value + 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// The counter `apply` bumps; a daemon re-plans when it moves.
+    pub async fn policy_revision(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'policy_revision'")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0)).unwrap_or(0))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn classify_open_error(path: &Path, source: sqlx::Error) -> StoreError {
+    let text = source.to_string();
+    if text.contains("malformed") || text.contains("not a database") || text.contains("corrupt") {
+        StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: text,
+        }
+    } else {
+        StoreError::Open {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Before anything writes to an existing file: open it read-only and let SQLite check its pages.
+/// A damaged file is reported and left byte-for-byte as it was.
+async fn check_not_corrupt(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let is_empty = std::fs::metadata(path)
+        .map(|m| m.len() == 0)
+        .unwrap_or(false);
+    if is_empty {
+        return Ok(());
+    }
+    // Read-only, unless a WAL file is left from a crash: then a reader needs to write the shared
+    // memory index, and closing it folds the WAL into the file, which is recovery, not damage.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?
+        .filename(path)
+        .read_only(!Path::new(&wal).exists())
+        .create_if_missing(false);
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| classify_open_error(path, e))?;
+    let rows = sqlx::query("PRAGMA quick_check(3)")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| classify_open_error(path, e))?;
+    let _ = conn.close().await;
+    let verdict: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+    if verdict.len() == 1 && verdict[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: verdict.join("; "),
+        })
+    }
+}

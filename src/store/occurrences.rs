@@ -1,0 +1,531 @@
+//! The `occurrences` and `attempts` tables as the scheduler's queue. A due occurrence is a row,
+//! claimed atomically together with its attempt's intent row; the outcome completes both in one
+//! transaction.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::policies::PolicyRecord;
+use super::{Result, Store, StoreError};
+use crate::domain::time::{fmt_utc, parse_utc};
+
+/// Occurrence states (SPEC §5).
+pub mod state {
+    pub const SCHEDULED: &str = "scheduled";
+    pub const RUNNING: &str = "running";
+    pub const RETRY_WAIT: &str = "retry_wait";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const EXPIRED: &str = "expired";
+    pub const MISSED: &str = "missed";
+    pub const CANCELLED: &str = "cancelled";
+    pub const ALL: &[&str] = &[
+        SCHEDULED, RUNNING, RETRY_WAIT, SUCCEEDED, FAILED, EXPIRED, MISSED, CANCELLED,
+    ];
+    /// States that will still see attempts.
+    pub const LIVE: &[&str] = &[SCHEDULED, RUNNING, RETRY_WAIT];
+}
+
+fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
+    let s: String = r.get(col);
+    parse_utc(&s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}")))
+}
+
+fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = r.get(col);
+    s.map(|s| parse_utc(&s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}"))))
+        .transpose()
+}
+
+/// A policy that needs occurrence rows written.
+#[derive(Debug, Clone)]
+pub struct PlanCandidate {
+    pub policy_id: i64,
+    pub record: PolicyRecord,
+    /// '' when never planned.
+    pub planned_until: Option<DateTime<Utc>>,
+}
+
+/// One occurrence row to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOccurrence {
+    pub due_at: DateTime<Utc>,
+    pub window_ends_at: DateTime<Utc>,
+    /// `scheduled`, or `missed` when its window had passed before it was planned.
+    pub state: &'static str,
+    /// `schedule` or `catch_up`.
+    pub trigger: &'static str,
+}
+
+/// The planner's output for one policy.
+#[derive(Debug, Clone)]
+pub struct PolicyPlan {
+    pub policy_id: i64,
+    pub policy_name: String,
+    pub rows: Vec<NewOccurrence>,
+    pub planned_until: DateTime<Utc>,
+}
+
+/// A claimed occurrence, with its attempt's intent row already committed.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub occurrence_id: i64,
+    pub attempt_id: i64,
+    pub attempt_no: i64,
+    pub started_at: DateTime<Utc>,
+    pub policy_name: String,
+    pub due_at: DateTime<Utc>,
+    pub window_ends_at: DateTime<Utc>,
+    pub trigger: String,
+    /// The occurrence's own conference id (manual trigger override, or resolved earlier).
+    pub conference_id: Option<String>,
+    pub policy_conference_id: Option<String>,
+    pub schedule_conference_id: Option<String>,
+    pub host_union_id: String,
+    pub layout: String,
+    pub small_window_position: String,
+    pub retry: String,
+    /// Attempts made, this one included.
+    pub attempt_count: i64,
+    pub throttled_count: i64,
+    pub last_code: Option<String>,
+}
+
+/// An attempt's result and the occurrence's next step, written together.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub attempt_id: i64,
+    pub occurrence_id: i64,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub conference_id: Option<String>,
+    pub http_status: u16,
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    /// `success`, `retry` or `fail`.
+    pub outcome: &'static str,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The occurrence's new state.
+    pub state: &'static str,
+    pub throttled: bool,
+}
+
+/// An occurrence that reached a final failure state outside the dispatcher (sweeps, recovery).
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalEvent {
+    pub occurrence_id: i64,
+    pub policy_name: String,
+    pub conference_id: Option<String>,
+    pub state: String,
+    pub last_code: Option<String>,
+    pub due_at: String,
+}
+
+/// What start-up recovery did.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    pub interrupted_attempts: u64,
+    pub resumed: u64,
+    pub caught_up: u64,
+    pub finals: Vec<FinalEvent>,
+}
+
+const CLAIM_SELECT: &str = "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.trigger, o.conference_id AS occ_conf, \
+     o.attempt_count, o.throttled_count, o.last_code, p.conference_id AS pol_conf, p.schedule_conference_id, \
+     p.host_union_id, p.layout, p.small_window_position, p.retry \
+     FROM occurrences o JOIN policies p ON p.id = o.policy_id \
+     WHERE o.state IN ('scheduled', 'retry_wait') AND o.next_attempt_at <= ? AND o.window_ends_at > ? \
+     ORDER BY o.next_attempt_at, o.id LIMIT ?";
+
+impl Store {
+    /// Enabled policies whose rows reach less far than `until`.
+    pub async fn plan_candidates(
+        &self,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<PlanCandidate>> {
+        let rows = sqlx::query(
+            "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, small_window_position, \
+             cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, planned_until \
+             FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?",
+        )
+        .bind(fmt_utc(until))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let pu: String = r.get("planned_until");
+                Ok(PlanCandidate {
+                    policy_id: r.get("id"),
+                    record: PolicyRecord::from_row_pub(r),
+                    planned_until: if pu.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            parse_utc(&pu).map_err(|e| {
+                                StoreError::Data(format!("planned_until '{pu}': {e}"))
+                            })?,
+                        )
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Write planned rows (never duplicating: unique per policy and due time; a cancelled row at
+    /// the same time comes back) and move each policy's `planned_until`, in one transaction.
+    pub async fn write_plans(&self, plans: &[PolicyPlan], now: DateTime<Utc>) -> Result<u64> {
+        let now_s = fmt_utc(now);
+        let mut written = 0;
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for plan in plans {
+            for row in &plan.rows {
+                let due = fmt_utc(row.due_at);
+                let res = sqlx::query(
+                    "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, \
+                     trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (policy_id, due_at) DO UPDATE SET state = excluded.state, \
+                     window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
+                     trigger = excluded.trigger, updated_at = excluded.updated_at \
+                     WHERE occurrences.state = 'cancelled'",
+                )
+                .bind(plan.policy_id)
+                .bind(&plan.policy_name)
+                .bind(&due)
+                .bind(fmt_utc(row.window_ends_at))
+                .bind(row.state)
+                .bind((row.state == "scheduled").then_some(&due))
+                .bind(row.trigger)
+                .bind(&now_s)
+                .bind(&now_s)
+                .execute(&mut *tx)
+                .await?;
+                written += res.rows_affected();
+            }
+            sqlx::query("UPDATE policies SET planned_until = ? WHERE id = ?")
+                .bind(fmt_utc(plan.planned_until))
+                .bind(plan.policy_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// The earliest instant at which an occurrence wants an attempt.
+    pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT MIN(next_attempt_at) AS t FROM occurrences WHERE state IN ('scheduled', 'retry_wait')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        opt_time(&row, "t")
+    }
+
+    /// Claim up to `limit` due occurrences, earliest first, and write each one's attempt intent
+    /// row, all in one transaction. Nothing is claimed whose window has passed.
+    pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Claimed>> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM_SELECT.to_owned()))
+            .bind(&now_s)
+            .bind(&now_s)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.get("id");
+            let attempt_no: i64 = r.get::<i64, _>("attempt_count") + 1;
+            let occ_conf: Option<String> = r.get("occ_conf");
+            let pol_conf: Option<String> = r.get("pol_conf");
+            sqlx::query(
+                "UPDATE occurrences SET state = 'running', attempt_count = ?, next_attempt_at = NULL, updated_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(attempt_no)
+            .bind(&now_s)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let attempt_id: i64 = sqlx::query(
+                "INSERT INTO attempts (occurrence_id, attempt_no, started_at, conference_id) VALUES (?, ?, ?, ?) \
+                 RETURNING id",
+            )
+            .bind(id)
+            .bind(attempt_no)
+            .bind(&now_s)
+            .bind(occ_conf.as_ref().or(pol_conf.as_ref()))
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            out.push(Claimed {
+                occurrence_id: id,
+                attempt_id,
+                attempt_no,
+                started_at: now,
+                policy_name: r.get("policy_name"),
+                due_at: time(r, "due_at")?,
+                window_ends_at: time(r, "window_ends_at")?,
+                trigger: r.get("trigger"),
+                conference_id: occ_conf,
+                policy_conference_id: pol_conf,
+                schedule_conference_id: r.get("schedule_conference_id"),
+                host_union_id: r.get("host_union_id"),
+                layout: r.get("layout"),
+                small_window_position: r.get("small_window_position"),
+                retry: r.get("retry"),
+                attempt_count: attempt_no,
+                throttled_count: r.get("throttled_count"),
+                last_code: r.get("last_code"),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Write attempt outcomes and occurrence states, many in one transaction.
+    pub async fn complete(&self, done: &[Completion], now: DateTime<Utc>) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let now_s = fmt_utc(now);
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        for c in done {
+            let next = c.next_attempt_at.map(fmt_utc);
+            sqlx::query(
+                "UPDATE attempts SET finished_at = ?, duration_ms = ?, conference_id = COALESCE(?, conference_id), \
+                 http_status = ?, code = ?, message = ?, request_id = ?, outcome = ?, next_attempt_at = ? \
+                 WHERE id = ? AND outcome IS NULL",
+            )
+            .bind(fmt_utc(c.finished_at))
+            .bind(c.duration_ms)
+            .bind(&c.conference_id)
+            .bind(i64::from(c.http_status))
+            .bind(&c.code)
+            .bind(&c.message)
+            .bind(&c.request_id)
+            .bind(c.outcome)
+            .bind(&next)
+            .bind(c.attempt_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE occurrences SET state = ?, next_attempt_at = ?, last_code = ?, \
+                 conference_id = COALESCE(?, conference_id), throttled_count = throttled_count + ?, updated_at = ? \
+                 WHERE id = ? AND state = 'running'",
+            )
+            .bind(c.state)
+            .bind(&next)
+            .bind(&c.code)
+            .bind(&c.conference_id)
+            .bind(i64::from(c.throttled))
+            .bind(&now_s)
+            .bind(c.occurrence_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// At start: close attempts left without an outcome as `interrupted`, let the occurrences they
+    /// belonged to continue, and settle what came due while the daemon was down: per policy only
+    /// the latest past-due occurrence whose window is still open fires (`catch_up`); the others
+    /// are `missed`.
+    pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
+        let now_s = fmt_utc(now);
+        let mut rec = Recovery::default();
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        rec.interrupted_attempts = sqlx::query(
+            "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
+             message = 'dingrec stopped before this attempt had an outcome', finished_at = ? WHERE outcome IS NULL",
+        )
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        rec.resumed = sqlx::query(
+            "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?, last_code = 'interrupted', updated_at = ? \
+             WHERE state = 'running' AND window_ends_at > ?",
+        )
+        .bind(&now_s)
+        .bind(&now_s)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        rec.finals
+            .extend(finalize(&mut tx, "running", "expired", &now_s).await?);
+        // Past-due, never-attempted rows: the latest per policy with an open window catches up.
+        rec.caught_up = sqlx::query(
+            "UPDATE occurrences SET trigger = 'catch_up', updated_at = ? WHERE id IN ( \
+               SELECT o.id FROM occurrences o WHERE o.state = 'scheduled' AND o.due_at <= ? AND o.window_ends_at > ? \
+               AND o.trigger = 'schedule' AND NOT EXISTS (SELECT 1 FROM occurrences n WHERE n.policy_id = o.policy_id \
+                 AND n.state = 'scheduled' AND n.due_at > o.due_at AND n.due_at <= ?))",
+        )
+        .bind(&now_s)
+        .bind(&now_s)
+        .bind(&now_s)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let older = sqlx::query(
+            "UPDATE occurrences SET state = 'missed', next_attempt_at = NULL, updated_at = ? WHERE state = 'scheduled' \
+             AND due_at <= ? AND EXISTS (SELECT 1 FROM occurrences n WHERE n.policy_id = occurrences.policy_id \
+               AND n.state = 'scheduled' AND n.due_at > occurrences.due_at AND n.due_at <= ?) \
+             RETURNING id, policy_name, conference_id, state, last_code, due_at",
+        )
+        .bind(&now_s)
+        .bind(&now_s)
+        .bind(&now_s)
+        .fetch_all(&mut *tx)
+        .await?;
+        rec.finals.extend(older.iter().map(final_event));
+        rec.finals.extend(sweep_in(&mut tx, &now_s).await?);
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Occurrences whose window passed before they could be attempted become `missed`; ones
+    /// waiting for a retry past their window become `expired`. Returns them for logging.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let out = sweep_in(&mut tx, &now_s).await?;
+        if out.is_empty() {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// A manual occurrence (`dingrec trigger`), due now.
+    pub async fn insert_manual(
+        &self,
+        policy_id: i64,
+        policy_name: &str,
+        now: DateTime<Utc>,
+        window_ends_at: DateTime<Utc>,
+        conference_id: Option<&str>,
+    ) -> Result<i64> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
+             next_attempt_at, trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, 'manual', ?, ?) \
+             RETURNING id",
+        )
+        .bind(policy_id)
+        .bind(policy_name)
+        .bind(&now_s)
+        .bind(fmt_utc(window_ends_at))
+        .bind(conference_id)
+        .bind(&now_s)
+        .bind(&now_s)
+        .bind(&now_s)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'policy_revision'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn occurrence_state(&self, id: i64) -> Result<Option<(String, Option<String>)>> {
+        let row = sqlx::query("SELECT state, last_code FROM occurrences WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Live occurrences by state, for `/readyz`.
+    pub async fn live_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait') GROUP BY state",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn enabled_policy_count(&self) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
+                .fetch_one(self.pool())
+                .await?
+                .get(0),
+        )
+    }
+
+    pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let row =
+            sqlx::query("SELECT MAX(finished_at) AS t FROM attempts WHERE outcome = 'success'")
+                .fetch_one(self.pool())
+                .await?;
+        opt_time(&row, "t")
+    }
+
+    /// Drop occurrences (and their attempts) that ended before `before`.
+    pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query(
+            "DELETE FROM occurrences WHERE due_at < ? AND state NOT IN ('scheduled', 'running', 'retry_wait')",
+        )
+        .bind(fmt_utc(before))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+fn final_event(r: &SqliteRow) -> FinalEvent {
+    FinalEvent {
+        occurrence_id: r.get("id"),
+        policy_name: r.get("policy_name"),
+        conference_id: r.get("conference_id"),
+        state: r.get("state"),
+        last_code: r.get("last_code"),
+        due_at: r.get("due_at"),
+    }
+}
+
+async fn finalize(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    from: &str,
+    to: &str,
+    now_s: &str,
+) -> Result<Vec<FinalEvent>> {
+    let rows = sqlx::query(
+        "UPDATE occurrences SET state = ?, next_attempt_at = NULL, updated_at = ? \
+         WHERE state = ? AND window_ends_at <= ? \
+         RETURNING id, policy_name, conference_id, state, last_code, due_at",
+    )
+    .bind(to)
+    .bind(now_s)
+    .bind(from)
+    .bind(now_s)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(final_event).collect())
+}
+
+async fn sweep_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    now_s: &str,
+) -> Result<Vec<FinalEvent>> {
+    let mut out = finalize(tx, "scheduled", "missed", now_s).await?;
+    out.extend(finalize(tx, "retry_wait", "expired", now_s).await?);
+    Ok(out)
+}

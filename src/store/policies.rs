@@ -1,0 +1,422 @@
+//! The `policies` table: the row form of a policy, diffs for `plan`, one-transaction `apply`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Result, Store, StoreError};
+use crate::domain::policy::ScheduleConferenceId;
+use crate::domain::schedule::{At, CronExpr};
+use crate::domain::time::fmt_utc;
+use crate::domain::{
+    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId,
+    WindowPosition, Zone,
+};
+
+/// A policy in its database form (the columns of SPEC §5, as text and integers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyRecord {
+    pub name: String,
+    pub conference_id: Option<String>,
+    pub schedule_conference_id: Option<String>,
+    pub host_union_id: String,
+    pub layout: String,
+    pub small_window_position: String,
+    pub cron: Option<String>,
+    pub at: Option<String>,
+    pub timezone: String,
+    pub start_offset_ms: i64,
+    pub window_ms: i64,
+    pub retry: String,
+    pub skip_dates: String,
+    pub enabled: bool,
+    pub source: String,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PolicyRecord {
+    pub fn from_policy(p: &Policy, source: &str) -> Self {
+        let (conference_id, schedule_conference_id) = match &p.target {
+            Target::Conference(c) => (Some(c.as_str().to_owned()), None),
+            Target::Scheduled(s) => (None, Some(s.as_str().to_owned())),
+        };
+        let (cron, at) = match &p.schedule {
+            Schedule::Cron(c) => (Some(c.as_str().to_owned()), None),
+            Schedule::At(a) => (None, Some(a.to_text())),
+        };
+        let skip: Vec<String> = p.skip_dates.iter().map(|d| d.to_string()).collect();
+        Self {
+            name: p.name.as_str().to_owned(),
+            conference_id,
+            schedule_conference_id,
+            host_union_id: p.host_union_id.as_str().to_owned(),
+            layout: p.layout.as_str().to_owned(),
+            small_window_position: p.small_window_position.as_str().to_owned(),
+            cron,
+            at,
+            timezone: p.timezone.name().to_owned(),
+            start_offset_ms: ms(p.start_offset),
+            window_ms: ms(p.window),
+            retry: serde_json::to_string(&p.retry).unwrap_or_else(|_| "{}".into()),
+            skip_dates: serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into()),
+            enabled: p.enabled,
+            source: source.to_owned(),
+        }
+    }
+
+    /// Back to the domain type; a row that does not validate is reported, not trusted.
+    pub fn to_policy(&self) -> Result<Policy> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Data(format!("policy '{}': {what}: {e}", self.name))
+        };
+        let target = match (&self.conference_id, &self.schedule_conference_id) {
+            (Some(c), None) => {
+                Target::Conference(ConferenceId::parse(c).map_err(|e| bad("conference_id", &e))?)
+            }
+            (None, Some(s)) => Target::Scheduled(
+                ScheduleConferenceId::parse(s).map_err(|e| bad("schedule_conference_id", &e))?,
+            ),
+            _ => {
+                return Err(bad(
+                    "target",
+                    &"exactly one of conference_id/schedule_conference_id",
+                ));
+            }
+        };
+        let schedule = match (&self.cron, &self.at) {
+            (Some(c), None) => Schedule::Cron(CronExpr::parse(c).map_err(|e| bad("cron", &e))?),
+            (None, Some(a)) => Schedule::At(At::parse(a).map_err(|e| bad("at", &e))?),
+            _ => return Err(bad("schedule", &"exactly one of cron/at")),
+        };
+        let skip: Vec<String> =
+            serde_json::from_str(&self.skip_dates).map_err(|e| bad("skip_dates", &e))?;
+        let skip_dates = skip
+            .iter()
+            .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| bad("skip_dates", &e)))
+            .collect::<Result<BTreeSet<_>>>()?;
+        let retry: RetryPolicy = serde_json::from_str(&self.retry).map_err(|e| bad("retry", &e))?;
+        let dur = |v: i64| std::time::Duration::from_millis(u64::try_from(v).unwrap_or(0));
+        Ok(Policy {
+            name: PolicyName::parse(&self.name).map_err(|e| bad("name", &e))?,
+            target,
+            host_union_id: UnionId::parse(&self.host_union_id)
+                .map_err(|e| bad("host_union_id", &e))?,
+            schedule,
+            timezone: Zone::parse(&self.timezone).map_err(|e| bad("timezone", &e))?,
+            layout: Layout::parse(&self.layout).map_err(|e| bad("layout", &e))?,
+            small_window_position: WindowPosition::parse(&self.small_window_position)
+                .map_err(|e| bad("small_window_position", &e))?,
+            start_offset: dur(self.start_offset_ms),
+            window: dur(self.window_ms),
+            skip_dates,
+            retry,
+            enabled: self.enabled,
+        })
+    }
+
+    /// The fields `plan` compares and shows, in display form.
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        vec![
+            ("conference_id", opt(&self.conference_id)),
+            ("schedule_conference_id", opt(&self.schedule_conference_id)),
+            ("host_union_id", self.host_union_id.clone()),
+            ("cron", opt(&self.cron)),
+            ("at", opt(&self.at)),
+            ("timezone", self.timezone.clone()),
+            ("layout", self.layout.clone()),
+            ("small_window_position", self.small_window_position.clone()),
+            ("start_offset_ms", self.start_offset_ms.to_string()),
+            ("window_ms", self.window_ms.to_string()),
+            ("retry", self.retry.clone()),
+            ("skip_dates", self.skip_dates.clone()),
+            ("enabled", self.enabled.to_string()),
+            ("source", self.source.clone()),
+        ]
+    }
+
+    pub(crate) fn from_row_pub(r: &SqliteRow) -> Self {
+        Self::from_row(r)
+    }
+
+    fn from_row(r: &SqliteRow) -> Self {
+        Self {
+            name: r.get("name"),
+            conference_id: r.get("conference_id"),
+            schedule_conference_id: r.get("schedule_conference_id"),
+            host_union_id: r.get("host_union_id"),
+            layout: r.get("layout"),
+            small_window_position: r.get("small_window_position"),
+            cron: r.get("cron"),
+            at: r.get("at"),
+            timezone: r.get("timezone"),
+            start_offset_ms: r.get("start_offset_ms"),
+            window_ms: r.get("window_ms"),
+            retry: r.get("retry"),
+            skip_dates: r.get("skip_dates"),
+            enabled: r.get::<i64, _>("enabled") != 0,
+            source: r.get("source"),
+        }
+    }
+}
+
+/// A policy row with its bookkeeping.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredPolicy {
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: PolicyRecord,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One field that `apply` would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: &'static str,
+    pub old: String,
+    pub new: String,
+}
+
+/// What `apply` would do to one policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    Added {
+        name: String,
+    },
+    Changed {
+        name: String,
+        fields: Vec<FieldChange>,
+    },
+    /// In the database, in none of the files, and `--prune` given: disabled.
+    Removed {
+        name: String,
+    },
+}
+
+impl Change {
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Added { name } | Change::Changed { name, .. } | Change::Removed { name } => {
+                name
+            }
+        }
+    }
+}
+
+const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, \
+     source, created_at, updated_at FROM policies";
+
+fn stored(r: &SqliteRow) -> StoredPolicy {
+    StoredPolicy {
+        id: r.get("id"),
+        record: PolicyRecord::from_row(r),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+fn diff(
+    existing: &HashMap<String, StoredPolicy>,
+    new: &[PolicyRecord],
+    prune: bool,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for rec in new {
+        match existing.get(&rec.name) {
+            None => changes.push(Change::Added {
+                name: rec.name.clone(),
+            }),
+            Some(old) => {
+                let fields: Vec<FieldChange> = old
+                    .record
+                    .fields()
+                    .into_iter()
+                    .zip(rec.fields())
+                    .filter(|((_, a), (_, b))| a != b)
+                    .map(|((field, old), (_, new))| FieldChange { field, old, new })
+                    .collect();
+                if !fields.is_empty() {
+                    changes.push(Change::Changed {
+                        name: rec.name.clone(),
+                        fields,
+                    });
+                }
+            }
+        }
+    }
+    if prune {
+        let named: BTreeSet<&str> = new.iter().map(|r| r.name.as_str()).collect();
+        let mut gone: Vec<&StoredPolicy> = existing
+            .values()
+            .filter(|p| p.record.enabled && !named.contains(p.record.name.as_str()))
+            .collect();
+        gone.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        changes.extend(gone.into_iter().map(|p| Change::Removed {
+            name: p.record.name.clone(),
+        }));
+    }
+    changes
+}
+
+impl Store {
+    pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_POLICY} ORDER BY name"
+        )))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(stored).collect())
+    }
+
+    pub async fn policy_by_name(&self, name: &str) -> Result<Option<StoredPolicy>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_POLICY} WHERE name = ?"
+        )))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(stored))
+    }
+
+    /// What `apply` would change, without writing.
+    pub async fn plan_policies(&self, new: &[PolicyRecord], prune: bool) -> Result<Vec<Change>> {
+        let existing = self.list_policies().await?;
+        let existing = existing
+            .into_iter()
+            .map(|p| (p.record.name.clone(), p))
+            .collect();
+        Ok(diff(&existing, new, prune))
+    }
+
+    /// Write `new` in one transaction: every policy lands or none. Unchanged policies are not
+    /// touched (no `updated_at` churn). Changed or disabled policies lose their future
+    /// not-yet-started occurrences (`cancelled`) and are planned again by the daemon.
+    pub async fn apply_policies(
+        &self,
+        new: &[PolicyRecord],
+        prune: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SELECT_POLICY.to_owned()))
+            .fetch_all(&mut *tx)
+            .await?;
+        let existing: HashMap<String, StoredPolicy> = rows
+            .iter()
+            .map(stored)
+            .map(|p| (p.record.name.clone(), p))
+            .collect();
+        let changes = diff(&existing, new, prune);
+        if changes.is_empty() {
+            tx.rollback().await?;
+            return Ok(changes);
+        }
+        let by_name: HashMap<&str, &PolicyRecord> =
+            new.iter().map(|r| (r.name.as_str(), r)).collect();
+        for change in &changes {
+            match change {
+                Change::Added { name } => {
+                    let r = by_name[name.as_str()];
+                    sqlx::query(
+                        "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
+                         small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, \
+                         enabled, source, created_at, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&r.name)
+                    .bind(&r.conference_id)
+                    .bind(&r.schedule_conference_id)
+                    .bind(&r.host_union_id)
+                    .bind(&r.layout)
+                    .bind(&r.small_window_position)
+                    .bind(&r.cron)
+                    .bind(&r.at)
+                    .bind(&r.timezone)
+                    .bind(r.start_offset_ms)
+                    .bind(r.window_ms)
+                    .bind(&r.retry)
+                    .bind(&r.skip_dates)
+                    .bind(r.enabled)
+                    .bind(&r.source)
+                    .bind(&now_s)
+                    .bind(&now_s)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Change::Changed { name, fields } => {
+                    let r = by_name[name.as_str()];
+                    let replan = fields.iter().any(|f| f.field != "source");
+                    sqlx::query(
+                        "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
+                         layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
+                         start_offset_ms = ?, window_ms = ?, retry = ?, skip_dates = ?, enabled = ?, source = ?, \
+                         updated_at = ?, planned_until = CASE WHEN ? THEN '' ELSE planned_until END \
+                         WHERE name = ?",
+                    )
+                    .bind(&r.conference_id)
+                    .bind(&r.schedule_conference_id)
+                    .bind(&r.host_union_id)
+                    .bind(&r.layout)
+                    .bind(&r.small_window_position)
+                    .bind(&r.cron)
+                    .bind(&r.at)
+                    .bind(&r.timezone)
+                    .bind(r.start_offset_ms)
+                    .bind(r.window_ms)
+                    .bind(&r.retry)
+                    .bind(&r.skip_dates)
+                    .bind(r.enabled)
+                    .bind(&r.source)
+                    .bind(&now_s)
+                    .bind(replan)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                    if replan {
+                        cancel_future(&mut tx, name, &now_s).await?;
+                    }
+                }
+                Change::Removed { name } => {
+                    sqlx::query("UPDATE policies SET enabled = 0, updated_at = ?, planned_until = '' WHERE name = ?")
+                        .bind(&now_s)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
+                    cancel_future(&mut tx, name, &now_s).await?;
+                }
+            }
+        }
+        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'policy_revision'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(changes)
+    }
+}
+
+async fn cancel_future(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    name: &str,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ? \
+         WHERE policy_name = ? AND state = 'scheduled' AND due_at > ?",
+    )
+    .bind(now)
+    .bind(name)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
