@@ -3,8 +3,13 @@
 //! The data goes one way: policy YAML → [`policy_file`] → [`store`] (SQLite) → [`scheduler`] →
 //! [`dingtalk`] client → attempt row. See README.md for the design notes.
 
+pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod output;
 pub mod policy_file;
+pub mod scheduler;
 pub mod store;
+pub mod telemetry;

@@ -95,6 +95,12 @@ impl CronExpr {
         Ok(Self(s.trim().to_owned()))
     }
 
+    /// A pattern read back from the database, where only validated patterns are written. It is
+    /// compiled lazily (and shared) by [`CronCache`]; an unparsable one simply never fires.
+    pub fn from_stored(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

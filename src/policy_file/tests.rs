@@ -192,7 +192,7 @@ fn every_error_of_a_file_is_reported_at_once() {
     let text = "policies:\n  - name: p\n    conference_id: c1\n    host_union_id: h1\n    at: 2026-12-01T09:00:00\n    timezone: Mars/Olympus\n    colour: red\n  - name: q\n    conference_id: c2\n    host_union_id: h2\n    cron: \"61 * * * *\"\n    layout: tiles\n";
     let es = errors(text);
     let lines: Vec<u64> = es.iter().map(|e| e.line).collect();
-    assert_eq!(lines, vec![7, 6, 11, 12], "{es:#?}");
+    assert_eq!(lines, vec![6, 7, 11, 12], "{es:#?}");
 }
 
 #[test]

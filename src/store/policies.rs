@@ -90,7 +90,7 @@ impl PolicyRecord {
             }
         };
         let schedule = match (&self.cron, &self.at) {
-            (Some(c), None) => Schedule::Cron(CronExpr::parse(c).map_err(|e| bad("cron", &e))?),
+            (Some(c), None) => Schedule::Cron(CronExpr::from_stored(c)),
             (None, Some(a)) => Schedule::At(At::parse(a).map_err(|e| bad("at", &e))?),
             _ => return Err(bad("schedule", &"exactly one of cron/at")),
         };

@@ -1,0 +1,327 @@
+//! Planner: policies → occurrence rows, for at least the next 24 h and always the next one.
+//!
+//! Each policy keeps `planned_until`: every meeting start at or before it has its row. A policy is
+//! planned again only when that mark falls inside the horizon, so 100k weekly policies cost
+//! nothing between their weekly passes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::domain::Policy;
+use crate::domain::schedule::CronCache;
+use crate::store::occurrences::{NewOccurrence, PolicyPlan};
+
+/// "Planned for ever": one-off policies after their one start.
+pub fn far_future() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_214_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) // 9999-12-31
+}
+
+/// At most this many rows per policy per pass (a per-second cron would want 86,400 a day).
+pub const MAX_ROWS_PER_PASS: usize = 1_000;
+
+fn td(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// One firing of a policy: the meeting's start, when to fire, when to give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Firing {
+    pub start: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub window_ends_at: DateTime<Utc>,
+}
+
+impl Firing {
+    fn of(p: &Policy, start: DateTime<Utc>) -> Self {
+        Self {
+            start,
+            due_at: start + td(p.start_offset),
+            window_ends_at: start + td(p.window),
+        }
+    }
+}
+
+fn skipped(p: &Policy, start: DateTime<Utc>) -> bool {
+    !p.skip_dates.is_empty()
+        && p.skip_dates
+            .contains(&start.with_timezone(&p.timezone.tz()).date_naive())
+}
+
+/// Firings whose meeting starts in `(after, until]`, skip dates left out, at most `limit`.
+pub fn firings_between(
+    p: &Policy,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: usize,
+    cache: &mut CronCache,
+) -> Vec<Firing> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    // Bounded even if every date is skipped.
+    for _ in 0..(limit.saturating_mul(2) + 400) {
+        if out.len() >= limit {
+            break;
+        }
+        match p.schedule.next_start_after(p.timezone, cursor, cache) {
+            Some(t) if t <= until => {
+                if !skipped(p, t) {
+                    out.push(Firing::of(p, t));
+                }
+                cursor = t;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The first firing whose meeting starts after `after`.
+pub fn next_firing_after(
+    p: &Policy,
+    after: DateTime<Utc>,
+    cache: &mut CronCache,
+) -> Option<Firing> {
+    let mut cursor = after;
+    for _ in 0..1_000 {
+        let t = p.schedule.next_start_after(p.timezone, cursor, cache)?;
+        if !skipped(p, t) {
+            return Some(Firing::of(p, t));
+        }
+        cursor = t;
+    }
+    None
+}
+
+/// The latest firing whose meeting started in `(after, at_or_before]`.
+fn last_firing_in(
+    p: &Policy,
+    after: DateTime<Utc>,
+    at_or_before: DateTime<Utc>,
+    cache: &mut CronCache,
+) -> Option<Firing> {
+    let mut upper = at_or_before;
+    for _ in 0..1_000 {
+        let t = p.schedule.last_start_in(
+            p.timezone,
+            after + TimeDelta::milliseconds(1),
+            upper,
+            cache,
+        )?;
+        if !skipped(p, t) {
+            return Some(Firing::of(p, t));
+        }
+        upper = t - TimeDelta::milliseconds(1);
+    }
+    None
+}
+
+/// The planner's decision for one policy.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: PolicyPlan,
+    /// Firings that passed while nothing was planning them (daemon down) and that are neither
+    /// caught up nor recorded: only the latest missed one is (SPEC §4 step 5).
+    pub skipped_backlog: usize,
+}
+
+/// Plan one policy. `planned_until = None` means never planned: then a meeting that started
+/// within the last window is still caught up.
+pub fn plan_policy(
+    policy_id: i64,
+    p: &Policy,
+    planned_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    horizon: Duration,
+    cache: &mut CronCache,
+) -> Planned {
+    let horizon_end = now + td(horizon);
+    let from = planned_until.unwrap_or(now - td(p.window));
+    let mut rows = Vec::new();
+    let mut skipped_backlog = 0;
+
+    if from < now
+        && let Some(latest) = last_firing_in(p, from, now, cache)
+    {
+        skipped_backlog = firings_between(
+            p,
+            from,
+            latest.start - TimeDelta::milliseconds(1),
+            10_000,
+            cache,
+        )
+        .len();
+        let (state, trigger) = if latest.window_ends_at <= now {
+            ("missed", "schedule")
+        } else if latest.due_at <= now {
+            ("scheduled", "catch_up")
+        } else {
+            ("scheduled", "schedule")
+        };
+        rows.push(NewOccurrence {
+            due_at: latest.due_at,
+            window_ends_at: latest.window_ends_at,
+            state,
+            trigger,
+        });
+    }
+
+    let future_from = from.max(now);
+    let future = firings_between(p, future_from, horizon_end, MAX_ROWS_PER_PASS, cache);
+    let planned_until = if future.len() >= MAX_ROWS_PER_PASS {
+        future.last().map_or(horizon_end, |f| f.start)
+    } else {
+        let last = future
+            .last()
+            .map_or(future_from, |f| f.start)
+            .max(horizon_end);
+        match next_firing_after(p, last, cache) {
+            Some(next) if future.is_empty() && rows.iter().all(|r| r.state != "scheduled") => {
+                // Always the next one, however far.
+                rows.push(NewOccurrence {
+                    due_at: next.due_at,
+                    window_ends_at: next.window_ends_at,
+                    state: "scheduled",
+                    trigger: "schedule",
+                });
+                next.start
+            }
+            Some(next) => next.start - TimeDelta::milliseconds(1),
+            None => far_future(),
+        }
+    };
+    rows.extend(future.iter().map(|f| NewOccurrence {
+        due_at: f.due_at,
+        window_ends_at: f.window_ends_at,
+        state: "scheduled",
+        trigger: "schedule",
+    }));
+    Planned {
+        plan: PolicyPlan {
+            policy_id,
+            policy_name: p.name.as_str().to_owned(),
+            rows,
+            planned_until,
+        },
+        skipped_backlog,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PolicyDefaults;
+    use crate::policy_file::parse_str;
+
+    fn policy(extra: &str) -> Policy {
+        let text = format!(
+            "policies:\n  - name: p\n    conference_id: c\n    host_union_id: h\n    timezone: UTC\n{extra}"
+        );
+        parse_str(
+            std::path::Path::new("t.yaml"),
+            &text,
+            &PolicyDefaults::default(),
+        )
+        .expect("valid")
+        .remove(0)
+        .policy
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        crate::domain::time::parse_utc(s).expect("valid")
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn a_daily_cron_gets_the_next_24_hours_and_marks_how_far() {
+        let p = policy("    cron: \"0 9 * * *\"\n    window: 20m\n    start_offset: 30s\n");
+        let mut cache = CronCache::default();
+        let now = utc("2026-11-26T08:00:00Z");
+        let out = plan_policy(1, &p, Some(now), now, DAY, &mut cache);
+        assert_eq!(out.plan.rows.len(), 1);
+        assert_eq!(out.plan.rows[0].due_at, utc("2026-11-26T09:00:30Z"));
+        assert_eq!(out.plan.rows[0].window_ends_at, utc("2026-11-26T09:20:00Z"));
+        // The next start (tomorrow 09:00) is beyond the horizon: planned up to just before it.
+        assert_eq!(out.plan.planned_until, utc("2026-11-27T08:59:59.999Z"));
+    }
+
+    #[test]
+    fn a_weekly_cron_always_has_its_next_occurrence() {
+        let p = policy("    cron: \"0 9 * * MON\"\n");
+        let mut cache = CronCache::default();
+        let now = utc("2026-11-26T08:00:00Z"); // a Thursday
+        let out = plan_policy(1, &p, Some(now), now, DAY, &mut cache);
+        assert_eq!(out.plan.rows.len(), 1);
+        assert_eq!(out.plan.rows[0].due_at, utc("2026-11-30T09:00:00Z"));
+        assert_eq!(out.plan.planned_until, utc("2026-11-30T09:00:00Z"));
+    }
+
+    #[test]
+    fn skip_dates_are_local_dates() {
+        let p = policy("    cron: \"0 9 * * *\"\n    skip_dates: [2026-11-26]\n");
+        let mut cache = CronCache::default();
+        let now = utc("2026-11-26T00:00:00Z");
+        let out = plan_policy(1, &p, Some(now), now, DAY * 2, &mut cache);
+        let dues: Vec<_> = out.plan.rows.iter().map(|r| r.due_at).collect();
+        assert_eq!(dues, vec![utc("2026-11-27T09:00:00Z")]);
+    }
+
+    #[test]
+    fn down_for_three_weeks_catches_up_the_latest_only() {
+        let p = policy("    cron: \"0 9 * * MON\"\n    window: 30m\n");
+        let mut cache = CronCache::default();
+        let planned_until = utc("2026-11-02T00:00:00Z");
+        // Back up Monday 2026-11-23 at 09:10, inside that meeting's window.
+        let now = utc("2026-11-23T09:10:00Z");
+        let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
+        assert_eq!(
+            out.skipped_backlog, 3,
+            "the 2nd, 9th and 16th are not replayed"
+        );
+        assert_eq!(out.plan.rows[0].due_at, utc("2026-11-23T09:00:00Z"));
+        assert_eq!(
+            (out.plan.rows[0].state, out.plan.rows[0].trigger),
+            ("scheduled", "catch_up")
+        );
+        // Back up after the window: recorded as missed, not fired.
+        let now = utc("2026-11-23T10:00:00Z");
+        let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
+        assert_eq!(out.plan.rows[0].state, "missed");
+        assert_eq!(
+            out.plan.rows[1].due_at,
+            utc("2026-11-30T09:00:00Z"),
+            "and the next one is planned"
+        );
+    }
+
+    #[test]
+    fn a_one_off_is_planned_once_then_never_again() {
+        let p = policy("    at: 2026-12-01T09:00:00\n");
+        let mut cache = CronCache::default();
+        let now = utc("2026-11-26T08:00:00Z");
+        let out = plan_policy(1, &p, None, now, DAY, &mut cache);
+        assert_eq!(out.plan.rows.len(), 1);
+        assert_eq!(out.plan.rows[0].due_at, utc("2026-12-01T09:00:00Z"));
+        assert_eq!(out.plan.planned_until, utc("2026-12-01T09:00:00Z"));
+        let again = plan_policy(
+            1,
+            &p,
+            Some(out.plan.planned_until),
+            utc("2026-12-01T08:00:00Z"),
+            DAY,
+            &mut cache,
+        );
+        assert!(again.plan.rows.is_empty());
+        assert_eq!(again.plan.planned_until, far_future());
+    }
+
+    #[test]
+    fn a_meeting_already_running_when_first_planned_is_caught_up() {
+        let p = policy("    at: 2026-11-26T07:50:00\n    window: 30m\n");
+        let mut cache = CronCache::default();
+        let out = plan_policy(1, &p, None, utc("2026-11-26T08:00:00Z"), DAY, &mut cache);
+        assert_eq!(out.plan.rows.len(), 1);
+        assert_eq!(out.plan.rows[0].trigger, "catch_up");
+    }
+}
