@@ -285,6 +285,7 @@ pub fn parse_str(
     if ctx.errors.is_empty() {
         Ok(out)
     } else {
+        ctx.errors.sort_by_key(|d| (d.line, d.column));
         Err(ctx.errors)
     }
 }
