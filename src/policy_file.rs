@@ -166,6 +166,7 @@ pub fn load_paths(
     }
 }
 
+#[allow(clippy::result_large_err)] // one per file, on the error path only
 fn read_file(file: &Path) -> Result<String, Diagnostic> {
     let meta = std::fs::metadata(file)
         .map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;

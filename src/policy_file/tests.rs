@@ -221,7 +221,7 @@ fn a_ten_megabyte_garbage_file_is_refused_clearly() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(&f, garbage).expect("write");
-    let es = load_paths(&[f.clone()], &PolicyDefaults::default()).expect_err("refused");
+    let es = load_paths(std::slice::from_ref(&f), &PolicyDefaults::default()).expect_err("refused");
     assert_eq!(es.len(), 1);
     assert!(
         es[0].message.contains("limited to 8 MiB"),

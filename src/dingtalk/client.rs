@@ -1,0 +1,475 @@
+//! HTTP calls to DingTalk on reqwest (rustls, ring provider), with connect and total timeouts
+//! from config, no redirects, compact JSON bodies holding only the set fields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::clock::SharedClock;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::error::{DingTalkError, RawResponse, TransportKind, parse};
+use super::token::{Token, TokenCache, TokenStatus};
+use crate::config::{Credentials, DingTalkSettings};
+use crate::metrics::Metrics;
+
+/// Path segments keep only RFC 3986 unreserved characters; everything else is escaped, so an id
+/// with `/`, `?`, `#` or a space stays one segment (the SDK sends such ids raw and breaks).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Response bodies larger than this are cut (an error page cannot eat memory).
+const MAX_BODY: usize = 64 * 1024;
+
+pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
+
+/// StartCloudRecord's body. Field order is the SDK's (alphabetical); unset fields are left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'a str>,
+    #[serde(
+        rename = "smallWindowPosition",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub small_window_position: Option<&'a str>,
+    #[serde(rename = "unionId")]
+    pub union_id: &'a str,
+}
+
+/// A StartCloudRecord call.
+#[derive(Debug, Clone)]
+pub struct StartRequest<'a> {
+    pub conference_id: &'a str,
+    pub union_id: &'a str,
+    /// `mode`: grid | speech | full_screen.
+    pub layout: Option<&'a str>,
+    pub small_window_position: Option<&'a str>,
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOk {
+    pub status: u16,
+    pub request_id: Option<String>,
+}
+
+/// One meeting of a scheduled meeting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConferenceItem {
+    pub conference_id: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// 0 not started, 1 ended, 2 in progress.
+    #[serde(default)]
+    pub status: i64,
+    #[serde(default)]
+    pub start_time: Option<i64>,
+}
+
+/// A meeting's info (`confInfo`), the fields dingrec uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfInfo {
+    pub conference_id: String,
+    #[serde(default)]
+    pub status: i64,
+    #[serde(default)]
+    pub creator_id: Option<String>,
+    #[serde(default)]
+    pub schedule_conference_id: Option<String>,
+    #[serde(default)]
+    pub cloud_record_status: Option<i64>,
+}
+
+/// The client. Cheap to share (`Arc`).
+pub struct DingTalkClient {
+    http: reqwest::Client,
+    base: String,
+    credentials: Option<Credentials>,
+    token_margin: Duration,
+    tokens: TokenCache,
+    metrics: Option<Arc<Metrics>>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for DingTalkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DingTalkClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+fn transport(e: &reqwest::Error) -> DingTalkError {
+    // The error's text may hold the URL (never a token: tokens travel in a header).
+    let message = std::error::Error::source(e)
+        .map(|s| format!("{e}: {s}"))
+        .unwrap_or_else(|| e.to_string());
+    let kind = if e.is_timeout() {
+        TransportKind::Timeout
+    } else if e.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::ConnectionLost
+    };
+    DingTalkError::Transport { kind, message }
+}
+
+impl DingTalkClient {
+    pub fn new(
+        settings: &DingTalkSettings,
+        credentials: Option<Credentials>,
+        metrics: Option<Arc<Metrics>>,
+        clock: SharedClock,
+    ) -> Result<Self, String> {
+        // reqwest is built without a default crypto provider; ring is the one compiled in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("dingrec/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(512)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            base: settings.base_url.trim_end_matches('/').to_owned(),
+            credentials,
+            token_margin: settings.token_refresh_margin,
+            tokens: TokenCache::default(),
+            metrics,
+            clock,
+        })
+    }
+
+    pub fn token_status(&self) -> TokenStatus {
+        self.tokens.status()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn start_path(conference_id: &str) -> String {
+        format!(
+            "/v1.0/conference/videoConferences/{}/cloudRecords/start",
+            utf8_percent_encode(conference_id, SEGMENT)
+        )
+    }
+
+    fn observe(&self, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.request_duration(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Send a request; read at most `MAX_BODY` of the answer.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<RawResponse, DingTalkError> {
+        let started = Instant::now();
+        let result = async {
+            let mut resp = req.send().await.map_err(|e| transport(&e))?;
+            let status = resp.status().as_u16();
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let header_request_id = header("x-acs-request-id");
+            let location = header(LOCATION.as_str());
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
+                let room = MAX_BODY.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_BODY {
+                    break;
+                }
+            }
+            Ok(RawResponse {
+                status,
+                header_request_id,
+                location,
+                body,
+            })
+        }
+        .await;
+        self.observe(started);
+        result
+    }
+
+    fn post_json(&self, path: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        self.http
+            .post(self.url(path))
+            .header(CONTENT_TYPE, "application/json")
+            .body(bytes)
+    }
+
+    fn with_token(
+        req: reqwest::RequestBuilder,
+        token: &SecretString,
+    ) -> Result<reqwest::RequestBuilder, DingTalkError> {
+        let mut v =
+            HeaderValue::from_str(token.expose_secret()).map_err(|_| DingTalkError::BadToken)?;
+        v.set_sensitive(true);
+        Ok(req.header(TOKEN_HEADER, v))
+    }
+
+    /// Fetch a token (the token call itself, no caching).
+    async fn fetch_token(&self) -> Result<Token, DingTalkError> {
+        let creds = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| DingTalkError::Api {
+                status: 0,
+                code: "missingCredentials".into(),
+                message: "no app credentials configured (dingtalk.app_key and the app secret)"
+                    .into(),
+                request_id: None,
+            })?;
+        let req = match creds {
+            Credentials::Internal {
+                app_key,
+                app_secret,
+            } => {
+                let mut body = Map::new();
+                body.insert("appKey".into(), Value::String(app_key.clone()));
+                body.insert(
+                    "appSecret".into(),
+                    Value::String(app_secret.expose_secret().to_owned()),
+                );
+                self.post_json("/v1.0/oauth2/accessToken", &body)
+            }
+            Credentials::ThirdParty {
+                corp_id,
+                suite_key,
+                suite_secret,
+                suite_ticket,
+            } => {
+                let mut body = Map::new();
+                body.insert("authCorpId".into(), Value::String(corp_id.clone()));
+                body.insert("suiteKey".into(), Value::String(suite_key.clone()));
+                body.insert(
+                    "suiteSecret".into(),
+                    Value::String(suite_secret.expose_secret().to_owned()),
+                );
+                body.insert(
+                    "suiteTicket".into(),
+                    Value::String(suite_ticket.expose_secret().to_owned()),
+                );
+                self.post_json("/v1.0/oauth2/corpAccessToken", &body)
+            }
+        };
+        let result = async {
+            let raw = self.send(req).await?;
+            let (m, request_id) = parse(&raw)?;
+            let token = m
+                .get("accessToken")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty());
+            let expire_in = m.get("expireIn").and_then(Value::as_u64);
+            match (token, expire_in) {
+                (Some(t), Some(secs)) => {
+                    let life = Duration::from_secs(secs.max(1));
+                    let margin = self.token_margin.min(life / 2);
+                    let now = Instant::now();
+                    Ok(Token {
+                        value: SecretString::from(t.to_owned()),
+                        expires: now + life,
+                        expires_at: self.clock.now()
+                            + TimeDelta::from_std(life).unwrap_or_default(),
+                        refresh_at: now + life - margin,
+                    })
+                }
+                _ => Err(DingTalkError::InvalidResponse {
+                    status: raw.status,
+                    reason: "token answer without accessToken/expireIn".into(),
+                    request_id,
+                }),
+            }
+        }
+        .await;
+        if let Some(m) = &self.metrics {
+            m.token_refresh(result.is_ok());
+        }
+        result
+    }
+
+    /// A valid token: cached, or fetched (one fetch at a time).
+    pub async fn token(&self) -> Result<SecretString, DingTalkError> {
+        self.tokens
+            .get(|| self.fetch_token())
+            .await
+            .map(|t| t.value)
+            .map_err(|e| DingTalkError::Token(Box::new(e)))
+    }
+
+    /// Drop the cached token if it is `used` (after `InvalidAuthentication`).
+    pub async fn invalidate_token(&self, used: &SecretString) {
+        self.tokens.invalidate(used).await;
+    }
+
+    /// StartCloudRecord with `token`. Success only on 2xx with `"code":"200"`.
+    pub async fn start_cloud_record_with(
+        &self,
+        token: &SecretString,
+        r: &StartRequest<'_>,
+    ) -> Result<CallOk, DingTalkError> {
+        let body = StartBody {
+            mode: r.layout,
+            small_window_position: r.small_window_position,
+            union_id: r.union_id,
+        };
+        let req = Self::with_token(
+            self.post_json(&Self::start_path(r.conference_id), &body),
+            token,
+        )?;
+        let raw = self.send(req).await?;
+        expect_code_200(&raw)
+    }
+
+    /// StartCloudRecord with the cached token.
+    pub async fn start_cloud_record(&self, r: &StartRequest<'_>) -> Result<CallOk, DingTalkError> {
+        let token = self.token().await?;
+        self.start_cloud_record_with(&token, r).await
+    }
+
+    /// StopCloudRecord with the cached token.
+    pub async fn stop_cloud_record(
+        &self,
+        conference_id: &str,
+        union_id: &str,
+    ) -> Result<CallOk, DingTalkError> {
+        let token = self.token().await?;
+        self.stop_cloud_record_with(&token, conference_id, union_id)
+            .await
+    }
+
+    /// StopCloudRecord with `token`.
+    pub async fn stop_cloud_record_with(
+        &self,
+        token: &SecretString,
+        conference_id: &str,
+        union_id: &str,
+    ) -> Result<CallOk, DingTalkError> {
+        let path = format!(
+            "/v1.0/conference/videoConferences/{}/cloudRecords/stop",
+            utf8_percent_encode(conference_id, SEGMENT)
+        );
+        let mut body = Map::new();
+        body.insert("unionId".into(), Value::String(union_id.to_owned()));
+        let raw = self
+            .send(Self::with_token(self.post_json(&path, &body), token)?)
+            .await?;
+        expect_code_200(&raw)
+    }
+
+    /// A meeting's info, with the cached token.
+    pub async fn conference_info(&self, conference_id: &str) -> Result<ConfInfo, DingTalkError> {
+        let token = self.token().await?;
+        self.conference_info_with(&token, conference_id).await
+    }
+
+    /// A meeting's info, with `token`.
+    pub async fn conference_info_with(
+        &self,
+        token: &SecretString,
+        conference_id: &str,
+    ) -> Result<ConfInfo, DingTalkError> {
+        let path = format!(
+            "/v1.0/conference/videoConferences/{}",
+            utf8_percent_encode(conference_id, SEGMENT)
+        );
+        let raw = self
+            .send(Self::with_token(self.http.get(self.url(&path)), token)?)
+            .await?;
+        let (m, request_id) = parse(&raw)?;
+        m.get("confInfo")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| DingTalkError::InvalidResponse {
+                status: raw.status,
+                reason: "answer without confInfo".into(),
+                request_id,
+            })
+    }
+
+    /// The meetings of a scheduled meeting (DingTalk returns the latest one).
+    pub async fn schedule_conference_list_with(
+        &self,
+        token: &SecretString,
+        schedule_conference_id: &str,
+    ) -> Result<Vec<ConferenceItem>, DingTalkError> {
+        let path = format!(
+            "/v1.0/conference/videoConferences/scheduleConferences/{}?maxResults=20&nextToken=0",
+            utf8_percent_encode(schedule_conference_id, SEGMENT)
+        );
+        let raw = self
+            .send(Self::with_token(self.http.get(self.url(&path)), token)?)
+            .await?;
+        let (m, request_id) = parse(&raw)?;
+        m.get("conferenceList")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| DingTalkError::InvalidResponse {
+                status: raw.status,
+                reason: "answer without conferenceList".into(),
+                request_id,
+            })
+    }
+
+    /// The live (`status == 2`) conferenceId of a scheduled meeting, if one is live.
+    pub async fn resolve_live_with(
+        &self,
+        token: &SecretString,
+        schedule_conference_id: &str,
+    ) -> Result<Option<String>, DingTalkError> {
+        let list = self
+            .schedule_conference_list_with(token, schedule_conference_id)
+            .await?;
+        Ok(list
+            .into_iter()
+            .find(|c| c.status == 2)
+            .map(|c| c.conference_id))
+    }
+}
+
+/// StartCloudRecord/StopCloudRecord success: 2xx and `"code":"200"`; anything else is an error.
+fn expect_code_200(raw: &RawResponse) -> Result<CallOk, DingTalkError> {
+    let (m, request_id) = parse(raw)?;
+    let code = m.get("code").or_else(|| m.get("Code")).and_then(|v| {
+        v.as_str()
+            .map(str::to_owned)
+            .or_else(|| v.as_i64().map(|n| n.to_string()))
+    });
+    match code.as_deref() {
+        Some("200") => Ok(CallOk {
+            status: raw.status,
+            request_id,
+        }),
+        _ => Err(DingTalkError::InvalidResponse {
+            status: raw.status,
+            reason: format!(
+                "HTTP {} without \"code\":\"200\": {}",
+                raw.status,
+                super::error::snippet(&raw.body)
+            ),
+            request_id,
+        }),
+    }
+}

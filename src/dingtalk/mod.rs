@@ -1,0 +1,10 @@
+//! The DingTalk open API client: token cache, StartCloudRecord/StopCloudRecord, meeting lookups,
+//! error parsing. Speaks what the official SDK sends (WIRE.md), but percent-encodes path
+//! segments, never follows redirects, and keeps the status of every error.
+
+pub mod client;
+pub mod error;
+pub mod token;
+
+pub use client::{ConferenceItem, DingTalkClient, StartRequest};
+pub use error::{DingTalkError, TransportKind};

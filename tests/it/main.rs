@@ -1,0 +1,5 @@
+//! dingrec's integration tests: one test binary (see STYLE.md 13).
+
+mod support;
+
+mod dingtalk_fixtures;

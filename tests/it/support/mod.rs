@@ -1,0 +1,41 @@
+//! Shared helpers for the integration tests.
+
+pub mod replay;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dingrec::clock::SystemClock;
+use dingrec::config::{Credentials, DingTalkSettings};
+use dingrec::dingtalk::DingTalkClient;
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dingtalk")
+}
+
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = fixtures_dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+pub fn dingtalk_settings(base_url: &str) -> DingTalkSettings {
+    DingTalkSettings {
+        base_url: base_url.to_owned(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        ..DingTalkSettings::default()
+    }
+}
+
+pub fn internal_credentials(key: &str, secret: &str) -> Credentials {
+    Credentials::Internal {
+        app_key: key.to_owned(),
+        app_secret: secrecy::SecretString::from(secret.to_owned()),
+    }
+}
+
+pub fn client(settings: &DingTalkSettings, creds: Option<Credentials>) -> DingTalkClient {
+    DingTalkClient::new(settings, creds, None, Arc::new(SystemClock)).expect("client")
+}
