@@ -135,6 +135,15 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Serve the fake DingTalk API (for local trials and tests). See README "The fake DingTalk".
+    FakeDingtalk {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:9478")]
+        listen: std::net::SocketAddr,
+        /// A scenario file (YAML): meetings, scripted answers, throttling, token lifetime.
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -243,6 +252,9 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             };
             history(settings, &filter, format).await
         }
+        Command::FakeDingtalk { listen, scenario } => {
+            fake_dingtalk(listen, scenario.as_deref()).await
+        }
         Command::Migrate => {
             let store = Store::open_unmigrated(&settings.database).await?;
             store.migrate().await?;
@@ -251,6 +263,28 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             Ok(EXIT_OK)
         }
     }
+}
+
+async fn fake_dingtalk(listen: std::net::SocketAddr, scenario: Option<&Path>) -> CmdResult {
+    let scenario = match scenario {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", p.display()))
+            })?;
+            crate::fake::Scenario::from_yaml(&text)
+                .map_err(|e| Failure::new(EXIT_INVALID, format!("{}: {e}", p.display())))?
+        }
+        None => crate::fake::Scenario::default(),
+    };
+    let fake = crate::fake::FakeDingTalk::start(listen, scenario)
+        .await
+        .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot listen on {listen}: {e}")))?;
+    eprintln!(
+        "fake DingTalk listening on {} (admin API under /_fake/; Ctrl-C stops)",
+        fake.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(EXIT_OK)
 }
 
 /// Print every diagnostic to stderr.

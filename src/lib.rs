@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod dingtalk;
 pub mod domain;
+pub mod fake;
 pub mod metrics;
 pub mod output;
 pub mod policy_file;

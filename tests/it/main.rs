@@ -2,4 +2,5 @@
 
 mod support;
 
+mod dingtalk_client;
 mod dingtalk_fixtures;

@@ -1,0 +1,15 @@
+//! The fake DingTalk (SPEC §7): DingTalk's endpoints on loopback, with its wire formats, for the
+//! tests, the demo, the benchmarks, and for ops teams to try a policy.
+//!
+//! It is a small HTTP/1.1 server of its own (not a framework) so that it can misbehave for real:
+//! hang, reset the connection, trickle one byte a second, or close half-way through a body.
+//! Admin API under `/_fake/` (see README): `GET /_fake/requests`, `DELETE /_fake/requests`,
+//! `POST /_fake/scenario`, `POST /_fake/meetings`, `POST /_fake/expire-tokens`,
+//! `POST /_fake/token-outage?seconds=N`, `GET /_fake/stats`.
+
+pub mod scenario;
+mod server;
+mod state;
+
+pub use scenario::{MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step, UnknownConferences};
+pub use server::{FakeDingTalk, LoggedRequest};

@@ -1,0 +1,531 @@
+//! The fake's HTTP/1.1 server: keep-alive connections, DingTalk's routes, the admin API, faults.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::scenario::{MeetingSpec, Scenario};
+use super::state::{Reply, State, new_request_id};
+
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
+const MAX_LOG: usize = 2_000_000;
+
+/// One request the fake received.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedRequest {
+    /// Unix time in milliseconds when it arrived.
+    pub at_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// For meeting calls: the (decoded) conferenceId or scheduleConferenceId.
+    pub id: Option<String>,
+    pub union_id: Option<String>,
+    pub mode: Option<String>,
+    pub small_window_position: Option<String>,
+    pub token: Option<String>,
+    pub body: String,
+    /// The status answered (0: no answer, a fault).
+    pub status: u16,
+    pub code: Option<String>,
+}
+
+impl LoggedRequest {
+    pub fn is_start(&self) -> bool {
+        self.method == "POST" && self.path.ends_with("/cloudRecords/start")
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+struct Shared {
+    state: Mutex<State>,
+    log: Mutex<Vec<LoggedRequest>>,
+}
+
+/// A running fake DingTalk.
+pub struct FakeDingTalk {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDingTalk {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.task.abort();
+    }
+}
+
+impl FakeDingTalk {
+    /// Bind `listen` (port 0 for any free port) and serve until dropped or stopped.
+    pub async fn start(listen: SocketAddr, scenario: Scenario) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(scenario)),
+            log: Mutex::new(Vec::new()),
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), cancel.clone()));
+        Ok(Self {
+            addr,
+            shared,
+            cancel,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn start_requests(&self) -> Vec<LoggedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(LoggedRequest::is_start)
+            .collect()
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut st)
+    }
+
+    pub fn load(&self, scenario: Scenario) {
+        self.with_state(|s| s.load(scenario));
+    }
+
+    pub fn add_meeting(&self, m: MeetingSpec) {
+        self.with_state(|s| s.add_meeting(m, None));
+    }
+
+    pub fn expire_tokens(&self) {
+        self.with_state(State::expire_tokens);
+    }
+
+    pub fn token_outage(&self, d: Duration) {
+        self.with_state(|s| s.token_outage(d));
+    }
+
+    pub fn token_calls(&self) -> u64 {
+        self.with_state(|s| s.token_calls)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = cancel.cancelled() => return,
+        };
+        match accepted {
+            Ok((sock, _)) => {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(connection(sock, shared.clone(), cancel.clone()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    token: Option<String>,
+    close: bool,
+    body: Vec<u8>,
+}
+
+/// Read one request; `Ok(None)` at a clean end of the connection.
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Request>> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let method = req.method.unwrap_or("GET").to_owned();
+                let target = req.path.unwrap_or("/").to_owned();
+                let mut len = 0usize;
+                let mut token = None;
+                let mut close = false;
+                for h in req.headers.iter() {
+                    let v = String::from_utf8_lossy(h.value).to_string();
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if h.name.eq_ignore_ascii_case("x-acs-dingtalk-access-token") {
+                        token = Some(v);
+                    } else if h.name.eq_ignore_ascii_case("connection") {
+                        close = v.eq_ignore_ascii_case("close");
+                    }
+                }
+                if len > MAX_BODY {
+                    return Err(std::io::Error::other("body too large"));
+                }
+                while buf.len() < head_len + len {
+                    let mut tmp = [0u8; 8192];
+                    let n = sock.read(&mut tmp).await?;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                }
+                let body = buf[head_len..head_len + len].to_vec();
+                buf.drain(..head_len + len);
+                let (path, query) = match target.split_once('?') {
+                    Some((p, q)) => (p.to_owned(), q.to_owned()),
+                    None => (target, String::new()),
+                };
+                return Ok(Some(Request {
+                    method,
+                    path,
+                    query,
+                    token,
+                    close,
+                    body,
+                }));
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    return Err(std::io::Error::other("head too large"));
+                }
+                let mut tmp = [0u8; 8192];
+                let n = sock.read(&mut tmp).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&tmp[..n]);
+            }
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+    }
+}
+
+async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut buf = Vec::new();
+    loop {
+        let req = tokio::select! {
+            r = read_request(&mut sock, &mut buf) => r,
+            () = cancel.cancelled() => return,
+        };
+        let Ok(Some(req)) = req else { return };
+        let close = req.close;
+        let request_id = new_request_id();
+        let (reply, delay, mut entry) = route(&shared, &req, &request_id);
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        entry.status = match &reply {
+            Reply::Json { status, .. }
+            | Reply::Raw { status, .. }
+            | Reply::Trickle { status, .. } => *status,
+            _ => 0,
+        };
+        if let Reply::Json { body, .. } = &reply {
+            entry.code = body.get("code").and_then(Value::as_str).map(str::to_owned);
+        }
+        if let Ok(mut log) = shared.log.lock()
+            && log.len() < MAX_LOG
+        {
+            log.push(entry);
+        }
+        let keep = match send(&mut sock, reply, &request_id, &cancel).await {
+            Ok(keep) => keep,
+            Err(_) => return,
+        };
+        if close || !keep {
+            let _ = sock.shutdown().await;
+            return;
+        }
+    }
+}
+
+fn head(status: u16, content_type: &str, len: usize, request_id: &str) -> String {
+    let reason = match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    };
+    let trace: u128 = rand::random();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: DingTalk/1.0.0\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: keep-alive\r\nx-acs-request-id: {request_id}\r\nx-acs-trace-id: {trace:032x}\r\n\r\n"
+    )
+}
+
+/// Write the reply; `Ok(false)` when the connection must close afterwards.
+async fn send(
+    sock: &mut TcpStream,
+    reply: Reply,
+    request_id: &str,
+    cancel: &CancellationToken,
+) -> std::io::Result<bool> {
+    match reply {
+        Reply::Json { status, body } => {
+            let b = body.to_string();
+            let mut out = head(
+                status,
+                "application/json;charset=utf-8",
+                b.len(),
+                request_id,
+            )
+            .into_bytes();
+            out.extend_from_slice(b.as_bytes());
+            sock.write_all(&out).await?;
+            Ok(true)
+        }
+        Reply::Raw {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut out = head(status, content_type, body.len(), request_id).into_bytes();
+            out.extend_from_slice(&body);
+            sock.write_all(&out).await?;
+            Ok(true)
+        }
+        Reply::Hang => {
+            // Never answer; wait for the client to give up (or the fake to stop).
+            let mut tmp = [0u8; 1024];
+            loop {
+                tokio::select! {
+                    r = sock.read(&mut tmp) => if matches!(r, Ok(0) | Err(_)) { return Ok(false) },
+                    () = cancel.cancelled() => return Ok(false),
+                }
+            }
+        }
+        Reply::Drop => Ok(false),
+        Reply::Reset => {
+            // SO_LINGER 0: close() sends a RST. A zero linger does not block.
+            #[allow(deprecated)]
+            let _ = sock.set_linger(Some(Duration::ZERO));
+            Ok(false)
+        }
+        Reply::Trickle { status, body } => {
+            let b = body.to_string();
+            let mut out = head(
+                status,
+                "application/json;charset=utf-8",
+                b.len(),
+                request_id,
+            )
+            .into_bytes();
+            out.extend_from_slice(b.as_bytes());
+            for byte in out {
+                sock.write_all(&[byte]).await?;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = cancel.cancelled() => return Ok(false),
+                }
+            }
+            Ok(true)
+        }
+        Reply::Partial => {
+            let mut out = head(200, "application/json;charset=utf-8", 100, request_id).into_bytes();
+            out.extend_from_slice(b"{\"code\":\"2");
+            sock.write_all(&out).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// The body as logged: secrets in token calls are replaced.
+fn redacted_body(json: &Value, raw: &[u8]) -> String {
+    match json {
+        Value::Object(m) if m.contains_key("appSecret") || m.contains_key("suiteSecret") => {
+            let mut m = m.clone();
+            for k in ["appSecret", "suiteSecret", "suiteTicket"] {
+                if m.contains_key(k) {
+                    m.insert(k.into(), Value::String("[REDACTED]".into()));
+                }
+            }
+            Value::Object(m).to_string()
+        }
+        _ => String::from_utf8_lossy(raw).chars().take(2000).collect(),
+    }
+}
+
+fn decode(seg: &str) -> String {
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn route(
+    shared: &Shared,
+    req: &Request,
+    request_id: &str,
+) -> (Reply, Option<Duration>, LoggedRequest) {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut entry = LoggedRequest {
+        at_ms: unix_ms(),
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        id: None,
+        union_id: field("unionId"),
+        mode: field("mode"),
+        small_window_position: field("smallWindowPosition"),
+        token: req.token.clone(),
+        body: redacted_body(&body, &req.body),
+        status: 0,
+        code: None,
+    };
+    if let Some(admin) = req.path.strip_prefix("/_fake/") {
+        return (self::admin(shared, admin, req), None, entry);
+    }
+    let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    let delay = st.global_delay();
+    let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let reply = match (req.method.as_str(), segs.as_slice()) {
+        ("POST", ["v1.0", "oauth2", "accessToken"]) => st.token(false, &body, request_id),
+        ("POST", ["v1.0", "oauth2", "corpAccessToken"]) => st.token(true, &body, request_id),
+        (m, ["v1.0", "conference", "videoConferences", rest @ ..]) => {
+            if let Some(refused) = st.check_token(req.token.as_deref(), request_id) {
+                refused
+            } else {
+                match (m, rest) {
+                    ("POST", [id, "cloudRecords", "start"]) => {
+                        let id = decode(id);
+                        entry.id = Some(id.clone());
+                        let (r, d) = st.start(&id, &body, request_id);
+                        if d.is_some() {
+                            return (r, d, entry);
+                        }
+                        r
+                    }
+                    ("POST", [id, "cloudRecords", "stop"]) => {
+                        let id = decode(id);
+                        entry.id = Some(id.clone());
+                        st.stop(&id, request_id)
+                    }
+                    ("GET", ["scheduleConferences", id]) => {
+                        let id = decode(id);
+                        entry.id = Some(id.clone());
+                        st.schedule(&id, request_id)
+                    }
+                    ("GET", [id]) => {
+                        let id = decode(id);
+                        entry.id = Some(id.clone());
+                        st.info(&id, request_id)
+                    }
+                    _ => not_found(request_id),
+                }
+            }
+        }
+        _ => not_found(request_id),
+    };
+    (reply, delay, entry)
+}
+
+fn not_found(request_id: &str) -> Reply {
+    Reply::Json {
+        status: 404,
+        body: json!({"code": "InvalidAction.NotFound", "requestid": request_id, "message": "Specified api is not found, please check your url and method."}),
+    }
+}
+
+fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
+    let ok = |body: Value| Reply::Json { status: 200, body };
+    let bad = |msg: String| Reply::Json {
+        status: 400,
+        body: json!({ "error": msg }),
+    };
+    let text = String::from_utf8_lossy(&req.body).to_string();
+    match (req.method.as_str(), what) {
+        ("GET", "requests") => {
+            let log = shared.log.lock().map(|l| l.clone()).unwrap_or_default();
+            ok(serde_json::to_value(log).unwrap_or(Value::Null))
+        }
+        ("DELETE", "requests") => {
+            if let Ok(mut l) = shared.log.lock() {
+                l.clear();
+            }
+            ok(json!({"cleared": true}))
+        }
+        ("POST", "scenario") => match Scenario::from_yaml(&text) {
+            Ok(s) => {
+                shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .load(s);
+                ok(json!({"loaded": true}))
+            }
+            Err(e) => bad(e),
+        },
+        ("POST", "meetings") => match serde_saphyr::from_str::<MeetingSpec>(&text) {
+            Ok(m) => {
+                shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add_meeting(m, None);
+                ok(json!({"added": true}))
+            }
+            Err(e) => bad(e.to_string()),
+        },
+        ("POST", "expire-tokens") => {
+            shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expire_tokens();
+            ok(json!({"expired": true}))
+        }
+        ("POST", "token-outage") => {
+            let secs: f64 = req
+                .query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("seconds="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30.0);
+            shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .token_outage(Duration::from_secs_f64(secs.max(0.0)));
+            ok(json!({"token_outage_seconds": secs}))
+        }
+        ("GET", "stats") => {
+            let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            ok(json!({"token_calls": st.token_calls, "start_calls": st.start_calls}))
+        }
+        _ => Reply::Json {
+            status: 404,
+            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats"]}),
+        },
+    }
+}

@@ -1,0 +1,484 @@
+//! The fake's model of DingTalk: tokens, meetings, scheduled meetings, scripts, throttling.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use serde_json::{Value, json};
+
+use super::scenario::{MeetingState, Scenario, Step, UnknownConferences};
+
+/// What to send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Json {
+        status: u16,
+        body: Value,
+    },
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// Faults.
+    Hang,
+    Drop,
+    Reset,
+    Trickle {
+        status: u16,
+        body: Value,
+    },
+    Partial,
+}
+
+#[derive(Debug, Clone)]
+struct Meeting {
+    host: Option<String>,
+    initial: MeetingState,
+    live_at: Option<Instant>,
+    ends_at: Option<Instant>,
+    recording: bool,
+    script: VecDeque<Step>,
+    schedule_id: Option<String>,
+    start_time_ms: i64,
+}
+
+impl Meeting {
+    fn state(&self, now: Instant) -> MeetingState {
+        if self.ends_at.is_some_and(|t| now >= t) {
+            return MeetingState::Ended;
+        }
+        match self.live_at {
+            Some(t) if now >= t => MeetingState::Live,
+            Some(_) => MeetingState::NotStarted,
+            None => self.initial,
+        }
+    }
+}
+
+pub struct State {
+    pub scenario: Scenario,
+    token_ttl: Duration,
+    internal_token: Option<(String, Instant)>,
+    tokens: HashMap<String, Instant>,
+    meetings: HashMap<String, Meeting>,
+    schedules: HashMap<String, String>,
+    default_script: VecDeque<Step>,
+    recent_starts: VecDeque<Instant>,
+    token_outage_until: Option<Instant>,
+    pub token_calls: u64,
+    pub start_calls: u64,
+}
+
+fn status_for(code: &str) -> u16 {
+    match code {
+        "recordStartError" | "recordStartPermissionError" => 404,
+        "systemError" => 500,
+        c if c.starts_with("Forbidden.") => 403,
+        _ => 400,
+    }
+}
+
+fn message_for(code: &str) -> &'static str {
+    match code {
+        "roomClosed" => "the meeting has ended",
+        "paramsError" => "error:conferenceId is invalid",
+        "recordStartError" => "recordStartError:record is already started",
+        "recordStartPermissionError" => "permissionError:only the host can start cloud record",
+        "systemError" => "systemError:internal error",
+        "InvalidAuthentication" => "不合法的access_token",
+        "AuthenticationFailed.MissingParameter" => "缺少参数：x-acs-dingtalk-access-token",
+        "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi" => "应用调用该接口的频率超过限制",
+        "Forbidden.AccessDenied.QpsLimitForApi" => "该接口的调用频率超过限制",
+        "invalidClientIdOrSecret" => "无效的clientId或者clientSecret",
+        _ => "error",
+    }
+}
+
+/// DingTalk's error body.
+pub fn error(code: &str, status: Option<u16>, request_id: &str) -> Reply {
+    error_msg(code, status, request_id, message_for(code))
+}
+
+fn error_msg(code: &str, status: Option<u16>, request_id: &str, message: &str) -> Reply {
+    Reply::Json {
+        status: status.unwrap_or_else(|| status_for(code)),
+        body: json!({ "code": code, "requestid": request_id, "message": message }),
+    }
+}
+
+fn ok() -> Reply {
+    Reply::Json {
+        status: 200,
+        body: json!({ "code": "200" }),
+    }
+}
+
+/// A scripted step as a reply (`None`: "ok", go on with the normal logic).
+fn scripted(step: &Step, request_id: &str) -> Option<Reply> {
+    Some(match step.answer.as_str() {
+        "ok" => return None,
+        "hang" => Reply::Hang,
+        "drop" => Reply::Drop,
+        "reset" => Reply::Reset,
+        "partial" => Reply::Partial,
+        "trickle" => Reply::Trickle {
+            status: 200,
+            body: json!({ "code": "200" }),
+        },
+        "html" => Reply::Raw {
+            status: step.status.unwrap_or(200),
+            content_type: "text/html",
+            body: b"<html><head><title>Access denied</title></head><body><h1>Too many requests from your IP</h1></body></html>".to_vec(),
+        },
+        "json_array" => Reply::Raw {
+            status: step.status.unwrap_or(200),
+            content_type: "application/json",
+            body: b"[1,2]".to_vec(),
+        },
+        "x5" => Reply::Json {
+            status: step.status.unwrap_or(200),
+            body: json!({"status": 1111, "wait": 5, "source": "x5", "punish": "deny", "uuid": request_id}),
+        },
+        "empty_502" => Reply::Raw {
+            status: 502,
+            content_type: "text/html",
+            body: Vec::new(),
+        },
+        code => error(code, step.status, request_id),
+    })
+}
+
+/// Take the head of a script, counting down its `times`.
+fn pop(script: &mut VecDeque<Step>) -> Option<Step> {
+    let head = script.front_mut()?;
+    let step = head.clone();
+    if head.times <= 1 {
+        script.pop_front();
+    } else {
+        head.times -= 1;
+    }
+    Some(step)
+}
+
+pub fn new_request_id() -> String {
+    let mut rng = rand::rng();
+    let v: u128 = rng.random();
+    let h = format!("{v:032X}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn new_token() -> String {
+    let v: u128 = rand::rng().random();
+    format!("{v:032x}")
+}
+
+impl State {
+    pub fn new(scenario: Scenario) -> Self {
+        let mut s = Self {
+            scenario: Scenario::default(),
+            token_ttl: Duration::from_secs(7200),
+            internal_token: None,
+            tokens: HashMap::new(),
+            meetings: HashMap::new(),
+            schedules: HashMap::new(),
+            default_script: VecDeque::new(),
+            recent_starts: VecDeque::new(),
+            token_outage_until: None,
+            token_calls: 0,
+            start_calls: 0,
+        };
+        s.load(scenario);
+        s
+    }
+
+    /// Replace the scenario (tokens stay valid).
+    pub fn load(&mut self, scenario: Scenario) {
+        self.token_ttl = scenario.token_ttl.unwrap_or(Duration::from_secs(7200));
+        self.meetings.clear();
+        self.schedules.clear();
+        self.default_script = scenario.default_script.iter().cloned().collect();
+        for m in &scenario.meetings {
+            self.add_meeting(m.clone(), None);
+        }
+        for s in &scenario.schedules {
+            self.schedules
+                .insert(s.schedule_conference_id.clone(), s.conference_id.clone());
+            self.add_meeting(
+                super::scenario::MeetingSpec {
+                    conference_id: s.conference_id.clone(),
+                    host_union_id: s.host_union_id.clone(),
+                    state: None,
+                    live_after: s.live_after,
+                    ends_after: s.ends_after,
+                    script: s.script.clone(),
+                },
+                Some(s.schedule_conference_id.clone()),
+            );
+        }
+        self.scenario = scenario;
+    }
+
+    pub fn add_meeting(&mut self, m: super::scenario::MeetingSpec, schedule_id: Option<String>) {
+        let now = Instant::now();
+        let initial = m.state.unwrap_or(if m.live_after.is_some() {
+            MeetingState::NotStarted
+        } else {
+            MeetingState::Live
+        });
+        self.meetings.insert(
+            m.conference_id.clone(),
+            Meeting {
+                host: m.host_union_id,
+                initial,
+                live_at: m.live_after.map(|d| now + d),
+                ends_at: m.ends_after.map(|d| now + d),
+                recording: false,
+                script: m.script.into_iter().collect(),
+                schedule_id,
+                start_time_ms: crate::fake::server::unix_ms(),
+            },
+        );
+    }
+
+    pub fn expire_tokens(&mut self) {
+        self.tokens.clear();
+        self.internal_token = None;
+    }
+
+    pub fn token_outage(&mut self, d: Duration) {
+        self.token_outage_until = Some(Instant::now() + d);
+    }
+
+    fn issue(&mut self, token: String, now: Instant) -> Reply {
+        self.tokens.insert(token.clone(), now + self.token_ttl);
+        Reply::Json {
+            status: 200,
+            body: json!({ "expireIn": self.token_ttl.as_secs(), "accessToken": token }),
+        }
+    }
+
+    /// `POST /v1.0/oauth2/accessToken` and `corpAccessToken`.
+    pub fn token(&mut self, corp: bool, body: &Value, request_id: &str) -> Reply {
+        self.token_calls += 1;
+        let now = Instant::now();
+        if self.token_outage_until.is_some_and(|t| now < t) {
+            return Reply::Raw {
+                status: 503,
+                content_type: "text/html",
+                body: b"<html><body>503 Service Unavailable</body></html>".to_vec(),
+            };
+        }
+        let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+        if corp {
+            if s("suiteKey").is_empty() || s("authCorpId").is_empty() {
+                return error_msg("invalidSuiteKey", Some(400), request_id, "suitekey不合法");
+            }
+            // A corp token is new on every request.
+            return self.issue(new_token(), now);
+        }
+        let key_ok = self
+            .scenario
+            .app_key
+            .as_deref()
+            .is_none_or(|k| k == s("appKey"));
+        let secret_ok = self
+            .scenario
+            .app_secret
+            .as_deref()
+            .is_none_or(|k| k == s("appSecret"));
+        if s("appKey").is_empty() || !key_ok || !secret_ok {
+            return error("invalidClientIdOrSecret", Some(400), request_id);
+        }
+        // The same token until it expires; asking again extends it.
+        let token = match &self.internal_token {
+            Some((t, exp)) if now < *exp && self.tokens.contains_key(t) => t.clone(),
+            _ => new_token(),
+        };
+        self.internal_token = Some((token.clone(), now + self.token_ttl));
+        self.issue(token, now)
+    }
+
+    /// Check the token header; `Some(reply)` when it is refused.
+    pub fn check_token(&self, token: Option<&str>, request_id: &str) -> Option<Reply> {
+        match token {
+            None => Some(error(
+                "AuthenticationFailed.MissingParameter",
+                Some(400),
+                request_id,
+            )),
+            Some(t) => match self.tokens.get(t) {
+                Some(exp) if Instant::now() < *exp => None,
+                _ => Some(error("InvalidAuthentication", Some(400), request_id)),
+            },
+        }
+    }
+
+    /// `POST …/cloudRecords/start`.
+    pub fn start(
+        &mut self,
+        conference_id: &str,
+        body: &Value,
+        request_id: &str,
+    ) -> (Reply, Option<Duration>) {
+        self.start_calls += 1;
+        let now = Instant::now();
+        if let Some(limit) = self.scenario.throttle_above {
+            while self
+                .recent_starts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                self.recent_starts.pop_front();
+            }
+            if self.recent_starts.len() >= limit as usize {
+                return (
+                    error(
+                        "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+                        Some(403),
+                        request_id,
+                    ),
+                    None,
+                );
+            }
+            self.recent_starts.push_back(now);
+        }
+        let union_id = body
+            .get("unionId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if union_id.is_empty() {
+            return (
+                error_msg(
+                    "paramsError",
+                    Some(400),
+                    request_id,
+                    "error:unionId is invalid",
+                ),
+                None,
+            );
+        }
+        let default_step = pop(&mut self.default_script);
+        let Some(m) = self.meetings.get_mut(conference_id) else {
+            if let Some(step) = &default_step
+                && let Some(r) = scripted(step, request_id)
+            {
+                return (r, step.delay);
+            }
+            return match self.scenario.unknown_conferences {
+                UnknownConferences::Live => (ok(), default_step.and_then(|s| s.delay)),
+                UnknownConferences::ParamsError => {
+                    (error("paramsError", Some(400), request_id), None)
+                }
+            };
+        };
+        let step = pop(&mut m.script).or(default_step);
+        let delay = step.as_ref().and_then(|s| s.delay);
+        if let Some(step) = &step
+            && let Some(r) = scripted(step, request_id)
+        {
+            return (r, delay);
+        }
+        let reply = match m.state(now) {
+            MeetingState::Ended => error("roomClosed", Some(400), request_id),
+            MeetingState::NotStarted => error_msg(
+                "recordStartError",
+                Some(404),
+                request_id,
+                "recordStartError:conference is not started",
+            ),
+            MeetingState::Live => {
+                if m.host.as_deref().is_some_and(|h| h != union_id) {
+                    error("recordStartPermissionError", Some(404), request_id)
+                } else if m.recording {
+                    error("recordStartError", Some(404), request_id)
+                } else {
+                    m.recording = true;
+                    ok()
+                }
+            }
+        };
+        (reply, delay)
+    }
+
+    /// `POST …/cloudRecords/stop`.
+    pub fn stop(&mut self, conference_id: &str, request_id: &str) -> Reply {
+        match self.meetings.get_mut(conference_id) {
+            Some(m) if m.recording => {
+                m.recording = false;
+                ok()
+            }
+            Some(_) => error_msg(
+                "recordStopError",
+                Some(404),
+                request_id,
+                "recordStopError:record is not started",
+            ),
+            None => error("paramsError", Some(400), request_id),
+        }
+    }
+
+    fn status_code(st: MeetingState) -> i64 {
+        match st {
+            MeetingState::NotStarted => 0,
+            MeetingState::Ended => 1,
+            MeetingState::Live => 2,
+        }
+    }
+
+    /// `GET /v1.0/conference/videoConferences/{id}`.
+    pub fn info(&self, conference_id: &str, request_id: &str) -> Reply {
+        let Some(m) = self.meetings.get(conference_id) else {
+            return error("paramsError", Some(400), request_id);
+        };
+        Reply::Json {
+            status: 200,
+            body: json!({"confInfo": {
+                "conferenceId": conference_id,
+                "title": "Meeting",
+                "status": Self::status_code(m.state(Instant::now())),
+                "creatorId": m.host.clone().unwrap_or_default(),
+                "startTime": m.start_time_ms,
+                "endTime": 0,
+                "scheduleConferenceId": m.schedule_id.clone().unwrap_or_default(),
+                "cloudRecordStatus": i64::from(m.recording),
+            }}),
+        }
+    }
+
+    /// `GET /v1.0/conference/videoConferences/scheduleConferences/{id}`.
+    pub fn schedule(&self, schedule_id: &str, request_id: &str) -> Reply {
+        let Some(conf) = self.schedules.get(schedule_id) else {
+            return error("paramsError", Some(400), request_id);
+        };
+        let Some(m) = self.meetings.get(conf) else {
+            return error("paramsError", Some(400), request_id);
+        };
+        Reply::Json {
+            status: 200,
+            body: json!({
+                "conferenceList": [{
+                    "conferenceId": conf,
+                    "title": "Scheduled meeting",
+                    "roomCode": "123456789",
+                    "status": Self::status_code(m.state(Instant::now())),
+                    "startTime": m.start_time_ms,
+                    "endTime": 0
+                }],
+                "nextToken": "1",
+                "totalCount": 1
+            }),
+        }
+    }
+
+    pub fn global_delay(&self) -> Option<Duration> {
+        self.scenario.delay
+    }
+}

@@ -1,0 +1,114 @@
+"""DingTalk's official Python SDK (alibabacloud-dingtalk) accepts dingrec's fake DingTalk.
+
+Run by .ci/run after `cargo build`:  python -m unittest discover -s tests/sdk -v
+It starts `dingrec fake-dingtalk` on a free loopback port with a scenario, then calls it with
+the SDK exactly as an app would: a token, a successful StartCloudRecord, and a roomClosed error.
+"""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+from alibabacloud_dingtalk.conference_1_0 import models as conf_models
+from alibabacloud_dingtalk.conference_1_0.client import Client as ConferenceClient
+from alibabacloud_dingtalk.oauth2_1_0 import models as oauth_models
+from alibabacloud_dingtalk.oauth2_1_0.client import Client as OAuthClient
+from alibabacloud_tea_openapi import models as open_api_models
+from alibabacloud_tea_util import models as util_models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("DINGREC_BIN", os.path.join(ROOT, "target", "debug", "dingrec"))
+
+SCENARIO = """
+meetings:
+  - conference_id: live-meeting-1
+    host_union_id: HostUnionId
+    state: live
+  - conference_id: closed-meeting-1
+    host_union_id: HostUnionId
+    state: ended
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SdkAgainstFake(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port()
+        cls.scenario = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        cls.scenario.write(SCENARIO)
+        cls.scenario.close()
+        cls.proc = subprocess.Popen(
+            [BINARY, "fake-dingtalk", "--listen", f"127.0.0.1:{cls.port}", "--scenario", cls.scenario.name],
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", cls.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("the fake did not start")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        cls.proc.wait(timeout=10)
+        os.unlink(cls.scenario.name)
+
+    def config(self):
+        c = open_api_models.Config()
+        c.protocol = "http"
+        c.endpoint = f"127.0.0.1:{self.port}"
+        c.region_id = "central"
+        return c
+
+    def token(self):
+        client = OAuthClient(self.config())
+        resp = client.get_access_token(
+            oauth_models.GetAccessTokenRequest(app_key="dingappkey", app_secret="app-secret-value")
+        )
+        return resp
+
+    def test_token(self):
+        resp = self.token()
+        self.assertEqual(resp.status_code, 200)
+        self.assertTrue(resp.body.access_token)
+        self.assertEqual(resp.body.expire_in, 7200)
+        # Same token until it expires.
+        self.assertEqual(self.token().body.access_token, resp.body.access_token)
+
+    def start(self, conference_id):
+        client = ConferenceClient(self.config())
+        headers = conf_models.StartCloudRecordHeaders()
+        headers.x_acs_dingtalk_access_token = self.token().body.access_token
+        req = conf_models.StartCloudRecordRequest(
+            union_id="HostUnionId", small_window_position="relative_right", mode="speech"
+        )
+        return client.start_cloud_record_with_options(conference_id, req, headers, util_models.RuntimeOptions())
+
+    def test_successful_start(self):
+        resp = self.start("live-meeting-1")
+        self.assertEqual(resp.status_code, 200)
+        self.assertEqual(resp.body.code, "200")
+
+    def test_room_closed(self):
+        with self.assertRaises(Exception) as caught:
+            self.start("closed-meeting-1")
+        err = caught.exception
+        self.assertEqual(getattr(err, "code", None), "roomClosed")
+        self.assertEqual(getattr(err, "statusCode", None) or getattr(err, "data", {}).get("statusCode"), 400)
+
+
+if __name__ == "__main__":
+    unittest.main()
