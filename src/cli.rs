@@ -135,6 +135,9 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// A self-contained tour: the bundled fake DingTalk on loopback, sample policies due seconds
+    /// from now, the daemon until they are done, then the audit log. No credentials, no network.
+    Demo,
     /// Serve the fake DingTalk API (for local trials and tests). See README "The fake DingTalk".
     FakeDingtalk {
         /// Address to listen on (loopback).
@@ -194,6 +197,7 @@ pub fn load_settings(explicit: Option<&Path>, invalid_code: i32) -> Result<Setti
 pub async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Run => crate::app::run_command(cli.config.as_deref()).await,
+        Command::Demo => crate::demo::run().await,
         other => {
             let settings = match load_settings(cli.config.as_deref(), EXIT_INVALID) {
                 Ok(s) => s,
@@ -224,7 +228,7 @@ fn report(result: CmdResult) -> i32 {
 async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
     let clock = SystemClock;
     match cmd {
-        Command::Run => unreachable!("handled by dispatch"),
+        Command::Run | Command::Demo => Ok(EXIT_OK), // handled by dispatch
         Command::Validate { paths } => validate(&paths, settings),
         Command::Plan { paths, prune } => plan(&paths, prune, settings).await,
         Command::Apply { paths, prune } => apply(&paths, prune, settings, &clock).await,

@@ -54,6 +54,9 @@ pub enum DingTalkError {
     /// The access token could not be had; `0` is the token call's own error.
     #[error("cannot get an access token: {0}")]
     Token(Box<DingTalkError>),
+    /// No meeting of a scheduled meeting is live yet (dingrec's own `meetingNotLive`).
+    #[error("no meeting of scheduled meeting {schedule_conference_id} is live yet")]
+    NotLive { schedule_conference_id: String },
     /// The token is not a valid header value (never printed).
     #[error("the access token holds characters that cannot be sent in a header")]
     BadToken,
@@ -77,6 +80,7 @@ impl DingTalkError {
                 TransportKind::ConnectionLost => CONNECTION_LOST,
             },
             DingTalkError::Token(inner) => inner.code(),
+            DingTalkError::NotLive { .. } => codes::MEETING_NOT_LIVE,
         }
     }
 
@@ -87,6 +91,8 @@ impl DingTalkError {
             | DingTalkError::InvalidResponse { status, .. }
             | DingTalkError::IpThrottled { status, .. } => *status,
             DingTalkError::Transport { .. } | DingTalkError::BadToken => 0,
+            // The list call answered 200; the meeting is just not live.
+            DingTalkError::NotLive { .. } => 200,
             DingTalkError::Token(inner) => inner.http_status(),
         }
     }

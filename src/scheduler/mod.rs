@@ -1,3 +1,268 @@
 //! The scheduler: the planner writes occurrence rows ahead of time; the dispatcher fires them.
+//!
+//! [`Scheduler::run_until_stopped`] is one loop: it sleeps until the earliest due time (or a
+//! wake-up from the writer, or a tick that bounds the sleep, or shutdown), then plans what needs
+//! planning, settles what passed its window, and dispatches what is due. It never scans all
+//! policies: every question it asks on a tick is an indexed range query.
 
+pub mod dispatcher;
+pub mod health;
 pub mod planner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use self::dispatcher::{Dispatcher, Writer};
+use self::health::Health;
+use crate::clock::SharedClock;
+use crate::domain::schedule::CronCache;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::store::Store;
+use crate::store::occurrences::{FinalEvent, PolicyPlan};
+
+/// The longest the loop sleeps without looking around (new policies, manual triggers, sweeps).
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// How many policies one planning transaction covers.
+const PLAN_BATCH: i64 = 1_000;
+
+pub struct Scheduler {
+    pub dispatcher: Arc<Dispatcher>,
+    writer: Option<Writer>,
+    store: Store,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    notifier: Notifier,
+    horizon: Duration,
+    tick: Duration,
+    cron_cache: CronCache,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+/// Log a final failure loudly and count it.
+pub fn report_final(metrics: &Metrics, ev: &FinalEvent) {
+    metrics.occurrence(&ev.state);
+    error!(
+        policy = %ev.policy_name,
+        conference_id = ev.conference_id.as_deref().unwrap_or("-"),
+        occurrence = ev.occurrence_id,
+        state = %ev.state,
+        last_code = ev.last_code.as_deref().unwrap_or("-"),
+        due_at = %ev.due_at,
+        "recording could not be started: occurrence {}",
+        ev.state
+    );
+}
+
+impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        writer: Writer,
+        store: Store,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        notifier: Notifier,
+        horizon: Duration,
+    ) -> Self {
+        let tick = notifier.watchdog_interval().map_or(TICK, |w| w.min(TICK));
+        Self {
+            dispatcher,
+            writer: Some(writer),
+            store,
+            clock,
+            metrics,
+            health,
+            notifier,
+            horizon,
+            tick,
+            cron_cache: CronCache::default(),
+        }
+    }
+
+    /// At start: close interrupted attempts, resume, catch up or mark missed.
+    pub async fn recover(&self) -> crate::store::Result<()> {
+        let rec = self.store.recover(self.clock.now()).await?;
+        if rec.interrupted_attempts > 0 || rec.resumed > 0 || rec.caught_up > 0 {
+            warn!(
+                interrupted_attempts = rec.interrupted_attempts,
+                resumed = rec.resumed,
+                caught_up = rec.caught_up,
+                "recovered from an earlier stop"
+            );
+        }
+        for ev in &rec.finals {
+            report_final(&self.metrics, ev);
+        }
+        Ok(())
+    }
+
+    /// Write occurrence rows for every policy that needs them. Returns rows written.
+    pub async fn plan(&mut self) -> crate::store::Result<u64> {
+        let mut written = 0;
+        loop {
+            let now = self.clock.now();
+            let until = now + TimeDelta::from_std(self.horizon).unwrap_or(TimeDelta::MAX);
+            let candidates = self.store.plan_candidates(until, PLAN_BATCH).await?;
+            if candidates.is_empty() {
+                break;
+            }
+            let mut plans: Vec<PolicyPlan> = Vec::with_capacity(candidates.len());
+            let mut missed = Vec::new();
+            for cand in &candidates {
+                match cand.record.to_policy() {
+                    Ok(p) => {
+                        let out = planner::plan_policy(
+                            cand.policy_id,
+                            &p,
+                            cand.planned_until,
+                            now,
+                            self.horizon,
+                            &mut self.cron_cache,
+                        );
+                        if out.skipped_backlog > 0 {
+                            warn!(
+                                policy = %p.name,
+                                skipped = out.skipped_backlog,
+                                "firings passed while dingrec was down; only the latest is caught up or recorded as missed"
+                            );
+                        }
+                        for r in out.plan.rows.iter().filter(|r| r.state == "missed") {
+                            missed.push(FinalEvent {
+                                occurrence_id: 0,
+                                policy_name: p.name.to_string(),
+                                conference_id: None,
+                                state: "missed".into(),
+                                last_code: None,
+                                due_at: crate::domain::time::fmt_utc(r.due_at),
+                            });
+                        }
+                        plans.push(out.plan);
+                    }
+                    Err(e) => {
+                        error!(policy = %cand.record.name, error = %e, "policy in the database is invalid; not planned");
+                        plans.push(PolicyPlan {
+                            policy_id: cand.policy_id,
+                            policy_name: cand.record.name.clone(),
+                            rows: Vec::new(),
+                            planned_until: planner::far_future(),
+                        });
+                    }
+                }
+            }
+            written += self.store.write_plans(&plans, now).await?;
+            for ev in &missed {
+                report_final(&self.metrics, ev);
+            }
+            if (candidates.len() as i64) < PLAN_BATCH {
+                break;
+            }
+        }
+        Ok(written)
+    }
+
+    /// One look around: plan, settle missed windows, dispatch what is due.
+    pub async fn tick_once(&mut self) -> crate::store::Result<usize> {
+        self.plan().await?;
+        for ev in self.store.sweep(self.clock.now()).await? {
+            report_final(&self.metrics, &ev);
+        }
+        self.dispatcher.dispatch_due().await
+    }
+
+    async fn refresh_gauges(&self) {
+        if let Ok(n) = self.store.enabled_policy_count().await {
+            self.metrics.policies_enabled(n);
+        }
+        if let Ok(t) = self.store.next_due_at().await {
+            self.metrics
+                .next_due(t.map(|t| t.timestamp_millis() as f64 / 1000.0));
+        }
+    }
+
+    /// The daemon loop, until `cancel`. Then: stop claiming, let calls in flight finish within
+    /// `drain`, flush their outcomes.
+    pub async fn run_until_stopped(mut self, cancel: CancellationToken, drain: Duration) {
+        let notify = self.dispatcher.notify.clone();
+        let mut last_watchdog = tokio::time::Instant::now();
+        let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
+        let mut db_backoff = Duration::from_millis(100);
+        loop {
+            self.health.beat();
+            if let Some(every) = self.notifier.watchdog_interval()
+                && last_watchdog.elapsed() >= every
+            {
+                self.notifier.watchdog();
+                last_watchdog = tokio::time::Instant::now();
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+            let mut sleep_for = self.tick;
+            match self.tick_once().await {
+                Ok(started) => {
+                    db_backoff = Duration::from_millis(100);
+                    if started > 0 {
+                        // More may be due at once; look again without sleeping.
+                        sleep_for = Duration::ZERO;
+                    } else if let Ok(Some(next)) = self.store.next_due_at().await {
+                        let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                        // Due but not claimable (no free slot): the writer's wake-up comes first.
+                        sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "scheduler: database error; trying again");
+                    self.health.db_failed(e.to_string());
+                    sleep_for = db_backoff;
+                    db_backoff = (db_backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            if last_gauges.elapsed() >= Duration::from_secs(5) {
+                self.refresh_gauges().await;
+                last_gauges = tokio::time::Instant::now();
+            }
+            if sleep_for > Duration::ZERO {
+                tokio::select! {
+                    () = tokio::time::sleep(sleep_for) => {}
+                    () = notify.notified() => {}
+                    () = cancel.cancelled() => {}
+                }
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        let in_flight = self.dispatcher.in_flight();
+        info!(
+            in_flight,
+            "stopping: no new attempts; waiting for calls in flight"
+        );
+        if !self.dispatcher.drain(drain).await {
+            warn!(
+                in_flight = self.dispatcher.in_flight(),
+                "calls still in flight at the shutdown bound; they will be recorded as interrupted at the next start"
+            );
+        }
+        self.finish().await;
+    }
+
+    /// Flush every outcome the writer holds, then stop it.
+    pub async fn finish(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), w.task).await;
+        }
+    }
+}

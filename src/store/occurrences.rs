@@ -396,6 +396,19 @@ impl Store {
     /// waiting for a retry past their window become `expired`. Returns them for logging.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
         let now_s = fmt_utc(now);
+        // Read first: an idle daemon should not take the write lock every tick.
+        let any: i64 = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM occurrences WHERE state IN ('scheduled', 'retry_wait') \
+             AND due_at <= ? AND window_ends_at <= ?)",
+        )
+        .bind(&now_s)
+        .bind(&now_s)
+        .fetch_one(self.pool())
+        .await?
+        .get(0);
+        if any == 0 {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let out = sweep_in(&mut tx, &now_s).await?;
         if out.is_empty() {
@@ -509,12 +522,13 @@ async fn finalize(
 ) -> Result<Vec<FinalEvent>> {
     let rows = sqlx::query(
         "UPDATE occurrences SET state = ?, next_attempt_at = NULL, updated_at = ? \
-         WHERE state = ? AND window_ends_at <= ? \
+         WHERE state = ? AND due_at <= ? AND window_ends_at <= ? \
          RETURNING id, policy_name, conference_id, state, last_code, due_at",
     )
     .bind(to)
     .bind(now_s)
     .bind(from)
+    .bind(now_s)
     .bind(now_s)
     .fetch_all(&mut **tx)
     .await?;

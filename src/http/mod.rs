@@ -1,0 +1,124 @@
+//! `/healthz`, `/readyz` and `/metrics` (SPEC §6). Liveness never depends on DingTalk or the
+//! database; readiness is true (503 when the database cannot be written or the scheduler loop is
+//! stuck). Requests here are not logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::dingtalk::DingTalkClient;
+use crate::dingtalk::token::TokenStatus;
+use crate::domain::time::fmt_utc;
+use crate::metrics::Metrics;
+use crate::scheduler::health::Health;
+use crate::store::Store;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub client: Arc<DingTalkClient>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, axum::Json(json!({"status": "ok"})))
+}
+
+/// The readiness report and whether it is ready.
+pub async fn readiness(s: &HttpState) -> (bool, Value) {
+    let probe = tokio::time::timeout(Duration::from_secs(2), s.store.probe_writable()).await;
+    let db_error = match probe {
+        Ok(Ok(())) => s.health.db_error().filter(|_| !s.health.db_ok()),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("the database did not answer within 2 s".into()),
+    };
+    let stuck = s.health.loop_stuck();
+    let ready = db_error.is_none() && !stuck;
+    // The rest is best effort: a broken database must not break the report.
+    let timeout = Duration::from_secs(1);
+    let policies = tokio::time::timeout(timeout, s.store.enabled_policy_count())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let next_due = tokio::time::timeout(timeout, s.store.next_due_at())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let counts = tokio::time::timeout(timeout, s.store.live_counts())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let last_success = tokio::time::timeout(timeout, s.store.last_success_at())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let mut occurrences = serde_json::Map::new();
+    for st in ["scheduled", "running", "retry_wait"] {
+        occurrences.insert(st.into(), json!(0));
+    }
+    for (st, n) in counts.unwrap_or_default() {
+        occurrences.insert(st, json!(n));
+    }
+    let token = match s.client.token_status() {
+        TokenStatus::Valid { expires_at } => {
+            json!({"valid": true, "expires_at": fmt_utc(expires_at)})
+        }
+        TokenStatus::Error { code } => json!({"valid": false, "last_error": code}),
+        TokenStatus::None => json!({"valid": false}),
+    };
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "database": if db_error.is_none() { "ok" } else { "error" },
+        "database_error": db_error,
+        "scheduler": {
+            "heartbeat_age_ms": s.health.heartbeat_age().as_millis() as u64,
+            "stuck": stuck,
+        },
+        "token": token,
+        "policies": policies,
+        "next_due_at": next_due.map(fmt_utc),
+        "occurrences": occurrences,
+        "last_success_at": last_success.map(fmt_utc),
+        "last_reload_error": s.health.reload_error(),
+    });
+    (ready, body)
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let (ready, body) = readiness(&s).await;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}

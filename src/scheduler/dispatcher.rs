@@ -1,0 +1,377 @@
+//! Dispatcher: due occurrence → attempt → DingTalk → outcome.
+//!
+//! [`Dispatcher::dispatch_due`] is one step: take rate-limit permits for as many calls as may
+//! start, claim that many due occurrences (earliest first) together with their attempts' intent
+//! rows in one transaction, and spawn the calls. Each call's outcome goes to one writer task that
+//! commits outcomes in batches (many attempts per fsync) and wakes the loop.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng as _;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tracing::{error, info, warn};
+
+use super::health::Health;
+use crate::clock::SharedClock;
+use crate::dingtalk::client::StartRequest;
+use crate::dingtalk::{DingTalkClient, DingTalkError};
+use crate::domain::RetryPolicy;
+use crate::domain::outcome::{Classification, RetryClass, codes};
+use crate::domain::retry::{AttemptContext, Next, decide};
+use crate::domain::time::fmt_utc;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::occurrences::{Claimed, Completion};
+
+/// Most rows one claim takes.
+const CLAIM_BATCH: usize = 256;
+/// Most outcomes one writer transaction commits.
+const WRITE_BATCH: usize = 1024;
+
+/// A limiter that never lets more than `per_second` calls through in any one-second window: one
+/// call per period, no burst, with a millisecond of slack against network jitter.
+pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
+    let n = NonZeroU32::new(per_second)?;
+    let period =
+        Duration::from_nanos(1_000_000_000 / u64::from(n.get())) + Duration::from_millis(1);
+    Quota::with_period(period).map(RateLimiter::direct)
+}
+
+/// Everything an attempt needs.
+pub struct Dispatcher {
+    pub store: Store,
+    pub client: Arc<DingTalkClient>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub classification: Classification,
+    pub health: Arc<Health>,
+    pub notify: Arc<Notify>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    inflight: Arc<Semaphore>,
+    max_in_flight: usize,
+    writer: mpsc::UnboundedSender<Completion>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+/// The writer task's handle: cancel `stop`, then await `task` to flush every outcome received.
+pub struct Writer {
+    pub task: tokio::task::JoinHandle<()>,
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        client: Arc<DingTalkClient>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        classification: Classification,
+        health: Arc<Health>,
+        rate_limit: u32,
+        max_in_flight: usize,
+    ) -> (Arc<Self>, Writer) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let notify = Arc::new(Notify::new());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let writer = tokio::spawn(write_loop(
+            rx,
+            store.clone(),
+            clock.clone(),
+            health.clone(),
+            notify.clone(),
+            stop.clone(),
+        ));
+        let d = Arc::new(Self {
+            store,
+            client,
+            clock,
+            metrics,
+            classification,
+            health,
+            notify,
+            limiter: rate_limiter(rate_limit),
+            inflight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            writer: tx,
+        });
+        (d, Writer { task: writer, stop })
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight - self.inflight.available_permits()
+    }
+
+    /// Wait until no call is in flight, at most `bound`. Returns whether all finished.
+    pub async fn drain(&self, bound: Duration) -> bool {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        tokio::time::timeout(bound, self.inflight.acquire_many(all))
+            .await
+            .is_ok()
+    }
+
+    /// One step: claim what is due (within the free concurrency and the rate limit) and start
+    /// the calls. Returns how many were started.
+    pub async fn dispatch_due(self: &Arc<Self>) -> crate::store::Result<usize> {
+        let free = self.inflight.available_permits().min(CLAIM_BATCH);
+        if free == 0 {
+            return Ok(0);
+        }
+        let mut want = free;
+        if let Some(limiter) = &self.limiter {
+            // Only wait for a permit when something is due.
+            match self.store.next_due_at().await? {
+                Some(t) if t <= self.clock.now() => {}
+                _ => return Ok(0),
+            }
+            limiter.until_ready().await;
+            want = 1;
+            while want < free && limiter.check().is_ok() {
+                want += 1;
+            }
+        }
+        let now = self.clock.now();
+        let claimed = self.store.claim_due(now, want as i64).await?;
+        let n = claimed.len();
+        for c in claimed {
+            let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
+                // Cannot happen (we claimed no more than was free); the row is picked up again
+                // after a restart as an interrupted attempt.
+                break;
+            };
+            if c.attempt_no == 1 {
+                let late = (c.started_at - c.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                self.metrics.fire_lateness(late);
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let done = me.attempt(&c).await;
+                let _ = me.writer.send(done);
+                drop(permit);
+            });
+        }
+        Ok(n)
+    }
+
+    /// One attempt: resolve the meeting if needed, call StartCloudRecord, decide what's next.
+    async fn attempt(&self, c: &Claimed) -> Completion {
+        let started = tokio::time::Instant::now();
+        let retry: RetryPolicy = serde_json::from_str(&c.retry).unwrap_or_default();
+        let (result, conference_id) = self.call(c).await;
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let now = self.clock.now();
+        let (code, http_status, message, request_id) = match &result {
+            Ok(ok) => (codes::SUCCESS.to_owned(), ok.0, String::new(), ok.1.clone()),
+            Err(e) => (
+                e.code().to_owned(),
+                e.http_status(),
+                e.to_string(),
+                e.request_id().map(str::to_owned),
+            ),
+        };
+        let class = self.classification.classify(&code, http_status);
+        let counted = u32::try_from(c.attempt_count - c.throttled_count).unwrap_or(u32::MAX);
+        let ctx = AttemptContext {
+            now,
+            window_ends_at: c.window_ends_at,
+            counted_attempts: counted,
+            previous_was_reauth: c.last_code.as_deref() == Some(codes::INVALID_AUTHENTICATION),
+        };
+        let (outcome, next) = decide(class, &retry, ctx, rand::rng().random::<f64>());
+        let (state, next_at) = match next {
+            Next::Succeeded => ("succeeded", None),
+            Next::Failed => ("failed", None),
+            Next::Expired => ("expired", None),
+            Next::RetryAt(t) => ("retry_wait", Some(t)),
+        };
+        self.log_attempt(
+            c,
+            &conference_id,
+            &code,
+            http_status,
+            duration_ms,
+            outcome.as_str(),
+            state,
+            next_at,
+            now,
+            &message,
+        );
+        self.metrics.attempt(outcome.as_str(), &code);
+        if state != "retry_wait" {
+            self.metrics.occurrence(state);
+        }
+        if state == "succeeded" {
+            self.metrics
+                .last_success(now.timestamp_millis() as f64 / 1000.0);
+        }
+        Completion {
+            attempt_id: c.attempt_id,
+            occurrence_id: c.occurrence_id,
+            finished_at: now,
+            duration_ms,
+            conference_id,
+            http_status,
+            code,
+            message,
+            request_id,
+            outcome: outcome.as_str(),
+            next_attempt_at: next_at,
+            state,
+            throttled: class == RetryClass::Throttle,
+        }
+    }
+
+    /// The HTTP part: token, meeting resolution, StartCloudRecord.
+    async fn call(
+        &self,
+        c: &Claimed,
+    ) -> (Result<(u16, Option<String>), DingTalkError>, Option<String>) {
+        let token = match self.client.token().await {
+            Ok(t) => t,
+            Err(e) => return (Err(e), None),
+        };
+        let conference_id = match (
+            &c.conference_id,
+            &c.policy_conference_id,
+            &c.schedule_conference_id,
+        ) {
+            (Some(id), _, _) | (None, Some(id), _) => id.clone(),
+            (None, None, Some(sched)) => match self.client.resolve_live_with(&token, sched).await {
+                Ok(Some(id)) => id,
+                Ok(None) => {
+                    return (
+                        Err(DingTalkError::NotLive {
+                            schedule_conference_id: sched.clone(),
+                        }),
+                        None,
+                    );
+                }
+                Err(e) => {
+                    if e.code() == codes::INVALID_AUTHENTICATION {
+                        self.client.invalidate_token(&token).await;
+                    }
+                    return (Err(e), None);
+                }
+            },
+            (None, None, None) => {
+                return (
+                    Err(DingTalkError::Api {
+                        status: 0,
+                        code: "paramsError".into(),
+                        message: "the policy names no meeting".into(),
+                        request_id: None,
+                    }),
+                    None,
+                );
+            }
+        };
+        let req = StartRequest {
+            conference_id: &conference_id,
+            union_id: &c.host_union_id,
+            layout: Some(&c.layout),
+            small_window_position: Some(&c.small_window_position),
+        };
+        let result = self.client.start_cloud_record_with(&token, &req).await;
+        if let Err(e) = &result
+            && e.code() == codes::INVALID_AUTHENTICATION
+        {
+            self.client.invalidate_token(&token).await;
+        }
+        (
+            result.map(|ok| (ok.status, ok.request_id)),
+            Some(conference_id),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_attempt(
+        &self,
+        c: &Claimed,
+        conference_id: &Option<String>,
+        code: &str,
+        http_status: u16,
+        duration_ms: i64,
+        outcome: &str,
+        state: &str,
+        next_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        message: &str,
+    ) {
+        let conf = conference_id
+            .as_deref()
+            .or(c.schedule_conference_id.as_deref())
+            .unwrap_or("-");
+        let next_in = next_at.map(|t| (t - now).num_milliseconds());
+        match state {
+            "succeeded" => info!(
+                policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
+                code, http_status, duration_ms, outcome, trigger = %c.trigger, "recording started"
+            ),
+            "retry_wait" => warn!(
+                policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
+                code, http_status, duration_ms, outcome, next_attempt_in_ms = next_in.unwrap_or(0), message,
+                "attempt failed; will retry"
+            ),
+            _ => error!(
+                policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
+                code, http_status, duration_ms, outcome, state, last_code = code, message, due_at = %fmt_utc(c.due_at),
+                "recording could not be started: occurrence {state}"
+            ),
+        }
+    }
+}
+
+/// The single writer: commits outcomes in batches; on a database error keeps the batch and
+/// tries again (the disk may fill and empty), marking the database unhealthy meanwhile.
+async fn write_loop(
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+    store: Store,
+    clock: SharedClock,
+    health: Arc<Health>,
+    notify: Arc<Notify>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let first = tokio::select! {
+            biased;
+            c = rx.recv() => c,
+            () = stop.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(first) = first else { return };
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match store.complete(&batch, clock.now()).await {
+                Ok(()) => {
+                    health.db_recovered();
+                    break;
+                }
+                Err(e) => {
+                    error!(error = %e, pending = batch.len(), "cannot record attempt outcomes; retrying");
+                    health.db_failed(e.to_string());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        batch.clear();
+        notify.notify_one();
+    }
+}

@@ -1,0 +1,79 @@
+//! What the scheduler tells `/readyz` and the watchdog: its heartbeat and the database's state.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Shared between the scheduler loop, the writer and the HTTP handlers.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    /// Milliseconds since `started` of the loop's last beat.
+    beat_ms: AtomicU64,
+    /// How often the loop beats at least.
+    pub period: Duration,
+    db_ok: AtomicBool,
+    db_error: Mutex<Option<String>>,
+    reload_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            beat_ms: AtomicU64::new(0),
+            period,
+            db_ok: AtomicBool::new(true),
+            db_error: Mutex::new(None),
+            reload_error: Mutex::new(None),
+        }
+    }
+
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.beat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the loop last beat.
+    pub fn heartbeat_age(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.beat_ms.load(Ordering::Relaxed)))
+    }
+
+    /// The loop is stuck when it has not beaten for 3 periods.
+    pub fn loop_stuck(&self) -> bool {
+        self.heartbeat_age() > self.period * 3
+    }
+
+    pub fn db_failed(&self, error: String) {
+        self.db_ok.store(false, Ordering::Relaxed);
+        if let Ok(mut g) = self.db_error.lock() {
+            *g = Some(error);
+        }
+    }
+
+    pub fn db_recovered(&self) {
+        self.db_ok.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.db_error.lock() {
+            *g = None;
+        }
+    }
+
+    pub fn db_ok(&self) -> bool {
+        self.db_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn db_error(&self) -> Option<String> {
+        self.db_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn set_reload_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.reload_error.lock() {
+            *g = e;
+        }
+    }
+
+    pub fn reload_error(&self) -> Option<String> {
+        self.reload_error.lock().ok().and_then(|g| g.clone())
+    }
+}
