@@ -4,3 +4,4 @@ mod support;
 
 mod dingtalk_client;
 mod dingtalk_fixtures;
+mod scheduler;

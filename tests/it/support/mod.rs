@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod app;
 pub mod replay;
 
 use std::path::PathBuf;

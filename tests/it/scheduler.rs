@@ -1,0 +1,486 @@
+//! The scheduler end to end: the real app, the fake DingTalk, a real SQLite file, real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use dingrec::clock::{Clock, ManualClock, SystemClock};
+use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step};
+
+use crate::support::app::{TestApp, apply, at_in, parse_t};
+
+fn meeting(id: &str, script: Vec<Step>) -> MeetingSpec {
+    MeetingSpec {
+        conference_id: id.into(),
+        host_union_id: Some("host-1".into()),
+        state: Some(MeetingState::Live),
+        live_after: None,
+        ends_after: None,
+        script,
+    }
+}
+
+fn answer(a: &str, times: u32) -> Step {
+    Step {
+        answer: a.into(),
+        status: None,
+        times,
+        delay: None,
+    }
+}
+
+fn scenario(meetings: Vec<MeetingSpec>) -> Scenario {
+    Scenario {
+        meetings,
+        ..Scenario::default()
+    }
+}
+
+fn policy(name: &str, conf: &str, at: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n{extra}"
+    )
+}
+
+const FAST_RETRY: &str =
+    "    retry: { initial_interval: 100ms, maximum_interval: 400ms, maximum_attempts: 10 }\n";
+
+#[tokio::test]
+async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings() {
+    let app = TestApp::start(scenario(vec![meeting("conf-1", vec![])]), |c| {
+        format!(
+            "policies:\n{}",
+            policy(
+                "board",
+                "conf-1",
+                &at_in(c, 1000),
+                "    layout: grid\n    small_window_position: float_bottom\n"
+            )
+        )
+    })
+    .await;
+    let rows = app.wait_final(1, Duration::from_secs(10)).await;
+    let o = TestApp::occurrence(&rows, "board");
+    assert_eq!(o.state, "succeeded");
+    assert_eq!(o.attempts.len(), 1);
+    let a = &o.attempts[0];
+    assert_eq!(a.code.as_deref(), Some("200"));
+    assert_eq!(a.http_status, Some(200));
+    assert_eq!(a.outcome.as_deref(), Some("success"));
+    assert!(
+        a.request_id.as_deref().is_some_and(|r| r.len() == 36),
+        "{a:?}"
+    );
+    assert!(parse_t(&a.started_at) >= parse_t(&o.due_at), "never early");
+    let starts = app.fake.start_requests();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].id.as_deref(), Some("conf-1"));
+    assert_eq!(starts[0].union_id.as_deref(), Some("host-1"));
+    assert_eq!(starts[0].mode.as_deref(), Some("grid"));
+    assert_eq!(
+        starts[0].small_window_position.as_deref(),
+        Some("float_bottom")
+    );
+}
+
+#[tokio::test]
+async fn system_error_twice_then_success_retries_within_the_backoff_bounds() {
+    let app = TestApp::start(
+        scenario(vec![meeting("conf-1", vec![answer("systemError", 2)])]),
+        |c| {
+            format!(
+                "policies:\n{}",
+                policy("p", "conf-1", &at_in(c, 300), FAST_RETRY)
+            )
+        },
+    )
+    .await;
+    let rows = app.wait_final(1, Duration::from_secs(10)).await;
+    let o = &rows[0];
+    assert_eq!(o.state, "succeeded");
+    let codes: Vec<_> = o
+        .attempts
+        .iter()
+        .map(|a| a.code.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(codes, ["systemError", "systemError", "200"]);
+    for (i, pair) in o.attempts.windows(2).enumerate() {
+        let (prev, next) = (&pair[0], &pair[1]);
+        let finished = parse_t(prev.finished_at.as_deref().expect("finished"));
+        let planned = parse_t(prev.next_attempt_at.as_deref().expect("next_attempt_at"));
+        let cap = TimeDelta::milliseconds(100 * 2_i64.pow(i as u32));
+        assert!(
+            planned >= finished && planned <= finished + cap,
+            "attempt {}: wait beyond its cap {cap}",
+            i + 1
+        );
+        assert!(
+            parse_t(&next.started_at) >= planned,
+            "never before the planned time"
+        );
+    }
+}
+
+#[tokio::test]
+async fn final_errors_fail_at_once_without_retry() {
+    let app = TestApp::start(
+        scenario(vec![
+            MeetingSpec {
+                state: Some(MeetingState::Ended),
+                ..meeting("closed", vec![])
+            },
+            MeetingSpec {
+                host_union_id: Some("somebody-else".into()),
+                ..meeting("not-host", vec![])
+            },
+        ]),
+        |c| {
+            let at = at_in(c, 300);
+            format!(
+                "policies:\n{}{}{}",
+                policy("room-closed", "closed", &at, FAST_RETRY),
+                policy("permission", "not-host", &at, FAST_RETRY),
+                policy("params", "unknown-conference", &at, FAST_RETRY),
+            )
+        },
+    )
+    .await;
+    let rows = app.wait_final(3, Duration::from_secs(10)).await;
+    for (policy, code) in [
+        ("room-closed", "roomClosed"),
+        ("permission", "recordStartPermissionError"),
+        ("params", "paramsError"),
+    ] {
+        let o = TestApp::occurrence(&rows, policy);
+        assert_eq!(o.state, "failed", "{policy}");
+        assert_eq!(o.attempts.len(), 1, "{policy}: no retry");
+        assert_eq!(o.attempts[0].code.as_deref(), Some(code));
+        assert_eq!(o.attempts[0].outcome.as_deref(), Some("fail"));
+    }
+    assert_eq!(app.fake.start_requests().len(), 3);
+}
+
+#[tokio::test]
+async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
+    let app = TestApp::start(
+        scenario(vec![
+            meeting("always-busy-1", vec![answer("systemError", 1000)]),
+            meeting("always-busy-2", vec![answer("systemError", 1000)]),
+        ]),
+        |c| {
+            let at = at_in(c, 300);
+            format!(
+                "policies:\n{}{}",
+                policy(
+                    "by-attempts",
+                    "always-busy-1",
+                    &at,
+                    "    retry: { initial_interval: 50ms, maximum_interval: 100ms, maximum_attempts: 4 }\n"
+                ),
+                policy(
+                    "by-window",
+                    "always-busy-2",
+                    &at,
+                    "    window: 2s\n    retry: { initial_interval: 300ms, maximum_interval: 300ms, maximum_attempts: 1000 }\n"
+                ),
+            )
+        },
+    )
+    .await;
+    let rows = app.wait_final(2, Duration::from_secs(15)).await;
+    let by_attempts = TestApp::occurrence(&rows, "by-attempts");
+    assert_eq!(by_attempts.state, "expired");
+    assert_eq!(by_attempts.attempts.len(), 4);
+    let by_window = TestApp::occurrence(&rows, "by-window");
+    assert_eq!(by_window.state, "expired");
+    assert!(
+        by_window.attempts.len() >= 2,
+        "{}",
+        by_window.attempts.len()
+    );
+    let window_end = parse_t(&by_window.window_ends_at);
+    for a in &by_window.attempts {
+        assert!(
+            parse_t(&a.started_at) <= window_end,
+            "an attempt after the window"
+        );
+    }
+    assert_eq!(
+        by_window.attempts.last().and_then(|a| a.outcome.as_deref()),
+        Some("fail")
+    );
+}
+
+#[tokio::test]
+async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
+    let app = TestApp::start(
+        scenario(vec![meeting("conf-1", vec![answer("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 2)])]),
+        |c| {
+            format!(
+                "policies:\n{}",
+                policy(
+                    "p",
+                    "conf-1",
+                    &at_in(c, 300),
+                    "    retry: { initial_interval: 10ms, maximum_interval: 10ms, maximum_attempts: 1 }\n"
+                )
+            )
+        },
+    )
+    .await;
+    let rows = app.wait_final(1, Duration::from_secs(10)).await;
+    let o = &rows[0];
+    assert_eq!(
+        o.state, "succeeded",
+        "throttled attempts must not count against maximum_attempts: 1"
+    );
+    assert_eq!(o.attempts.len(), 3);
+    for pair in o.attempts.windows(2) {
+        let gap = parse_t(&pair[1].started_at)
+            - parse_t(pair[0].finished_at.as_deref().expect("finished"));
+        assert!(gap >= TimeDelta::seconds(1), "retried after {gap}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_and_the_call_retried() {
+    let app = TestApp::start(
+        scenario(vec![meeting("conf-1", vec![]), meeting("conf-2", vec![])]),
+        |c| {
+            format!(
+                "policies:\n{}{}",
+                policy("first", "conf-1", &at_in(c, 200), FAST_RETRY),
+                policy("second", "conf-2", &at_in(c, 1500), FAST_RETRY)
+            )
+        },
+    )
+    .await;
+    // After the first recording started, DingTalk forgets every token.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.fake.start_requests().is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.fake.expire_tokens();
+    let rows = app.wait_final(2, Duration::from_secs(10)).await;
+    let second = TestApp::occurrence(&rows, "second");
+    assert_eq!(second.state, "succeeded");
+    let codes: Vec<_> = second
+        .attempts
+        .iter()
+        .map(|a| a.code.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(codes, ["InvalidAuthentication", "200"]);
+    assert_eq!(app.fake.token_calls(), 2, "exactly one refresh");
+}
+
+#[tokio::test]
+async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
+    let app = TestApp::start(
+        Scenario {
+            schedules: vec![ScheduleSpec {
+                schedule_conference_id: "sched-1".into(),
+                conference_id: "live-conf-9".into(),
+                host_union_id: Some("host-1".into()),
+                live_after: Some(Duration::from_millis(3300)),
+                ends_after: None,
+                script: vec![],
+            }],
+            ..Scenario::default()
+        },
+        |c| {
+            format!(
+                "policies:\n  - name: weekly\n    schedule_conference_id: sched-1\n    host_union_id: host-1\n    at: \"{}\"\n    retry: {{ initial_interval: 400ms, maximum_interval: 400ms }}\n",
+                at_in(c, 300)
+            )
+        },
+    )
+    .await;
+    let rows = app.wait_final(1, Duration::from_secs(15)).await;
+    let o = &rows[0];
+    assert_eq!(o.state, "succeeded");
+    let (last, before) = o.attempts.split_last().expect("attempts");
+    assert!(!before.is_empty());
+    assert!(
+        before
+            .iter()
+            .all(|a| a.code.as_deref() == Some("meetingNotLive")
+                && a.outcome.as_deref() == Some("retry"))
+    );
+    assert_eq!(last.code.as_deref(), Some("200"));
+    assert_eq!(last.conference_id.as_deref(), Some("live-conf-9"));
+    assert_eq!(o.conference_id.as_deref(), Some("live-conf-9"));
+    let starts = app.fake.start_requests();
+    assert_eq!(
+        starts.len(),
+        1,
+        "StartCloudRecord only once the meeting is live"
+    );
+    assert_eq!(starts[0].id.as_deref(), Some("live-conf-9"));
+}
+
+#[tokio::test]
+async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
+    let app = TestApp::start_with(
+        Scenario {
+            unknown_conferences: dingrec::fake::UnknownConferences::Live,
+            ..Scenario::default()
+        },
+        Arc::new(SystemClock),
+        |s| s.dingtalk.rate_limit = 20,
+        |c| {
+            let base = c.now() + TimeDelta::milliseconds(1500);
+            let mut y = String::from("policies:\n");
+            for i in 0..200 {
+                let at = (base + TimeDelta::milliseconds(i))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                y.push_str(&policy(
+                    &format!("p{i:03}"),
+                    &format!("conf-{i:03}"),
+                    &at,
+                    "",
+                ));
+            }
+            y
+        },
+    )
+    .await;
+    let rows = app.wait_final(200, Duration::from_secs(30)).await;
+    assert!(rows.iter().all(|o| o.state == "succeeded"));
+    let starts = app.fake.start_requests();
+    assert_eq!(starts.len(), 200);
+    let times: Vec<i64> = starts.iter().map(|r| r.at_ms).collect();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
+        assert!(in_window <= 20, "{in_window} calls in the second from {t}");
+    }
+    let ids: Vec<String> = starts.iter().filter_map(|r| r.id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "in due order");
+}
+
+#[tokio::test]
+async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it() {
+    let t0 = parse_t("2030-01-07T08:00:00Z");
+    let clock = ManualClock::new(t0);
+    let mut app = TestApp::start_with(
+        scenario(vec![meeting("conf-a", vec![]), meeting("conf-b", vec![])]),
+        Arc::new(clock.clone()),
+        |_| {},
+        |_| {
+            format!(
+                "policies:\n{}{}",
+                policy(
+                    "inside",
+                    "conf-a",
+                    "2030-01-07T08:10:00Z",
+                    "    window: 30m\n"
+                ),
+                policy(
+                    "after",
+                    "conf-b",
+                    "2030-01-07T08:05:00Z",
+                    "    window: 5m\n"
+                )
+            )
+        },
+    )
+    .await;
+    // Planned while up, then down before either is due.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.history().await.len() < 2 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+    assert!(app.fake.start_requests().is_empty());
+    // Back up at 08:15: 'inside' is within its window, 'after' is not.
+    clock.set(t0 + TimeDelta::minutes(15));
+    app.run().await;
+    let rows = app.wait_final(2, Duration::from_secs(10)).await;
+    let inside = TestApp::occurrence(&rows, "inside");
+    assert_eq!(
+        (inside.state.as_str(), inside.trigger.as_str()),
+        ("succeeded", "catch_up")
+    );
+    let after = TestApp::occurrence(&rows, "after");
+    assert_eq!(after.state, "missed");
+    assert!(after.attempts.is_empty(), "never fired late");
+    let starts = app.fake.start_requests();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].id.as_deref(), Some("conf-a"));
+}
+
+#[tokio::test]
+async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
+    // Monday 2030-01-07 09:00 UTC is the first firing.
+    let t0 = parse_t("2030-01-07T08:00:00Z");
+    let clock = ManualClock::new(t0);
+    let mut app = TestApp::start_with(
+        scenario(vec![meeting("conf-w", vec![])]),
+        Arc::new(clock.clone()),
+        |_| {},
+        |_| "policies:\n  - name: weekly\n    conference_id: conf-w\n    host_union_id: host-1\n    cron: \"0 9 * * MON\"\n    window: 30m\n".into(),
+    )
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.history().await.is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+    // Down until Monday 2030-01-28 09:10: three Mondays later, inside that day's window.
+    clock.set(parse_t("2030-01-28T09:10:00Z"));
+    app.run().await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = app.history().await;
+        if rows.iter().any(|o| o.state == "succeeded") || tokio::time::Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = app.history().await;
+    let fired: Vec<_> = rows.iter().filter(|o| !o.attempts.is_empty()).collect();
+    assert_eq!(fired.len(), 1, "one catch-up, no backlog: {rows:#?}");
+    assert_eq!(fired[0].due_at, "2030-01-28T09:00:00.000Z");
+    assert_eq!(fired[0].trigger, "catch_up");
+    assert_eq!(app.fake.start_requests().len(), 1);
+    // The first Monday (planned before the stop) is recorded as missed; the ones in between
+    // were never planned and are not replayed.
+    assert!(
+        rows.iter()
+            .any(|o| o.due_at == "2030-01-07T09:00:00.000Z" && o.state == "missed")
+    );
+    assert!(
+        !rows
+            .iter()
+            .any(|o| o.due_at == "2030-01-14T09:00:00.000Z"
+                || o.due_at == "2030-01-21T09:00:00.000Z")
+    );
+}
+
+#[tokio::test]
+async fn a_policy_applied_while_running_has_its_occurrence_within_two_seconds() {
+    let app = TestApp::start(scenario(vec![]), |_| String::new()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let clock = SystemClock;
+    let applied = tokio::time::Instant::now();
+    apply(
+        &app.store,
+        &clock,
+        &format!(
+            "policies:\n{}",
+            policy("late-addition", "conf-x", &at_in(&clock, 3_600_000), "")
+        ),
+    )
+    .await;
+    loop {
+        if !app.history().await.is_empty() {
+            break;
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(2),
+            "not planned within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

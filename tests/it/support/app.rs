@@ -1,0 +1,180 @@
+//! The real App in-process, against the fake DingTalk, with a fresh SQLite file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use dingrec::app::App;
+use dingrec::clock::{Clock, SharedClock, SystemClock};
+use dingrec::config::{PolicyDefaults, Settings};
+use dingrec::fake::{FakeDingTalk, Scenario};
+use dingrec::notify::Notifier;
+use dingrec::policy_file::parse_str;
+use dingrec::store::Store;
+use dingrec::store::history::{HistoryFilter, OccurrenceRow};
+use dingrec::store::policies::PolicyRecord;
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub fake: FakeDingTalk,
+    pub store: Store,
+    pub settings: Settings,
+    pub dir: tempfile::TempDir,
+    pub http: std::net::SocketAddr,
+    pub clock: SharedClock,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _reload: mpsc::Sender<()>,
+}
+
+/// An instant `ms` from now, as RFC 3339 (for `at:`).
+pub fn at_in(clock: &dyn Clock, ms: i64) -> String {
+    (clock.now() + TimeDelta::milliseconds(ms)).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn settings_for(fake: &FakeDingTalk, dir: &std::path::Path) -> Settings {
+    let mut s = Settings::default();
+    s.database.path = dir.join("dingrec.db");
+    s.dingtalk.base_url = fake.base_url();
+    s.dingtalk.app_key = "test-app-key".into();
+    s.dingtalk.app_secret = Some(SecretString::from("test-app-secret".to_owned()));
+    s.dingtalk.rate_limit = 0;
+    s.dingtalk.request_timeout = Duration::from_secs(2);
+    s.http.listen = ([127, 0, 0, 1], 0).into();
+    s.policies.paths = vec![];
+    s.defaults.timezone = "UTC".into();
+    s
+}
+
+/// Write policies (YAML text) to the database, as `dingrec apply` does.
+pub async fn apply(store: &Store, clock: &dyn Clock, yaml: &str) {
+    let ps = parse_str(
+        std::path::Path::new("test.yaml"),
+        yaml,
+        &PolicyDefaults {
+            timezone: dingrec::domain::Zone::parse("UTC").expect("zone"),
+            ..PolicyDefaults::default()
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "bad test policies: {}",
+            e.iter().map(|d| d.to_string()).collect::<String>()
+        )
+    });
+    let recs: Vec<PolicyRecord> = ps
+        .iter()
+        .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
+        .collect();
+    store
+        .apply_policies(&recs, false, clock.now())
+        .await
+        .expect("apply");
+}
+
+impl TestApp {
+    pub async fn start(scenario: Scenario, policies: impl FnOnce(&dyn Clock) -> String) -> TestApp {
+        Self::start_with(scenario, Arc::new(SystemClock), |_| {}, policies).await
+    }
+
+    pub async fn start_with(
+        scenario: Scenario,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+        policies: impl FnOnce(&dyn Clock) -> String,
+    ) -> TestApp {
+        let fake = FakeDingTalk::start(([127, 0, 0, 1], 0).into(), scenario)
+            .await
+            .expect("fake");
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut settings = settings_for(&fake, dir.path());
+        tweak(&mut settings);
+        let store = Store::open(&settings.database).await.expect("store");
+        let yaml = policies(clock.as_ref());
+        if !yaml.trim().is_empty() {
+            apply(&store, clock.as_ref(), &yaml).await;
+        }
+        let mut app = TestApp {
+            fake,
+            store,
+            settings,
+            dir,
+            http: ([127, 0, 0, 1], 0).into(),
+            clock,
+            cancel: CancellationToken::new(),
+            task: None,
+            _reload: mpsc::channel(1).0,
+        };
+        app.run().await;
+        app
+    }
+
+    /// (Re)start the daemon on the same database.
+    pub async fn run(&mut self) {
+        let app = App::build(
+            self.settings.clone(),
+            None,
+            self.clock.clone(),
+            Notifier::disabled(),
+        )
+        .await
+        .expect("app builds");
+        self.http = app.http_addr();
+        self.cancel = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(1);
+        self._reload = tx;
+        self.task = Some(tokio::spawn(app.run_until_stopped(self.cancel.clone(), rx)));
+    }
+
+    /// Stop the daemon the clean way (SIGTERM's path) and wait for it.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+
+    pub async fn history(&self) -> Vec<OccurrenceRow> {
+        self.store
+            .history(&HistoryFilter::default())
+            .await
+            .expect("history")
+    }
+
+    /// Wait until at least `n` occurrences exist and all of them are final.
+    pub async fn wait_final(&self, n: usize, limit: Duration) -> Vec<OccurrenceRow> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let rows = self.history().await;
+            let done = rows.len() >= n
+                && rows
+                    .iter()
+                    .all(|o| !["scheduled", "running", "retry_wait"].contains(&o.state.as_str()));
+            if done {
+                return rows;
+            }
+            if tokio::time::Instant::now() > until {
+                panic!("not final within {limit:?}: {rows:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn occurrence<'a>(rows: &'a [OccurrenceRow], policy: &str) -> &'a OccurrenceRow {
+        rows.iter()
+            .find(|o| o.policy == policy)
+            .unwrap_or_else(|| panic!("no occurrence of {policy}"))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub fn parse_t(s: &str) -> DateTime<Utc> {
+    dingrec::domain::time::parse_utc(s).expect("time")
+}
