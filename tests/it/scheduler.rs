@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use dingrec::clock::{Clock, ManualClock, SystemClock};
+use dingrec::clock::{ManualClock, SystemClock};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};

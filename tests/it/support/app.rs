@@ -21,6 +21,8 @@ pub struct TestApp {
     pub fake: FakeDingTalk,
     pub store: Store,
     pub settings: Settings,
+    /// Holds the database; removed when the test ends.
+    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
     pub http: std::net::SocketAddr,
     pub clock: SharedClock,
