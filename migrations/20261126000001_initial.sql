@@ -103,7 +103,7 @@ SELECT
     a.started_at      AS started_at,
     a.finished_at     AS finished_at,
     a.duration_ms     AS duration_ms,
-    COALESCE(a.conference_id, o.conference_id, p.conference_id) AS conference_id,
+    a.conference_id   AS conference_id,
     p.schedule_conference_id AS schedule_conference_id,
     p.host_union_id   AS host_union_id,
     a.http_status     AS http_status,

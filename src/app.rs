@@ -109,14 +109,16 @@ impl App {
             health.clone(),
             notifier.clone(),
             settings.scheduler.horizon,
-        );
+        )
+        .with_retention(settings.retention.attempts);
         scheduler.recover().await?;
-        let listener = TcpListener::bind(settings.http.listen)
-            .await
-            .map_err(|source| BuildError::Listen {
-                addr: settings.http.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.http.listen)
+                .await
+                .map_err(|source| BuildError::Listen {
+                    addr: settings.http.listen,
+                    source,
+                })?;
         let app = App {
             settings,
             config_path,
@@ -173,11 +175,7 @@ impl App {
                                 }
                                 crate::store::policies::Change::Changed { fields, .. } => format!(
                                     "changed: {}",
-                                    fields
-                                        .iter()
-                                        .map(|f| f.field)
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
+                                    fields.iter().map(|f| f.field).collect::<Vec<_>>().join(", ")
                                 ),
                             };
                             info!(policy = c.name(), change = %what, "policy applied");
@@ -259,11 +257,7 @@ impl App {
     }
 
     /// Serve HTTP and run the scheduler until `cancel`; reload on every message of `reload`.
-    pub async fn run_until_stopped(
-        mut self,
-        cancel: CancellationToken,
-        mut reload: mpsc::Receiver<()>,
-    ) {
+    pub async fn run_until_stopped(mut self, cancel: CancellationToken, mut reload: mpsc::Receiver<()>) {
         let state = HttpState {
             store: self.store.clone(),
             health: self.health.clone(),
@@ -272,8 +266,7 @@ impl App {
         };
         let http_cancel = CancellationToken::new();
         let addr = self.http_addr();
-        let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take())
-        else {
+        let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take()) else {
             error!("run_until_stopped called twice");
             return;
         };
@@ -333,15 +326,10 @@ pub async fn run_command(config: Option<&Path>) -> Result<i32, Failure> {
 }
 
 /// SIGTERM/SIGINT cancel; SIGHUP asks for a reload.
-pub fn spawn_signal_handlers(
-    cancel: CancellationToken,
-    reload: mpsc::Sender<()>,
-) -> Result<(), String> {
+pub fn spawn_signal_handlers(cancel: CancellationToken, reload: mpsc::Sender<()>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         loop {

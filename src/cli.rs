@@ -76,10 +76,11 @@ pub enum Command {
     /// Applies the policy files of `policies.paths` at start and on SIGHUP; stops cleanly on
     /// SIGTERM/SIGINT; speaks systemd's notify protocol when NOTIFY_SOCKET is set.
     Run,
-    /// Check policy files or folders of *.yaml; print every problem as file:line:column. Writes nothing.
+    /// Check the config and policy files or folders of *.yaml; print every problem as
+    /// file:line:column. Writes nothing. Without PATH: the config's `policies.paths`.
     Validate {
         /// Policy files, or folders of *.yaml / *.yml.
-        #[arg(required = true, value_name = "PATH")]
+        #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
     /// Show what `apply` would change in the database, field by field. Exit 0: no change; 3: changes.
@@ -133,11 +134,24 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: HistoryFormat,
     },
+    /// Start recording now for one policy: a manual occurrence, logged like any other. Retries
+    /// as the policy says, until the recording runs or the policy's window passes.
+    Trigger {
+        /// The policy's name.
+        policy: String,
+        /// Record this meeting instead of the policy's (e.g. today's live meeting).
+        #[arg(long, value_name = "ID")]
+        conference_id: Option<String>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// A self-contained tour: the bundled fake DingTalk on loopback, sample policies due seconds
     /// from now, the daemon until they are done, then the audit log. No credentials, no network.
-    Demo,
+    Demo {
+        /// Keep the demo's database in this file (default: a temporary file, removed at the end).
+        #[arg(long, value_name = "FILE")]
+        database: Option<PathBuf>,
+    },
     /// Serve the fake DingTalk API (for local trials and tests). See README "The fake DingTalk".
     FakeDingtalk {
         /// Address to listen on (loopback).
@@ -189,15 +203,14 @@ pub fn load_settings(explicit: Option<&Path>, invalid_code: i32) -> Result<Setti
             format!("config file {} does not exist", f.display()),
         ));
     }
-    Settings::load(file.as_deref())
-        .map_err(|e| Failure::new(invalid_code, format!("invalid config: {e}")))
+    Settings::load(file.as_deref()).map_err(|e| Failure::new(invalid_code, format!("invalid config: {e}")))
 }
 
 /// Run the parsed command line; returns the exit code.
 pub async fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Run => crate::app::run_command(cli.config.as_deref()).await,
-        Command::Demo => crate::demo::run().await,
+        Command::Demo { database } => crate::demo::run(database).await,
         other => {
             let settings = match load_settings(cli.config.as_deref(), EXIT_INVALID) {
                 Ok(s) => s,
@@ -228,8 +241,15 @@ fn report(result: CmdResult) -> i32 {
 async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
     let clock = SystemClock;
     match cmd {
-        Command::Run | Command::Demo => Ok(EXIT_OK), // handled by dispatch
-        Command::Validate { paths } => validate(&paths, settings),
+        Command::Run | Command::Demo { .. } => Ok(EXIT_OK), // handled by dispatch
+        Command::Validate { paths } => {
+            let paths = if paths.is_empty() {
+                settings.policies.paths.clone()
+            } else {
+                paths
+            };
+            validate(&paths, settings)
+        }
         Command::Plan { paths, prune } => plan(&paths, prune, settings).await,
         Command::Apply { paths, prune } => apply(&paths, prune, settings, &clock).await,
         Command::Policies { format } => policies(settings, format).await,
@@ -256,9 +276,11 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             };
             history(settings, &filter, format).await
         }
-        Command::FakeDingtalk { listen, scenario } => {
-            fake_dingtalk(listen, scenario.as_deref()).await
-        }
+        Command::FakeDingtalk { listen, scenario } => fake_dingtalk(listen, scenario.as_deref()).await,
+        Command::Trigger {
+            policy,
+            conference_id,
+        } => trigger(settings, &policy, conference_id.as_deref()).await,
         Command::Migrate => {
             let store = Store::open_unmigrated(&settings.database).await?;
             store.migrate().await?;
@@ -272,9 +294,8 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
 async fn fake_dingtalk(listen: std::net::SocketAddr, scenario: Option<&Path>) -> CmdResult {
     let scenario = match scenario {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", p.display()))
-            })?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Failure::new(EXIT_INVALID, format!("cannot read {}: {e}", p.display())))?;
             crate::fake::Scenario::from_yaml(&text)
                 .map_err(|e| Failure::new(EXIT_INVALID, format!("{}: {e}", p.display())))?
         }
@@ -289,6 +310,90 @@ async fn fake_dingtalk(listen: std::net::SocketAddr, scenario: Option<&Path>) ->
     );
     let _ = tokio::signal::ctrl_c().await;
     Ok(EXIT_OK)
+}
+
+async fn trigger(settings: &Settings, name: &str, conference_id: Option<&str>) -> CmdResult {
+    use std::sync::Arc;
+    if let Some(c) = conference_id {
+        crate::domain::ConferenceId::parse(c)
+            .map_err(|e| Failure::new(EXIT_INVALID, format!("--conference-id: {e}")))?;
+    }
+    let credentials = settings
+        .credentials()
+        .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
+    let store = Store::open(&settings.database).await?;
+    let Some(stored) = store.policy_by_name(name).await? else {
+        return Err(Failure::new(
+            EXIT_INVALID,
+            format!("no policy named '{name}' in the database"),
+        ));
+    };
+    let policy = stored.record.to_policy()?;
+    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+    let now = clock.now();
+    let window_ends = now + TimeDelta::from_std(policy.window).unwrap_or(TimeDelta::MAX);
+    let id = store
+        .insert_manual(stored.id, name, now, window_ends, conference_id)
+        .await?;
+    eprintln!(
+        "manual occurrence {id} of '{name}': starting the recording (until {})",
+        fmt_utc(window_ends)
+    );
+    let metrics = crate::metrics::Metrics::new();
+    let client = Arc::new(
+        crate::dingtalk::DingTalkClient::new(
+            &settings.dingtalk,
+            Some(credentials),
+            Some(metrics.clone()),
+            clock.clone(),
+        )
+        .map_err(|e| Failure::new(EXIT_FAILURE, e))?,
+    );
+    let health = Arc::new(crate::scheduler::health::Health::new(crate::scheduler::TICK));
+    let (dispatcher, _writer) = crate::scheduler::dispatcher::Dispatcher::new(
+        store.clone(),
+        client,
+        clock.clone(),
+        metrics,
+        crate::domain::Classification::with_overrides(settings.dingtalk.classification.clone()),
+        health,
+        0,
+        1,
+    );
+    // Run the attempts here; a running daemon may take one of them instead (claims are atomic).
+    let state = loop {
+        let (state, _) = store
+            .occurrence_state(id)
+            .await?
+            .unwrap_or_else(|| ("cancelled".into(), None));
+        if !state::LIVE.contains(&state.as_str()) {
+            break state;
+        }
+        match store.claim_occurrence(id, clock.now()).await? {
+            Some(c) => {
+                let done = dispatcher.attempt(&c).await;
+                store.complete(std::slice::from_ref(&done), clock.now()).await?;
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let rows = store
+        .history(&HistoryFilter {
+            policy: Some(name.to_owned()),
+            ..HistoryFilter::default()
+        })
+        .await?;
+    let mine: Vec<_> = rows.into_iter().filter(|o| o.id == id).collect();
+    print!("{}", render_history(&mine, false));
+    store.close().await;
+    if state == "succeeded" {
+        Ok(EXIT_OK)
+    } else {
+        Err(Failure::new(
+            EXIT_FAILURE,
+            format!("the recording could not be started: occurrence {state}"),
+        ))
+    }
 }
 
 /// Print every diagnostic to stderr.
@@ -325,9 +430,7 @@ fn records(ps: &[SourcedPolicy]) -> Vec<PolicyRecord> {
 
 fn validate(paths: &[PathBuf], settings: &Settings) -> CmdResult {
     let ps = load_policies(paths, settings)?;
-    let files = policy_file::expand_paths(paths)
-        .map(|f| f.len())
-        .unwrap_or(0);
+    let files = policy_file::expand_paths(paths).map(|f| f.len()).unwrap_or(0);
     println!(
         "ok: {} polic{} in {} file{}",
         ps.len(),
@@ -376,9 +479,7 @@ async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdResult 
         c
     } else {
         recs.iter()
-            .map(|r| Change::Added {
-                name: r.name.clone(),
-            })
+            .map(|r| Change::Added { name: r.name.clone() })
             .collect()
     };
     if changes.is_empty() {
@@ -390,17 +491,10 @@ async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdResult 
     Ok(EXIT_CHANGES)
 }
 
-async fn apply(
-    paths: &[PathBuf],
-    prune: bool,
-    settings: &Settings,
-    clock: &dyn Clock,
-) -> CmdResult {
+async fn apply(paths: &[PathBuf], prune: bool, settings: &Settings, clock: &dyn Clock) -> CmdResult {
     let ps = load_policies(paths, settings)?;
     let store = Store::open(&settings.database).await?;
-    let changes = store
-        .apply_policies(&records(&ps), prune, clock.now())
-        .await?;
+    let changes = store.apply_policies(&records(&ps), prune, clock.now()).await?;
     store.close().await;
     if changes.is_empty() {
         println!("No changes: the database already matches the files.");
@@ -432,11 +526,7 @@ async fn policies(settings: &Settings, format: TableOrJson) -> CmdResult {
                         r.timezone.clone(),
                         r.conference_id
                             .clone()
-                            .or_else(|| {
-                                r.schedule_conference_id
-                                    .as_ref()
-                                    .map(|s| format!("schedule:{s}"))
-                            })
+                            .or_else(|| r.schedule_conference_id.as_ref().map(|s| format!("schedule:{s}")))
                             .unwrap_or_default(),
                         r.host_union_id.clone(),
                         r.layout.clone(),
@@ -448,8 +538,7 @@ async fn policies(settings: &Settings, format: TableOrJson) -> CmdResult {
                 "{}",
                 table(
                     &[
-                        "NAME", "ENABLED", "SCHEDULE", "TIMEZONE", "MEETING", "HOST", "LAYOUT",
-                        "SOURCE"
+                        "NAME", "ENABLED", "SCHEDULE", "TIMEZONE", "MEETING", "HOST", "LAYOUT", "SOURCE"
                     ],
                     &rows
                 )
@@ -511,10 +600,7 @@ async fn next(
                     })
                 })
                 .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&items).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
         }
         TableOrJson::Table => {
             let rows: Vec<Vec<String>> = firings
@@ -530,10 +616,7 @@ async fn next(
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(&["DUE (UTC)", "LOCAL", "TIMEZONE", "POLICY"], &rows)
-            );
+            print!("{}", table(&["DUE (UTC)", "LOCAL", "TIMEZONE", "POLICY"], &rows));
         }
     }
     Ok(EXIT_OK)
@@ -550,18 +633,12 @@ async fn history(settings: &Settings, filter: &HistoryFilter, format: HistoryFor
         );
         return Ok(EXIT_OK);
     }
-    print!(
-        "{}",
-        render_history(&occurrences, format == HistoryFormat::Csv)
-    );
+    print!("{}", render_history(&occurrences, format == HistoryFormat::Csv));
     Ok(EXIT_OK)
 }
 
 /// One row per attempt (an occurrence with no attempt gets one row of its own).
-pub fn render_history(
-    occurrences: &[crate::store::history::OccurrenceRow],
-    as_csv: bool,
-) -> String {
+pub fn render_history(occurrences: &[crate::store::history::OccurrenceRow], as_csv: bool) -> String {
     let headers = [
         "DUE_AT",
         "POLICY",
@@ -602,9 +679,7 @@ pub fn render_history(
             r.push(cell(&a.http_status));
             r.push(cell(&a.code));
             r.push(cell(&a.outcome));
-            r.push(cell(
-                &a.conference_id.clone().or_else(|| o.conference_id.clone()),
-            ));
+            r.push(cell(&a.conference_id));
             r.push(cell(&a.request_id));
             let msg = a.message.clone().unwrap_or_default();
             r.push(if as_csv {

@@ -317,10 +317,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
 }
 
 /// Which config file to read: `--config`, else `$DINGREC_CONFIG`, else `./config.yaml`, else
@@ -361,9 +358,8 @@ impl Settings {
                 .lines()
                 .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             {
-                let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
-                    ConfigError::Load(format!("{}: {}", path.display(), e.render()))
-                })?;
+                let value: serde_json::Value = serde_saphyr::from_str(&text)
+                    .map_err(|e| ConfigError::Load(format!("{}: {}", path.display(), e.render())))?;
                 figment = figment.merge(Serialized::defaults(value));
             }
         }
@@ -383,8 +379,7 @@ impl Settings {
                         key.to_ascii_uppercase().replace('.', "__")
                     )
                 } else {
-                    file.map(|p| format!(" (in {})", p.display()))
-                        .unwrap_or_default()
+                    file.map(|p| format!(" (in {})", p.display())).unwrap_or_default()
                 };
                 if !msg.is_empty() {
                     msg.push('\n');
@@ -462,10 +457,7 @@ impl Settings {
                 }
                 Ok(Credentials::Internal {
                     app_key: d.app_key.clone(),
-                    app_secret: d
-                        .app_secret
-                        .clone()
-                        .ok_or_else(|| missing("the app secret"))?,
+                    app_secret: d.app_secret.clone().ok_or_else(|| missing("the app secret"))?,
                 })
             }
             AppType::ThirdParty => {
@@ -572,9 +564,7 @@ fn read_secret(
             path: path.to_owned(),
             source,
         })?;
-        Ok(SecretString::from(
-            text.trim_end_matches(['\r', '\n']).to_owned(),
-        ))
+        Ok(SecretString::from(text.trim_end_matches(['\r', '\n']).to_owned()))
     };
     if !file.as_os_str().is_empty() {
         return read(file).map(Some);
@@ -666,8 +656,8 @@ mod tests {
         assert!(msg.contains("rate_limt"), "{msg}");
         assert!(msg.contains("dingtalk"), "{msg}");
 
-        let err = Settings::load_with_env(None, env(&[("DINGREC_HTTP__LISTN", "x")]))
-            .expect_err("unknown env key");
+        let err =
+            Settings::load_with_env(None, env(&[("DINGREC_HTTP__LISTN", "x")])).expect_err("unknown env key");
         assert!(err.to_string().contains("listn"), "{err}");
         assert!(err.to_string().contains("environment"), "{err}");
     }
@@ -680,10 +670,7 @@ mod tests {
         assert!(err.to_string().contains("defaults.timezone"), "{err}");
         let file = write(&dir, "c2.yaml", "dingtalk:\n  request_timeout: soon\n");
         let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("bad duration");
-        assert!(
-            err.to_string().contains("dingtalk.request_timeout"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("dingtalk.request_timeout"), "{err}");
     }
 
     #[test]
@@ -738,13 +725,65 @@ mod tests {
         assert!(format!("{:?}", s.dingtalk).contains("[REDACTED]"));
         assert!(!format!("{:?}", s.dingtalk).contains("CANARY"));
         assert!(s.credentials().is_ok());
-        let none = Settings::load_with_env(None, env(&[("DINGREC_DINGTALK__APP_KEY", "k")]))
-            .expect("loads");
+        let none = Settings::load_with_env(None, env(&[("DINGREC_DINGTALK__APP_KEY", "k")])).expect("loads");
         assert!(
             none.credentials()
                 .expect_err("missing")
                 .to_string()
                 .contains("secret")
         );
+    }
+}
+
+#[cfg(test)]
+mod repo_config {
+    use super::*;
+
+    fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(path.clone());
+                if path != "defaults.retry" && path != "dingtalk.classification" {
+                    keys(&path, child, out);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_repository_config_loads_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let text = std::fs::read_to_string(&path).expect("config.yaml");
+        let loaded = Settings::load_with_env(Some(&path), Vec::new()).expect("loads");
+        let defaults = Settings::default();
+        assert_eq!(
+            serde_json::to_value(&loaded).expect("json"),
+            serde_json::to_value(&defaults).expect("json"),
+            "config.yaml shows the built-in defaults"
+        );
+        let mut all = Vec::new();
+        keys("", &serde_json::to_value(&defaults).expect("json"), &mut all);
+        let lines: Vec<&str> = text.lines().collect();
+        for key in all {
+            let leaf = key.rsplit('.').next().unwrap_or(&key);
+            let i = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(&format!("{leaf}:")))
+                .unwrap_or_else(|| panic!("config.yaml does not show '{key}'"));
+            let section = lines[i].trim_end().ends_with(':');
+            let commented = lines[i].contains('#') || (i > 0 && lines[i - 1].trim_start().starts_with('#'));
+            assert!(
+                section || commented,
+                "config.yaml shows '{key}' without a comment"
+            );
+        }
+        for secret in ["app_secret_file", "suite_secret_file", "suite_ticket_file"] {
+            assert!(text.contains(secret));
+        }
     }
 }

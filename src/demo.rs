@@ -105,14 +105,13 @@ policies:
     )
 }
 
-pub async fn run() -> Result<i32, Failure> {
+pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failure> {
     crate::telemetry::init(&LogSettings {
         level: "info".into(),
         ..LogSettings::default()
     });
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Failure::new(EXIT_FAILURE, format!("demo: {what}: {e}"))
-    };
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| Failure::new(EXIT_FAILURE, format!("demo: {what}: {e}"));
     let clock: SharedClock = Arc::new(SystemClock);
     let fake = FakeDingTalk::start(([127, 0, 0, 1], 0).into(), scenario())
         .await
@@ -124,7 +123,18 @@ pub async fn run() -> Result<i32, Failure> {
         .map_err(|e| fail("cannot write policies", &e))?;
 
     let mut settings = Settings::default();
-    settings.database.path = dir.path().join("dingrec.db");
+    settings.database.path = match keep_database {
+        Some(p) => {
+            if p.exists() {
+                return Err(Failure::new(
+                    crate::cli::EXIT_INVALID,
+                    format!("demo: {} exists; name a new file", p.display()),
+                ));
+            }
+            p
+        }
+        None => dir.path().join("dingrec.db"),
+    };
     settings.dingtalk.base_url = fake.base_url();
     settings.dingtalk.app_key = "demo-app-key".into();
     settings.dingtalk.app_secret = Some(SecretString::from("demo-app-secret".to_owned()));

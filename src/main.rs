@@ -4,10 +4,7 @@ use clap::Parser as _;
 
 fn main() {
     let cli = dingrec::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dingrec: cannot start the async runtime: {e}");

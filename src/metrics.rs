@@ -85,9 +85,7 @@ impl Metrics {
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)], v: f64) {
-        self.recorder
-            .register_gauge(&key(name, labels), &META)
-            .set(v);
+        self.recorder.register_gauge(&key(name, labels), &META).set(v);
     }
 
     fn count(&self, name: &'static str, labels: &[(&'static str, &str)]) {
@@ -130,17 +128,11 @@ impl Metrics {
     }
 
     pub fn token_refresh(&self, ok: bool) {
-        self.count(
-            TOKEN_REFRESHES,
-            &[("result", if ok { "ok" } else { "error" })],
-        );
+        self.count(TOKEN_REFRESHES, &[("result", if ok { "ok" } else { "error" })]);
     }
 
     pub fn reload(&self, ok: bool) {
-        self.count(
-            RELOADS_TOTAL,
-            &[("result", if ok { "ok" } else { "error" })],
-        );
+        self.count(RELOADS_TOTAL, &[("result", if ok { "ok" } else { "error" })]);
     }
 
     /// The Prometheus text exposition.

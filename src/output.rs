@@ -50,11 +50,7 @@ pub fn csv(headers: &[&str], rows: &[Vec<String>]) -> String {
     let _ = writeln!(
         out,
         "{}",
-        headers
-            .iter()
-            .map(|h| field(h))
-            .collect::<Vec<_>>()
-            .join(",")
+        headers.iter().map(|h| field(h)).collect::<Vec<_>>().join(",")
     );
     for row in rows {
         let _ = writeln!(
@@ -68,9 +64,7 @@ pub fn csv(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// An optional value for a table cell.
 pub fn cell<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_else(|| "-".into())
+    v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into())
 }
 
 #[cfg(test)]

@@ -21,8 +21,7 @@ use crate::config::PolicyDefaults;
 use crate::domain::policy::{Invalid, ScheduleConferenceId, did_you_mean};
 use crate::domain::schedule::{At, CronExpr};
 use crate::domain::{
-    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId,
-    WindowPosition, Zone,
+    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, WindowPosition, Zone,
 };
 
 /// Policy files larger than this are refused before parsing.
@@ -84,11 +83,7 @@ impl fmt::Display for Diagnostic {
                 .take(col)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            let label = self
-                .key
-                .as_deref()
-                .map(|k| format!(" {k}"))
-                .unwrap_or_default();
+            let label = self.key.as_deref().map(|k| format!(" {k}")).unwrap_or_default();
             writeln!(f, "{pad} | {lead}{}{label}", "^".repeat(self.width.max(1)))?;
         } else if let Some(k) = &self.key {
             writeln!(f, "  = key: {k}")?;
@@ -118,27 +113,18 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Diagnostic>> 
                 Ok(entries) => {
                     let mut found: Vec<PathBuf> = entries
                         .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| {
-                            f.extension().is_some_and(|x| x == "yaml" || x == "yml") && f.is_file()
-                        })
+                        .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml") && f.is_file())
                         .collect();
                     found.sort();
                     files.extend(found);
                 }
-                Err(e) => errors.push(Diagnostic::file_level(
-                    p,
-                    format!("cannot read folder: {e}"),
-                )),
+                Err(e) => errors.push(Diagnostic::file_level(p, format!("cannot read folder: {e}"))),
             },
             Ok(_) => files.push(p.clone()),
             Err(e) => errors.push(Diagnostic::file_level(p, format!("cannot read: {e}"))),
         }
     }
-    if errors.is_empty() {
-        Ok(files)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(files) } else { Err(errors) }
 }
 
 /// Load and check every policy in `paths`. All problems of all files come back at once.
@@ -159,17 +145,13 @@ pub fn load_paths(
         }
     }
     check_unique_names(&all, &files, &mut errors);
-    if errors.is_empty() {
-        Ok(all)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(all) } else { Err(errors) }
 }
 
 #[allow(clippy::result_large_err)] // one per file, on the error path only
 fn read_file(file: &Path) -> Result<String, Diagnostic> {
-    let meta = std::fs::metadata(file)
-        .map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;
+    let meta =
+        std::fs::metadata(file).map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(Diagnostic::file_level(
             file,
@@ -180,8 +162,7 @@ fn read_file(file: &Path) -> Result<String, Diagnostic> {
             ),
         ));
     }
-    let bytes = std::fs::read(file)
-        .map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(file).map_err(|e| Diagnostic::file_level(file, format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = good.iter().filter(|b| **b == b'\n').count() as u64 + 1;
@@ -387,9 +368,7 @@ impl<'de> Deserialize<'de> for RawPolicy {
                     match key.value.as_str() {
                         "name" => p.name = Some(m.next_value()?),
                         "conference_id" => p.conference_id = Some(m.next_value()?),
-                        "schedule_conference_id" => {
-                            p.schedule_conference_id = Some(m.next_value()?)
-                        }
+                        "schedule_conference_id" => p.schedule_conference_id = Some(m.next_value()?),
                         "host_union_id" => p.host_union_id = Some(m.next_value()?),
                         "cron" => p.cron = Some(m.next_value()?),
                         "at" => p.at = Some(m.next_value()?),
@@ -423,13 +402,7 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn at(
-        &self,
-        loc: &serde_saphyr::Location,
-        width: usize,
-        key: String,
-        err: Invalid,
-    ) -> Diagnostic {
+    fn at(&self, loc: &serde_saphyr::Location, width: usize, key: String, err: Invalid) -> Diagnostic {
         Diagnostic {
             file: self.file.to_owned(),
             line: loc.line(),
@@ -478,12 +451,7 @@ impl Checker<'_> {
         }
     }
 
-    fn policy(
-        &mut self,
-        i: usize,
-        raw: RawPolicy,
-        defaults: &PolicyDefaults,
-    ) -> Option<SourcedPolicy> {
+    fn policy(&mut self, i: usize, raw: RawPolicy, defaults: &PolicyDefaults) -> Option<SourcedPolicy> {
         let before = self.errors.len();
         let label = raw
             .name
@@ -509,9 +477,7 @@ impl Checker<'_> {
             );
         }
 
-        let name = self
-            .field(&raw.name, || key("name"), PolicyName::parse)
-            .flatten();
+        let name = self.field(&raw.name, || key("name"), PolicyName::parse).flatten();
         if raw.name.is_none() {
             missing(self, "name", "missing key 'name'".into());
         }
@@ -526,11 +492,7 @@ impl Checker<'_> {
             );
         }
 
-        let conf = self.field(
-            &raw.conference_id,
-            || key("conference_id"),
-            ConferenceId::parse,
-        );
+        let conf = self.field(&raw.conference_id, || key("conference_id"), ConferenceId::parse);
         let sched = self.field(
             &raw.schedule_conference_id,
             || key("schedule_conference_id"),
@@ -541,9 +503,13 @@ impl Checker<'_> {
             (Some(None), Some(Some(s))) => Some(Target::Scheduled(s)),
             (Some(Some(_)), Some(Some(_))) => {
                 if let Some(s) = &raw.schedule_conference_id {
-                    self.push(s, key("schedule_conference_id"), Invalid::new(
-                        "both conference_id and schedule_conference_id are set; set exactly one",
-                    ));
+                    self.push(
+                        s,
+                        key("schedule_conference_id"),
+                        Invalid::new(
+                            "both conference_id and schedule_conference_id are set; set exactly one",
+                        ),
+                    );
                 }
                 None
             }
@@ -551,8 +517,7 @@ impl Checker<'_> {
                 missing(
                     self,
                     "conference_id",
-                    "neither conference_id nor schedule_conference_id is set; set exactly one"
-                        .into(),
+                    "neither conference_id nor schedule_conference_id is set; set exactly one".into(),
                 );
                 None
             }
@@ -629,10 +594,7 @@ impl Checker<'_> {
                     Err(e) => self.push(
                         d,
                         key(&format!("skip_dates[{j}]")),
-                        Invalid::new(format!(
-                            "invalid date '{}': {e} (expected YYYY-MM-DD)",
-                            d.value
-                        )),
+                        Invalid::new(format!("invalid date '{}': {e} (expected YYYY-MM-DD)", d.value)),
                     ),
                 }
             }

@@ -25,8 +25,7 @@ fn stderr_is_journal() -> bool {
     match std::fs::metadata(path) {
         Ok(m) => {
             use std::os::unix::fs::MetadataExt as _;
-            dev.parse::<u64>().is_ok_and(|d| d == m.dev())
-                && ino.parse::<u64>().is_ok_and(|i| i == m.ino())
+            dev.parse::<u64>().is_ok_and(|d| d == m.dev()) && ino.parse::<u64>().is_ok_and(|i| i == m.ino())
         }
         Err(_) => false,
     }

@@ -37,10 +37,7 @@ pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
 pub struct StartBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'a str>,
-    #[serde(
-        rename = "smallWindowPosition",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "smallWindowPosition", skip_serializing_if = "Option::is_none")]
     pub small_window_position: Option<&'a str>,
     #[serde(rename = "unionId")]
     pub union_id: &'a str,
@@ -224,29 +221,21 @@ impl DingTalkClient {
         req: reqwest::RequestBuilder,
         token: &SecretString,
     ) -> Result<reqwest::RequestBuilder, DingTalkError> {
-        let mut v =
-            HeaderValue::from_str(token.expose_secret()).map_err(|_| DingTalkError::BadToken)?;
+        let mut v = HeaderValue::from_str(token.expose_secret()).map_err(|_| DingTalkError::BadToken)?;
         v.set_sensitive(true);
         Ok(req.header(TOKEN_HEADER, v))
     }
 
     /// Fetch a token (the token call itself, no caching).
     async fn fetch_token(&self) -> Result<Token, DingTalkError> {
-        let creds = self
-            .credentials
-            .as_ref()
-            .ok_or_else(|| DingTalkError::Api {
-                status: 0,
-                code: "missingCredentials".into(),
-                message: "no app credentials configured (dingtalk.app_key and the app secret)"
-                    .into(),
-                request_id: None,
-            })?;
+        let creds = self.credentials.as_ref().ok_or_else(|| DingTalkError::Api {
+            status: 0,
+            code: "missingCredentials".into(),
+            message: "no app credentials configured (dingtalk.app_key and the app secret)".into(),
+            request_id: None,
+        })?;
         let req = match creds {
-            Credentials::Internal {
-                app_key,
-                app_secret,
-            } => {
+            Credentials::Internal { app_key, app_secret } => {
                 let mut body = Map::new();
                 body.insert("appKey".into(), Value::String(app_key.clone()));
                 body.insert(
@@ -291,8 +280,7 @@ impl DingTalkClient {
                     Ok(Token {
                         value: SecretString::from(t.to_owned()),
                         expires: now + life,
-                        expires_at: self.clock.now()
-                            + TimeDelta::from_std(life).unwrap_or_default(),
+                        expires_at: self.clock.now() + TimeDelta::from_std(life).unwrap_or_default(),
                         refresh_at: now + life - margin,
                     })
                 }
@@ -335,10 +323,7 @@ impl DingTalkClient {
             small_window_position: r.small_window_position,
             union_id: r.union_id,
         };
-        let req = Self::with_token(
-            self.post_json(&Self::start_path(r.conference_id), &body),
-            token,
-        )?;
+        let req = Self::with_token(self.post_json(&Self::start_path(r.conference_id), &body), token)?;
         let raw = self.send(req).await?;
         expect_code_200(&raw)
     }
@@ -356,8 +341,7 @@ impl DingTalkClient {
         union_id: &str,
     ) -> Result<CallOk, DingTalkError> {
         let token = self.token().await?;
-        self.stop_cloud_record_with(&token, conference_id, union_id)
-            .await
+        self.stop_cloud_record_with(&token, conference_id, union_id).await
     }
 
     /// StopCloudRecord with `token`.
@@ -442,10 +426,7 @@ impl DingTalkClient {
         let list = self
             .schedule_conference_list_with(token, schedule_conference_id)
             .await?;
-        Ok(list
-            .into_iter()
-            .find(|c| c.status == 2)
-            .map(|c| c.conference_id))
+        Ok(list.into_iter().find(|c| c.status == 2).map(|c| c.conference_id))
     }
 }
 

@@ -47,10 +47,7 @@ pub enum DingTalkError {
         request_id: Option<String>,
     },
     #[error("{}: {message}", match kind { TransportKind::Timeout => "timed out", TransportKind::Connect => "cannot connect", TransportKind::ConnectionLost => "connection lost" })]
-    Transport {
-        kind: TransportKind,
-        message: String,
-    },
+    Transport { kind: TransportKind, message: String },
     /// The access token could not be had; `0` is the token call's own error.
     #[error("cannot get an access token: {0}")]
     Token(Box<DingTalkError>),
@@ -70,9 +67,7 @@ impl DingTalkError {
     pub fn code(&self) -> &str {
         match self {
             DingTalkError::Api { code, .. } => code,
-            DingTalkError::InvalidResponse { .. } | DingTalkError::BadToken => {
-                codes::INVALID_RESPONSE
-            }
+            DingTalkError::InvalidResponse { .. } | DingTalkError::BadToken => codes::INVALID_RESPONSE,
             DingTalkError::IpThrottled { .. } => codes::IP_THROTTLED,
             DingTalkError::Transport { kind, .. } => match kind {
                 TransportKind::Timeout => codes::TIMEOUT,

@@ -62,9 +62,7 @@ impl Classification {
             codes::INVALID_AUTHENTICATION => RetryClass::Reauth,
             // Token calls: bad credentials may be fixed by a reload within the window; retry with
             // backoff (each try is one attempt row, rate-limited, and logged at ERROR).
-            "invalidClientIdOrSecret" | "invalidSuiteKey" | "invalidSuiteTicket" => {
-                RetryClass::Retry
-            }
+            "invalidClientIdOrSecret" | "invalidSuiteKey" | "invalidSuiteTicket" => RetryClass::Retry,
             c if c.starts_with("Forbidden.AccessDenied.QpsLimitFor") => RetryClass::Throttle,
             _ if http_status >= 500 || http_status == 0 => RetryClass::Retry,
             _ => RetryClass::Fail,

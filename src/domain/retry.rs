@@ -60,9 +60,7 @@ impl RetryPolicy {
             return Err("retry.backoff_coefficient must be a number >= 1.0".into());
         }
         if self.maximum_interval < self.initial_interval {
-            return Err(
-                "retry.maximum_interval must not be shorter than retry.initial_interval".into(),
-            );
+            return Err("retry.maximum_interval must not be shorter than retry.initial_interval".into());
         }
         Ok(())
     }
@@ -111,18 +109,11 @@ pub struct AttemptContext {
 }
 
 /// Decide the attempt's outcome and the occurrence's next step.
-pub fn decide(
-    class: RetryClass,
-    retry: &RetryPolicy,
-    ctx: AttemptContext,
-    u: f64,
-) -> (AttemptOutcome, Next) {
+pub fn decide(class: RetryClass, retry: &RetryPolicy, ctx: AttemptContext, u: f64) -> (AttemptOutcome, Next) {
     let wait = match class {
         RetryClass::Success => return (AttemptOutcome::Success, Next::Succeeded),
         RetryClass::Fail => return (AttemptOutcome::Fail, Next::Failed),
-        RetryClass::Throttle => {
-            THROTTLE_WAIT + Duration::from_millis(500).mul_f64(u.clamp(0.0, 1.0))
-        }
+        RetryClass::Throttle => THROTTLE_WAIT + Duration::from_millis(500).mul_f64(u.clamp(0.0, 1.0)),
         RetryClass::Reauth if !ctx.previous_was_reauth => Duration::ZERO,
         RetryClass::Reauth | RetryClass::Retry => {
             if ctx.counted_attempts >= retry.maximum_attempts {

@@ -23,10 +23,8 @@ pub struct Zone(Tz);
 impl Zone {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         Tz::from_str(s).map(Zone).map_err(|_| {
-            Invalid::new(format!("unknown time zone '{s}'")).with_hint(did_you_mean(
-                s,
-                chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()),
-            ))
+            Invalid::new(format!("unknown time zone '{s}'"))
+                .with_hint(did_you_mean(s, chrono_tz::TZ_VARIANTS.iter().map(|z| z.name())))
         })
     }
 

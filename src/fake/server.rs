@@ -96,11 +96,7 @@ impl FakeDingTalk {
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.shared
-            .log
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default()
+        self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub fn start_requests(&self) -> Vec<LoggedRequest> {
@@ -240,9 +236,7 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
             tokio::time::sleep(d).await;
         }
         entry.status = match &reply {
-            Reply::Json { status, .. }
-            | Reply::Raw { status, .. }
-            | Reply::Trickle { status, .. } => *status,
+            Reply::Json { status, .. } | Reply::Raw { status, .. } | Reply::Trickle { status, .. } => *status,
             _ => 0,
         };
         if let Reply::Json { body, .. } = &reply {
@@ -294,13 +288,7 @@ async fn send(
     match reply {
         Reply::Json { status, body } => {
             let b = body.to_string();
-            let mut out = head(
-                status,
-                "application/json;charset=utf-8",
-                b.len(),
-                request_id,
-            )
-            .into_bytes();
+            let mut out = head(status, "application/json;charset=utf-8", b.len(), request_id).into_bytes();
             out.extend_from_slice(b.as_bytes());
             sock.write_all(&out).await?;
             Ok(true)
@@ -334,13 +322,7 @@ async fn send(
         }
         Reply::Trickle { status, body } => {
             let b = body.to_string();
-            let mut out = head(
-                status,
-                "application/json;charset=utf-8",
-                b.len(),
-                request_id,
-            )
-            .into_bytes();
+            let mut out = head(status, "application/json;charset=utf-8", b.len(), request_id).into_bytes();
             out.extend_from_slice(b.as_bytes());
             for byte in out {
                 sock.write_all(&[byte]).await?;
@@ -382,11 +364,7 @@ fn decode(seg: &str) -> String {
         .into_owned()
 }
 
-fn route(
-    shared: &Shared,
-    req: &Request,
-    request_id: &str,
-) -> (Reply, Option<Duration>, LoggedRequest) {
+fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Duration>, LoggedRequest) {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut entry = LoggedRequest {
@@ -477,11 +455,7 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
         }
         ("POST", "scenario") => match Scenario::from_yaml(&text) {
             Ok(s) => {
-                shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .load(s);
+                shared.state.lock().unwrap_or_else(|e| e.into_inner()).load(s);
                 ok(json!({"loaded": true}))
             }
             Err(e) => bad(e),

@@ -284,11 +284,7 @@ impl State {
             // A corp token is new on every request.
             return self.issue(new_token(), now);
         }
-        let key_ok = self
-            .scenario
-            .app_key
-            .as_deref()
-            .is_none_or(|k| k == s("appKey"));
+        let key_ok = self.scenario.app_key.as_deref().is_none_or(|k| k == s("appKey"));
         let secret_ok = self
             .scenario
             .app_secret
@@ -350,18 +346,10 @@ impl State {
             }
             self.recent_starts.push_back(now);
         }
-        let union_id = body
-            .get("unionId")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let union_id = body.get("unionId").and_then(Value::as_str).unwrap_or_default();
         if union_id.is_empty() {
             return (
-                error_msg(
-                    "paramsError",
-                    Some(400),
-                    request_id,
-                    "error:unionId is invalid",
-                ),
+                error_msg("paramsError", Some(400), request_id, "error:unionId is invalid"),
                 None,
             );
         }
@@ -374,9 +362,7 @@ impl State {
             }
             return match self.scenario.unknown_conferences {
                 UnknownConferences::Live => (ok(), default_step.and_then(|s| s.delay)),
-                UnknownConferences::ParamsError => {
-                    (error("paramsError", Some(400), request_id), None)
-                }
+                UnknownConferences::ParamsError => (error("paramsError", Some(400), request_id), None),
             };
         };
         let step = pop(&mut m.script).or(default_step);

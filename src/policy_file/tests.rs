@@ -70,10 +70,7 @@ fn an_unknown_key_is_located_with_a_hint() {
     assert_eq!((d.line, d.column), (6, 5));
     assert_eq!(d.message, "unknown key 'layuot'");
     assert_eq!(d.hint.as_deref(), Some("did you mean 'layout'?"));
-    assert_eq!(
-        d.headline(),
-        "policies.yaml:6:5: error: unknown key 'layuot'"
-    );
+    assert_eq!(d.headline(), "policies.yaml:6:5: error: unknown key 'layuot'");
 }
 
 #[test]
@@ -90,11 +87,7 @@ fn a_bad_enum_value_is_located_with_a_hint() {
         "{VALID_HEAD}    at: 2026-12-01T09:00:00\n    layout: speach\n"
     ));
     assert_eq!((d.line, d.column), (6, 13));
-    assert!(
-        d.message.starts_with("unknown layout 'speach'"),
-        "{}",
-        d.message
-    );
+    assert!(d.message.starts_with("unknown layout 'speach'"), "{}", d.message);
     assert_eq!(d.hint.as_deref(), Some("did you mean 'speech'?"));
 }
 
@@ -129,8 +122,7 @@ fn duplicate_names_are_errors_across_files() {
     let b = dir.path().join("b.yaml");
     std::fs::write(&a, format!("{VALID_HEAD}    at: 2026-12-01T09:00:00\n")).expect("write");
     std::fs::write(&b, format!("{VALID_HEAD}    at: 2026-12-02T09:00:00\n")).expect("write");
-    let es =
-        load_paths(&[dir.path().to_owned()], &PolicyDefaults::default()).expect_err("duplicate");
+    let es = load_paths(&[dir.path().to_owned()], &PolicyDefaults::default()).expect_err("duplicate");
     assert_eq!(es.len(), 1);
     assert_eq!(es[0].file, b);
     assert_eq!(es[0].line, 2);
@@ -153,8 +145,7 @@ fn both_or_neither_target_is_an_error() {
     );
     assert_eq!((d.line, d.column), (4, 29));
     assert!(d.message.contains("exactly one"));
-    let d =
-        one_error("policies:\n  - name: p\n    host_union_id: h\n    at: 2026-12-01T09:00:00\n");
+    let d = one_error("policies:\n  - name: p\n    host_union_id: h\n    at: 2026-12-01T09:00:00\n");
     assert_eq!((d.line, d.column), (2, 5));
     assert!(
         d.message
@@ -223,11 +214,7 @@ fn a_ten_megabyte_garbage_file_is_refused_clearly() {
     std::fs::write(&f, garbage).expect("write");
     let es = load_paths(std::slice::from_ref(&f), &PolicyDefaults::default()).expect_err("refused");
     assert_eq!(es.len(), 1);
-    assert!(
-        es[0].message.contains("limited to 8 MiB"),
-        "{}",
-        es[0].message
-    );
+    assert!(es[0].message.contains("limited to 8 MiB"), "{}", es[0].message);
 }
 
 #[test]

@@ -36,8 +36,7 @@ const WRITE_BATCH: usize = 1024;
 /// call per period, no burst, with a millisecond of slack against network jitter.
 pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
     let n = NonZeroU32::new(per_second)?;
-    let period =
-        Duration::from_nanos(1_000_000_000 / u64::from(n.get())) + Duration::from_millis(1);
+    let period = Duration::from_nanos(1_000_000_000 / u64::from(n.get())) + Duration::from_millis(1);
     Quota::with_period(period).map(RateLimiter::direct)
 }
 
@@ -164,7 +163,7 @@ impl Dispatcher {
     }
 
     /// One attempt: resolve the meeting if needed, call StartCloudRecord, decide what's next.
-    async fn attempt(&self, c: &Claimed) -> Completion {
+    pub async fn attempt(&self, c: &Claimed) -> Completion {
         let started = tokio::time::Instant::now();
         let retry: RetryPolicy = serde_json::from_str(&c.retry).unwrap_or_default();
         let (result, conference_id) = self.call(c).await;
@@ -211,8 +210,7 @@ impl Dispatcher {
             self.metrics.occurrence(state);
         }
         if state == "succeeded" {
-            self.metrics
-                .last_success(now.timestamp_millis() as f64 / 1000.0);
+            self.metrics.last_success(now.timestamp_millis() as f64 / 1000.0);
         }
         Completion {
             attempt_id: c.attempt_id,
@@ -232,10 +230,7 @@ impl Dispatcher {
     }
 
     /// The HTTP part: token, meeting resolution, StartCloudRecord.
-    async fn call(
-        &self,
-        c: &Claimed,
-    ) -> (Result<(u16, Option<String>), DingTalkError>, Option<String>) {
+    async fn call(&self, c: &Claimed) -> (Result<(u16, Option<String>), DingTalkError>, Option<String>) {
         let token = match self.client.token().await {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
@@ -287,10 +282,7 @@ impl Dispatcher {
         {
             self.client.invalidate_token(&token).await;
         }
-        (
-            result.map(|ok| (ok.status, ok.request_id)),
-            Some(conference_id),
-        )
+        (result.map(|ok| (ok.status, ok.request_id)), Some(conference_id))
     }
 
     #[allow(clippy::too_many_arguments)]

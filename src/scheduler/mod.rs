@@ -42,6 +42,8 @@ pub struct Scheduler {
     horizon: Duration,
     tick: Duration,
     cron_cache: CronCache,
+    /// Occurrences older than this are pruned daily (`retention.attempts`).
+    retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -89,6 +91,25 @@ impl Scheduler {
             horizon,
             tick,
             cron_cache: CronCache::default(),
+            retention: None,
+        }
+    }
+
+    /// Prune occurrences (and their attempts) older than `keep`, daily.
+    pub fn with_retention(mut self, keep: Duration) -> Self {
+        self.retention = Some(keep);
+        self
+    }
+
+    async fn prune(&self) {
+        let Some(keep) = self.retention else { return };
+        let before = self.clock.now() - TimeDelta::from_std(keep).unwrap_or(TimeDelta::MAX);
+        match self.store.prune_before(before).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(occurrences = n, before = %crate::domain::time::fmt_utc(before), "pruned old occurrences")
+            }
+            Err(e) => warn!(error = %e, "cannot prune old occurrences"),
         }
     }
 
@@ -199,7 +220,12 @@ impl Scheduler {
         let mut last_watchdog = tokio::time::Instant::now();
         let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
         let mut db_backoff = Duration::from_millis(100);
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
+            if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(24 * 3600)) {
+                self.prune().await;
+                last_prune = Some(tokio::time::Instant::now());
+            }
             self.health.beat();
             if let Some(every) = self.notifier.watchdog_interval()
                 && last_watchdog.elapsed() >= every

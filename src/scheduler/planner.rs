@@ -77,11 +77,7 @@ pub fn firings_between(
 }
 
 /// The first firing whose meeting starts after `after`.
-pub fn next_firing_after(
-    p: &Policy,
-    after: DateTime<Utc>,
-    cache: &mut CronCache,
-) -> Option<Firing> {
+pub fn next_firing_after(p: &Policy, after: DateTime<Utc>, cache: &mut CronCache) -> Option<Firing> {
     let mut cursor = after;
     for _ in 0..1_000 {
         let t = p.schedule.next_start_after(p.timezone, cursor, cache)?;
@@ -102,12 +98,9 @@ fn last_firing_in(
 ) -> Option<Firing> {
     let mut upper = at_or_before;
     for _ in 0..1_000 {
-        let t = p.schedule.last_start_in(
-            p.timezone,
-            after + TimeDelta::milliseconds(1),
-            upper,
-            cache,
-        )?;
+        let t = p
+            .schedule
+            .last_start_in(p.timezone, after + TimeDelta::milliseconds(1), upper, cache)?;
         if !skipped(p, t) {
             return Some(Firing::of(p, t));
         }
@@ -143,14 +136,8 @@ pub fn plan_policy(
     if from < now
         && let Some(latest) = last_firing_in(p, from, now, cache)
     {
-        skipped_backlog = firings_between(
-            p,
-            from,
-            latest.start - TimeDelta::milliseconds(1),
-            10_000,
-            cache,
-        )
-        .len();
+        skipped_backlog =
+            firings_between(p, from, latest.start - TimeDelta::milliseconds(1), 10_000, cache).len();
         let (state, trigger) = if latest.window_ends_at <= now {
             ("missed", "schedule")
         } else if latest.due_at <= now {
@@ -171,10 +158,7 @@ pub fn plan_policy(
     let planned_until = if future.len() >= MAX_ROWS_PER_PASS {
         future.last().map_or(horizon_end, |f| f.start)
     } else {
-        let last = future
-            .last()
-            .map_or(future_from, |f| f.start)
-            .max(horizon_end);
+        let last = future.last().map_or(future_from, |f| f.start).max(horizon_end);
         match next_firing_after(p, last, cache) {
             Some(next) if future.is_empty() && rows.iter().all(|r| r.state != "scheduled") => {
                 // Always the next one, however far.
@@ -217,14 +201,10 @@ mod tests {
         let text = format!(
             "policies:\n  - name: p\n    conference_id: c\n    host_union_id: h\n    timezone: UTC\n{extra}"
         );
-        parse_str(
-            std::path::Path::new("t.yaml"),
-            &text,
-            &PolicyDefaults::default(),
-        )
-        .expect("valid")
-        .remove(0)
-        .policy
+        parse_str(std::path::Path::new("t.yaml"), &text, &PolicyDefaults::default())
+            .expect("valid")
+            .remove(0)
+            .policy
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -275,10 +255,7 @@ mod tests {
         // Back up Monday 2026-11-23 at 09:10, inside that meeting's window.
         let now = utc("2026-11-23T09:10:00Z");
         let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
-        assert_eq!(
-            out.skipped_backlog, 3,
-            "the 2nd, 9th and 16th are not replayed"
-        );
+        assert_eq!(out.skipped_backlog, 3, "the 2nd, 9th and 16th are not replayed");
         assert_eq!(out.plan.rows[0].due_at, utc("2026-11-23T09:00:00Z"));
         assert_eq!(
             (out.plan.rows[0].state, out.plan.rows[0].trigger),

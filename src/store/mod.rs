@@ -89,11 +89,7 @@ impl Store {
             .connect_with(options.clone())
             .await
             .map_err(|source| classify_open_error(&path, source))?;
-        Ok(Store {
-            pool,
-            path,
-            options,
-        })
+        Ok(Store { pool, path, options })
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -112,12 +108,7 @@ impl Store {
     /// Readiness: can a fresh connection open the file read-write and commit a write? A fresh
     /// connection notices what an open one does not (the file made read-only or immutable).
     pub async fn probe_writable(&self) -> Result<()> {
-        let mut conn = self
-            .options
-            .clone()
-            .create_if_missing(false)
-            .connect()
-            .await?;
+        let mut conn = self.options.clone().create_if_missing(false).connect().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES ('ready_probe', 1) ON CONFLICT (key) DO UPDATE SET value = value + 1")
             .execute(&mut *tx)
@@ -161,9 +152,7 @@ async fn check_not_corrupt(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let is_empty = std::fs::metadata(path)
-        .map(|m| m.len() == 0)
-        .unwrap_or(false);
+    let is_empty = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false);
     if is_empty {
         return Ok(());
     }
@@ -179,10 +168,7 @@ async fn check_not_corrupt(path: &Path) -> Result<()> {
         .filename(path)
         .read_only(!Path::new(&wal).exists())
         .create_if_missing(false);
-    let mut conn = opts
-        .connect()
-        .await
-        .map_err(|e| classify_open_error(path, e))?;
+    let mut conn = opts.connect().await.map_err(|e| classify_open_error(path, e))?;
     let rows = sqlx::query("PRAGMA quick_check(3)")
         .fetch_all(&mut conn)
         .await

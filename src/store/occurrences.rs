@@ -142,11 +142,7 @@ const CLAIM_SELECT: &str = "SELECT o.id, o.policy_name, o.due_at, o.window_ends_
 
 impl Store {
     /// Enabled policies whose rows reach less far than `until`.
-    pub async fn plan_candidates(
-        &self,
-        until: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<PlanCandidate>> {
+    pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
         let rows = sqlx::query(
             "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, small_window_position, \
              cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, planned_until \
@@ -166,9 +162,8 @@ impl Store {
                         None
                     } else {
                         Some(
-                            parse_utc(&pu).map_err(|e| {
-                                StoreError::Data(format!("planned_until '{pu}': {e}"))
-                            })?,
+                            parse_utc(&pu)
+                                .map_err(|e| StoreError::Data(format!("planned_until '{pu}': {e}")))?,
                         )
                     },
                 })
@@ -229,14 +224,26 @@ impl Store {
     /// Claim up to `limit` due occurrences, earliest first, and write each one's attempt intent
     /// row, all in one transaction. Nothing is claimed whose window has passed.
     pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Claimed>> {
+        self.claim(now, limit, None).await
+    }
+
+    /// Claim one occurrence by id if it is due (`dingrec trigger`).
+    pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
+        Ok(self.claim(now, 1, Some(id)).await?.pop())
+    }
+
+    async fn claim(&self, now: DateTime<Utc>, limit: i64, only: Option<i64>) -> Result<Vec<Claimed>> {
         let now_s = fmt_utc(now);
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM_SELECT.to_owned()))
-            .bind(&now_s)
-            .bind(&now_s)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let sql = match only {
+            None => CLAIM_SELECT.to_owned(),
+            Some(_) => CLAIM_SELECT.replace("ORDER BY", "AND o.id = ? ORDER BY"),
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&now_s).bind(&now_s);
+        if let Some(id) = only {
+            q = q.bind(id);
+        }
+        let rows = q.bind(limit).fetch_all(&mut *tx).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.get("id");
@@ -472,19 +479,16 @@ impl Store {
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
-                .fetch_one(self.pool())
-                .await?
-                .get(0),
-        )
+        Ok(sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
+            .fetch_one(self.pool())
+            .await?
+            .get(0))
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let row =
-            sqlx::query("SELECT MAX(finished_at) AS t FROM attempts WHERE outcome = 'success'")
-                .fetch_one(self.pool())
-                .await?;
+        let row = sqlx::query("SELECT MAX(finished_at) AS t FROM attempts WHERE outcome = 'success'")
+            .fetch_one(self.pool())
+            .await?;
         opt_time(&row, "t")
     }
 
@@ -535,10 +539,7 @@ async fn finalize(
     Ok(rows.iter().map(final_event).collect())
 }
 
-async fn sweep_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    now_s: &str,
-) -> Result<Vec<FinalEvent>> {
+async fn sweep_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, now_s: &str) -> Result<Vec<FinalEvent>> {
     let mut out = finalize(tx, "scheduled", "missed", now_s).await?;
     out.extend(finalize(tx, "retry_wait", "expired", now_s).await?);
     Ok(out)

@@ -12,8 +12,7 @@ use crate::domain::policy::ScheduleConferenceId;
 use crate::domain::schedule::{At, CronExpr};
 use crate::domain::time::fmt_utc;
 use crate::domain::{
-    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId,
-    WindowPosition, Zone,
+    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, WindowPosition, Zone,
 };
 
 /// A policy in its database form (the columns of SPEC §5, as text and integers).
@@ -94,8 +93,7 @@ impl PolicyRecord {
             (None, Some(a)) => Schedule::At(At::parse(a).map_err(|e| bad("at", &e))?),
             _ => return Err(bad("schedule", &"exactly one of cron/at")),
         };
-        let skip: Vec<String> =
-            serde_json::from_str(&self.skip_dates).map_err(|e| bad("skip_dates", &e))?;
+        let skip: Vec<String> = serde_json::from_str(&self.skip_dates).map_err(|e| bad("skip_dates", &e))?;
         let skip_dates = skip
             .iter()
             .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| bad("skip_dates", &e)))
@@ -105,8 +103,7 @@ impl PolicyRecord {
         Ok(Policy {
             name: PolicyName::parse(&self.name).map_err(|e| bad("name", &e))?,
             target,
-            host_union_id: UnionId::parse(&self.host_union_id)
-                .map_err(|e| bad("host_union_id", &e))?,
+            host_union_id: UnionId::parse(&self.host_union_id).map_err(|e| bad("host_union_id", &e))?,
             schedule,
             timezone: Zone::parse(&self.timezone).map_err(|e| bad("timezone", &e))?,
             layout: Layout::parse(&self.layout).map_err(|e| bad("layout", &e))?,
@@ -204,9 +201,7 @@ pub enum Change {
 impl Change {
     pub fn name(&self) -> &str {
         match self {
-            Change::Added { name } | Change::Changed { name, .. } | Change::Removed { name } => {
-                name
-            }
+            Change::Added { name } | Change::Changed { name, .. } | Change::Removed { name } => name,
         }
     }
 }
@@ -224,11 +219,7 @@ fn stored(r: &SqliteRow) -> StoredPolicy {
     }
 }
 
-fn diff(
-    existing: &HashMap<String, StoredPolicy>,
-    new: &[PolicyRecord],
-    prune: bool,
-) -> Vec<Change> {
+fn diff(existing: &HashMap<String, StoredPolicy>, new: &[PolicyRecord], prune: bool) -> Vec<Change> {
     let mut changes = Vec::new();
     for rec in new {
         match existing.get(&rec.name) {
@@ -269,31 +260,24 @@ fn diff(
 
 impl Store {
     pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT_POLICY} ORDER BY name"
-        )))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_POLICY} ORDER BY name")))
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.iter().map(stored).collect())
     }
 
     pub async fn policy_by_name(&self, name: &str) -> Result<Option<StoredPolicy>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT_POLICY} WHERE name = ?"
-        )))
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_POLICY} WHERE name = ?")))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
         Ok(row.as_ref().map(stored))
     }
 
     /// What `apply` would change, without writing.
     pub async fn plan_policies(&self, new: &[PolicyRecord], prune: bool) -> Result<Vec<Change>> {
         let existing = self.list_policies().await?;
-        let existing = existing
-            .into_iter()
-            .map(|p| (p.record.name.clone(), p))
-            .collect();
+        let existing = existing.into_iter().map(|p| (p.record.name.clone(), p)).collect();
         Ok(diff(&existing, new, prune))
     }
 
@@ -321,8 +305,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(changes);
         }
-        let by_name: HashMap<&str, &PolicyRecord> =
-            new.iter().map(|r| (r.name.as_str(), r)).collect();
+        let by_name: HashMap<&str, &PolicyRecord> = new.iter().map(|r| (r.name.as_str(), r)).collect();
         for change in &changes {
             match change {
                 Change::Added { name } => {
@@ -387,11 +370,13 @@ impl Store {
                     }
                 }
                 Change::Removed { name } => {
-                    sqlx::query("UPDATE policies SET enabled = 0, updated_at = ?, planned_until = '' WHERE name = ?")
-                        .bind(&now_s)
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE policies SET enabled = 0, updated_at = ?, planned_until = '' WHERE name = ?",
+                    )
+                    .bind(&now_s)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
                     cancel_future(&mut tx, name, &now_s).await?;
                 }
             }
@@ -404,11 +389,7 @@ impl Store {
     }
 }
 
-async fn cancel_future(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    name: &str,
-    now: &str,
-) -> Result<()> {
+async fn cancel_future(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str, now: &str) -> Result<()> {
     sqlx::query(
         "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ? \
          WHERE policy_name = ? AND state = 'scheduled' AND due_at > ?",

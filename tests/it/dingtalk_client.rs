@@ -144,10 +144,7 @@ async fn a_one_byte_per_second_answer_ends_at_the_timeout() {
 #[tokio::test]
 async fn broken_connections_have_their_own_codes() {
     let f = fake(Scenario {
-        meetings: vec![meeting(
-            "m1",
-            vec![step("reset"), step("partial"), step("drop")],
-        )],
+        meetings: vec![meeting("m1", vec![step("reset"), step("partial"), step("drop")])],
         ..Scenario::default()
     })
     .await;

@@ -73,8 +73,7 @@ async fn run(name: &str, call: Call, timeout: Duration) -> (Replay, Value, Outco
     let mut settings = dingtalk_settings(&server.base_url());
     settings.request_timeout = timeout;
     let req = &f["request"];
-    let body: Value =
-        serde_json::from_str(req["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_str(req["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
     let token = req["headers"]["x-acs-dingtalk-access-token"]
         .as_str()
         .unwrap_or("d27c05a1b2c3d4e5f60718293a4b5c6d");
@@ -83,12 +82,8 @@ async fn run(name: &str, call: Call, timeout: Duration) -> (Replay, Value, Outco
         Call::CorpToken => Credentials::ThirdParty {
             corp_id: body["authCorpId"].as_str().unwrap_or_default().into(),
             suite_key: body["suiteKey"].as_str().unwrap_or_default().into(),
-            suite_secret: SecretString::from(
-                body["suiteSecret"].as_str().unwrap_or_default().to_owned(),
-            ),
-            suite_ticket: SecretString::from(
-                body["suiteTicket"].as_str().unwrap_or_default().to_owned(),
-            ),
+            suite_secret: SecretString::from(body["suiteSecret"].as_str().unwrap_or_default().to_owned()),
+            suite_ticket: SecretString::from(body["suiteTicket"].as_str().unwrap_or_default().to_owned()),
         },
         _ => crate::support::internal_credentials(
             body["appKey"].as_str().unwrap_or("k"),
@@ -117,9 +112,7 @@ async fn run(name: &str, call: Call, timeout: Duration) -> (Replay, Value, Outco
             )
             .await
             .map(|ok| (ok.status, ok.request_id)),
-        Call::Token | Call::CorpToken => {
-            c.token().await.map(|_| (200, Some(REQUEST_ID.to_owned())))
-        }
+        Call::Token | Call::CorpToken => c.token().await.map(|_| (200, Some(REQUEST_ID.to_owned()))),
         Call::ConfInfo => c
             .conference_info_with(&token, "61289f392a6b4c1f8e0d7c6b5a493827")
             .await
@@ -188,10 +181,7 @@ async fn start_requests_match_the_sdk_and_every_response_shape_parses() {
     let rid = Some(REQUEST_ID);
     let cases: &[(&str, Outcome)] = &[
         ("start_cloud_record_ok", expect("200", 200, rid, Success)),
-        (
-            "start_cloud_record_minimal_ok",
-            expect("200", 200, rid, Success),
-        ),
+        ("start_cloud_record_minimal_ok", expect("200", 200, rid, Success)),
         (
             "start_cloud_record_200_extra_fields",
             expect("200", 200, rid, Success),
@@ -412,8 +402,7 @@ async fn bad_credentials_name_the_code_and_never_the_secret() {
         let f = fixture(name);
         let server = Replay::start(scripted(&f)).await;
         let settings = dingtalk_settings(&server.base_url());
-        let body: Value =
-            serde_json::from_str(f["request"]["body"].as_str().expect("body")).expect("json");
+        let body: Value = serde_json::from_str(f["request"]["body"].as_str().expect("body")).expect("json");
         let secret = body["appSecret"]
             .as_str()
             .or(body["suiteSecret"].as_str())
@@ -426,10 +415,7 @@ async fn bad_credentials_name_the_code_and_never_the_secret() {
                 suite_secret: SecretString::from(secret.clone()),
                 suite_ticket: SecretString::from("TestSuiteTicket".to_owned()),
             },
-            _ => crate::support::internal_credentials(
-                body["appKey"].as_str().unwrap_or_default(),
-                &secret,
-            ),
+            _ => crate::support::internal_credentials(body["appKey"].as_str().unwrap_or_default(), &secret),
         };
         let c = client(&settings, Some(creds));
         let err = c.token().await.expect_err("bad credentials");

@@ -67,32 +67,21 @@ async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings(
     assert_eq!(a.code.as_deref(), Some("200"));
     assert_eq!(a.http_status, Some(200));
     assert_eq!(a.outcome.as_deref(), Some("success"));
-    assert!(
-        a.request_id.as_deref().is_some_and(|r| r.len() == 36),
-        "{a:?}"
-    );
+    assert!(a.request_id.as_deref().is_some_and(|r| r.len() == 36), "{a:?}");
     assert!(parse_t(&a.started_at) >= parse_t(&o.due_at), "never early");
     let starts = app.fake.start_requests();
     assert_eq!(starts.len(), 1);
     assert_eq!(starts[0].id.as_deref(), Some("conf-1"));
     assert_eq!(starts[0].union_id.as_deref(), Some("host-1"));
     assert_eq!(starts[0].mode.as_deref(), Some("grid"));
-    assert_eq!(
-        starts[0].small_window_position.as_deref(),
-        Some("float_bottom")
-    );
+    assert_eq!(starts[0].small_window_position.as_deref(), Some("float_bottom"));
 }
 
 #[tokio::test]
 async fn system_error_twice_then_success_retries_within_the_backoff_bounds() {
     let app = TestApp::start(
         scenario(vec![meeting("conf-1", vec![answer("systemError", 2)])]),
-        |c| {
-            format!(
-                "policies:\n{}",
-                policy("p", "conf-1", &at_in(c, 300), FAST_RETRY)
-            )
-        },
+        |c| format!("policies:\n{}", policy("p", "conf-1", &at_in(c, 300), FAST_RETRY)),
     )
     .await;
     let rows = app.wait_final(1, Duration::from_secs(10)).await;
@@ -193,11 +182,7 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
     assert_eq!(by_attempts.attempts.len(), 4);
     let by_window = TestApp::occurrence(&rows, "by-window");
     assert_eq!(by_window.state, "expired");
-    assert!(
-        by_window.attempts.len() >= 2,
-        "{}",
-        by_window.attempts.len()
-    );
+    assert!(by_window.attempts.len() >= 2, "{}", by_window.attempts.len());
     let window_end = parse_t(&by_window.window_ends_at);
     for a in &by_window.attempts {
         assert!(
@@ -214,7 +199,10 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
 #[tokio::test]
 async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
     let app = TestApp::start(
-        scenario(vec![meeting("conf-1", vec![answer("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 2)])]),
+        scenario(vec![meeting(
+            "conf-1",
+            vec![answer("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 2)],
+        )]),
         |c| {
             format!(
                 "policies:\n{}",
@@ -236,8 +224,7 @@ async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
     );
     assert_eq!(o.attempts.len(), 3);
     for pair in o.attempts.windows(2) {
-        let gap = parse_t(&pair[1].started_at)
-            - parse_t(pair[0].finished_at.as_deref().expect("finished"));
+        let gap = parse_t(&pair[1].started_at) - parse_t(pair[0].finished_at.as_deref().expect("finished"));
         assert!(gap >= TimeDelta::seconds(1), "retried after {gap}");
     }
 }
@@ -303,18 +290,13 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
     assert!(
         before
             .iter()
-            .all(|a| a.code.as_deref() == Some("meetingNotLive")
-                && a.outcome.as_deref() == Some("retry"))
+            .all(|a| a.code.as_deref() == Some("meetingNotLive") && a.outcome.as_deref() == Some("retry"))
     );
     assert_eq!(last.code.as_deref(), Some("200"));
     assert_eq!(last.conference_id.as_deref(), Some("live-conf-9"));
     assert_eq!(o.conference_id.as_deref(), Some("live-conf-9"));
     let starts = app.fake.start_requests();
-    assert_eq!(
-        starts.len(),
-        1,
-        "StartCloudRecord only once the meeting is live"
-    );
+    assert_eq!(starts.len(), 1, "StartCloudRecord only once the meeting is live");
     assert_eq!(starts[0].id.as_deref(), Some("live-conf-9"));
 }
 
@@ -331,14 +313,9 @@ async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
             let base = c.now() + TimeDelta::milliseconds(1500);
             let mut y = String::from("policies:\n");
             for i in 0..200 {
-                let at = (base + TimeDelta::milliseconds(i))
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                y.push_str(&policy(
-                    &format!("p{i:03}"),
-                    &format!("conf-{i:03}"),
-                    &at,
-                    "",
-                ));
+                let at =
+                    (base + TimeDelta::milliseconds(i)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                y.push_str(&policy(&format!("p{i:03}"), &format!("conf-{i:03}"), &at, ""));
             }
             y
         },
@@ -370,18 +347,8 @@ async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it
         |_| {
             format!(
                 "policies:\n{}{}",
-                policy(
-                    "inside",
-                    "conf-a",
-                    "2030-01-07T08:10:00Z",
-                    "    window: 30m\n"
-                ),
-                policy(
-                    "after",
-                    "conf-b",
-                    "2030-01-07T08:05:00Z",
-                    "    window: 5m\n"
-                )
+                policy("inside", "conf-a", "2030-01-07T08:10:00Z", "    window: 30m\n"),
+                policy("after", "conf-b", "2030-01-07T08:05:00Z", "    window: 5m\n")
             )
         },
     )
@@ -453,8 +420,7 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
     assert!(
         !rows
             .iter()
-            .any(|o| o.due_at == "2030-01-14T09:00:00.000Z"
-                || o.due_at == "2030-01-21T09:00:00.000Z")
+            .any(|o| o.due_at == "2030-01-14T09:00:00.000Z" || o.due_at == "2030-01-21T09:00:00.000Z")
     );
 }
 

@@ -18,12 +18,7 @@ fn body_request_id_wins_over_the_header() {
     ))
     .expect_err("error");
     assert_eq!(e.request_id(), Some("B"));
-    let e = parse(&raw(
-        400,
-        r#"{"code":"roomClosed","message":"m"}"#,
-        Some("H"),
-    ))
-    .expect_err("error");
+    let e = parse(&raw(400, r#"{"code":"roomClosed","message":"m"}"#, Some("H"))).expect_err("error");
     assert_eq!(e.request_id(), Some("H"));
 }
 
@@ -40,21 +35,12 @@ fn snippets_are_bounded() {
     let long = "x".repeat(10_000);
     let e = parse(&raw(502, &long, None)).expect_err("error");
     let shown = e.to_string();
-    assert!(
-        shown.chars().count() < SNIPPET_CHARS + 100,
-        "{}",
-        shown.len()
-    );
+    assert!(shown.chars().count() < SNIPPET_CHARS + 100, "{}", shown.len());
 }
 
 #[test]
 fn a_2xx_with_an_error_code_is_an_error() {
-    let e = parse(&raw(
-        200,
-        r#"{"code":"systemError","message":"busy"}"#,
-        None,
-    ))
-    .expect_err("error");
+    let e = parse(&raw(200, r#"{"code":"systemError","message":"busy"}"#, None)).expect_err("error");
     assert_eq!(e.code(), "systemError");
     assert_eq!(e.http_status(), 200);
 }

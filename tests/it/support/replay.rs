@@ -113,8 +113,7 @@ impl Replay {
                     tokio::time::sleep(answer.delay).await;
                     let mut out = format!("HTTP/1.1 {} X\r\n", answer.status);
                     for (k, v) in &answer.headers {
-                        if !k.eq_ignore_ascii_case("content-length")
-                            && !k.eq_ignore_ascii_case("connection")
+                        if !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("connection")
                         {
                             out.push_str(&format!("{k}: {v}\r\n"));
                         }
