@@ -17,9 +17,17 @@ impl Notifier {
     /// Read `$NOTIFY_SOCKET` and `$WATCHDOG_USEC` (for this process) once.
     pub fn from_env() -> Self {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-        let mut usec = 0;
-        let watchdog = (enabled && sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
-            .then(|| Duration::from_micros(usec));
+        // As sd_watchdog_enabled(3): WATCHDOG_USEC, and WATCHDOG_PID unset or ours.
+        let usec = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        let for_us = std::env::var("WATCHDOG_PID")
+            .ok()
+            .is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
+        let watchdog = match usec {
+            Some(u) if enabled && for_us && u > 0 => Some(Duration::from_micros(u)),
+            _ => None,
+        };
         Self { enabled, watchdog }
     }
 

@@ -232,9 +232,6 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
         let close = req.close;
         let request_id = new_request_id();
         let (reply, delay, mut entry) = route(&shared, &req, &request_id);
-        if let Some(d) = delay {
-            tokio::time::sleep(d).await;
-        }
         entry.status = match &reply {
             Reply::Json { status, .. } | Reply::Raw { status, .. } | Reply::Trickle { status, .. } => *status,
             _ => 0,
@@ -242,10 +239,14 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
         if let Reply::Json { body, .. } = &reply {
             entry.code = body.get("code").and_then(Value::as_str).map(str::to_owned);
         }
+        // Logged when it arrives, before any scripted delay.
         if let Ok(mut log) = shared.log.lock()
             && log.len() < MAX_LOG
         {
             log.push(entry);
+        }
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
         }
         let keep = match send(&mut sock, reply, &request_id, &cancel).await {
             Ok(keep) => keep,

@@ -2,6 +2,8 @@
 
 mod support;
 
+mod cli;
+mod daemon;
 mod dingtalk_client;
 mod dingtalk_fixtures;
 mod scheduler;

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 
 pub mod app;
+pub mod daemon;
 pub mod replay;
 
 use std::path::PathBuf;

@@ -1,0 +1,541 @@
+//! `dingrec run` as ops run it: signals, systemd notify, /healthz, /readyz, /metrics, the demo,
+//! and the secret that must never show.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step};
+
+use crate::support::daemon::{Daemon, free_port, write_config};
+
+fn live(id: &str, script: Vec<Step>) -> MeetingSpec {
+    MeetingSpec {
+        conference_id: id.into(),
+        host_union_id: Some("host-1".into()),
+        state: Some(MeetingState::Live),
+        live_after: None,
+        ends_after: None,
+        script,
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn at_in(ms: i64) -> String {
+    (Utc::now() + TimeDelta::milliseconds(ms)).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn policy(name: &str, conf: &str, at: &str) -> String {
+    format!(
+        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 200ms, maximum_interval: 400ms }}\n"
+    )
+}
+
+async fn fake(s: Scenario) -> FakeDingTalk {
+    FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
+        .await
+        .expect("fake")
+}
+
+async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attempts() {
+    let slow = Step {
+        answer: "ok".into(),
+        status: None,
+        times: 1,
+        delay: Some(Duration::from_millis(1500)),
+    };
+    let f = fake(Scenario {
+        meetings: vec![live("slow-conf", vec![slow]), live("later-conf", vec![])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!(
+            "policies:\n{}{}",
+            policy("slow", "slow-conf", &at_in(1000)),
+            policy("later", "later-conf", &at_in(4000))
+        ),
+    )
+    .expect("policies");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let mut d = Daemon::spawn(&cfg, &[]);
+    wait_for("the slow call", Duration::from_secs(10), || {
+        !f.start_requests().is_empty()
+    })
+    .await;
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(15)).await, Some(0), "{}", d.stderr());
+    let db = dir.path().join("dingrec.db");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT code || ' ' || outcome FROM audit_log WHERE policy_name = 'slow'"
+        ),
+        "200 success"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'slow'"),
+        "succeeded"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(f.start_requests().len(), 1, "no attempt after the signal");
+    assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM attempts"), "1");
+}
+
+#[tokio::test]
+async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_broken() {
+    let f = fake(Scenario {
+        unknown_conferences: dingrec::fake::UnknownConferences::Live,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    std::fs::write(
+        dir.path().join("policies/a.yaml"),
+        format!("policies:\n{}", policy("first", "c1", &at_in(3_600_000))),
+    )
+    .expect("write");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let d = Daemon::spawn(&cfg, &[]);
+    d.wait_http(Duration::from_secs(10)).await;
+    let db = dir.path().join("dingrec.db");
+
+    std::fs::write(
+        dir.path().join("policies/b.yaml"),
+        format!("policies:\n{}", policy("second", "c2", &at_in(2500))),
+    )
+    .expect("write");
+    d.signal("HUP");
+    let hup = tokio::time::Instant::now();
+    wait_for("the new policy's occurrence", Duration::from_secs(2), || {
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM occurrences WHERE policy_name = 'second'",
+        ) == "1"
+    })
+    .await;
+    assert!(hup.elapsed() < Duration::from_secs(2));
+
+    // A broken file: logged with its location, shown by /readyz, the old policies keep firing.
+    std::fs::write(dir.path().join("policies/c.yaml"), "policies:\n  - name: third\n    conference_id: c3\n    host_union_id: h\n    at: 2030-01-01T00:00:00\n    layout: tiles\n").expect("write");
+    d.signal("HUP");
+    wait_for("the located error in the log", Duration::from_secs(5), || {
+        d.stderr().contains("c.yaml:6:13")
+    })
+    .await;
+    let (code, body) = d.get("/readyz").await.expect("readyz");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(code, 200, "a bad file does not make the daemon unready: {body}");
+    assert!(
+        v["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("c.yaml:6:13")),
+        "{body}"
+    );
+    wait_for("the old policies to keep firing", Duration::from_secs(10), || {
+        sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'second'") == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM policies WHERE name = 'third'"),
+        "0"
+    );
+    let metrics = d.get("/metrics").await.expect("metrics").1;
+    assert!(
+        metrics.contains("dingrec_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dingrec_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_watchdog_reloading_and_stopping() {
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut d = Daemon::spawn(
+        &cfg,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let recv = |sock: &UnixDatagram| {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv(&sock);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    // READY=1 only once the listener answers.
+    let health = d.get("/healthz").await.expect("HTTP answers at READY=1");
+    assert_eq!(health, (200, "{\"status\":\"ok\"}".to_owned()));
+    let mut watchdogs = 0;
+    while watchdogs < 2 {
+        if recv(&sock).lines().any(|l| l == "WATCHDOG=1") {
+            watchdogs += 1;
+        }
+    }
+    d.signal("HUP");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.lines().any(|l| l == "READY=1")) {
+        let m = recv(&sock);
+        if !m.contains("WATCHDOG=1") {
+            seen.push(m);
+        }
+    }
+    let reloading = seen
+        .iter()
+        .find(|m| m.lines().any(|l| l == "RELOADING=1"))
+        .expect("RELOADING=1 before READY=1");
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading}"
+    );
+    d.signal("TERM");
+    let mut stopping = false;
+    while !stopping {
+        stopping = recv(&sock).lines().any(|l| l == "STOPPING=1");
+    }
+    assert_eq!(d.wait(Duration::from_secs(10)).await, Some(0));
+}
+
+/// Makes a file immutable (even for root) while alive.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(p: &std::path::Path) -> Immutable {
+        let st = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(p)
+            .status()
+            .expect("chattr (e2fsprogs)");
+        assert!(st.success(), "chattr +i needs root and an ext4-like file system");
+        Immutable(p.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_written() {
+    let f = fake(Scenario {
+        meetings: vec![live(
+            "c1",
+            vec![Step {
+                answer: "systemError".into(),
+                status: None,
+                times: 1,
+                delay: None,
+            }],
+        )],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    std::fs::write(
+        dir.path().join("policies/a.yaml"),
+        format!(
+            "policies:\n{}{}",
+            policy("now", "c1", &at_in(500)),
+            policy("later", "c2", &at_in(3_600_000))
+        ),
+    )
+    .expect("write");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let d = Daemon::spawn(&cfg, &[]);
+    d.wait_http(Duration::from_secs(10)).await;
+    let db = dir.path().join("dingrec.db");
+    wait_for("the first recording", Duration::from_secs(10), || {
+        sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'now'") == "succeeded"
+    })
+    .await;
+    let (code, body) = d.get("/readyz").await.expect("readyz");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    for field in [
+        "status",
+        "database",
+        "scheduler",
+        "token",
+        "policies",
+        "next_due_at",
+        "occurrences",
+        "last_success_at",
+    ] {
+        assert!(v.get(field).is_some(), "/readyz lacks {field}: {body}");
+    }
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["database"], "ok");
+    assert!(
+        v["scheduler"]["heartbeat_age_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms < 3000),
+        "{body}"
+    );
+    assert_eq!(v["token"]["valid"], true);
+    assert!(v["token"]["expires_at"].as_str().is_some());
+    assert_eq!(v["policies"], 2);
+    assert!(v["next_due_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(v["occurrences"]["scheduled"], 1);
+    assert!(v["last_success_at"].as_str().is_some());
+
+    let metrics = d.get("/metrics").await.expect("metrics").1;
+    for m in [
+        "dingrec_attempts_total{outcome=\"success\",code=\"200\"} 1",
+        "dingrec_attempts_total{outcome=\"retry\",code=\"systemError\"} 1",
+        "dingrec_occurrences_total{state=\"succeeded\"} 1",
+        "dingrec_fire_lateness_seconds_bucket{le=",
+        "dingrec_dingtalk_request_duration_seconds_bucket{le=",
+        "dingrec_policies_enabled 2",
+        "dingrec_next_due_timestamp_seconds ",
+        "dingrec_token_refreshes_total{result=\"ok\"} 1",
+        "dingrec_last_success_timestamp_seconds ",
+        "dingrec_reloads_total{result=\"ok\"} 0",
+        "dingrec_build_info{version=\"",
+    ] {
+        assert!(metrics.contains(m), "/metrics lacks {m}:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("c1") && !metrics.contains("host-1"),
+        "ids never become labels"
+    );
+
+    {
+        let _frozen = Immutable::set(&db);
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let (code, body) = d.get("/readyz").await.expect("readyz");
+            if code == 503 {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+                assert_eq!(v["database"], "error", "{body}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "still {code} after 2 s: {body}"
+            );
+        }
+        assert_eq!(
+            d.get("/healthz").await.map(|r| r.0),
+            Some(200),
+            "liveness never depends on the database"
+        );
+    }
+    let (code, body) = d.get("/readyz").await.expect("readyz");
+    assert_eq!(code, 200, "back once the file is writable again: {body}");
+}
+
+#[tokio::test]
+async fn the_demo_shows_every_case_and_exits_0() {
+    let out = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+            .arg("demo")
+            .env_remove("DINGREC_CONFIG")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |policy: &str, needle: &str| text.lines().any(|l| l.contains(policy) && l.contains(needle));
+    assert!(line("board-meeting", "succeeded"), "{text}");
+    assert!(
+        line("training-flaky", "systemError") && line("training-flaky", "success"),
+        "retried: {text}"
+    );
+    assert!(
+        line("already-ended", "roomClosed") && line("already-ended", "failed"),
+        "failed: {text}"
+    );
+    assert!(
+        line("weekly-sync", "meetingNotLive") && line("weekly-sync", "conf-weekly-sync-live"),
+        "resolved: {text}"
+    );
+    assert!(text.contains("4 succeeded, 1 failed"), "{text}");
+}
+
+fn step(answer: &str) -> Step {
+    Step {
+        answer: answer.into(),
+        status: None,
+        times: 1,
+        delay: None,
+    }
+}
+
+#[tokio::test]
+async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trace_level() {
+    const CANARY: &str = "CANARY-SECRET-7f3a9c1e";
+    let scenario = |secret: &str| Scenario {
+        app_key: Some("test-app-key".into()),
+        app_secret: Some(secret.into()),
+        meetings: vec![
+            live(
+                "busy",
+                vec![
+                    step("systemError"),
+                    step("hang"),
+                    step("reset"),
+                    step("html"),
+                    step("x5"),
+                    step("json_array"),
+                    step("partial"),
+                ],
+            ),
+            MeetingSpec {
+                state: Some(MeetingState::Ended),
+                ..live("closed", vec![])
+            },
+            live("fine", vec![]),
+        ],
+        ..Scenario::default()
+    };
+    // Phase 1: DingTalk refuses the secret (invalidClientIdOrSecret), then the token endpoint is down.
+    let f = fake(scenario("some-other-secret")).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("app_secret"), format!("{CANARY}\n")).expect("secret");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    let retry = "    retry: { initial_interval: 100ms, maximum_interval: 300ms, maximum_attempts: 60 }\n    window: 1m\n";
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!(
+            "policies:\n{}{retry}{}{retry}{}{retry}",
+            policy("busy", "busy", &at_in(300)).replace(
+                "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
+                ""
+            ),
+            policy("closed", "closed", &at_in(300)).replace(
+                "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
+                ""
+            ),
+            policy("fine", "fine", &at_in(300)).replace(
+                "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
+                ""
+            ),
+        ),
+    )
+    .expect("policies");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "log:\n  level: trace\n");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .expect("cfg")
+            .replace("request_timeout: 3s", "request_timeout: 1s"),
+    )
+    .expect("cfg");
+    let mut d = Daemon::spawn(&cfg, &[]);
+    d.wait_http(Duration::from_secs(10)).await;
+    let db = dir.path().join("dingrec.db");
+    wait_for("refused token calls", Duration::from_secs(10), || {
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM attempts WHERE code = 'invalidClientIdOrSecret'",
+        ) != "0"
+    })
+    .await;
+    f.token_outage(Duration::from_millis(700));
+    f.load(scenario(CANARY));
+    // Phase 2: tokens flow; every fault on the way; a token expiry in the middle.
+    wait_for("a recording", Duration::from_secs(10), || {
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'") != "0"
+    })
+    .await;
+    f.expire_tokens();
+    wait_for("every occurrence final", Duration::from_secs(30), || {
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait')",
+        ) == "0"
+    })
+    .await;
+    let readyz = d.get("/readyz").await.expect("readyz").1;
+    let metrics = d.get("/metrics").await.expect("metrics").1;
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(15)).await, Some(0));
+
+    let codes = sqlite(&db, "SELECT group_concat(DISTINCT code) FROM attempts");
+    for code in [
+        "invalidClientIdOrSecret",
+        "systemError",
+        "timeout",
+        "connection_lost",
+        "invalid_response",
+        "ip_throttled",
+        "roomClosed",
+        "200",
+    ] {
+        assert!(
+            codes.contains(code),
+            "the run should exercise {code}; saw {codes}"
+        );
+    }
+    let mut canaries = vec![CANARY.to_owned()];
+    canaries.extend(
+        f.requests()
+            .into_iter()
+            .filter_map(|r| r.token)
+            .collect::<std::collections::BTreeSet<_>>(),
+    );
+    assert!(canaries.len() >= 2, "tokens were issued and used");
+    let dump = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(".dump")
+        .output()
+        .expect("dump");
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    let logs = d.stderr();
+    assert!(logs.contains("TRACE"), "ran at TRACE level");
+    for c in &canaries {
+        assert!(!logs.contains(c.as_str()), "a secret in the logs: {c}");
+        assert!(!dump.contains(c.as_str()), "a secret in the database: {c}");
+        assert!(!readyz.contains(c.as_str()), "a secret in /readyz");
+        assert!(!metrics.contains(c.as_str()), "a secret in /metrics");
+    }
+}

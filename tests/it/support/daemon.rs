@@ -1,0 +1,136 @@
+//! The real `dingrec run` binary as a child process, with a config file, its stderr captured.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Daemon {
+    pub child: Child,
+    pub http: std::net::SocketAddr,
+    pub stderr_path: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A config for the daemon: the fake at `base_url`, the database and policies under `dir`.
+pub fn write_config(dir: &Path, base_url: &str, port: u16, extra: &str) -> PathBuf {
+    let secret = dir.join("app_secret");
+    if !secret.exists() {
+        std::fs::write(&secret, "test-app-secret\n").expect("secret");
+    }
+    let cfg = format!(
+        "database:\n  path: {db}\ndingtalk:\n  base_url: {base_url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 3s\nhttp:\n  listen: 127.0.0.1:{port}\npolicies:\n  paths: [{policies}]\ndefaults:\n  timezone: UTC\n{extra}",
+        db = dir.join("dingrec.db").display(),
+        secret = secret.display(),
+        policies = dir.join("policies").display(),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, cfg).expect("config");
+    std::fs::create_dir_all(dir.join("policies")).expect("policies dir");
+    path
+}
+
+impl Daemon {
+    pub fn spawn(config: &Path, envs: &[(&str, &str)]) -> Daemon {
+        let dir = config.parent().expect("dir");
+        let stderr_path = dir.join(format!(
+            "stderr-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let text = std::fs::read_to_string(config).expect("config");
+        let port: u16 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("listen: 127.0.0.1:"))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("http.listen in the config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dingrec"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .env_remove("DINGREC_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("dingrec run");
+        Daemon {
+            child,
+            http: ([127, 0, 0, 1], port).into(),
+            stderr_path,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit; its exit code.
+    pub async fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if tokio::time::Instant::now() > until {
+                let _ = self.child.kill();
+                panic!("dingrec did not exit within {limit:?}:\n{}", self.stderr());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// GET a path on the daemon's HTTP port: (status, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let resp = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.http))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.unwrap_or_default()))
+    }
+
+    /// Wait until `/healthz` answers.
+    pub async fn wait_http(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while self.get("/healthz").await.is_none() {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no HTTP within {limit:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
