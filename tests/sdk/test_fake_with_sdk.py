@@ -20,7 +20,7 @@ from alibabacloud_tea_openapi import models as open_api_models
 from alibabacloud_tea_util import models as util_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.environ.get("DINGREC_BIN", os.path.join(ROOT, "target", "debug", "dingrec"))
+BINARY = os.environ.get("SDK_TEST_DINGREC_BIN", os.path.join(ROOT, "target", "debug", "dingrec"))
 
 SCENARIO = """
 meetings:
@@ -58,7 +58,8 @@ class SdkAgainstFake(unittest.TestCase):
             except OSError:
                 time.sleep(0.05)
         else:
-            raise RuntimeError("the fake did not start")
+            cls.proc.kill()
+            raise RuntimeError("the fake did not start: " + cls.proc.stderr.read().decode(errors="replace"))
 
     @classmethod
     def tearDownClass(cls):
