@@ -41,7 +41,6 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
-    options: SqliteConnectOptions,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -86,10 +85,10 @@ impl Store {
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(settings.busy_timeout + Duration::from_secs(5))
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(|source| classify_open_error(&path, source))?;
-        Ok(Store { pool, path, options })
+        Ok(Store { pool, path })
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -105,16 +104,26 @@ impl Store {
         &self.path
     }
 
-    /// Readiness: can a fresh connection open the file read-write and commit a write? A fresh
-    /// connection notices what an open one does not (the file made read-only or immutable).
+    /// Readiness: can the file be opened for writing, and does a write commit? The open is a real
+    /// `open(2)` each time (SQLite reuses file descriptors inside one process, which would hide a
+    /// file made read-only or immutable); the commit goes through the pool (a full disk shows there).
     pub async fn probe_writable(&self) -> Result<()> {
-        let mut conn = self.options.clone().create_if_missing(false).connect().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('ready_probe', 1) ON CONFLICT (key) DO UPDATE SET value = value + 1")
-            .execute(&mut *tx)
-            .await?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| StoreError::Open {
+                path: self.path.clone(),
+                source: sqlx::Error::Io(e),
+            })?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('ready_probe', 1) \
+             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        conn.close().await?;
         Ok(())
     }
 

@@ -57,7 +57,7 @@ fn sqlite(db: &std::path::Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attempts() {
     let slow = Step {
         answer: "ok".into(),
@@ -106,7 +106,7 @@ async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attem
     assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM attempts"), "1");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_broken() {
     let f = fake(Scenario {
         unknown_conferences: dingrec::fake::UnknownConferences::Live,
@@ -176,7 +176,7 @@ async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_bro
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_hears_ready_watchdog_reloading_and_stopping() {
     let f = fake(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tmp");
@@ -256,7 +256,7 @@ impl Drop for Immutable {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_written() {
     let f = fake(Scenario {
         meetings: vec![live(
@@ -366,7 +366,7 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
     assert_eq!(code, 200, "back once the file is writable again: {body}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_every_case_and_exits_0() {
     let out = tokio::task::spawn_blocking(|| {
         std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
@@ -410,7 +410,7 @@ fn step(answer: &str) -> Step {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trace_level() {
     const CANARY: &str = "CANARY-SECRET-7f3a9c1e";
     let scenario = |secret: &str| Scenario {
@@ -538,4 +538,152 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
         assert!(!readyz.contains(c.as_str()), "a secret in /readyz");
         assert!(!metrics.contains(c.as_str()), "a secret in /metrics");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_occurrence_finishes() {
+    let f = fake(Scenario {
+        meetings: vec![live("conf-done", vec![]), live("conf-slow", vec![step("hang")])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!(
+            "policies:\n{}{}",
+            policy("done", "conf-done", &at_in(300)),
+            policy("slow", "conf-slow", &at_in(1000))
+        ),
+    )
+    .expect("policies");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .expect("cfg")
+            .replace("request_timeout: 3s", "request_timeout: 30s"),
+    )
+    .expect("cfg");
+    let db = dir.path().join("dingrec.db");
+    let mut d = Daemon::spawn(&cfg, &[]);
+    wait_for("the hanging call", Duration::from_secs(10), || {
+        f.start_requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("conf-slow"))
+    })
+    .await;
+    wait_for("the first recording committed", Duration::from_secs(5), || {
+        sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'done'") == "succeeded"
+    })
+    .await;
+    d.signal("KILL");
+    d.wait(Duration::from_secs(5)).await;
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'slow' AND a.outcome IS NULL"
+        ),
+        "1",
+        "the intent row was written before the call"
+    );
+    let _again = Daemon::spawn(&cfg, &[]);
+    wait_for("the occurrence to finish", Duration::from_secs(15), || {
+        sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'slow'") == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT group_concat(code || ':' || outcome, ' ') FROM (SELECT a.code, a.outcome FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'slow' ORDER BY a.attempt_no)"
+        ),
+        "interrupted:interrupted 200:success"
+    );
+    let done_starts = f
+        .start_requests()
+        .iter()
+        .filter(|r| r.id.as_deref() == Some("conf-done"))
+        .count();
+    assert_eq!(done_starts, 1, "a succeeded occurrence is never started again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
+    let f = fake(Scenario {
+        meetings: vec![
+            live("conf-m", vec![step("systemError")]),
+            live("today-conf", vec![]),
+        ],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!("policies:\n{}", policy("adhoc", "conf-m", "2031-01-01T09:00:00Z")),
+    )
+    .expect("policies");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env_remove("DINGREC_CONFIG")
+            .output()
+            .expect("runs")
+    };
+    assert_eq!(
+        run(&["apply", dir.path().join("policies").to_str().expect("utf8")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let t = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+                .args(["--config", cfg.to_str().expect("utf8"), "trigger", "adhoc"])
+                .env_remove("DINGREC_CONFIG")
+                .output()
+                .expect("trigger")
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(t.status.code(), Some(0), "{}", String::from_utf8_lossy(&t.stderr));
+    let out = String::from_utf8_lossy(&t.stdout);
+    assert!(
+        out.contains("manual") && out.contains("systemError") && out.contains("success"),
+        "{out}"
+    );
+    let t = run(&["trigger", "adhoc", "--conference-id", "today-conf"]);
+    assert_eq!(t.status.code(), Some(0), "{}", String::from_utf8_lossy(&t.stderr));
+    let starts: Vec<_> = f.start_requests().into_iter().filter_map(|r| r.id).collect();
+    assert_eq!(starts, ["conf-m", "conf-m", "today-conf"]);
+    assert_eq!(run(&["trigger", "nobody"]).status.code(), Some(2));
+
+    let json = run(&["history", "--policy", "adhoc", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let occ = v.as_array().expect("array");
+    assert_eq!(occ.len(), 2);
+    assert!(
+        occ.iter()
+            .all(|o| o["trigger"] == "manual" && o["state"] == "succeeded")
+    );
+    assert_eq!(occ[0]["attempts"].as_array().map(Vec::len), Some(2));
+    let csv =
+        String::from_utf8_lossy(&run(&["history", "--conference", "today-conf", "--format", "csv"]).stdout)
+            .into_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one attempt: {csv}");
+    assert!(lines[0].starts_with("DUE_AT,POLICY,STATE"));
+    assert!(lines[1].contains(",today-conf,"));
+    let failed =
+        String::from_utf8_lossy(&run(&["history", "--since", "1h", "--state", "failed"]).stdout).into_owned();
+    assert_eq!(failed.lines().count(), 2, "only the header: {failed}");
+    let table = String::from_utf8_lossy(&run(&["history", "--since", "1h"]).stdout).into_owned();
+    assert_eq!(table.lines().count(), 2 + 3, "{table}");
 }

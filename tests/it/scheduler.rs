@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use dingrec::clock::{ManualClock, SystemClock};
+use dingrec::clock::{Clock, ManualClock, SystemClock};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};
@@ -449,4 +449,87 @@ async fn a_policy_applied_while_running_has_its_occurrence_within_two_seconds() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_disabled_policy_loses_its_future_occurrences() {
+    let app = TestApp::start(scenario(vec![]), |c| {
+        format!(
+            "policies:\n{}{}",
+            policy("keep", "c1", &at_in(c, 3_600_000), ""),
+            policy("drop", "c2", &at_in(c, 3_600_000), "")
+        )
+    })
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.history().await.len() < 2 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clock = SystemClock;
+    let keep_only = {
+        let ps = dingrec::policy_file::parse_str(
+            std::path::Path::new("t.yaml"),
+            &format!(
+                "policies:\n{}",
+                policy("keep", "c1", &at_in(&clock, 3_600_000), "")
+            ),
+            &dingrec::config::PolicyDefaults::default(),
+        )
+        .expect("valid");
+        ps.iter()
+            .map(|p| dingrec::store::policies::PolicyRecord::from_policy(&p.policy, &p.source))
+            .collect::<Vec<_>>()
+    };
+    app.store
+        .apply_policies(&keep_only, true, clock.now())
+        .await
+        .expect("apply --prune");
+    let rows = app.history().await;
+    assert_eq!(TestApp::occurrence(&rows, "drop").state, "cancelled");
+}
+
+#[tokio::test]
+async fn the_fake_throttles_above_its_limit() {
+    let f = dingrec::fake::FakeDingTalk::start(
+        ([127, 0, 0, 1], 0).into(),
+        Scenario {
+            throttle_above: Some(5),
+            unknown_conferences: dingrec::fake::UnknownConferences::Live,
+            ..Scenario::default()
+        },
+    )
+    .await
+    .expect("fake");
+    let c = crate::support::client(
+        &crate::support::dingtalk_settings(&f.base_url()),
+        Some(crate::support::internal_credentials("k", "s")),
+    );
+    let token = c.token().await.expect("token");
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let id = format!("m{i}");
+        let r = c
+            .start_cloud_record_with(
+                &token,
+                &dingrec::dingtalk::StartRequest {
+                    conference_id: &id,
+                    union_id: "u",
+                    layout: None,
+                    small_window_position: None,
+                },
+            )
+            .await;
+        codes.push(
+            r.err()
+                .map(|e| e.code().to_owned())
+                .unwrap_or_else(|| "200".into()),
+        );
+    }
+    assert_eq!(&codes[..5], ["200"; 5]);
+    assert!(
+        codes[5..]
+            .iter()
+            .all(|c| c == "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"),
+        "{codes:?}"
+    );
 }
