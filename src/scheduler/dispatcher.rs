@@ -40,6 +40,45 @@ pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
     Quota::with_period(period).map(RateLimiter::direct)
 }
 
+/// A hard guard behind the pacing limiter: at most `limit` StartCloudRecord sends in any second
+/// (plus a margin for loopback and scheduling jitter), measured at the moment of sending. The
+/// limiter paces claims in due order; this makes sure a delayed task cannot bunch sends together.
+pub struct SendWindow {
+    limit: usize,
+    sent: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+}
+
+const WINDOW: Duration = Duration::from_millis(1_010);
+
+impl SendWindow {
+    pub fn new(limit: u32) -> Option<Self> {
+        (limit > 0).then(|| Self {
+            limit: limit as usize,
+            sent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        })
+    }
+
+    /// Wait until one more send fits in the window, and count it.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+                let now = tokio::time::Instant::now();
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                    sent.pop_front();
+                }
+                if sent.len() < self.limit {
+                    sent.push_back(now);
+                    return;
+                }
+                sent.front()
+                    .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
+            };
+            tokio::time::sleep(wait.unwrap_or(Duration::from_millis(1))).await;
+        }
+    }
+}
+
 /// Everything an attempt needs.
 pub struct Dispatcher {
     pub store: Store,
@@ -50,6 +89,7 @@ pub struct Dispatcher {
     pub health: Arc<Health>,
     pub notify: Arc<Notify>,
     limiter: Option<DefaultDirectRateLimiter>,
+    window: Option<SendWindow>,
     inflight: Arc<Semaphore>,
     max_in_flight: usize,
     writer: mpsc::UnboundedSender<Completion>,
@@ -99,6 +139,7 @@ impl Dispatcher {
             health,
             notify,
             limiter: rate_limiter(rate_limit),
+            window: SendWindow::new(rate_limit),
             inflight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             writer: tx,
@@ -276,6 +317,9 @@ impl Dispatcher {
             layout: Some(&c.layout),
             small_window_position: Some(&c.small_window_position),
         };
+        if let Some(w) = &self.window {
+            w.acquire().await;
+        }
         let result = self.client.start_cloud_record_with(&token, &req).await;
         if let Err(e) = &result
             && e.code() == codes::INVALID_AUTHENTICATION

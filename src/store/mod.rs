@@ -104,18 +104,17 @@ impl Store {
         &self.path
     }
 
-    /// Readiness: can the file be opened for writing, and does a write commit? The open is a real
-    /// `open(2)` each time (SQLite reuses file descriptors inside one process, which would hide a
-    /// file made read-only or immutable); the commit goes through the pool (a full disk shows there).
+    /// Readiness: may this process write the file, and does a write commit? The first question
+    /// is `access(2)`, asked afresh each time: SQLite's open descriptors keep working after the
+    /// file is made read-only or immutable, so only the kernel's current answer tells. (Opening and
+    /// closing the file here would be wrong: closing any descriptor of a file drops every POSIX
+    /// lock this process holds on it, SQLite's included.) The commit goes through the pool, so a
+    /// full disk shows there.
     pub async fn probe_writable(&self) -> Result<()> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| StoreError::Open {
-                path: self.path.clone(),
-                source: sqlx::Error::Io(e),
-            })?;
+        writable(&self.path).map_err(|e| StoreError::Open {
+            path: self.path.clone(),
+            source: sqlx::Error::Io(e),
+        })?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('ready_probe', 1) \
@@ -137,6 +136,20 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// `access(path, W_OK)`: the kernel's answer, immutable files and read-only mounts included.
+fn writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the database path holds a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; access(2) only reads it.
+    let rc = unsafe { libc::access(c.as_ptr(), libc::W_OK) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

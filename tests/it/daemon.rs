@@ -157,10 +157,16 @@ async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_bro
             .is_some_and(|e| e.contains("c.yaml:6:13")),
         "{body}"
     );
-    wait_for("the old policies to keep firing", Duration::from_secs(10), || {
-        sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'second'") == "succeeded"
-    })
-    .await;
+    let fired = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'second'") != "succeeded" {
+        assert!(
+            tokio::time::Instant::now() < fired,
+            "the old policies stopped firing:\n{}\n{}",
+            sqlite(&db, "SELECT * FROM occurrences"),
+            d.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         sqlite(&db, "SELECT COUNT(*) FROM policies WHERE name = 'third'"),
         "0"
