@@ -1,0 +1,783 @@
+//! dingrec's benchmark: one command, real processes on loopback.
+//!
+//!     cargo run --release -p dingrec-bench            # everything; writes BENCHMARKS.md
+//!     cargo run --release -p dingrec-bench -- --smoke # seconds long (CI), prints only
+//!
+//! dingrec runs as its real release binary (`dingrec run`) against the fake DingTalk as its own
+//! process (`dingrec fake-dingtalk`, answering success at once), with a real SQLite file: the
+//! daemon's whole path, planner → dispatcher → client → attempt rows. Figures come from the
+//! database the daemon wrote, the fake's request log, and /proc. The tokio-cron-scheduler baseline
+//! runs in a child process of this binary (`--baseline N`), so its memory is its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use sqlx::Row;
+
+type R<T> = Result<T, String>;
+
+fn e<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |err| format!("{what}: {err}")
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+// ---------- processes ----------
+
+fn dingrec_bin() -> R<PathBuf> {
+    let exe = std::env::current_exe().map_err(e("current exe"))?;
+    let dir = exe.parent().ok_or("no exe dir")?;
+    let bin = dir.join("dingrec");
+    // Build the daemon's release binary next to this one (cargo run built only the bench).
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "-p", "dingrec", "--bin", "dingrec"])
+        .status()
+        .map_err(e("cargo build"))?;
+    if !st.success() || !bin.exists() {
+        return Err(format!("cannot build {}", bin.display()));
+    }
+    Ok(bin)
+}
+
+fn free_port() -> R<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(e("free port"))
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn term(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let r = http().get(url).timeout(Duration::from_secs(10)).send().await.ok()?;
+    let s = r.status().as_u16();
+    Some((s, r.text().await.unwrap_or_default()))
+}
+
+struct Fake {
+    _p: Proc,
+    url: String,
+}
+
+async fn fake(bin: &Path, dir: &Path) -> R<Fake> {
+    let port = free_port()?;
+    let scenario = dir.join("scenario.yaml");
+    std::fs::write(&scenario, "unknown_conferences: live\n").map_err(e("scenario"))?;
+    let p = Command::new(bin)
+        .args(["fake-dingtalk", "--listen", &format!("127.0.0.1:{port}"), "--scenario"])
+        .arg(&scenario)
+        .env_remove("DINGREC_CONFIG")
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(e("fake"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{url}/_fake/stats")).await.is_none() {
+        if Instant::now() > until {
+            return Err("the fake did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Fake { _p: Proc(p), url })
+}
+
+struct Daemon {
+    p: Proc,
+}
+
+fn write_config(dir: &Path, fake_url: &str, rate_limit: u32, synchronous: &str) -> R<(PathBuf, u16)> {
+    let port = free_port()?;
+    let cfg = format!(
+        "database:\n  path: {db}\n  synchronous: {synchronous}\ndingtalk:\n  base_url: {fake_url}\n  app_key: bench\n  rate_limit: {rate_limit}\nhttp:\n  listen: 127.0.0.1:{port}\npolicies:\n  paths: []\ndefaults:\n  timezone: UTC\n  window: 30m\nlog:\n  level: warn\n",
+        db = dir.join("dingrec.db").display()
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, cfg).map_err(e("config"))?;
+    Ok((path, port))
+}
+
+fn dingrec(bin: &Path, cfg: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--config").arg(cfg).args(args).env_remove("DINGREC_CONFIG").env("DINGREC_DINGTALK__APP_SECRET", "bench-secret");
+    c
+}
+
+async fn start_daemon(bin: &Path, cfg: &Path, port: u16) -> R<(Daemon, Duration)> {
+    let started = Instant::now();
+    let p = dingrec(bin, cfg, &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(e("dingrec run"))?;
+    let d = Daemon { p: Proc(p) };
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some((200, _)) = get(&format!("http://127.0.0.1:{port}/readyz")).await {
+            return Ok((d, started.elapsed()));
+        }
+        if Instant::now() > until {
+            return Err("the daemon did not become ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One-off policies, `per_file` to a file (the 8 MiB file limit).
+fn write_oneoffs(dir: &Path, n: usize, at: DateTime<Utc>) -> R<PathBuf> {
+    let pdir = dir.join("policies");
+    std::fs::create_dir_all(&pdir).map_err(e("policies dir"))?;
+    let at = rfc(at);
+    for (f, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
+        let mut y = String::with_capacity(chunk.len() * 120);
+        y.push_str("policies:\n");
+        for i in chunk {
+            y.push_str(&format!("  - name: p{i:06}\n    conference_id: conf-{i:06}\n    host_union_id: host\n    at: \"{at}\"\n"));
+        }
+        std::fs::write(pdir.join(format!("p{f:03}.yaml")), y).map_err(e("policies"))?;
+    }
+    Ok(pdir)
+}
+
+fn write_crons(dir: &Path, n: usize) -> R<PathBuf> {
+    let pdir = dir.join("policies");
+    std::fs::create_dir_all(&pdir).map_err(e("policies dir"))?;
+    for (f, chunk) in (0..n).collect::<Vec<_>>().chunks(10_000).enumerate() {
+        let mut y = String::from("policies:\n");
+        for i in chunk {
+            // Yearly on 1 January at a minute spread over the day: nothing due during the run.
+            y.push_str(&format!(
+                "  - name: c{i:06}\n    conference_id: conf-{i:06}\n    host_union_id: host\n    cron: \"{} {} 1 1 *\"\n",
+                i % 60,
+                (i / 60) % 24
+            ));
+        }
+        std::fs::write(pdir.join(format!("c{f:03}.yaml")), y).map_err(e("policies"))?;
+    }
+    Ok(pdir)
+}
+
+fn apply(bin: &Path, cfg: &Path, pdir: &Path) -> R<Duration> {
+    let t = Instant::now();
+    let out = dingrec(bin, cfg, &["apply", pdir.to_str().ok_or("utf8")?]).output().map_err(e("apply"))?;
+    if !out.status.success() {
+        return Err(format!("apply failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(t.elapsed())
+}
+
+async fn pool(dir: &Path) -> R<sqlx::SqlitePool> {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("dingrec.db")).read_only(true);
+    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(e("open db"))
+}
+
+async fn scalar(pool: &sqlx::SqlitePool, sql: &'static str) -> i64 {
+    sqlx::query(sql).fetch_one(pool).await.map(|r| r.get::<i64, _>(0)).unwrap_or(-1)
+}
+
+// ---------- statistics ----------
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[derive(Clone, Copy)]
+struct Agg {
+    med: f64,
+    min: f64,
+    max: f64,
+}
+
+fn agg(v: &[f64]) -> Agg {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    Agg {
+        med: pct(&s, 50.0),
+        min: s.first().copied().unwrap_or(f64::NAN),
+        max: s.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+impl std::fmt::Display for Agg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = |x: f64| if x.abs() >= 100.0 { format!("{x:.0}") } else if x.abs() >= 10.0 { format!("{x:.1}") } else { format!("{x:.2}") };
+        write!(f, "{} ({}–{})", p(self.med), p(self.min), p(self.max))
+    }
+}
+
+// ---------- scenarios ----------
+
+#[derive(Default, Clone)]
+struct Burst {
+    total_s: f64,
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    first100_p50_ms: f64,
+    rss_mb: f64,
+    attempts: i64,
+    succeeded: i64,
+    early: i64,
+    fake_starts: i64,
+}
+
+fn lead_for(n: usize) -> Duration {
+    Duration::from_secs(3 + (n as u64 / 4_000))
+}
+
+async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let f = fake(bin, dir.path()).await?;
+    let (cfg, port) = write_config(dir.path(), &f.url, rate, synchronous)?;
+    let due = now() + TimeDelta::from_std(lead_for(n)).unwrap_or_default() + TimeDelta::seconds(2);
+    let due = DateTime::from_timestamp(due.timestamp(), 0).ok_or("time")?;
+    let pdir = write_oneoffs(dir.path(), n, due)?;
+    apply(bin, &cfg, &pdir)?;
+    let (d, _) = start_daemon(bin, &cfg, port).await?;
+    let db = pool(dir.path()).await?;
+    let deadline = Instant::now() + lead_for(n) + Duration::from_secs(180 + (n as u64 * 2 / rate.max(1) as u64));
+    loop {
+        let planned = scalar(&db, "SELECT COUNT(*) FROM occurrences").await;
+        let done = scalar(&db, "SELECT COUNT(*) FROM attempts WHERE outcome IS NOT NULL").await;
+        if planned == n as i64 && done == n as i64 {
+            break;
+        }
+        if now() < due && planned < n as i64 && now() + TimeDelta::milliseconds(200) > due {
+            eprintln!("  warning: only {planned} of {n} planned at the due time");
+        }
+        if Instant::now() > deadline {
+            return Err(format!("burst {n}: only {done} attempts recorded"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss = status_kb(d.p.pid(), "VmHWM:") as f64 / 1024.0;
+    let rows = sqlx::query(
+        "SELECT (julianday(a.started_at) - julianday(o.due_at)) * 86400000.0 AS late, a.started_at \
+         FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE a.attempt_no = 1 ORDER BY a.started_at, a.id",
+    )
+    .fetch_all(&db)
+    .await
+    .map_err(e("lateness"))?;
+    let lates: Vec<f64> = rows.iter().map(|r| r.get::<f64, _>(0)).collect();
+    let mut first100: Vec<f64> = lates.iter().take(100).copied().collect();
+    first100.sort_by(|a, b| a.total_cmp(b));
+    let mut sorted = lates.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let span = sqlx::query(
+        "SELECT (julianday(MAX(finished_at)) - julianday(?)) * 86400.0, \
+         (julianday(MAX(finished_at)) - julianday(MIN(started_at))) * 86400.0 FROM attempts",
+    )
+    .bind(rfc(due))
+    .fetch_one(&db)
+    .await
+    .map_err(e("span"))?;
+    let total: f64 = span.get(0);
+    let active: f64 = span.get(1);
+    let stats = get(&format!("{}/_fake/stats", f.url)).await.map(|x| x.1).unwrap_or_default();
+    let fake_starts = serde_json::from_str::<serde_json::Value>(&stats).ok().and_then(|v| v["start_calls"].as_i64()).unwrap_or(-1);
+    let out = Burst {
+        total_s: total,
+        per_s: n as f64 / active.max(1e-9),
+        p50_ms: pct(&sorted, 50.0),
+        p99_ms: pct(&sorted, 99.0),
+        max_ms: sorted.last().copied().unwrap_or(f64::NAN),
+        first100_p50_ms: pct(&first100, 50.0),
+        rss_mb: rss,
+        attempts: scalar(&db, "SELECT COUNT(*) FROM attempts").await,
+        succeeded: scalar(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'").await,
+        early: sorted.iter().filter(|l| **l < 0.0).count() as i64,
+        fake_starts,
+    };
+    db.close().await;
+    d.p.term();
+    Ok(out)
+}
+
+struct RateRun {
+    max_window: usize,
+    min_full_window: usize,
+    total_s: f64,
+    calls: usize,
+}
+
+async fn rate_limited(bin: &Path, n: usize, rate: u32) -> R<RateRun> {
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let f = fake(bin, dir.path()).await?;
+    let (cfg, port) = write_config(dir.path(), &f.url, rate, "full")?;
+    let due = now() + TimeDelta::seconds(4);
+    let pdir = write_oneoffs(dir.path(), n, due)?;
+    apply(bin, &cfg, &pdir)?;
+    let (d, _) = start_daemon(bin, &cfg, port).await?;
+    let db = pool(dir.path()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30 + 2 * n as u64 / rate as u64);
+    while scalar(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'").await < n as i64 {
+        if Instant::now() > deadline {
+            return Err("rate-limited burst did not finish".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = get(&format!("{}/_fake/requests", f.url)).await.ok_or("requests")?.1;
+    let log: serde_json::Value = serde_json::from_str(&log).map_err(e("requests json"))?;
+    let mut ts: Vec<i64> = log
+        .as_array()
+        .ok_or("array")?
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/start")))
+        .filter_map(|r| r["at_ms"].as_i64())
+        .collect();
+    ts.sort();
+    let max_window = (0..ts.len()).map(|i| ts[i..].iter().take_while(|t| **t < ts[i] + 1000).count()).max().unwrap_or(0);
+    let (first, last) = (ts.first().copied().unwrap_or(0), ts.last().copied().unwrap_or(0));
+    let full = ((last - first) / 1000) as usize;
+    let min_full_window = (0..full)
+        .map(|k| ts.iter().filter(|t| **t >= first + k as i64 * 1000 && **t < first + (k as i64 + 1) * 1000).count())
+        .min()
+        .unwrap_or(0);
+    db.close().await;
+    d.p.term();
+    Ok(RateRun {
+        max_window,
+        min_full_window,
+        total_s: (last - first) as f64 / 1000.0,
+        calls: ts.len(),
+    })
+}
+
+async fn idle(bin: &Path, n: usize, secs: u64) -> R<(f64, f64)> {
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let f = fake(bin, dir.path()).await?;
+    let (cfg, port) = write_config(dir.path(), &f.url, 20, "full")?;
+    let pdir = write_crons(dir.path(), n)?;
+    apply(bin, &cfg, &pdir)?;
+    let (d, _) = start_daemon(bin, &cfg, port).await?;
+    let db = pool(dir.path()).await?;
+    let until = Instant::now() + Duration::from_secs(300);
+    while scalar(&db, "SELECT COUNT(*) FROM policies WHERE planned_until = ''").await > 0 {
+        if Instant::now() > until {
+            return Err("planning did not finish".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    db.close().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c0 = cpu_seconds(d.p.pid());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = cpu_seconds(d.p.pid()) - c0;
+    let rss = status_kb(d.p.pid(), "VmRSS:") as f64 / 1024.0;
+    d.p.term();
+    Ok((cpu, rss))
+}
+
+/// 100k policies (planned) and 1M attempt rows, a tenth of the occurrences failed, all within 6 days.
+async fn big_database(bin: &Path, dir: &Path, fake_url: &str, policies: usize, attempts: usize) -> R<(PathBuf, u16)> {
+    let (cfg, port) = write_config(dir, fake_url, 20, "full")?;
+    let pdir = write_crons(dir, policies)?;
+    apply(bin, &cfg, &pdir)?;
+    let (d, _) = start_daemon(bin, &cfg, port).await?;
+    {
+        let db = pool(dir).await?;
+        while scalar(&db, "SELECT COUNT(*) FROM policies WHERE planned_until = ''").await > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        db.close().await;
+    }
+    d.p.term();
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("dingrec.db"));
+    let db = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(e("db"))?;
+    let mut tx = db.begin().await.map_err(e("tx"))?;
+    let per = 4;
+    let occurrences = attempts / per;
+    let t0 = now() - TimeDelta::days(6);
+    for i in 0..occurrences {
+        let due = t0 + TimeDelta::seconds(i as i64 * 2);
+        let failed = i % 10 == 0;
+        let pid = (i % policies) as i64 + 1;
+        let id: i64 = sqlx::query(
+            "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, attempt_count, last_code, trigger, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'schedule', ?, ?) RETURNING id",
+        )
+        .bind(pid)
+        .bind(format!("c{:06}", pid - 1))
+        .bind(rfc(due))
+        .bind(rfc(due + TimeDelta::minutes(30)))
+        .bind(format!("conf-{:06}", pid - 1))
+        .bind(if failed { "failed" } else { "succeeded" })
+        .bind(per as i64)
+        .bind(if failed { "roomClosed" } else { "200" })
+        .bind(rfc(due))
+        .bind(rfc(due))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(e("occurrence"))?
+        .get(0);
+        for a in 1..=per {
+            let last = a == per;
+            let (code, outcome) = match (last, failed) {
+                (true, true) => ("roomClosed", "fail"),
+                (true, false) => ("200", "success"),
+                _ => ("systemError", "retry"),
+            };
+            let st = due + TimeDelta::seconds(a as i64);
+            sqlx::query(
+                "INSERT INTO attempts (occurrence_id, attempt_no, started_at, finished_at, duration_ms, conference_id, http_status, code, message, request_id, outcome) \
+                 VALUES (?, ?, ?, ?, 12, ?, ?, ?, '', ?, ?)",
+            )
+            .bind(id)
+            .bind(a as i64)
+            .bind(rfc(st))
+            .bind(rfc(st + TimeDelta::milliseconds(12)))
+            .bind(format!("conf-{:06}", pid - 1))
+            .bind(if code == "200" { 200 } else if code == "roomClosed" { 400 } else { 500 })
+            .bind(code)
+            .bind(format!("{:08X}-0000-0000-0000-{:012X}", id, a))
+            .bind(outcome)
+            .execute(&mut *tx)
+            .await
+            .map_err(e("attempt"))?;
+        }
+    }
+    tx.commit().await.map_err(e("commit"))?;
+    db.close().await;
+    Ok((cfg, port))
+}
+
+// ---------- the baseline: tokio-cron-scheduler ----------
+
+#[derive(Default)]
+struct Baseline {
+    fired: u64,
+    missed: u64,
+    duplicated: u64,
+    early: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    rss_mb: f64,
+}
+
+/// In a child process: N one-shot jobs due at one instant; the callback only records the time.
+async fn baseline_child(n: usize) -> R<()> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let sched = JobScheduler::new().await.map_err(e("scheduler"))?;
+    let first: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let count: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
+    let epoch = Instant::now();
+    let due = epoch + lead_for(n) + Duration::from_secs(2);
+    for i in 0..n {
+        let first = first.clone();
+        let count = count.clone();
+        let job = Job::new_one_shot_at_instant(due, move |_id, _l| {
+            let t = epoch.elapsed().as_nanos() as u64;
+            if count[i].fetch_add(1, Ordering::Relaxed) == 0 {
+                first[i].store(t, Ordering::Relaxed);
+            }
+        })
+        .map_err(e("job"))?;
+        sched.add(job).await.map_err(e("add"))?;
+    }
+    sched.start().await.map_err(e("start"))?;
+    // Wait until the due instant plus as long as dingrec's target for this size, and more.
+    let wait = due + Duration::from_secs(if n >= 100_000 { 40 } else { 10 });
+    tokio::time::sleep_until(tokio::time::Instant::from_std(wait)).await;
+    let due_ns = due.duration_since(epoch).as_nanos() as f64;
+    let mut lates = Vec::new();
+    let (mut fired, mut dup, mut early) = (0u64, 0u64, 0u64);
+    for i in 0..n {
+        let c = count[i].load(Ordering::Relaxed) as u64;
+        if c > 0 {
+            fired += 1;
+            dup += c - 1;
+            let late = (first[i].load(Ordering::Relaxed) as f64 - due_ns) / 1e6;
+            if late < 0.0 {
+                early += 1;
+            }
+            lates.push(late);
+        }
+    }
+    lates.sort_by(|a, b| a.total_cmp(b));
+    let out = serde_json::json!({
+        "fired": fired, "missed": n as u64 - fired, "duplicated": dup, "early": early,
+        "p50_ms": pct(&lates, 50.0), "p99_ms": pct(&lates, 99.0), "max_ms": lates.last().copied().unwrap_or(f64::NAN),
+        "rss_mb": status_kb(std::process::id(), "VmHWM:") as f64 / 1024.0,
+    });
+    println!("{out}");
+    std::process::exit(0);
+}
+
+fn baseline(n: usize) -> R<Baseline> {
+    let exe = std::env::current_exe().map_err(e("exe"))?;
+    let out = Command::new(exe).args(["--baseline", &n.to_string()]).stderr(Stdio::null()).output().map_err(e("baseline"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).map_err(e("baseline output"))?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    Ok(Baseline {
+        fired: f("fired") as u64,
+        missed: f("missed") as u64,
+        duplicated: f("duplicated") as u64,
+        early: f("early") as u64,
+        p50_ms: f("p50_ms"),
+        p99_ms: f("p99_ms"),
+        max_ms: f("max_ms"),
+        rss_mb: f("rss_mb"),
+    })
+}
+
+// ---------- main ----------
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} cores ({cpu}), {}", rfc(now()))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--baseline") {
+        let n = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(1000);
+        if let Err(err) = baseline_child(n).await {
+            eprintln!("{err}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    match run(smoke).await {
+        Ok(()) => {}
+        Err(err) => {
+            eprintln!("bench: {err}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(smoke: bool) -> R<()> {
+    let bin = dingrec_bin()?;
+    let runs = if smoke { 1 } else { 3 };
+    let mut md = String::new();
+    let mut say = |line: String| {
+        println!("{line}");
+        md.push_str(&line);
+        md.push('\n');
+    };
+    say(format!("Machine: {}. Each figure: median (min–max) of {runs} run(s).\n", machine()));
+
+    // Bursts.
+    let sizes: &[usize] = if smoke { &[1_000] } else { &[1_000, 10_000, 100_000] };
+    say("## Burst: N one-off occurrences due at the same instant\n".into());
+    say("| N | last attempt committed after due (s) | attempts/s | first-attempt lateness p50 / p99 / max (ms) | p50 of the first 100 (ms) | peak RSS (MB) | correct |".into());
+    say("|---|---|---|---|---|---|---|".into());
+    let mut burst10k_full = Vec::new();
+    let mut dingrec_p99 = std::collections::BTreeMap::new();
+    let mut dingrec_rss = std::collections::BTreeMap::new();
+    for &n in sizes {
+        let mut rs = Vec::new();
+        for _ in 0..runs {
+            rs.push(burst(&bin, n, 0, "full").await?);
+        }
+        let a = |f: fn(&Burst) -> f64| agg(&rs.iter().map(f).collect::<Vec<_>>());
+        let correct = rs.iter().all(|b| b.attempts == n as i64 && b.succeeded == n as i64 && b.early == 0 && b.fake_starts == n as i64);
+        say(format!(
+            "| {n} | {} | {} | {} / {} / {} | {} | {} | {} |",
+            a(|b| b.total_s),
+            a(|b| b.per_s),
+            a(|b| b.p50_ms),
+            a(|b| b.p99_ms),
+            a(|b| b.max_ms),
+            a(|b| b.first100_p50_ms),
+            a(|b| b.rss_mb),
+            if correct { "all fired once, none early".to_owned() } else { format!("NO: {:?}", rs.iter().map(|b| (b.attempts, b.succeeded, b.early, b.fake_starts)).collect::<Vec<_>>()) }
+        ));
+        dingrec_p99.insert(n, a(|b| b.p99_ms).med);
+        dingrec_rss.insert(n, a(|b| b.rss_mb).med);
+        if n == 10_000 {
+            burst10k_full = rs.iter().map(|b| b.total_s).collect();
+        }
+    }
+
+    // Rate-limited burst.
+    let (rn, rate) = if smoke { (100, 20) } else { (2_000, 20) };
+    let mut rr = Vec::new();
+    for _ in 0..runs {
+        rr.push(rate_limited(&bin, rn, rate).await?);
+    }
+    say(format!("\n## Rate-limited burst: {rn} due at once, rate_limit: {rate}\n"));
+    say("| calls seen by the fake | max calls in any 1 s window | min calls in a full 1 s window | total time (s) |".into());
+    say("|---|---|---|---|".into());
+    say(format!(
+        "| {} | {} | {} | {} |",
+        agg(&rr.iter().map(|r| r.calls as f64).collect::<Vec<_>>()),
+        agg(&rr.iter().map(|r| r.max_window as f64).collect::<Vec<_>>()),
+        agg(&rr.iter().map(|r| r.min_full_window as f64).collect::<Vec<_>>()),
+        agg(&rr.iter().map(|r| r.total_s).collect::<Vec<_>>()),
+    ));
+
+    // apply.
+    let an = if smoke { 1_000 } else { 10_000 };
+    let mut ap = Vec::new();
+    for _ in 0..runs {
+        let dir = tempfile::tempdir().map_err(e("tmp"))?;
+        let (cfg, _) = write_config(dir.path(), "http://127.0.0.1:1", 20, "full")?;
+        let pdir = write_oneoffs(dir.path(), an, now() + TimeDelta::days(30))?;
+        ap.push(apply(&bin, &cfg, &pdir)?.as_secs_f64());
+    }
+    say(format!("\n## apply: {an} policies in YAML files\n\n`dingrec apply` wall time: {} s\n", agg(&ap)));
+
+    if !smoke {
+        // Idle.
+        let mut cpu = Vec::new();
+        let mut rss = Vec::new();
+        for _ in 0..runs {
+            let (c, r) = idle(&bin, 100_000, 60).await?;
+            cpu.push(c);
+            rss.push(r);
+        }
+        say(format!(
+            "## Idle: 100k enabled cron policies, nothing due for 60 s\n\nCPU used in the 60 s: {} s; RSS: {} MB\n",
+            agg(&cpu),
+            agg(&rss)
+        ));
+
+        // Start-up and audit over a big database.
+        let dir = tempfile::tempdir().map_err(e("tmp"))?;
+        let f = fake(&bin, dir.path()).await?;
+        let (cfg, port) = big_database(&bin, dir.path(), &f.url, 100_000, 1_000_000).await?;
+        let mut up = Vec::new();
+        for _ in 0..runs {
+            let (d, t) = start_daemon(&bin, &cfg, port).await?;
+            up.push(t.as_secs_f64());
+            d.p.term();
+        }
+        let mut hist = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let out = dingrec(&bin, &cfg, &["history", "--since", "7d", "--state", "failed"]).output().map_err(e("history"))?;
+            if !out.status.success() {
+                return Err("history failed".into());
+            }
+            hist.push(t.elapsed().as_secs_f64());
+        }
+        say(format!(
+            "## Start-up: 100k policies and 1M attempt rows\n\n`dingrec run` to `/readyz` 200: {} s\n\n## Audit: `dingrec history --since 7d --state failed` over 1M attempts\n\nwall time: {} s\n",
+            agg(&up),
+            agg(&hist)
+        ));
+
+        // Durability cost.
+        let mut normal = Vec::new();
+        for _ in 0..runs {
+            normal.push(burst(&bin, 10_000, 0, "normal").await?.total_s);
+        }
+        let full = agg(&burst10k_full);
+        let norm = agg(&normal);
+        say(format!(
+            "## Durability cost: the 10k burst, synchronous=FULL vs NORMAL\n\nFULL: {full} s; NORMAL: {norm} s; ratio FULL/NORMAL: {:.2}\n",
+            full.med / norm.med
+        ));
+    }
+
+    // Baseline.
+    let bsizes: &[usize] = if smoke { &[1_000] } else { &[10_000, 100_000] };
+    say("## Baseline: tokio-cron-scheduler 0.15, one one-shot job per occurrence, same instant\n".into());
+    say("| N | fired | missed | duplicated | early | fire lateness p50 / p99 / max (ms) | peak RSS (MB) | baseline p99 ÷ dingrec p99 | baseline RSS ÷ dingrec RSS |".into());
+    say("|---|---|---|---|---|---|---|---|---|".into());
+    for &n in bsizes {
+        let mut bs = Vec::new();
+        for _ in 0..runs {
+            bs.push(baseline(n)?);
+        }
+        let a = |f: fn(&Baseline) -> f64| agg(&bs.iter().map(f).collect::<Vec<_>>());
+        let p99 = a(|b| b.p99_ms);
+        let rss = a(|b| b.rss_mb);
+        let dp99 = dingrec_p99.get(&n).copied().unwrap_or(f64::NAN);
+        let drss = dingrec_rss.get(&n).copied().unwrap_or(f64::NAN);
+        let ratio = if p99.med > 0.0 {
+            format!("{:.1}", p99.med / dp99)
+        } else {
+            format!("n/a: the baseline fires early (p99 {:.0} ms before due)", -p99.med)
+        };
+        say(format!(
+            "| {n} | {} | {} | {} | {} | {} / {} / {} | {} | {ratio} | {:.2} |",
+            a(|b| b.fired as f64),
+            a(|b| b.missed as f64),
+            a(|b| b.duplicated as f64),
+            a(|b| b.early as f64),
+            a(|b| b.p50_ms),
+            p99,
+            a(|b| b.max_ms),
+            rss,
+            rss.med / drss
+        ));
+    }
+
+    if !smoke {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let marker = "<!-- figures below are written by `cargo run --release -p dingrec-bench` -->";
+        let head = old.split(marker).next().unwrap_or("").to_owned();
+        std::fs::write(&path, format!("{head}{marker}\n\n{md}")).map_err(e("BENCHMARKS.md"))?;
+        println!("\nwritten to {}", path.display());
+    }
+    Ok(())
+}
