@@ -55,6 +55,9 @@ CREATE TABLE occurrences (
 CREATE INDEX occurrences_next_due ON occurrences (next_attempt_at)
     WHERE state IN ('scheduled', 'retry_wait');
 CREATE INDEX occurrences_by_state ON occurrences (state, due_at);
+-- "Whose window has passed?": the sweep's question, only over live rows.
+CREATE INDEX occurrences_window ON occurrences (window_ends_at)
+    WHERE state IN ('scheduled', 'retry_wait');
 CREATE INDEX occurrences_by_due ON occurrences (due_at);
 CREATE INDEX occurrences_by_conference ON occurrences (conference_id);
 

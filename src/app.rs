@@ -285,11 +285,14 @@ impl App {
         self.health.beat();
         self.notifier.ready("running");
         info!(http = %addr, "dingrec is running");
+        let mut loop_done = false;
         loop {
             tokio::select! {
-                Some(()) = reload.recv() => self.reload().await,
+                biased;
                 () = cancel.cancelled() => break,
+                Some(()) = reload.recv() => self.reload().await,
                 _ = &mut loop_task => {
+                    loop_done = true;
                     error!("the scheduler loop ended unexpectedly");
                     break;
                 }
@@ -297,7 +300,9 @@ impl App {
         }
         self.notifier.stopping();
         info!("stopping");
-        let _ = loop_task.await;
+        if !loop_done {
+            let _ = loop_task.await;
+        }
         http_cancel.cancel();
         let _ = http.await;
         self.store.close().await;

@@ -42,7 +42,15 @@ fn dingrec_bin() -> R<PathBuf> {
     // Build the daemon's release binary next to this one (cargo run built only the bench).
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "dingrec", "--bin", "dingrec"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "dingrec",
+            "--bin",
+            "dingrec",
+        ])
         .status()
         .map_err(e("cargo build"))?;
     if !st.success() || !bin.exists() {
@@ -73,7 +81,10 @@ impl Proc {
     }
 
     fn term(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -95,7 +106,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks as f64 / hz
@@ -107,7 +119,12 @@ fn http() -> reqwest::Client {
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
-    let r = http().get(url).timeout(Duration::from_secs(10)).send().await.ok()?;
+    let r = http()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
     let s = r.status().as_u16();
     Some((s, r.text().await.unwrap_or_default()))
 }
@@ -122,7 +139,12 @@ async fn fake(bin: &Path, dir: &Path) -> R<Fake> {
     let scenario = dir.join("scenario.yaml");
     std::fs::write(&scenario, "unknown_conferences: live\n").map_err(e("scenario"))?;
     let p = Command::new(bin)
-        .args(["fake-dingtalk", "--listen", &format!("127.0.0.1:{port}"), "--scenario"])
+        .args([
+            "fake-dingtalk",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--scenario",
+        ])
         .arg(&scenario)
         .env_remove("DINGREC_CONFIG")
         .stderr(Stdio::null())
@@ -156,13 +178,21 @@ fn write_config(dir: &Path, fake_url: &str, rate_limit: u32, synchronous: &str) 
 
 fn dingrec(bin: &Path, cfg: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin);
-    c.arg("--config").arg(cfg).args(args).env_remove("DINGREC_CONFIG").env("DINGREC_DINGTALK__APP_SECRET", "bench-secret");
+    c.arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env_remove("DINGREC_CONFIG")
+        .env("DINGREC_DINGTALK__APP_SECRET", "bench-secret");
     c
 }
 
 async fn start_daemon(bin: &Path, cfg: &Path, port: u16) -> R<(Daemon, Duration)> {
     let started = Instant::now();
-    let p = dingrec(bin, cfg, &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(e("dingrec run"))?;
+    let p = dingrec(bin, cfg, &["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(e("dingrec run"))?;
     let d = Daemon { p: Proc(p) };
     let until = Instant::now() + Duration::from_secs(120);
     loop {
@@ -212,7 +242,9 @@ fn write_crons(dir: &Path, n: usize) -> R<PathBuf> {
 
 fn apply(bin: &Path, cfg: &Path, pdir: &Path) -> R<Duration> {
     let t = Instant::now();
-    let out = dingrec(bin, cfg, &["apply", pdir.to_str().ok_or("utf8")?]).output().map_err(e("apply"))?;
+    let out = dingrec(bin, cfg, &["apply", pdir.to_str().ok_or("utf8")?])
+        .output()
+        .map_err(e("apply"))?;
     if !out.status.success() {
         return Err(format!("apply failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
@@ -220,12 +252,22 @@ fn apply(bin: &Path, cfg: &Path, pdir: &Path) -> R<Duration> {
 }
 
 async fn pool(dir: &Path) -> R<sqlx::SqlitePool> {
-    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("dingrec.db")).read_only(true);
-    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(e("open db"))
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("dingrec.db"))
+        .read_only(true);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(e("open db"))
 }
 
 async fn scalar(pool: &sqlx::SqlitePool, sql: &'static str) -> i64 {
-    sqlx::query(sql).fetch_one(pool).await.map(|r| r.get::<i64, _>(0)).unwrap_or(-1)
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .map(|r| r.get::<i64, _>(0))
+        .unwrap_or(-1)
 }
 
 // ---------- statistics ----------
@@ -257,7 +299,15 @@ fn agg(v: &[f64]) -> Agg {
 
 impl std::fmt::Display for Agg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let p = |x: f64| if x.abs() >= 100.0 { format!("{x:.0}") } else if x.abs() >= 10.0 { format!("{x:.1}") } else { format!("{x:.2}") };
+        let p = |x: f64| {
+            if x.abs() >= 100.0 {
+                format!("{x:.0}")
+            } else if x.abs() >= 10.0 {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.2}")
+            }
+        };
         write!(f, "{} ({}–{})", p(self.med), p(self.min), p(self.max))
     }
 }
@@ -293,7 +343,8 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
     apply(bin, &cfg, &pdir)?;
     let (d, _) = start_daemon(bin, &cfg, port).await?;
     let db = pool(dir.path()).await?;
-    let deadline = Instant::now() + lead_for(n) + Duration::from_secs(180 + (n as u64 * 2 / rate.max(1) as u64));
+    let deadline =
+        Instant::now() + lead_for(n) + Duration::from_secs(180 + (n as u64 * 2 / rate.max(1) as u64));
     loop {
         let planned = scalar(&db, "SELECT COUNT(*) FROM occurrences").await;
         let done = scalar(&db, "SELECT COUNT(*) FROM attempts WHERE outcome IS NOT NULL").await;
@@ -331,8 +382,14 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
     .map_err(e("span"))?;
     let total: f64 = span.get(0);
     let active: f64 = span.get(1);
-    let stats = get(&format!("{}/_fake/stats", f.url)).await.map(|x| x.1).unwrap_or_default();
-    let fake_starts = serde_json::from_str::<serde_json::Value>(&stats).ok().and_then(|v| v["start_calls"].as_i64()).unwrap_or(-1);
+    let stats = get(&format!("{}/_fake/stats", f.url))
+        .await
+        .map(|x| x.1)
+        .unwrap_or_default();
+    let fake_starts = serde_json::from_str::<serde_json::Value>(&stats)
+        .ok()
+        .and_then(|v| v["start_calls"].as_i64())
+        .unwrap_or(-1);
     let out = Burst {
         total_s: total,
         per_s: n as f64 / active.max(1e-9),
@@ -374,7 +431,10 @@ async fn rate_limited(bin: &Path, n: usize, rate: u32) -> R<RateRun> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let log = get(&format!("{}/_fake/requests", f.url)).await.ok_or("requests")?.1;
+    let log = get(&format!("{}/_fake/requests", f.url))
+        .await
+        .ok_or("requests")?
+        .1;
     let log: serde_json::Value = serde_json::from_str(&log).map_err(e("requests json"))?;
     let mut ts: Vec<i64> = log
         .as_array()
@@ -384,11 +444,18 @@ async fn rate_limited(bin: &Path, n: usize, rate: u32) -> R<RateRun> {
         .filter_map(|r| r["at_ms"].as_i64())
         .collect();
     ts.sort();
-    let max_window = (0..ts.len()).map(|i| ts[i..].iter().take_while(|t| **t < ts[i] + 1000).count()).max().unwrap_or(0);
+    let max_window = (0..ts.len())
+        .map(|i| ts[i..].iter().take_while(|t| **t < ts[i] + 1000).count())
+        .max()
+        .unwrap_or(0);
     let (first, last) = (ts.first().copied().unwrap_or(0), ts.last().copied().unwrap_or(0));
     let full = ((last - first) / 1000) as usize;
     let min_full_window = (0..full)
-        .map(|k| ts.iter().filter(|t| **t >= first + k as i64 * 1000 && **t < first + (k as i64 + 1) * 1000).count())
+        .map(|k| {
+            ts.iter()
+                .filter(|t| **t >= first + k as i64 * 1000 && **t < first + (k as i64 + 1) * 1000)
+                .count()
+        })
         .min()
         .unwrap_or(0);
     db.close().await;
@@ -427,7 +494,13 @@ async fn idle(bin: &Path, n: usize, secs: u64) -> R<(f64, f64)> {
 }
 
 /// 100k policies (planned) and 1M attempt rows, a tenth of the occurrences failed, all within 6 days.
-async fn big_database(bin: &Path, dir: &Path, fake_url: &str, policies: usize, attempts: usize) -> R<(PathBuf, u16)> {
+async fn big_database(
+    bin: &Path,
+    dir: &Path,
+    fake_url: &str,
+    policies: usize,
+    attempts: usize,
+) -> R<(PathBuf, u16)> {
     let (cfg, port) = write_config(dir, fake_url, 20, "full")?;
     let pdir = write_crons(dir, policies)?;
     apply(bin, &cfg, &pdir)?;
@@ -441,7 +514,11 @@ async fn big_database(bin: &Path, dir: &Path, fake_url: &str, policies: usize, a
     }
     d.p.term();
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("dingrec.db"));
-    let db = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.map_err(e("db"))?;
+    let db = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(e("db"))?;
     let mut tx = db.begin().await.map_err(e("tx"))?;
     let per = 4;
     let occurrences = attempts / per;
@@ -564,9 +641,14 @@ async fn baseline_child(n: usize) -> R<()> {
 
 fn baseline(n: usize) -> R<Baseline> {
     let exe = std::env::current_exe().map_err(e("exe"))?;
-    let out = Command::new(exe).args(["--baseline", &n.to_string()]).stderr(Stdio::null()).output().map_err(e("baseline"))?;
+    let out = Command::new(exe)
+        .args(["--baseline", &n.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(e("baseline"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("{}")).map_err(e("baseline output"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or("{}")).map_err(e("baseline output"))?;
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     Ok(Baseline {
         fired: f("fired") as u64,
@@ -585,7 +667,11 @@ fn baseline(n: usize) -> R<Baseline> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cores} cores ({cpu}), {}", rfc(now()))
@@ -621,10 +707,17 @@ async fn run(smoke: bool) -> R<()> {
         md.push_str(&line);
         md.push('\n');
     };
-    say(format!("Machine: {}. Each figure: median (min–max) of {runs} run(s).\n", machine()));
+    say(format!(
+        "Machine: {}. Each figure: median (min–max) of {runs} run(s).\n",
+        machine()
+    ));
 
     // Bursts.
-    let sizes: &[usize] = if smoke { &[1_000] } else { &[1_000, 10_000, 100_000] };
+    let sizes: &[usize] = if smoke {
+        &[1_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
     say("## Burst: N one-off occurrences due at the same instant\n".into());
     say("| N | last attempt committed after due (s) | attempts/s | first-attempt lateness p50 / p99 / max (ms) | p50 of the first 100 (ms) | peak RSS (MB) | correct |".into());
     say("|---|---|---|---|---|---|---|".into());
@@ -637,7 +730,9 @@ async fn run(smoke: bool) -> R<()> {
             rs.push(burst(&bin, n, 0, "full").await?);
         }
         let a = |f: fn(&Burst) -> f64| agg(&rs.iter().map(f).collect::<Vec<_>>());
-        let correct = rs.iter().all(|b| b.attempts == n as i64 && b.succeeded == n as i64 && b.early == 0 && b.fake_starts == n as i64);
+        let correct = rs.iter().all(|b| {
+            b.attempts == n as i64 && b.succeeded == n as i64 && b.early == 0 && b.fake_starts == n as i64
+        });
         say(format!(
             "| {n} | {} | {} | {} / {} / {} | {} | {} | {} |",
             a(|b| b.total_s),
@@ -647,7 +742,16 @@ async fn run(smoke: bool) -> R<()> {
             a(|b| b.max_ms),
             a(|b| b.first100_p50_ms),
             a(|b| b.rss_mb),
-            if correct { "all fired once, none early".to_owned() } else { format!("NO: {:?}", rs.iter().map(|b| (b.attempts, b.succeeded, b.early, b.fake_starts)).collect::<Vec<_>>()) }
+            if correct {
+                "all fired once, none early".to_owned()
+            } else {
+                format!(
+                    "NO: {:?}",
+                    rs.iter()
+                        .map(|b| (b.attempts, b.succeeded, b.early, b.fake_starts))
+                        .collect::<Vec<_>>()
+                )
+            }
         ));
         dingrec_p99.insert(n, a(|b| b.p99_ms).med);
         dingrec_rss.insert(n, a(|b| b.rss_mb).med);
@@ -662,7 +766,9 @@ async fn run(smoke: bool) -> R<()> {
     for _ in 0..runs {
         rr.push(rate_limited(&bin, rn, rate).await?);
     }
-    say(format!("\n## Rate-limited burst: {rn} due at once, rate_limit: {rate}\n"));
+    say(format!(
+        "\n## Rate-limited burst: {rn} due at once, rate_limit: {rate}\n"
+    ));
     say("| calls seen by the fake | max calls in any 1 s window | min calls in a full 1 s window | total time (s) |".into());
     say("|---|---|---|---|".into());
     say(format!(
@@ -682,7 +788,10 @@ async fn run(smoke: bool) -> R<()> {
         let pdir = write_oneoffs(dir.path(), an, now() + TimeDelta::days(30))?;
         ap.push(apply(&bin, &cfg, &pdir)?.as_secs_f64());
     }
-    say(format!("\n## apply: {an} policies in YAML files\n\n`dingrec apply` wall time: {} s\n", agg(&ap)));
+    say(format!(
+        "\n## apply: {an} policies in YAML files\n\n`dingrec apply` wall time: {} s\n",
+        agg(&ap)
+    ));
 
     if !smoke {
         // Idle.
@@ -712,7 +821,9 @@ async fn run(smoke: bool) -> R<()> {
         let mut hist = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
-            let out = dingrec(&bin, &cfg, &["history", "--since", "7d", "--state", "failed"]).output().map_err(e("history"))?;
+            let out = dingrec(&bin, &cfg, &["history", "--since", "7d", "--state", "failed"])
+                .output()
+                .map_err(e("history"))?;
             if !out.status.success() {
                 return Err("history failed".into());
             }
@@ -755,7 +866,10 @@ async fn run(smoke: bool) -> R<()> {
         let ratio = if p99.med > 0.0 {
             format!("{:.1}", p99.med / dp99)
         } else {
-            format!("n/a: the baseline fires early (p99 {:.0} ms before due)", -p99.med)
+            format!(
+                "n/a: the baseline fires early (p99 {:.0} ms before due)",
+                -p99.med
+            )
         };
         say(format!(
             "| {n} | {} | {} | {} | {} | {} / {} / {} | {} | {ratio} | {:.2} |",

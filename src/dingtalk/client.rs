@@ -109,18 +109,47 @@ impl std::fmt::Debug for DingTalkClient {
 }
 
 fn transport(e: &reqwest::Error) -> DingTalkError {
-    // The error's text may hold the URL (never a token: tokens travel in a header).
-    let message = std::error::Error::source(e)
-        .map(|s| format!("{e}: {s}"))
-        .unwrap_or_else(|| e.to_string());
+    // The whole chain, deduplicated: the useful words are at its end ("invalid peer
+    // certificate", "connection reset"). It may hold the URL, never a token (a header).
+    let mut parts: Vec<String> = Vec::new();
+    for err in chain(e) {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let message = parts.join(": ");
     let kind = if e.is_timeout() {
         TransportKind::Timeout
+    } else if is_tls(e) {
+        TransportKind::Tls
     } else if e.is_connect() {
         TransportKind::Connect
     } else {
         TransportKind::ConnectionLost
     };
     DingTalkError::Transport { kind, message }
+}
+
+/// Every error in a chain, io::Error's inner errors included (its `source()` skips them).
+fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        out.push(err);
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    out
+}
+
+/// Is a rustls error anywhere in the chain?
+fn is_tls(e: &reqwest::Error) -> bool {
+    chain(e)
+        .iter()
+        .any(|err| err.downcast_ref::<rustls::Error>().is_some())
 }
 
 impl DingTalkClient {

@@ -19,6 +19,8 @@ pub enum TransportKind {
     Connect,
     /// The connection broke after the request was sent (reset, closed mid-body).
     ConnectionLost,
+    /// TLS failed: an untrusted or invalid certificate, a handshake error.
+    Tls,
 }
 
 /// One error type for every DingTalk call. Keeps what the retry decision and the audit row need.
@@ -46,7 +48,7 @@ pub enum DingTalkError {
         wait_s: u64,
         request_id: Option<String>,
     },
-    #[error("{}: {message}", match kind { TransportKind::Timeout => "timed out", TransportKind::Connect => "cannot connect", TransportKind::ConnectionLost => "connection lost" })]
+    #[error("{}: {message}", match kind { TransportKind::Timeout => "timed out", TransportKind::Connect => "cannot connect", TransportKind::ConnectionLost => "connection lost", TransportKind::Tls => "TLS failed" })]
     Transport { kind: TransportKind, message: String },
     /// The access token could not be had; `0` is the token call's own error.
     #[error("cannot get an access token: {0}")]
@@ -61,6 +63,8 @@ pub enum DingTalkError {
 
 /// A dingrec code for transport failures past the connect.
 pub const CONNECTION_LOST: &str = "connection_lost";
+/// A dingrec code for TLS failures (certificate not trusted, handshake).
+pub const TLS_ERROR: &str = "tls_error";
 
 impl DingTalkError {
     /// The code for `attempts.code`: DingTalk's, or dingrec's own.
@@ -73,6 +77,7 @@ impl DingTalkError {
                 TransportKind::Timeout => codes::TIMEOUT,
                 TransportKind::Connect => codes::CONNECT_ERROR,
                 TransportKind::ConnectionLost => CONNECTION_LOST,
+                TransportKind::Tls => TLS_ERROR,
             },
             DingTalkError::Token(inner) => inner.code(),
             DingTalkError::NotLive { .. } => codes::MEETING_NOT_LIVE,

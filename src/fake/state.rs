@@ -149,8 +149,11 @@ fn scripted(step: &Step, request_id: &str) -> Option<Reply> {
     })
 }
 
-/// Take the head of a script, counting down its `times`.
+/// Take the head of a script, counting down its `times` (a step with `times: 0` is skipped).
 fn pop(script: &mut VecDeque<Step>) -> Option<Step> {
+    while script.front().is_some_and(|s| s.times == 0) {
+        script.pop_front();
+    }
     let head = script.front_mut()?;
     let step = head.clone();
     if head.times <= 1 {

@@ -1,7 +1,7 @@
 //! What the scheduler tells `/readyz` and the watchdog: its heartbeat and the database's state.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Shared between the scheduler loop, the writer and the HTTP handlers.
@@ -12,8 +12,9 @@ pub struct Health {
     beat_ms: AtomicU64,
     /// How often the loop beats at least.
     pub period: Duration,
-    db_ok: AtomicBool,
-    db_error: Mutex<Option<String>>,
+    /// Database errors by who saw them (`scheduler`, `writer`): one's success must not hide the
+    /// other's failure.
+    db_errors: Mutex<std::collections::BTreeMap<&'static str, String>>,
     reload_error: Mutex<Option<String>>,
 }
 
@@ -23,8 +24,7 @@ impl Health {
             started: Instant::now(),
             beat_ms: AtomicU64::new(0),
             period,
-            db_ok: AtomicBool::new(true),
-            db_error: Mutex::new(None),
+            db_errors: Mutex::new(std::collections::BTreeMap::new()),
             reload_error: Mutex::new(None),
         }
     }
@@ -45,26 +45,27 @@ impl Health {
         self.heartbeat_age() > self.period * 3
     }
 
-    pub fn db_failed(&self, error: String) {
-        self.db_ok.store(false, Ordering::Relaxed);
-        if let Ok(mut g) = self.db_error.lock() {
-            *g = Some(error);
+    pub fn db_failed(&self, source: &'static str, error: String) {
+        if let Ok(mut g) = self.db_errors.lock() {
+            g.insert(source, error);
         }
     }
 
-    pub fn db_recovered(&self) {
-        self.db_ok.store(true, Ordering::Relaxed);
-        if let Ok(mut g) = self.db_error.lock() {
-            *g = None;
+    pub fn db_recovered(&self, source: &'static str) {
+        if let Ok(mut g) = self.db_errors.lock() {
+            g.remove(source);
         }
     }
 
     pub fn db_ok(&self) -> bool {
-        self.db_ok.load(Ordering::Relaxed)
+        self.db_errors.lock().map(|g| g.is_empty()).unwrap_or(false)
     }
 
     pub fn db_error(&self) -> Option<String> {
-        self.db_error.lock().ok().and_then(|g| g.clone())
+        self.db_errors
+            .lock()
+            .ok()
+            .and_then(|g| g.iter().next().map(|(k, v)| format!("{k}: {v}")))
     }
 
     pub fn set_reload_error(&self, e: Option<String>) {

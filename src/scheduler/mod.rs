@@ -196,11 +196,17 @@ impl Scheduler {
 
     /// One look around: plan, settle missed windows, dispatch what is due.
     pub async fn tick_once(&mut self) -> crate::store::Result<usize> {
+        self.housekeeping().await?;
+        self.dispatcher.dispatch_due().await
+    }
+
+    /// Planning and the sweep of passed windows.
+    pub async fn housekeeping(&mut self) -> crate::store::Result<()> {
         self.plan().await?;
         for ev in self.store.sweep(self.clock.now()).await? {
             report_final(&self.metrics, &ev);
         }
-        self.dispatcher.dispatch_due().await
+        Ok(())
     }
 
     async fn refresh_gauges(&self) {
@@ -221,6 +227,7 @@ impl Scheduler {
         let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
         let mut db_backoff = Duration::from_millis(100);
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut last_housekeeping: Option<tokio::time::Instant> = None;
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(24 * 3600)) {
                 self.prune().await;
@@ -237,9 +244,20 @@ impl Scheduler {
                 break;
             }
             let mut sleep_for = self.tick;
-            match self.tick_once().await {
+            // Planning and sweeping once per tick, even in a burst; dispatching every pass.
+            let step = if last_housekeeping.is_none_or(|t: tokio::time::Instant| t.elapsed() >= self.tick) {
+                last_housekeeping = Some(tokio::time::Instant::now());
+                match self.housekeeping().await {
+                    Ok(()) => self.dispatcher.dispatch_due().await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.dispatcher.dispatch_due().await
+            };
+            match step {
                 Ok(started) => {
                     db_backoff = Duration::from_millis(100);
+                    self.health.db_recovered("scheduler");
                     if started > 0 {
                         // More may be due at once; look again without sleeping.
                         sleep_for = Duration::ZERO;
@@ -251,7 +269,7 @@ impl Scheduler {
                 }
                 Err(e) => {
                     error!(error = %e, "scheduler: database error; trying again");
-                    self.health.db_failed(e.to_string());
+                    self.health.db_failed("scheduler", e.to_string());
                     sleep_for = db_backoff;
                     db_backoff = (db_backoff * 2).min(Duration::from_secs(2));
                 }

@@ -85,6 +85,10 @@ impl Store {
             .max_connections(4)
             .min_connections(1)
             .acquire_timeout(settings.busy_timeout + Duration::from_secs(5))
+            // A COMMIT that fails (SQLITE_FULL on a full disk) leaves the connection inside its
+            // transaction, and every later BEGIN on it would fail: such a connection is closed
+            // (which rolls back) instead of going back to the pool.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await
             .map_err(|source| classify_open_error(&path, source))?;

@@ -232,6 +232,7 @@ impl Store {
         Ok(self.claim(now, 1, Some(id)).await?.pop())
     }
 
+    /// Set-based: one read, one UPDATE and one INSERT … SELECT per batch, whatever its size.
     async fn claim(&self, now: DateTime<Utc>, limit: i64, only: Option<i64>) -> Result<Vec<Claimed>> {
         let now_s = fmt_utc(now);
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
@@ -244,32 +245,44 @@ impl Store {
             q = q.bind(id);
         }
         let rows = q.bind(limit).fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
+        let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE occurrences SET state = 'running', attempt_count = attempt_count + 1, next_attempt_at = NULL, \
+             updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&now_s)
+        .bind(&ids_json)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO attempts (occurrence_id, attempt_no, started_at, conference_id) \
+             SELECT o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id) \
+             FROM occurrences o JOIN policies p ON p.id = o.policy_id WHERE o.id IN (SELECT value FROM json_each(?)) \
+             RETURNING id, occurrence_id",
+        )
+        .bind(&now_s)
+        .bind(&ids_json)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let attempt_of: std::collections::HashMap<i64, i64> = inserted
+            .iter()
+            .map(|r| (r.get::<i64, _>(1), r.get::<i64, _>(0)))
+            .collect();
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: i64 = r.get("id");
             let attempt_no: i64 = r.get::<i64, _>("attempt_count") + 1;
-            let occ_conf: Option<String> = r.get("occ_conf");
-            let pol_conf: Option<String> = r.get("pol_conf");
-            sqlx::query(
-                "UPDATE occurrences SET state = 'running', attempt_count = ?, next_attempt_at = NULL, updated_at = ? \
-                 WHERE id = ?",
-            )
-            .bind(attempt_no)
-            .bind(&now_s)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            let attempt_id: i64 = sqlx::query(
-                "INSERT INTO attempts (occurrence_id, attempt_no, started_at, conference_id) VALUES (?, ?, ?, ?) \
-                 RETURNING id",
-            )
-            .bind(id)
-            .bind(attempt_no)
-            .bind(&now_s)
-            .bind(occ_conf.as_ref().or(pol_conf.as_ref()))
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+            let Some(&attempt_id) = attempt_of.get(&id) else {
+                return Err(StoreError::Data(format!(
+                    "no attempt row was written for occurrence {id}"
+                )));
+            };
             out.push(Claimed {
                 occurrence_id: id,
                 attempt_id,
@@ -279,8 +292,8 @@ impl Store {
                 due_at: time(r, "due_at")?,
                 window_ends_at: time(r, "window_ends_at")?,
                 trigger: r.get("trigger"),
-                conference_id: occ_conf,
-                policy_conference_id: pol_conf,
+                conference_id: r.get("occ_conf"),
+                policy_conference_id: r.get("pol_conf"),
                 schedule_conference_id: r.get("schedule_conference_id"),
                 host_union_id: r.get("host_union_id"),
                 layout: r.get("layout"),
@@ -291,7 +304,6 @@ impl Store {
                 last_code: r.get("last_code"),
             });
         }
-        tx.commit().await?;
         Ok(out)
     }
 
@@ -366,8 +378,7 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        rec.finals
-            .extend(finalize(&mut tx, "running", "expired", &now_s).await?);
+        rec.finals.extend(expire_running(&mut tx, &now_s).await?);
         // Past-due, never-attempted rows: the latest per policy with an open window catches up.
         rec.caught_up = sqlx::query(
             "UPDATE occurrences SET trigger = 'catch_up', updated_at = ? WHERE id IN ( \
@@ -406,9 +417,8 @@ impl Store {
         // Read first: an idle daemon should not take the write lock every tick.
         let any: i64 = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM occurrences WHERE state IN ('scheduled', 'retry_wait') \
-             AND due_at <= ? AND window_ends_at <= ?)",
+             AND window_ends_at <= ?)",
         )
-        .bind(&now_s)
         .bind(&now_s)
         .fetch_one(self.pool())
         .await?
@@ -518,20 +528,15 @@ fn final_event(r: &SqliteRow) -> FinalEvent {
     }
 }
 
-async fn finalize(
+async fn expire_running(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    from: &str,
-    to: &str,
     now_s: &str,
 ) -> Result<Vec<FinalEvent>> {
     let rows = sqlx::query(
-        "UPDATE occurrences SET state = ?, next_attempt_at = NULL, updated_at = ? \
-         WHERE state = ? AND due_at <= ? AND window_ends_at <= ? \
+        "UPDATE occurrences SET state = 'expired', next_attempt_at = NULL, updated_at = ? \
+         WHERE state = 'running' AND window_ends_at <= ? \
          RETURNING id, policy_name, conference_id, state, last_code, due_at",
     )
-    .bind(to)
-    .bind(now_s)
-    .bind(from)
     .bind(now_s)
     .bind(now_s)
     .fetch_all(&mut **tx)
@@ -539,8 +544,18 @@ async fn finalize(
     Ok(rows.iter().map(final_event).collect())
 }
 
+/// `scheduled` → `missed`, `retry_wait` → `expired`, for rows whose window has passed. The
+/// condition repeats the partial index's own, so SQLite reads only those rows.
 async fn sweep_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, now_s: &str) -> Result<Vec<FinalEvent>> {
-    let mut out = finalize(tx, "scheduled", "missed", now_s).await?;
-    out.extend(finalize(tx, "retry_wait", "expired", now_s).await?);
-    Ok(out)
+    let rows = sqlx::query(
+        "UPDATE occurrences SET state = CASE state WHEN 'scheduled' THEN 'missed' ELSE 'expired' END, \
+         next_attempt_at = NULL, updated_at = ? \
+         WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ? \
+         RETURNING id, policy_name, conference_id, state, last_code, due_at",
+    )
+    .bind(now_s)
+    .bind(now_s)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(final_event).collect())
 }

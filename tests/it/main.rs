@@ -6,4 +6,5 @@ mod cli;
 mod daemon;
 mod dingtalk_client;
 mod dingtalk_fixtures;
+mod reliability;
 mod scheduler;

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod daemon;
 pub mod replay;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,746 @@
+//! The reliability suite (RELIABILITY.md): crashes, faults, bad days, bad input. Every test runs the
+//! real binary or the real library against the fake DingTalk on loopback and a real SQLite file,
+//! and ends by itself. `RELIABILITY_ROUNDS` sets the kill -9 rounds (default 20).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use dingrec::clock::{Clock, ManualClock};
+use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step, UnknownConferences};
+
+use crate::support::app::{TestApp, parse_t};
+use crate::support::daemon::{Daemon, free_port, write_config};
+
+fn step(answer: &str, times: u32) -> Step {
+    Step {
+        answer: answer.into(),
+        status: None,
+        times,
+        delay: None,
+    }
+}
+
+fn live(id: &str, script: Vec<Step>) -> MeetingSpec {
+    MeetingSpec {
+        conference_id: id.into(),
+        host_union_id: Some("host-1".into()),
+        state: Some(MeetingState::Live),
+        live_after: None,
+        ends_after: None,
+        script,
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn wall() -> chrono::DateTime<Utc> {
+    Utc::now()
+}
+
+fn rfc(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+async fn fake(s: Scenario) -> FakeDingTalk {
+    FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
+        .await
+        .expect("fake")
+}
+
+fn oneoffs(dir: &std::path::Path, prefix: &str, n: usize, at: chrono::DateTime<Utc>, extra: &str) {
+    let mut y = String::from("policies:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - name: {prefix}{i:05}\n    conference_id: {prefix}-conf-{i:05}\n    host_union_id: host-1\n    at: \"{}\"\n{extra}",
+            rfc(at)
+        ));
+    }
+    std::fs::create_dir_all(dir.join("policies")).expect("dir");
+    std::fs::write(dir.join(format!("policies/{prefix}.yaml")), y).expect("policies");
+}
+
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Per conference: StartCloudRecord calls the fake received.
+fn starts_by_conference(f: &FakeDingTalk) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in f.start_requests() {
+        *m.entry(r.id.unwrap_or_default()).or_default() += 1;
+    }
+    m
+}
+
+/// Per conference: attempt rows that may have sent a StartCloudRecord.
+fn attempts_by_conference(db: &std::path::Path) -> BTreeMap<String, usize> {
+    sqlite(db, "SELECT o.conference_id, COUNT(a.id) FROM occurrences o JOIN policies p ON p.id = o.policy_id JOIN attempts a ON a.occurrence_id = o.id GROUP BY o.policy_id")
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(c, n)| (c.to_owned(), n.parse().unwrap_or(0)))
+        .collect()
+}
+
+// 1 and 2: kill -9 during a burst, restart; audit reads all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
+    let rounds: usize = std::env::var("RELIABILITY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let f = fake(Scenario {
+        unknown_conferences: UnknownConferences::Live,
+        delay: Some(Duration::from_millis(60)),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        dir.path(),
+        &f.base_url(),
+        free_port(),
+        "scheduler:\n  max_in_flight: 128\n  shutdown_timeout: 5s\n",
+    );
+    let db = dir.path().join("dingrec.db");
+
+    // Audit reads during writes: sqlite3 -readonly in a loop, with a busy timeout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (stop, reads, failed, db) = (stop.clone(), reads.clone(), failed.clone(), db.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if db.exists() {
+                    let out = std::process::Command::new("sqlite3")
+                        .args(["-readonly", "-bail", "-cmd", ".timeout 5000"])
+                        .arg(&db)
+                        .arg("SELECT COUNT(*), MAX(started_at) FROM audit_log;")
+                        .output();
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    if !out.map(|o| o.status.success()).unwrap_or(false) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+
+    let per_round = 2_000 / rounds.clamp(1, 20) * 20 / 20;
+    for round in 0..rounds {
+        let n = if round == 0 { 2_000 } else { per_round.max(100) };
+        oneoffs(
+            dir.path(),
+            &format!("r{round:02}x"),
+            n,
+            wall() + TimeDelta::milliseconds(1500),
+            "    window: 10m\n",
+        );
+        let mut d = Daemon::spawn(&cfg, &[]);
+        d.wait_http(Duration::from_secs(20)).await;
+        // Kill at a random moment 0.2–1.5 s into the burst.
+        let due = Instant::now() + Duration::from_millis(1500);
+        let jitter = 200 + (rand_u64() % 1300);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(
+            due + Duration::from_millis(jitter),
+        ))
+        .await;
+        d.signal("KILL");
+        d.wait(Duration::from_secs(5)).await;
+        assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok", "round {round}");
+        // No succeeded occurrence was attempted again afterwards.
+        assert_eq!(
+            sqlite(
+                &db,
+                "SELECT COUNT(*) FROM attempts a JOIN attempts s ON s.occurrence_id = a.occurrence_id AND s.outcome = 'success' AND a.attempt_no > s.attempt_no"
+            ),
+            "0",
+            "round {round}"
+        );
+        // Every start request the fake received has its attempt row.
+        let starts = starts_by_conference(&f);
+        let rows = attempts_by_conference(&db);
+        for (conf, n) in &starts {
+            assert!(
+                rows.get(conf).copied().unwrap_or(0) >= *n,
+                "round {round}: {conf} got {n} calls, has {:?} rows",
+                rows.get(conf)
+            );
+        }
+    }
+    // The last restart settles everything within 5 s.
+    let _d = Daemon::spawn(&cfg, &[]);
+    let settled = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = sqlite(
+            &db,
+            "SELECT (SELECT COUNT(*) FROM attempts WHERE outcome IS NULL) + (SELECT COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait'))",
+        );
+        if open == "0" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < settled,
+            "{open} open attempts/occurrences after the last restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state != 'succeeded'"),
+        "0"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} of {} audit reads failed",
+        failed.load(Ordering::Relaxed),
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(reads.load(Ordering::Relaxed) > 10);
+    eprintln!(
+        "kill -9: {rounds} rounds, {} occurrences, {} attempts ({} interrupted), {} audit reads, 0 failed",
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences"),
+        sqlite(&db, "SELECT COUNT(*) FROM attempts"),
+        sqlite(&db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'interrupted'"),
+        reads.load(Ordering::Relaxed)
+    );
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+// 3: the disk fills during a burst, then frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_makes_no_call_without_its_intent_row_and_the_daemon_resumes() {
+    let f = fake(Scenario {
+        unknown_conferences: UnknownConferences::Live,
+        delay: Some(Duration::from_millis(20)),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mnt = dir.path().join("small");
+    let _fs = Tmpfs::mount(&mnt, "6m");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let db = mnt.join("dingrec.db");
+    let text = std::fs::read_to_string(&cfg).expect("cfg").replace(
+        &dir.path().join("dingrec.db").display().to_string(),
+        &db.display().to_string(),
+    );
+    std::fs::write(&cfg, text).expect("cfg");
+    oneoffs(
+        dir.path(),
+        "full",
+        2_000,
+        wall() + TimeDelta::milliseconds(4000),
+        "    window: 10m\n    retry: { initial_interval: 200ms, maximum_interval: 1s, maximum_attempts: 100 }\n",
+    );
+    let d = Daemon::spawn(&cfg, &[]);
+    d.wait_http(Duration::from_secs(20)).await;
+    wait_until("planning", Duration::from_secs(10), || {
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences") == "2000"
+    })
+    .await;
+    // Fill the disk just before the burst.
+    let filler = mnt.join("filler");
+    let mut chunk = vec![0u8; 64 * 1024];
+    chunk
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i % 251) as u8);
+    {
+        use std::io::Write as _;
+        let mut fh = std::fs::File::create(&filler).expect("filler");
+        while fh.write_all(&chunk).is_ok() {}
+        let mut small = vec![1u8; 512];
+        while fh.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while fh.write_all(&small).is_ok() {}
+        let _ = fh.sync_all();
+    }
+    let filled = tokio::time::Instant::now();
+    let mut unready_after = None;
+    while filled.elapsed() < Duration::from_secs(8) {
+        if let Some((503, _)) = d.get("/readyz").await {
+            unready_after.get_or_insert(filled.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unready_after = unready_after.expect("/readyz turned 503 while the disk was full");
+    assert!(
+        unready_after < Duration::from_secs(6),
+        "503 after {unready_after:?}"
+    );
+    assert_eq!(
+        d.get("/healthz").await.map(|r| r.0),
+        Some(200),
+        "the daemon did not exit"
+    );
+    std::fs::remove_file(&filler).expect("free the space");
+    let freed = tokio::time::Instant::now();
+    let resumed = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'") == "0" {
+        if tokio::time::Instant::now() > resumed {
+            let log = d.stderr();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "no progress within 10 s of space returning: {}\n{tail}",
+                sqlite(&db, "SELECT state, COUNT(*) FROM occurrences GROUP BY state")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed.elapsed() < Duration::from_secs(10));
+    wait_until("every occurrence final", Duration::from_secs(60), || {
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state != 'succeeded'") == "0"
+    })
+    .await;
+    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok");
+    let starts = starts_by_conference(&f);
+    let rows = attempts_by_conference(&db);
+    for (conf, n) in &starts {
+        assert!(
+            rows.get(conf).copied().unwrap_or(0) >= *n,
+            "{conf}: {n} calls without intent rows"
+        );
+    }
+    let (code, _) = d.get("/readyz").await.expect("readyz");
+    assert_eq!(code, 200);
+}
+
+// 4: a corrupt database at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_database_is_refused_clearly_and_left_byte_identical() {
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    oneoffs(dir.path(), "c", 300, wall() + TimeDelta::days(3), "");
+    let apply = std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("apply")
+        .arg(dir.path().join("policies"))
+        .output()
+        .expect("apply");
+    assert!(apply.status.success());
+    let db = dir.path().join("dingrec.db");
+    let mut bytes = std::fs::read(&db).expect("db");
+    assert!(bytes.len() > 4 * 4096, "several pages");
+    for b in &mut bytes[3 * 4096..3 * 4096 + 64] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(&db, &bytes).expect("corrupt");
+    let mut d = Daemon::spawn(&cfg, &[]);
+    let code = d.wait(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(1), "{}", d.stderr());
+    let err = d.stderr();
+    assert!(
+        err.contains("is damaged") && err.contains("left as it is"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    assert_eq!(std::fs::read(&db).expect("db"), bytes, "byte-identical");
+}
+
+// 5: DingTalk's bad days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_ends_within_the_timeout_with_its_own_code_and_health_stays_fast() {
+    let mut meetings: Vec<MeetingSpec> = (0..=8)
+        .map(|k| live(&format!("burst-{k}"), vec![step("systemError", k)]))
+        .collect();
+    for fault in [
+        "hang",
+        "trickle",
+        "partial",
+        "reset",
+        "html",
+        "json_array",
+        "x5",
+        "empty_502",
+        "drop",
+    ] {
+        meetings.push(live(&format!("fault-{fault}"), vec![step(fault, 1)]));
+    }
+    let names: Vec<String> = meetings.iter().map(|m| m.conference_id.clone()).collect();
+    let timeout_ms = 1_000i64;
+    let app = TestApp::start_with(
+        Scenario {
+            meetings,
+            ..Scenario::default()
+        },
+        Arc::new(dingrec::clock::SystemClock),
+        |s| s.dingtalk.request_timeout = Duration::from_millis(timeout_ms as u64),
+        |c| {
+            let at = rfc(c.now() + TimeDelta::milliseconds(500));
+            let mut y = String::from("policies:\n");
+            for n in &names {
+                y.push_str(&format!("  - name: {n}\n    conference_id: {n}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 50ms, maximum_interval: 200ms, maximum_attempts: 30 }}\n"));
+            }
+            y
+        },
+    )
+    .await;
+    // Health latency all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicU64::new(0));
+    let prober = {
+        let (stop, worst, addr) = (stop.clone(), worst.clone(), app.http);
+        tokio::spawn(async move {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let c = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = c
+                    .get(format!("http://{addr}/healthz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                let ms = if ok {
+                    t.elapsed().as_millis() as u64
+                } else {
+                    u64::MAX
+                };
+                worst.fetch_max(ms, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let rows = app.wait_final(names.len(), Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = prober.await;
+    let expected: &[(&str, &str)] = &[
+        ("fault-hang", "timeout"),
+        ("fault-trickle", "timeout"),
+        ("fault-partial", "connection_lost"),
+        ("fault-reset", "connection_lost"),
+        ("fault-drop", "connection_lost"),
+        ("fault-html", "invalid_response"),
+        ("fault-json_array", "invalid_response"),
+        ("fault-empty_502", "invalid_response"),
+        ("fault-x5", "ip_throttled"),
+    ];
+    for o in &rows {
+        assert_eq!(o.state, "succeeded", "{}: retried until it worked", o.policy);
+        for a in &o.attempts {
+            let ms = a.duration_ms.expect("duration");
+            assert!(
+                ms <= timeout_ms + 1_000,
+                "{} attempt {} took {ms} ms",
+                o.policy,
+                a.attempt_no
+            );
+        }
+        if let Some(k) = o.policy.strip_prefix("burst-") {
+            let k: usize = k.parse().expect("k");
+            assert_eq!(o.attempts.len(), k + 1, "{}", o.policy);
+            assert!(
+                o.attempts[..k]
+                    .iter()
+                    .all(|a| a.code.as_deref() == Some("systemError")
+                        && a.http_status == Some(500)
+                        && a.outcome.as_deref() == Some("retry"))
+            );
+        }
+    }
+    for (policy, code) in expected {
+        let o = TestApp::occurrence(&rows, policy);
+        assert_eq!(o.attempts[0].code.as_deref(), Some(*code), "{policy}");
+        assert_eq!(o.attempts[0].outcome.as_deref(), Some("retry"), "{policy}");
+        assert_eq!(
+            o.attempts.last().and_then(|a| a.code.clone()).as_deref(),
+            Some("200"),
+            "{policy}"
+        );
+    }
+    let worst = worst.load(Ordering::Relaxed);
+    assert!(worst < 100, "/healthz took {worst} ms at worst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_a_connect_error_and_retried() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("addr");
+    let app = TestApp::start_with(
+        Scenario::default(),
+        Arc::new(dingrec::clock::SystemClock),
+        move |s| s.dingtalk.base_url = format!("http://{closed}"),
+        |c| format!("policies:\n  - name: nobody-home\n    conference_id: x\n    host_union_id: h\n    at: \"{}\"\n    window: 3s\n    retry: {{ initial_interval: 200ms, maximum_interval: 500ms }}\n", rfc(c.now() + TimeDelta::milliseconds(300))),
+    )
+    .await;
+    let rows = app.wait_final(1, Duration::from_secs(15)).await;
+    let o = &rows[0];
+    assert_eq!(o.state, "expired");
+    assert!(o.attempts.len() >= 2);
+    assert!(
+        o.attempts
+            .iter()
+            .all(|a| a.code.as_deref() == Some("connect_error") && a.http_status == Some(0))
+    );
+}
+
+// 6: token storms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_storms_refresh_once_per_expiry_and_an_outage_only_delays() {
+    let app = TestApp::start_with(
+        Scenario {
+            unknown_conferences: UnknownConferences::Live,
+            token_ttl: Some(Duration::from_secs(2)),
+            ..Scenario::default()
+        },
+        Arc::new(dingrec::clock::SystemClock),
+        |_| {},
+        |c| {
+            let mut y = String::from("policies:\n");
+            let r = "    window: 2m\n    retry: { initial_interval: 1s, maximum_interval: 4s, maximum_attempts: 100 }\n";
+            for (batch, ms) in [("a", 500), ("b", 3_300)] {
+                for i in 0..50 {
+                    y.push_str(&format!("  - name: {batch}{i:02}\n    conference_id: {batch}-{i:02}\n    host_union_id: h\n    at: \"{}\"\n{r}", rfc(c.now() + TimeDelta::milliseconds(ms))));
+                }
+            }
+            y
+        },
+    )
+    .await;
+    wait_succeeded(&app, 50).await;
+    assert_eq!(app.fake.token_calls(), 1, "50 calls, one token");
+    wait_succeeded(&app, 100).await;
+    assert_eq!(
+        app.fake.token_calls(),
+        2,
+        "the second 50 came after the expiry: exactly one refresh"
+    );
+
+    // The token endpoint is down for 30 s while the token runs out.
+    app.fake.token_outage(Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let clock = dingrec::clock::SystemClock;
+    crate::support::app::apply(
+        &app.store,
+        &clock,
+        &{
+            let mut y = String::from("policies:\n");
+            for i in 0..20 {
+                y.push_str(&format!("  - name: c{i:02}\n    conference_id: c-{i:02}\n    host_union_id: h\n    at: \"{}\"\n    window: 2m\n    retry: {{ initial_interval: 1s, maximum_interval: 4s, maximum_attempts: 100 }}\n", rfc(clock.now() + TimeDelta::milliseconds(500))));
+            }
+            y
+        },
+    )
+    .await;
+    let rows = app.wait_final(120, Duration::from_secs(60)).await;
+    assert!(
+        rows.iter().all(|o| o.state == "succeeded"),
+        "no occurrence failed because of the token"
+    );
+    let token_attempts: Vec<_> = rows
+        .iter()
+        .flat_map(|o| o.attempts.iter())
+        .filter(|a| {
+            a.message
+                .as_deref()
+                .is_some_and(|m| m.contains("cannot get an access token"))
+        })
+        .collect();
+    assert!(!token_attempts.is_empty(), "token errors recorded as such");
+    assert!(
+        token_attempts
+            .iter()
+            .all(|a| a.outcome.as_deref() == Some("retry") && a.http_status == Some(503))
+    );
+}
+
+async fn wait_succeeded(app: &TestApp, n: usize) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ok = app
+            .history()
+            .await
+            .iter()
+            .filter(|o| o.state == "succeeded")
+            .count();
+        if ok >= n {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{ok} of {n} succeeded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// 7: wall-clock jumps and a DST change, on the injected clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jumps_and_dst_never_fire_twice_and_settle_what_they_skipped() {
+    // 2026-03-29 00:00 UTC: Berlin springs forward at 01:00 UTC (02:00 CET → 03:00 CEST).
+    let t0 = parse_t("2026-03-29T00:00:00Z");
+    let clock = ManualClock::new(t0);
+    let app = TestApp::start_with(
+        Scenario {
+            unknown_conferences: UnknownConferences::Live,
+            ..Scenario::default()
+        },
+        Arc::new(clock.clone()),
+        |_| {},
+        |_| {
+            "policies:\n  - name: catch\n    conference_id: catch\n    host_union_id: h\n    at: 2026-03-29T00:30:00Z\n    window: 2h\n  - name: miss\n    conference_id: miss\n    host_union_id: h\n    at: 2026-03-29T00:10:00Z\n    window: 20m\n  - name: dst\n    conference_id: dst\n    host_union_id: h\n    cron: \"30 2 * * *\"\n    timezone: Europe/Berlin\n    window: 30m\n".into()
+        },
+    )
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.history().await.len() < 3 && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // +1 h: 'catch' is in its window, 'miss' is past it, 'dst' (02:30 does not exist: 03:00 CEST = 01:00 UTC) is due.
+    clock.set(t0 + TimeDelta::hours(1));
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = app.history().await;
+        let done = |p: &str, s: &str| rows.iter().any(|o| o.policy == p && o.state == s);
+        if done("catch", "succeeded") && done("miss", "missed") && done("dst", "succeeded") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = app.history().await;
+    let dst = rows.iter().find(|o| o.policy == "dst").expect("dst");
+    assert_eq!(dst.due_at, "2026-03-29T01:00:00.000Z", "the gap fires at its end");
+    assert!(
+        TestApp::occurrence(&rows, "miss").attempts.is_empty(),
+        "never fired late"
+    );
+    // −1 h, then forward again: nothing fires twice.
+    clock.set(t0);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    clock.set(t0 + TimeDelta::hours(1) + TimeDelta::minutes(5));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let starts = starts_by_conference(&app.fake);
+    assert_eq!(starts.get("catch"), Some(&1));
+    assert_eq!(starts.get("dst"), Some(&1));
+    assert_eq!(starts.get("miss"), None);
+    let rows = app.history().await;
+    assert_eq!(
+        rows.iter()
+            .filter(|o| o.policy == "dst" && !o.attempts.is_empty())
+            .count(),
+        1
+    );
+}
+
+// 10: TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_https_server_is_refused_with_a_certificate_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    let addr = crate::support::tls::serve_once(&cert, &key).await;
+    let app = TestApp::start_with(
+        Scenario::default(),
+        Arc::new(dingrec::clock::SystemClock),
+        move |s| s.dingtalk.base_url = format!("https://{addr}"),
+        |c| format!("policies:\n  - name: tls\n    conference_id: x\n    host_union_id: h\n    at: \"{}\"\n    retry: {{ maximum_attempts: 1 }}\n", rfc(c.now() + TimeDelta::milliseconds(300))),
+    )
+    .await;
+    let rows = app.wait_final(1, Duration::from_secs(15)).await;
+    let a = &rows[0].attempts[0];
+    assert_eq!(a.code.as_deref(), Some("tls_error"), "{a:?}");
+    assert!(
+        a.message.as_deref().is_some_and(|m| m.contains("certificate")),
+        "{a:?}"
+    );
+    // And plain http:// to anything but loopback is refused at config load.
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "dingtalk:\n  base_url: http://api.dingtalk.com\n  app_key: k\n",
+    )
+    .expect("cfg");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env("DINGREC_DINGTALK__APP_SECRET", "s")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("plain http:// is allowed only to a loopback address")
+    );
+}
