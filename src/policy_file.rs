@@ -218,8 +218,12 @@ pub fn parse_str(
             "file is empty; expected a mapping with a 'policies' list",
         )]);
     }
+    // What a reviewer reads is what DingTalk gets: no tags (`!!binary` stays its literal text,
+    // unknown tags are errors), YAML 1.2 booleans only.
     let options = serde_saphyr::options! {
         strict_booleans: true,
+        reject_unsupported_tags: true,
+        ignore_binary_tag_for_string: true,
         with_snippet: false,
         budget: serde_saphyr::budget! {
             max_depth: 64,

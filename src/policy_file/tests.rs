@@ -257,3 +257,143 @@ fn yaml_1_1_booleans_are_not_booleans() {
     .expect("valid");
     assert!(!ps[0].policy.enabled);
 }
+
+// ---- hostile input (RELIABILITY.md row 8) ----
+
+/// Parse, and check the result is either a located error or an exact acceptance. Returns the
+/// parse time.
+fn hostile(text: &str) -> (Result<Vec<SourcedPolicy>, Vec<Diagnostic>>, Duration) {
+    let started = std::time::Instant::now();
+    let r = parse(text);
+    let took = started.elapsed();
+    if let Err(es) = &r {
+        assert!(!es.is_empty());
+        for d in es {
+            assert!(d.line >= 1 && d.column >= 1, "{d:?}");
+            assert!(!d.message.is_empty());
+        }
+    }
+    // A generous guard against blow-ups; the 100 ms figure is in RELIABILITY.md.
+    assert!(took < Duration::from_secs(2), "parsing took {took:?}");
+    (r, took)
+}
+
+#[test]
+fn a_hostile_corpus_is_rejected_with_locations_or_accepted_exactly() {
+    let deep = format!("policies: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let deep_map = format!(
+        "policies:\n{}",
+        (0..10_000)
+            .map(|i| format!("{}a:\n", " ".repeat(i % 200)))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("10,000-deep flow nesting", deep, false),
+        ("deep block nesting", deep_map, false),
+        ("NUL bytes", "policies:\n  - name: a\u{0}b\n    conference_id: c\n".into(), false),
+        ("a !!binary tag", format!("{VALID_HEAD}    at: 2030-01-01T00:00:00\n    layout: !!binary Z3JpZA==\n"), false),
+        ("a custom tag", format!("{VALID_HEAD}    at: 2030-01-01T00:00:00\n    timezone: !python/object:os.system UTC\n"), false),
+        ("a name with SQL", "policies:\n  - name: \"x'; DROP TABLE policies;--\"\n    conference_id: c\n    host_union_id: h\n    at: 2030-01-01T00:00:00\n".into(), false),
+        ("YAML 1.1 yes", format!("{VALID_HEAD}    at: 2030-01-01T00:00:00\n    enabled: yes\n"), false),
+        ("YAML 1.1 off", format!("{VALID_HEAD}    at: 2030-01-01T00:00:00\n    enabled: off\n"), false),
+        ("a null host", "policies:\n  - name: a\n    conference_id: c\n    host_union_id: ~\n    at: 2030-01-01T00:00:00\n".into(), false),
+        ("a list for a string", format!("{VALID_HEAD}    at: [1, 2]\n"), false),
+        ("a document stream", format!("{VALID_HEAD}    at: 2030-01-01T00:00:00\n---\npolicies: []\n"), false),
+        ("a merge key", format!("base: &b {{layout: grid}}\n{VALID_HEAD}    at: 2030-01-01T00:00:00\n    <<: *b\n"), false),
+        ("SQL in a conference id", "policies:\n  - name: q\n    conference_id: \"a');DROP/**/TABLE/**/policies;--\"\n    host_union_id: \"h\\\"1\"\n    at: 2030-01-01T00:00:00\n".into(), true),
+        ("a 'no' that is a string", "policies:\n  - name: \"no\"\n    conference_id: \"no\"\n    host_union_id: \"off\"\n    at: 2030-01-01T00:00:00\n".into(), true),
+    ];
+    let mut worst = Duration::ZERO;
+    for (what, text, accept) in &cases {
+        let (r, took) = hostile(text);
+        worst = worst.max(took);
+        assert_eq!(r.is_ok(), *accept, "{what}: {r:?}");
+    }
+    let ok = parse(&cases[12].1).expect("valid");
+    assert!(
+        matches!(&ok[0].policy.target, Target::Conference(c) if c.as_str() == "a');DROP/**/TABLE/**/policies;--")
+    );
+    assert_eq!(ok[0].policy.host_union_id.as_str(), "h\"1");
+    let no = parse(&cases[13].1).expect("valid");
+    assert_eq!(no[0].policy.name.as_str(), "no");
+    assert_eq!(no[0].policy.host_union_id.as_str(), "off");
+    eprintln!("hostile corpus: slowest parse {worst:?}");
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(POLICY_KEYS.to_vec()).prop_map(str::to_owned),
+            "[a-z_]{1,12}",
+        ]
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            "[ -~]{0,20}",
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("~".to_owned()),
+            Just("[]".to_owned()),
+            Just("{}".to_owned()),
+            Just("2030-01-01T00:00:00".to_owned()),
+            Just("\"0 9 * * MON\"".to_owned()),
+        ]
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::collection::vec((key(), scalar()), 0..8), 0..4).prop_map(
+            |policies| {
+                let mut y = String::from("policies:\n");
+                for p in policies {
+                    y.push_str("  -");
+                    if p.is_empty() {
+                        y.push_str(" {}\n");
+                    }
+                    for (i, (k, v)) in p.iter().enumerate() {
+                        y.push_str(if i == 0 { " " } else { "    " });
+                        y.push_str(&format!("{k}: {v}\n"));
+                    }
+                }
+                y
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_documents_never_panic_and_errors_are_located(doc in document()) {
+            let _ = hostile(&doc);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = hostile(&text);
+        }
+
+        #[test]
+        fn valid_policies_are_accepted_exactly(
+            name in "[A-Za-z0-9_-]{1,64}",
+            conf in "[!-~\u{a1}-\u{2fff}]{1,40}",
+            host in "[!-~]{1,40}",
+        ) {
+            let text = format!(
+                "policies:\n  - name: {}\n    conference_id: {}\n    host_union_id: {}\n    at: 2030-01-01T00:00:00\n",
+                serde_json::to_string(&name).unwrap_or_default(),
+                serde_json::to_string(&conf).unwrap_or_default(),
+                serde_json::to_string(&host).unwrap_or_default(),
+            );
+            let ps = parse(&text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(ps[0].policy.name.as_str(), name.as_str());
+            prop_assert!(matches!(&ps[0].policy.target, Target::Conference(c) if c.as_str() == conf));
+            prop_assert_eq!(ps[0].policy.host_union_id.as_str(), host.as_str());
+        }
+    }
+}

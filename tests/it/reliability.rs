@@ -744,3 +744,60 @@ async fn a_self_signed_https_server_is_refused_with_a_certificate_error() {
         String::from_utf8_lossy(&out.stderr).contains("plain http:// is allowed only to a loopback address")
     );
 }
+
+// 8 (the database half): strings round-trip byte-exact through SQLite.
+mod round_trip {
+    use proptest::prelude::*;
+
+    use dingrec::config::{DatabaseSettings, PolicyDefaults};
+    use dingrec::policy_file::parse_str;
+    use dingrec::store::Store;
+    use dingrec::store::policies::PolicyRecord;
+
+    fn policy() -> impl Strategy<Value = (String, String, String, String)> {
+        (
+            "[A-Za-z0-9_-]{1,64}",
+            "[!-~\u{a1}-\u{2fff}\u{1f300}-\u{1f5ff}]{1,30}",
+            "[!-~\u{4e00}-\u{4fff}]{1,40}",
+            proptest::sample::select(vec!["grid", "speech", "full_screen"]),
+        )
+            .prop_filter("ids hold no whitespace or control characters", |(_, c, h, _)| {
+                !(c.chars().chain(h.chars())).any(|ch| ch.is_whitespace() || ch.is_control())
+            })
+            .prop_map(|(n, c, h, l)| (n, c, h, l.to_owned()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn policies_round_trip_byte_exact_through_sqlite(ps in proptest::collection::btree_map("[A-Za-z0-9_-]{1,64}", policy(), 1..30)) {
+            let mut yaml = String::from("policies:\n");
+            for (name, (_, conf, host, layout)) in &ps {
+                let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
+                yaml.push_str(&format!(
+                    "  - name: {}\n    conference_id: {}\n    host_union_id: {}\n    layout: {layout}\n    cron: \"0 9 * * MON\"\n",
+                    q(name), q(conf), q(host)
+                ));
+            }
+            let parsed = parse_str(std::path::Path::new("p.yaml"), &yaml, &PolicyDefaults::default())
+                .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            let records: Vec<PolicyRecord> = parsed.iter().map(|p| PolicyRecord::from_policy(&p.policy, &p.source)).collect();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let back = rt.block_on(async {
+                let dir = tempfile::tempdir().expect("tmp");
+                let store = Store::open(&DatabaseSettings { path: dir.path().join("d.db"), ..DatabaseSettings::default() }).await.expect("store");
+                store.apply_policies(&records, false, chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("t")).await.expect("apply");
+                let back = store.list_policies().await.expect("list");
+                store.close().await;
+                back
+            });
+            prop_assert_eq!(back.len(), records.len());
+            for rec in &records {
+                let got = back.iter().find(|b| b.record.name == rec.name).expect("stored");
+                prop_assert_eq!(&got.record, rec);
+                prop_assert_eq!(got.record.to_policy().expect("valid"), parsed.iter().find(|p| p.policy.name.as_str() == rec.name).expect("parsed").policy.clone());
+            }
+        }
+    }
+}
