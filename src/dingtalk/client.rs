@@ -411,15 +411,7 @@ impl DingTalkClient {
         let raw = self
             .send(Self::with_token(self.http.get(self.url(&path)), token)?)
             .await?;
-        let (m, request_id) = parse(&raw)?;
-        m.get("confInfo")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| DingTalkError::InvalidResponse {
-                status: raw.status,
-                reason: "answer without confInfo".into(),
-                request_id,
-            })
+        field(&raw, "confInfo")
     }
 
     /// The meetings of a scheduled meeting (DingTalk returns the latest one).
@@ -435,15 +427,7 @@ impl DingTalkClient {
         let raw = self
             .send(Self::with_token(self.http.get(self.url(&path)), token)?)
             .await?;
-        let (m, request_id) = parse(&raw)?;
-        m.get("conferenceList")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| DingTalkError::InvalidResponse {
-                status: raw.status,
-                reason: "answer without conferenceList".into(),
-                request_id,
-            })
+        field(&raw, "conferenceList")
     }
 
     /// The live (`status == 2`) conferenceId of a scheduled meeting, if one is live.
@@ -457,6 +441,19 @@ impl DingTalkClient {
             .await?;
         Ok(list.into_iter().find(|c| c.status == 2).map(|c| c.conference_id))
     }
+}
+
+/// A lookup's answer: the JSON field `key` of a successful answer, as `T`.
+fn field<T: serde::de::DeserializeOwned>(raw: &RawResponse, key: &str) -> Result<T, DingTalkError> {
+    let (m, request_id) = parse(raw)?;
+    m.get(key)
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| DingTalkError::InvalidResponse {
+            status: raw.status,
+            reason: format!("answer without a valid {key}"),
+            request_id,
+        })
 }
 
 /// StartCloudRecord/StopCloudRecord success: 2xx and `"code":"200"`; anything else is an error.

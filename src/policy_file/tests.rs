@@ -384,6 +384,7 @@ mod properties {
             conf in "[!-~\u{a1}-\u{2fff}]{1,40}",
             host in "[!-~]{1,40}",
         ) {
+            prop_assume!(!conf.chars().any(|c| c.is_whitespace() || c.is_control()));
             let text = format!(
                 "policies:\n  - name: {}\n    conference_id: {}\n    host_union_id: {}\n    at: 2030-01-01T00:00:00\n",
                 serde_json::to_string(&name).unwrap_or_default(),

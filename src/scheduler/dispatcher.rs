@@ -31,7 +31,7 @@ use crate::store::Store;
 use crate::store::occurrences::{Claimed, Completion};
 
 /// Most rows one claim takes.
-const CLAIM_BATCH: usize = 2_000;
+const CLAIM_BATCH: usize = 10_000;
 /// Most claimed attempts waiting for a worker (each is a few hundred bytes).
 const MAX_QUEUE: usize = 200_000;
 /// Most outcomes one writer transaction commits.

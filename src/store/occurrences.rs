@@ -176,7 +176,7 @@ impl Store {
     pub async fn write_plans(&self, plans: &[PolicyPlan], now: DateTime<Utc>) -> Result<u64> {
         let now_s = fmt_utc(now);
         let mut written = 0;
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for plan in plans {
             for row in &plan.rows {
                 let due = fmt_utc(row.due_at);
@@ -235,7 +235,7 @@ impl Store {
     /// Set-based: one read, one UPDATE and one INSERT … SELECT per batch, whatever its size.
     async fn claim(&self, now: DateTime<Utc>, limit: i64, only: Option<i64>) -> Result<Vec<Claimed>> {
         let now_s = fmt_utc(now);
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let sql = match only {
             None => CLAIM_SELECT.to_owned(),
             Some(_) => CLAIM_SELECT.replace("ORDER BY", "AND o.id = ? ORDER BY"),
@@ -313,7 +313,7 @@ impl Store {
             return Ok(());
         }
         let now_s = fmt_utc(now);
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for c in done {
             let next = c.next_attempt_at.map(fmt_utc);
             sqlx::query(
@@ -359,7 +359,7 @@ impl Store {
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
         let now_s = fmt_utc(now);
         let mut rec = Recovery::default();
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         rec.interrupted_attempts = sqlx::query(
             "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
              message = 'dingrec stopped before this attempt had an outcome', finished_at = ? WHERE outcome IS NULL",
@@ -426,7 +426,7 @@ impl Store {
         if any == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let out = sweep_in(&mut tx, &now_s).await?;
         if out.is_empty() {
             tx.rollback().await?;
@@ -446,7 +446,7 @@ impl Store {
         conference_id: Option<&str>,
     ) -> Result<i64> {
         let now_s = fmt_utc(now);
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let id: i64 = sqlx::query(
             "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
              next_attempt_at, trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, 'manual', ?, ?) \
@@ -504,7 +504,7 @@ impl Store {
 
     /// Drop occurrences (and their attempts) that ended before `before`.
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "DELETE FROM occurrences WHERE due_at < ? AND state NOT IN ('scheduled', 'running', 'retry_wait')",
         )
@@ -528,10 +528,7 @@ fn final_event(r: &SqliteRow) -> FinalEvent {
     }
 }
 
-async fn expire_running(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    now_s: &str,
-) -> Result<Vec<FinalEvent>> {
+async fn expire_running(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
     let rows = sqlx::query(
         "UPDATE occurrences SET state = 'expired', next_attempt_at = NULL, updated_at = ? \
          WHERE state = 'running' AND window_ends_at <= ? \
@@ -539,14 +536,14 @@ async fn expire_running(
     )
     .bind(now_s)
     .bind(now_s)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(final_event).collect())
 }
 
 /// `scheduled` → `missed`, `retry_wait` → `expired`, for rows whose window has passed. The
 /// condition repeats the partial index's own, so SQLite reads only those rows.
-async fn sweep_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, now_s: &str) -> Result<Vec<FinalEvent>> {
+async fn sweep_in(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
     let rows = sqlx::query(
         "UPDATE occurrences SET state = CASE state WHEN 'scheduled' THEN 'missed' ELSE 'expired' END, \
          next_attempt_at = NULL, updated_at = ? \
@@ -555,7 +552,7 @@ async fn sweep_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, now_s: &str) -> 
     )
     .bind(now_s)
     .bind(now_s)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows.iter().map(final_event).collect())
 }

@@ -291,7 +291,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>> {
         let now_s = fmt_utc(now);
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(SELECT_POLICY.to_owned()))
             .fetch_all(&mut *tx)
             .await?;
@@ -310,61 +310,35 @@ impl Store {
             match change {
                 Change::Added { name } => {
                     let r = by_name[name.as_str()];
-                    sqlx::query(
+                    let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, \
                          enabled, source, created_at, updated_at) \
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
-                    .bind(&r.name)
-                    .bind(&r.conference_id)
-                    .bind(&r.schedule_conference_id)
-                    .bind(&r.host_union_id)
-                    .bind(&r.layout)
-                    .bind(&r.small_window_position)
-                    .bind(&r.cron)
-                    .bind(&r.at)
-                    .bind(&r.timezone)
-                    .bind(r.start_offset_ms)
-                    .bind(r.window_ms)
-                    .bind(&r.retry)
-                    .bind(&r.skip_dates)
-                    .bind(r.enabled)
-                    .bind(&r.source)
-                    .bind(&now_s)
-                    .bind(&now_s)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(&r.name);
+                    bind_fields(q, r)
+                        .bind(&now_s)
+                        .bind(&now_s)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 Change::Changed { name, fields } => {
                     let r = by_name[name.as_str()];
                     let replan = fields.iter().any(|f| f.field != "source");
-                    sqlx::query(
+                    let q = sqlx::query(
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
                          layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
                          start_offset_ms = ?, window_ms = ?, retry = ?, skip_dates = ?, enabled = ?, source = ?, \
                          updated_at = ?, planned_until = CASE WHEN ? THEN '' ELSE planned_until END \
                          WHERE name = ?",
-                    )
-                    .bind(&r.conference_id)
-                    .bind(&r.schedule_conference_id)
-                    .bind(&r.host_union_id)
-                    .bind(&r.layout)
-                    .bind(&r.small_window_position)
-                    .bind(&r.cron)
-                    .bind(&r.at)
-                    .bind(&r.timezone)
-                    .bind(r.start_offset_ms)
-                    .bind(r.window_ms)
-                    .bind(&r.retry)
-                    .bind(&r.skip_dates)
-                    .bind(r.enabled)
-                    .bind(&r.source)
-                    .bind(&now_s)
-                    .bind(replan)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
+                    );
+                    bind_fields(q, r)
+                        .bind(&now_s)
+                        .bind(replan)
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await?;
                     if replan {
                         cancel_future(&mut tx, name, &now_s).await?;
                     }
@@ -389,7 +363,27 @@ impl Store {
     }
 }
 
-async fn cancel_future(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str, now: &str) -> Result<()> {
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Bind the columns `conference_id` … `source`, in table order (INSERT and UPDATE share them).
+fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
+    q.bind(&r.conference_id)
+        .bind(&r.schedule_conference_id)
+        .bind(&r.host_union_id)
+        .bind(&r.layout)
+        .bind(&r.small_window_position)
+        .bind(&r.cron)
+        .bind(&r.at)
+        .bind(&r.timezone)
+        .bind(r.start_offset_ms)
+        .bind(r.window_ms)
+        .bind(&r.retry)
+        .bind(&r.skip_dates)
+        .bind(r.enabled)
+        .bind(&r.source)
+}
+
+async fn cancel_future(conn: &mut sqlx::SqliteConnection, name: &str, now: &str) -> Result<()> {
     sqlx::query(
         "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ? \
          WHERE policy_name = ? AND state = 'scheduled' AND due_at > ?",
@@ -397,7 +391,7 @@ async fn cancel_future(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, name: &str,
     .bind(now)
     .bind(name)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

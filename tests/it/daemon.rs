@@ -8,17 +8,7 @@ use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step};
 
 use crate::support::daemon::{Daemon, free_port, write_config};
-
-fn live(id: &str, script: Vec<Step>) -> MeetingSpec {
-    MeetingSpec {
-        conference_id: id.into(),
-        host_union_id: Some("host-1".into()),
-        state: Some(MeetingState::Live),
-        live_after: None,
-        ends_after: None,
-        script,
-    }
-}
+use crate::support::{live, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
 fn at_in(ms: i64) -> String {
@@ -46,15 +36,6 @@ async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn sqlite(db: &std::path::Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,15 +388,6 @@ async fn the_demo_shows_every_case_and_exits_0() {
     assert!(text.contains("4 succeeded, 1 failed"), "{text}");
 }
 
-fn step(answer: &str) -> Step {
-    Step {
-        answer: answer.into(),
-        status: None,
-        times: 1,
-        delay: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trace_level() {
     const CANARY: &str = "CANARY-SECRET-7f3a9c1e";
@@ -426,13 +398,13 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
             live(
                 "busy",
                 vec![
-                    step("systemError"),
-                    step("hang"),
-                    step("reset"),
-                    step("html"),
-                    step("x5"),
-                    step("json_array"),
-                    step("partial"),
+                    step("systemError", 1),
+                    step("hang", 1),
+                    step("reset", 1),
+                    step("html", 1),
+                    step("x5", 1),
+                    step("json_array", 1),
+                    step("partial", 1),
                 ],
             ),
             MeetingSpec {
@@ -549,7 +521,10 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_occurrence_finishes() {
     let f = fake(Scenario {
-        meetings: vec![live("conf-done", vec![]), live("conf-slow", vec![step("hang")])],
+        meetings: vec![
+            live("conf-done", vec![]),
+            live("conf-slow", vec![step("hang", 1)]),
+        ],
         ..Scenario::default()
     })
     .await;
@@ -618,7 +593,7 @@ async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_oc
 async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
     let f = fake(Scenario {
         meetings: vec![
-            live("conf-m", vec![step("systemError")]),
+            live("conf-m", vec![step("systemError", 1)]),
             live("today-conf", vec![]),
         ],
         ..Scenario::default()

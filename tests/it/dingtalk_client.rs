@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dingrec::dingtalk::client::StartRequest;
-use dingrec::fake::{FakeDingTalk, MeetingSpec, Scenario, Step};
+use dingrec::fake::{FakeDingTalk, Scenario};
 
 use crate::support::replay::{Replay, Scripted};
-use crate::support::{client, dingtalk_settings, internal_credentials};
+use crate::support::{client, dingtalk_settings, internal_credentials, live, step};
 
 async fn fake(scenario: Scenario) -> FakeDingTalk {
     FakeDingTalk::start("127.0.0.1:0".parse().expect("addr"), scenario)
@@ -15,30 +15,10 @@ async fn fake(scenario: Scenario) -> FakeDingTalk {
         .expect("fake")
 }
 
-fn meeting(id: &str, script: Vec<Step>) -> MeetingSpec {
-    MeetingSpec {
-        conference_id: id.into(),
-        host_union_id: Some("host".into()),
-        state: None,
-        live_after: None,
-        ends_after: None,
-        script,
-    }
-}
-
-fn step(answer: &str) -> Step {
-    Step {
-        answer: answer.into(),
-        status: None,
-        times: 1,
-        delay: None,
-    }
-}
-
 fn start(conference_id: &str) -> StartRequest<'_> {
     StartRequest {
         conference_id,
-        union_id: "host",
+        union_id: "host-1",
         layout: Some("speech"),
         small_window_position: Some("relative_right"),
     }
@@ -84,7 +64,7 @@ async fn a_token_is_refreshed_before_it_expires_and_not_earlier() {
 #[tokio::test]
 async fn an_expired_token_is_answered_with_invalid_authentication_and_can_be_dropped() {
     let f = fake(Scenario {
-        meetings: vec![meeting("m1", vec![])],
+        meetings: vec![live("m1", vec![])],
         ..Scenario::default()
     })
     .await;
@@ -109,7 +89,7 @@ async fn an_expired_token_is_answered_with_invalid_authentication_and_can_be_dro
 
 async fn times_out(answer: &str) {
     let f = fake(Scenario {
-        meetings: vec![meeting("m1", vec![step(answer)])],
+        meetings: vec![live("m1", vec![step(answer, 1)])],
         ..Scenario::default()
     })
     .await;
@@ -144,7 +124,10 @@ async fn a_one_byte_per_second_answer_ends_at_the_timeout() {
 #[tokio::test]
 async fn broken_connections_have_their_own_codes() {
     let f = fake(Scenario {
-        meetings: vec![meeting("m1", vec![step("reset"), step("partial"), step("drop")])],
+        meetings: vec![live(
+            "m1",
+            vec![step("reset", 1), step("partial", 1), step("drop", 1)],
+        )],
         ..Scenario::default()
     })
     .await;

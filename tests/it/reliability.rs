@@ -9,30 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::clock::{Clock, ManualClock};
-use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step, UnknownConferences};
+use dingrec::fake::{FakeDingTalk, MeetingSpec, Scenario, UnknownConferences};
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{Daemon, free_port, write_config};
-
-fn step(answer: &str, times: u32) -> Step {
-    Step {
-        answer: answer.into(),
-        status: None,
-        times,
-        delay: None,
-    }
-}
-
-fn live(id: &str, script: Vec<Step>) -> MeetingSpec {
-    MeetingSpec {
-        conference_id: id.into(),
-        host_union_id: Some("host-1".into()),
-        state: Some(MeetingState::Live),
-        live_after: None,
-        ends_after: None,
-        script,
-    }
-}
+use crate::support::{live, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
 fn wall() -> chrono::DateTime<Utc> {
@@ -41,15 +22,6 @@ fn wall() -> chrono::DateTime<Utc> {
 
 fn rfc(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn sqlite(db: &std::path::Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 async fn fake(s: Scenario) -> FakeDingTalk {

@@ -5,29 +5,10 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use dingrec::clock::{Clock, ManualClock, SystemClock};
-use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step};
+use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};
-
-fn meeting(id: &str, script: Vec<Step>) -> MeetingSpec {
-    MeetingSpec {
-        conference_id: id.into(),
-        host_union_id: Some("host-1".into()),
-        state: Some(MeetingState::Live),
-        live_after: None,
-        ends_after: None,
-        script,
-    }
-}
-
-fn answer(a: &str, times: u32) -> Step {
-    Step {
-        answer: a.into(),
-        status: None,
-        times,
-        delay: None,
-    }
-}
+use crate::support::{live, step};
 
 fn scenario(meetings: Vec<MeetingSpec>) -> Scenario {
     Scenario {
@@ -47,7 +28,7 @@ const FAST_RETRY: &str =
 
 #[tokio::test]
 async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings() {
-    let app = TestApp::start(scenario(vec![meeting("conf-1", vec![])]), |c| {
+    let app = TestApp::start(scenario(vec![live("conf-1", vec![])]), |c| {
         format!(
             "policies:\n{}",
             policy(
@@ -80,7 +61,7 @@ async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings(
 #[tokio::test]
 async fn system_error_twice_then_success_retries_within_the_backoff_bounds() {
     let app = TestApp::start(
-        scenario(vec![meeting("conf-1", vec![answer("systemError", 2)])]),
+        scenario(vec![live("conf-1", vec![step("systemError", 2)])]),
         |c| format!("policies:\n{}", policy("p", "conf-1", &at_in(c, 300), FAST_RETRY)),
     )
     .await;
@@ -116,11 +97,11 @@ async fn final_errors_fail_at_once_without_retry() {
         scenario(vec![
             MeetingSpec {
                 state: Some(MeetingState::Ended),
-                ..meeting("closed", vec![])
+                ..live("closed", vec![])
             },
             MeetingSpec {
                 host_union_id: Some("somebody-else".into()),
-                ..meeting("not-host", vec![])
+                ..live("not-host", vec![])
             },
         ]),
         |c| {
@@ -153,8 +134,8 @@ async fn final_errors_fail_at_once_without_retry() {
 async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
     let app = TestApp::start(
         scenario(vec![
-            meeting("always-busy-1", vec![answer("systemError", 1000)]),
-            meeting("always-busy-2", vec![answer("systemError", 1000)]),
+            live("always-busy-1", vec![step("systemError", 1000)]),
+            live("always-busy-2", vec![step("systemError", 1000)]),
         ]),
         |c| {
             let at = at_in(c, 300);
@@ -199,9 +180,9 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
 #[tokio::test]
 async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
     let app = TestApp::start(
-        scenario(vec![meeting(
+        scenario(vec![live(
             "conf-1",
-            vec![answer("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 2)],
+            vec![step("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 2)],
         )]),
         |c| {
             format!(
@@ -232,7 +213,7 @@ async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
 #[tokio::test]
 async fn an_expired_token_is_refreshed_once_and_the_call_retried() {
     let app = TestApp::start(
-        scenario(vec![meeting("conf-1", vec![]), meeting("conf-2", vec![])]),
+        scenario(vec![live("conf-1", vec![]), live("conf-2", vec![])]),
         |c| {
             format!(
                 "policies:\n{}{}",
@@ -341,7 +322,7 @@ async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it
     let t0 = parse_t("2030-01-07T08:00:00Z");
     let clock = ManualClock::new(t0);
     let mut app = TestApp::start_with(
-        scenario(vec![meeting("conf-a", vec![]), meeting("conf-b", vec![])]),
+        scenario(vec![live("conf-a", vec![]), live("conf-b", vec![])]),
         Arc::new(clock.clone()),
         |_| {},
         |_| {
@@ -383,7 +364,7 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
     let t0 = parse_t("2030-01-07T08:00:00Z");
     let clock = ManualClock::new(t0);
     let mut app = TestApp::start_with(
-        scenario(vec![meeting("conf-w", vec![])]),
+        scenario(vec![live("conf-w", vec![])]),
         Arc::new(clock.clone()),
         |_| {},
         |_| "policies:\n  - name: weekly\n    conference_id: conf-w\n    host_union_id: host-1\n    cron: \"0 9 * * MON\"\n    window: 30m\n".into(),

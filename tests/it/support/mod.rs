@@ -42,3 +42,36 @@ pub fn internal_credentials(key: &str, secret: &str) -> Credentials {
 pub fn client(settings: &DingTalkSettings, creds: Option<Credentials>) -> DingTalkClient {
     DingTalkClient::new(settings, creds, None, Arc::new(SystemClock)).expect("client")
 }
+
+/// A live meeting hosted by `host-1`, answering `script` first.
+pub fn live(id: &str, script: Vec<dingrec::fake::Step>) -> dingrec::fake::MeetingSpec {
+    dingrec::fake::MeetingSpec {
+        conference_id: id.into(),
+        host_union_id: Some("host-1".into()),
+        state: Some(dingrec::fake::MeetingState::Live),
+        live_after: None,
+        ends_after: None,
+        script,
+    }
+}
+
+/// A scripted answer, `times` times.
+pub fn step(answer: &str, times: u32) -> dingrec::fake::Step {
+    dingrec::fake::Step {
+        answer: answer.into(),
+        status: None,
+        times,
+        delay: None,
+    }
+}
+
+/// Ask the database with the `sqlite3` shell (waits up to 5 s for a lock); trimmed stdout.
+pub fn sqlite(db: &std::path::Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .args(["-cmd", ".timeout 5000"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 is installed (see .ci/run)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
