@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Settings};
 use crate::domain::time::fmt_utc;
-use crate::output::{cell, csv, table};
+use crate::output::{csv, table};
 use crate::policy_file::{self, Diagnostic, SourcedPolicy};
 use crate::scheduler::planner::firings_between;
 use crate::store::Store;
@@ -473,7 +473,7 @@ async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdResult 
     let recs = records(&ps);
     // Planning never creates a database: a missing one is an empty one.
     let changes = if settings.database.path.exists() {
-        let store = Store::open(&settings.database).await?;
+        let store = Store::open_for_reading(&settings.database).await?;
         let c = store.plan_policies(&recs, prune).await?;
         store.close().await;
         c
@@ -506,7 +506,7 @@ async fn apply(paths: &[PathBuf], prune: bool, settings: &Settings, clock: &dyn 
 }
 
 async fn policies(settings: &Settings, format: TableOrJson) -> CmdResult {
-    let store = Store::open(&settings.database).await?;
+    let store = Store::open_for_reading(&settings.database).await?;
     let ps = store.list_policies().await?;
     store.close().await;
     match format {
@@ -556,7 +556,7 @@ async fn next(
     within: Duration,
     format: TableOrJson,
 ) -> CmdResult {
-    let store = Store::open(&settings.database).await?;
+    let store = Store::open_for_reading(&settings.database).await?;
     let stored = match only {
         Some(name) => match store.policy_by_name(name).await? {
             Some(p) => vec![p],
@@ -623,7 +623,7 @@ async fn next(
 }
 
 async fn history(settings: &Settings, filter: &HistoryFilter, format: HistoryFormat) -> CmdResult {
-    let store = Store::open(&settings.database).await?;
+    let store = Store::open_for_reading(&settings.database).await?;
     let occurrences = store.history(filter).await?;
     store.close().await;
     if format == HistoryFormat::Json {
@@ -637,9 +637,10 @@ async fn history(settings: &Settings, filter: &HistoryFilter, format: HistoryFor
     Ok(EXIT_OK)
 }
 
-/// One row per attempt (an occurrence with no attempt gets one row of its own).
+/// One row per attempt (an occurrence with no attempt gets one row of its own). Written straight
+/// into one buffer: a week of a large company's audit log is a hundred thousand lines.
 pub fn render_history(occurrences: &[crate::store::history::OccurrenceRow], as_csv: bool) -> String {
-    let headers = [
+    const HEADERS: [&str; 13] = [
         "DUE_AT",
         "POLICY",
         "STATE",
@@ -654,45 +655,93 @@ pub fn render_history(occurrences: &[crate::store::history::OccurrenceRow], as_c
         "REQUEST_ID",
         "MESSAGE",
     ];
-    let mut rows = Vec::new();
+    fn opt<T: ToString>(v: &Option<T>) -> String {
+        v.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into())
+    }
+    let mut rows: Vec<[String; 13]> = Vec::with_capacity(occurrences.len() * 2);
     for o in occurrences {
-        let base = |r: &mut Vec<String>| {
-            r.push(o.due_at.clone());
-            r.push(o.policy.clone());
-            r.push(o.state.clone());
-            r.push(o.trigger.clone());
+        let base = |cells: [String; 9]| {
+            let [a, b, c, d, e, f, g, h, i] = cells;
+            [
+                o.due_at.clone(),
+                o.policy.clone(),
+                o.state.clone(),
+                o.trigger.clone(),
+                a,
+                b,
+                c,
+                d,
+                e,
+                f,
+                g,
+                h,
+                i,
+            ]
         };
         if o.attempts.is_empty() {
-            let mut r = Vec::new();
-            base(&mut r);
-            r.extend(["-", "-", "-", "-", "-", "-"].map(String::from));
-            r.push(cell(&o.conference_id));
-            r.extend(["-", "-"].map(String::from));
-            rows.push(r);
+            let dash = || "-".to_owned();
+            rows.push(base([
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                opt(&o.conference_id),
+                dash(),
+                dash(),
+            ]));
         }
         for a in &o.attempts {
-            let mut r = Vec::new();
-            base(&mut r);
-            r.push(a.attempt_no.to_string());
-            r.push(a.started_at.clone());
-            r.push(cell(&a.duration_ms));
-            r.push(cell(&a.http_status));
-            r.push(cell(&a.code));
-            r.push(cell(&a.outcome));
-            r.push(cell(&a.conference_id));
-            r.push(cell(&a.request_id));
             let msg = a.message.clone().unwrap_or_default();
-            r.push(if as_csv {
+            let msg = if as_csv {
                 msg
             } else {
                 msg.chars().take(60).collect()
-            });
-            rows.push(r);
+            };
+            rows.push(base([
+                a.attempt_no.to_string(),
+                a.started_at.clone(),
+                opt(&a.duration_ms),
+                opt(&a.http_status),
+                opt(&a.code),
+                opt(&a.outcome),
+                opt(&a.conference_id),
+                opt(&a.request_id),
+                msg,
+            ]));
         }
     }
     if as_csv {
-        csv(&headers, &rows)
-    } else {
-        table(&headers, &rows)
+        let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+        return csv(&HEADERS, &rows);
     }
+    let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::with_capacity(rows.len() * 160);
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let start = out.len();
+        for (i, c) in cells.enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(c);
+            let pad = widths[i].saturating_sub(c.chars().count());
+            out.extend(std::iter::repeat_n(' ', pad));
+        }
+        let trimmed = out[start..].trim_end().len();
+        out.truncate(start + trimmed);
+        out.push('\n');
+    };
+    line(&mut HEADERS.iter().copied());
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    line(&mut dashes.iter().map(String::as_str));
+    for r in &rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    out
 }

@@ -96,15 +96,28 @@ fn connect_options(path: &Path, settings: &DatabaseSettings, create: bool) -> Sq
 }
 
 impl Store {
-    /// Open (creating if missing) and migrate.
+    /// Open (creating if missing) and migrate, after checking an existing file is not damaged
+    /// (`PRAGMA quick_check`, read-only: a damaged file is never written to). For whatever writes.
     pub async fn open(settings: &DatabaseSettings) -> Result<Store> {
         let store = Self::open_unmigrated(settings).await?;
         MIGRATOR.run(&store.pool).await?;
         Ok(store)
     }
 
+    /// Open for the read-only commands (`history`, `policies`, `next`, `plan`): no page check
+    /// (it reads the whole file: about a second per 400 MB) and no migration; a damaged page
+    /// still shows as an error when a query reaches it.
+    pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
+        Self::connect(settings).await
+    }
+
     /// Open without running migrations (the caller runs them, e.g. `dingrec migrate`).
     pub async fn open_unmigrated(settings: &DatabaseSettings) -> Result<Store> {
+        check_not_corrupt(&settings.path).await?;
+        Self::connect(settings).await
+    }
+
+    async fn connect(settings: &DatabaseSettings) -> Result<Store> {
         let path = settings.path.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
@@ -114,7 +127,6 @@ impl Store {
                 source: sqlx::Error::Io(e),
             })?;
         }
-        check_not_corrupt(&path).await?;
         let options = connect_options(&path, settings, true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

@@ -136,7 +136,7 @@ pub struct Recovery {
 const CLAIM_SELECT: &str = "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.trigger, o.conference_id AS occ_conf, \
      o.attempt_count, o.throttled_count, o.last_code, p.conference_id AS pol_conf, p.schedule_conference_id, \
      p.host_union_id, p.layout, p.small_window_position, p.retry \
-     FROM occurrences o JOIN policies p ON p.id = o.policy_id \
+     FROM occurrences o INDEXED BY occurrences_next_due JOIN policies p ON p.id = o.policy_id \
      WHERE o.state IN ('scheduled', 'retry_wait') AND o.next_attempt_at <= ? AND o.window_ends_at > ? \
      ORDER BY o.next_attempt_at, o.id LIMIT ?";
 
@@ -214,7 +214,8 @@ impl Store {
     /// The earliest instant at which an occurrence wants an attempt.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(
-            "SELECT MIN(next_attempt_at) AS t FROM occurrences WHERE state IN ('scheduled', 'retry_wait')",
+            "SELECT MIN(next_attempt_at) AS t FROM occurrences INDEXED BY occurrences_next_due \
+             WHERE state IN ('scheduled', 'retry_wait')",
         )
         .fetch_one(self.pool())
         .await?;
@@ -416,8 +417,8 @@ impl Store {
         let now_s = fmt_utc(now);
         // Read first: an idle daemon should not take the write lock every tick.
         let any: i64 = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM occurrences WHERE state IN ('scheduled', 'retry_wait') \
-             AND window_ends_at <= ?)",
+            "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_window \
+             WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ?)",
         )
         .bind(&now_s)
         .fetch_one(self.pool())
@@ -545,7 +546,8 @@ async fn expire_running(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Resul
 /// condition repeats the partial index's own, so SQLite reads only those rows.
 async fn sweep_in(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
     let rows = sqlx::query(
-        "UPDATE occurrences SET state = CASE state WHEN 'scheduled' THEN 'missed' ELSE 'expired' END, \
+        "UPDATE occurrences INDEXED BY occurrences_window \
+         SET state = CASE state WHEN 'scheduled' THEN 'missed' ELSE 'expired' END, \
          next_attempt_at = NULL, updated_at = ? \
          WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ? \
          RETURNING id, policy_name, conference_id, state, last_code, due_at",
