@@ -62,7 +62,7 @@ async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attem
         ),
     )
     .expect("policies");
-    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
+    let cfg = write_config(dir.path(), &f.base_url(), free_port(), "log:\n  format: json\n");
     let mut d = Daemon::spawn(&cfg, &[]);
     wait_for("the slow call", Duration::from_secs(10), || {
         !f.start_requests().is_empty()
@@ -85,6 +85,25 @@ async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attem
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(f.start_requests().len(), 1, "no attempt after the signal");
     assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM attempts"), "1");
+    // log.format: json: one JSON object per line, the attempt's line with its stable fields.
+    let logs = d.stderr();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let attempt = events
+        .iter()
+        .find(|e| e["message"] == "recording started")
+        .expect("the attempt's line");
+    assert_eq!(attempt["policy"], "slow");
+    assert_eq!(attempt["conference_id"], "slow-conf");
+    assert_eq!(attempt["attempt"], 1);
+    assert_eq!(attempt["code"], "200");
+    assert!(
+        attempt["duration_ms"].as_i64().is_some_and(|ms| ms >= 1000),
+        "{attempt}"
+    );
+    assert_eq!(attempt["level"], "INFO");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
