@@ -82,12 +82,12 @@ CREATE INDEX attempts_by_started ON attempts (started_at);
 CREATE INDEX attempts_by_conference ON attempts (conference_id);
 CREATE INDEX attempts_open ON attempts (id) WHERE outcome IS NULL;
 
--- Bumped by every `apply`; a running daemon polls it to re-plan within 2 s.
+-- Small counters of dingrec's own (the readiness probe writes 'ready_probe' here). A running
+-- daemon notices `apply` through policies.planned_until, which apply resets, not through meta.
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO meta (key, value) VALUES ('policy_revision', 0);
 
 -- One row per attempt, for people at the sqlite3 prompt.
 CREATE VIEW audit_log AS

@@ -194,12 +194,6 @@ impl Scheduler {
         Ok(written)
     }
 
-    /// One look around: plan, settle missed windows, dispatch what is due.
-    pub async fn tick_once(&mut self) -> crate::store::Result<usize> {
-        self.housekeeping().await?;
-        self.dispatcher.dispatch_due().await
-    }
-
     /// Planning and the sweep of passed windows.
     pub async fn housekeeping(&mut self) -> crate::store::Result<()> {
         self.plan().await?;

@@ -188,14 +188,6 @@ impl Store {
         Ok(())
     }
 
-    /// The counter `apply` bumps; a daemon re-plans when it moves.
-    pub async fn policy_revision(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'policy_revision'")
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get::<i64, _>(0)).unwrap_or(0))
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -464,9 +464,6 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .get(0);
-        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'policy_revision'")
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(id)
     }

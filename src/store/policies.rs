@@ -355,9 +355,6 @@ impl Store {
                 }
             }
         }
-        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'policy_revision'")
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(changes)
     }
