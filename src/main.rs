@@ -3,6 +3,7 @@
 use clap::Parser as _;
 
 fn main() {
+    limit_malloc_arenas();
     let cli = dingrec::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -14,3 +15,18 @@ fn main() {
     let code = runtime.block_on(dingrec::cli::dispatch(cli));
     std::process::exit(code);
 }
+
+/// glibc gives every thread that allocates its own malloc arena (up to eight per core), and memory
+/// freed in one arena is not reused by another: with the runtime's workers and one thread per
+/// SQLite connection, a burst's peak RSS grows by several MB of fragmentation. Two arenas are
+/// enough for two cores (threads keep their per-thread caches). Set before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}

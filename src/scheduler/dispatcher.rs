@@ -22,13 +22,12 @@ use super::health::Health;
 use crate::clock::SharedClock;
 use crate::dingtalk::client::StartRequest;
 use crate::dingtalk::{DingTalkClient, DingTalkError};
-use crate::domain::RetryPolicy;
 use crate::domain::outcome::{Classification, RetryClass, codes};
 use crate::domain::retry::{AttemptContext, Next, decide};
 use crate::domain::time::fmt_utc;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::occurrences::{Claimed, Completion};
+use crate::store::occurrences::{Claimed, Completion, Meeting};
 
 /// Most rows one claim takes.
 const CLAIM_BATCH: usize = 10_000;
@@ -249,12 +248,17 @@ impl Dispatcher {
         let n = claimed.len();
         for c in &claimed {
             if c.attempt_no == 1 {
-                let late = (c.started_at - c.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                let late = (now - c.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                 self.metrics.fire_lateness(late);
             }
         }
         if let Ok(mut q) = self.queue.lock() {
-            q.extend(claimed);
+            if q.is_empty() {
+                // Takes the claim's buffer as it is: a 10,000-row burst is not copied.
+                *q = claimed.into();
+            } else {
+                q.extend(claimed);
+            }
         }
         self.ensure_workers();
         Ok(n)
@@ -263,7 +267,6 @@ impl Dispatcher {
     /// One attempt: resolve the meeting if needed, call StartCloudRecord, decide what's next.
     pub async fn attempt(&self, c: &Claimed) -> Completion {
         let started = tokio::time::Instant::now();
-        let retry: RetryPolicy = serde_json::from_str(&c.retry).unwrap_or_default();
         let (result, conference_id) = self.call(c).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let now = self.clock.now();
@@ -277,14 +280,14 @@ impl Dispatcher {
             ),
         };
         let class = self.classification.classify(&code, http_status);
-        let counted = u32::try_from(c.attempt_count - c.throttled_count).unwrap_or(u32::MAX);
+        let counted = u32::try_from(c.attempt_no - c.throttled_count).unwrap_or(u32::MAX);
         let ctx = AttemptContext {
             now,
             window_ends_at: c.window_ends_at,
             counted_attempts: counted,
-            previous_was_reauth: c.last_code.as_deref() == Some(codes::INVALID_AUTHENTICATION),
+            previous_was_reauth: c.previous_was_reauth,
         };
-        let (outcome, next) = decide(class, &retry, ctx, rand::rng().random::<f64>());
+        let (outcome, next) = decide(class, &c.retry, ctx, rand::rng().random::<f64>());
         let (state, next_at) = match next {
             Next::Succeeded => ("succeeded", None),
             Next::Failed => ("failed", None),
@@ -333,18 +336,14 @@ impl Dispatcher {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
         };
-        let conference_id = match (
-            &c.conference_id,
-            &c.policy_conference_id,
-            &c.schedule_conference_id,
-        ) {
-            (Some(id), _, _) | (None, Some(id), _) => id.clone(),
-            (None, None, Some(sched)) => match self.client.resolve_live_with(&token, sched).await {
+        let conference_id = match &c.meeting {
+            Meeting::Conference(id) => id.to_string(),
+            Meeting::Schedule(sched) => match self.client.resolve_live_with(&token, sched).await {
                 Ok(Some(id)) => id,
                 Ok(None) => {
                     return (
                         Err(DingTalkError::NotLive {
-                            schedule_conference_id: sched.clone(),
+                            schedule_conference_id: sched.to_string(),
                         }),
                         None,
                     );
@@ -356,7 +355,7 @@ impl Dispatcher {
                     return (Err(e), None);
                 }
             },
-            (None, None, None) => {
+            Meeting::Missing => {
                 return (
                     Err(DingTalkError::Api {
                         status: 0,
@@ -371,8 +370,8 @@ impl Dispatcher {
         let req = StartRequest {
             conference_id: &conference_id,
             union_id: &c.host_union_id,
-            layout: Some(&c.layout),
-            small_window_position: Some(&c.small_window_position),
+            layout: Some(c.layout.as_str()),
+            small_window_position: Some(c.small_window_position.as_str()),
         };
         if let Some(w) = &self.window {
             w.acquire().await;
@@ -400,10 +399,11 @@ impl Dispatcher {
         now: DateTime<Utc>,
         message: &str,
     ) {
-        let conf = conference_id
-            .as_deref()
-            .or(c.schedule_conference_id.as_deref())
-            .unwrap_or("-");
+        let conf = match (conference_id, &c.meeting) {
+            (Some(id), _) => id.as_str(),
+            (None, Meeting::Conference(id) | Meeting::Schedule(id)) => id,
+            (None, Meeting::Missing) => "-",
+        };
         let next_in = next_at.map(|t| (t - now).num_milliseconds());
         match state {
             "succeeded" => info!(

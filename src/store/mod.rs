@@ -91,6 +91,7 @@ fn connect_options(path: &Path, settings: &DatabaseSettings, create: bool) -> Sq
         })
         .busy_timeout(settings.busy_timeout)
         .foreign_keys(true)
+        .pragma("cache_size", "-512")
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
 }

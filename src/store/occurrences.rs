@@ -2,13 +2,19 @@
 //! claimed atomically together with its attempt's intent row; the outcome completes both in one
 //! transaction.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::policies::PolicyRecord;
 use super::{Result, Store, StoreError};
+use crate::domain::RetryPolicy;
+use crate::domain::outcome::codes;
+use crate::domain::policy::{Layout, WindowPosition};
 use crate::domain::time::{fmt_utc, parse_utc};
 
 /// Occurrence states (SPEC §5).
@@ -68,29 +74,41 @@ pub struct PolicyPlan {
     pub planned_until: DateTime<Utc>,
 }
 
-/// A claimed occurrence, with its attempt's intent row already committed.
+/// A claimed occurrence, with its attempt's intent row already committed. Decoded at claim
+/// time into what the call needs and nothing more: a burst queues one of these per meeting.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub occurrence_id: i64,
     pub attempt_id: i64,
+    /// This attempt's number (attempts made, this one included).
     pub attempt_no: i64,
-    pub started_at: DateTime<Utc>,
-    pub policy_name: String,
+    pub policy_name: Box<str>,
     pub due_at: DateTime<Utc>,
     pub window_ends_at: DateTime<Utc>,
-    pub trigger: String,
-    /// The occurrence's own conference id (manual trigger override, or resolved earlier).
-    pub conference_id: Option<String>,
-    pub policy_conference_id: Option<String>,
-    pub schedule_conference_id: Option<String>,
-    pub host_union_id: String,
-    pub layout: String,
-    pub small_window_position: String,
-    pub retry: String,
-    /// Attempts made, this one included.
-    pub attempt_count: i64,
+    /// `schedule`, `catch_up` or `manual`.
+    pub trigger: &'static str,
+    pub meeting: Meeting,
+    /// Shared with the claim's other attempts for the same host.
+    pub host_union_id: Arc<str>,
+    pub layout: Layout,
+    pub small_window_position: WindowPosition,
+    /// Shared with the claim's other attempts with the same settings.
+    pub retry: Arc<RetryPolicy>,
     pub throttled_count: i64,
-    pub last_code: Option<String>,
+    /// The previous attempt ended in `InvalidAuthentication` (one re-auth retry is free).
+    pub previous_was_reauth: bool,
+}
+
+/// Which meeting an attempt records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meeting {
+    /// A known conference id: the occurrence's own (manual override, or resolved earlier), else
+    /// the policy's.
+    Conference(Box<str>),
+    /// A scheduled meeting whose live conference is looked up at call time.
+    Schedule(Box<str>),
+    /// The policy names no meeting (the schema's CHECK makes this unreachable).
+    Missing,
 }
 
 /// An attempt's result and the occurrence's next step, written together.
@@ -132,6 +150,75 @@ pub struct Recovery {
     pub caught_up: u64,
     pub finals: Vec<FinalEvent>,
 }
+
+/// What the rows of one claim share: many policies name the same host and the same retry
+/// settings, and a burst's claimed attempts point at one copy of each.
+#[derive(Default)]
+struct Shared {
+    hosts: std::collections::HashMap<Box<str>, Arc<str>>,
+    retries: std::collections::HashMap<Box<str>, Arc<RetryPolicy>>,
+}
+
+impl Shared {
+    fn host(&mut self, s: &str) -> Arc<str> {
+        if let Some(h) = self.hosts.get(s) {
+            return h.clone();
+        }
+        let h: Arc<str> = s.into();
+        self.hosts.insert(s.into(), h.clone());
+        h
+    }
+
+    /// Written by `apply` from a validated policy; should a row ever hold another shape (an
+    /// older or newer dingrec), the attempt still goes out, with the default retry.
+    fn retry(&mut self, s: &str, policy: &str) -> Arc<RetryPolicy> {
+        if let Some(r) = self.retries.get(s) {
+            return r.clone();
+        }
+        let r = Arc::new(serde_json::from_str(s).unwrap_or_else(|e| {
+            tracing::warn!(policy, error = %e, "unreadable retry settings; using the defaults");
+            RetryPolicy::default()
+        }));
+        self.retries.insert(s.into(), r.clone());
+        r
+    }
+}
+
+/// One claim row, decoded (attempt id still 0: it comes from the INSERT).
+fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
+    let data = |col: &str, e: String| StoreError::Data(format!("{col}: {e}"));
+    let text = |col: &str| -> Option<Box<str>> { r.get::<Option<&str>, _>(col).map(Box::from) };
+    let meeting = match (text("occ_conf"), text("pol_conf"), text("schedule_conference_id")) {
+        (Some(id), _, _) | (None, Some(id), _) => Meeting::Conference(id),
+        (None, None, Some(sched)) => Meeting::Schedule(sched),
+        (None, None, None) => Meeting::Missing,
+    };
+    let trigger: &str = r.get("trigger");
+    let trigger = TRIGGERS
+        .iter()
+        .find(|t| **t == trigger)
+        .ok_or_else(|| data("trigger", format!("unknown trigger '{trigger}'")))?;
+    let policy_name: &str = r.get("policy_name");
+    Ok(Claimed {
+        occurrence_id: r.get("id"),
+        attempt_id: 0,
+        attempt_no: r.get::<i64, _>("attempt_count") + 1,
+        policy_name: policy_name.into(),
+        due_at: time(r, "due_at")?,
+        window_ends_at: time(r, "window_ends_at")?,
+        trigger,
+        meeting,
+        host_union_id: shared.host(r.get("host_union_id")),
+        layout: Layout::parse(r.get("layout")).map_err(|e| data("layout", e.to_string()))?,
+        small_window_position: WindowPosition::parse(r.get("small_window_position"))
+            .map_err(|e| data("small_window_position", e.to_string()))?,
+        retry: shared.retry(r.get("retry"), policy_name),
+        throttled_count: r.get("throttled_count"),
+        previous_was_reauth: r.get::<Option<&str>, _>("last_code") == Some(codes::INVALID_AUTHENTICATION),
+    })
+}
+
+const TRIGGERS: [&str; 3] = ["schedule", "catch_up", "manual"];
 
 const CLAIM_SELECT: &str = "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.trigger, o.conference_id AS occ_conf, \
      o.attempt_count, o.throttled_count, o.last_code, p.conference_id AS pol_conf, p.schedule_conference_id, \
@@ -245,12 +332,21 @@ impl Store {
         if let Some(id) = only {
             q = q.bind(id);
         }
-        let rows = q.bind(limit).fetch_all(&mut *tx).await?;
-        if rows.is_empty() {
-            tx.rollback().await?;
-            return Ok(Vec::new());
+        // Rows are streamed into `Claimed` values as they come (sqlx hands them over through a
+        // small bounded channel), so a 10,000-row claim never holds 10,000 raw rows at once.
+        let mut out = Vec::new();
+        {
+            let mut shared = Shared::default();
+            let mut rows = q.bind(limit).fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await? {
+                out.push(claimed_from_row(&r, &mut shared)?);
+            }
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
+        if out.is_empty() {
+            tx.rollback().await?;
+            return Ok(out);
+        }
+        let ids: Vec<i64> = out.iter().map(|c| c.occurrence_id).collect();
         let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "UPDATE occurrences SET state = 'running', attempt_count = attempt_count + 1, next_attempt_at = NULL, \
@@ -260,50 +356,30 @@ impl Store {
         .bind(&ids_json)
         .execute(&mut *tx)
         .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO attempts (occurrence_id, attempt_no, started_at, conference_id) \
-             SELECT o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id) \
-             FROM occurrences o JOIN policies p ON p.id = o.policy_id WHERE o.id IN (SELECT value FROM json_each(?)) \
-             RETURNING id, occurrence_id",
-        )
-        .bind(&now_s)
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut attempt_of = std::collections::HashMap::with_capacity(out.len());
+        {
+            let mut inserted = sqlx::query(
+                "INSERT INTO attempts (occurrence_id, attempt_no, started_at, conference_id) \
+                 SELECT o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id) \
+                 FROM occurrences o JOIN policies p ON p.id = o.policy_id WHERE o.id IN (SELECT value FROM json_each(?)) \
+                 RETURNING id, occurrence_id",
+            )
+            .bind(&now_s)
+            .bind(&ids_json)
+            .fetch(&mut *tx);
+            while let Some(r) = inserted.try_next().await? {
+                attempt_of.insert(r.get::<i64, _>(1), r.get::<i64, _>(0));
+            }
+        }
         tx.commit().await?;
-        let attempt_of: std::collections::HashMap<i64, i64> = inserted
-            .iter()
-            .map(|r| (r.get::<i64, _>(1), r.get::<i64, _>(0)))
-            .collect();
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: i64 = r.get("id");
-            let attempt_no: i64 = r.get::<i64, _>("attempt_count") + 1;
-            let Some(&attempt_id) = attempt_of.get(&id) else {
+        for c in &mut out {
+            let Some(&attempt_id) = attempt_of.get(&c.occurrence_id) else {
                 return Err(StoreError::Data(format!(
-                    "no attempt row was written for occurrence {id}"
+                    "no attempt row was written for occurrence {}",
+                    c.occurrence_id
                 )));
             };
-            out.push(Claimed {
-                occurrence_id: id,
-                attempt_id,
-                attempt_no,
-                started_at: now,
-                policy_name: r.get("policy_name"),
-                due_at: time(r, "due_at")?,
-                window_ends_at: time(r, "window_ends_at")?,
-                trigger: r.get("trigger"),
-                conference_id: r.get("occ_conf"),
-                policy_conference_id: r.get("pol_conf"),
-                schedule_conference_id: r.get("schedule_conference_id"),
-                host_union_id: r.get("host_union_id"),
-                layout: r.get("layout"),
-                small_window_position: r.get("small_window_position"),
-                retry: r.get("retry"),
-                attempt_count: attempt_no,
-                throttled_count: r.get("throttled_count"),
-                last_code: r.get("last_code"),
-            });
+            c.attempt_id = attempt_id;
         }
         Ok(out)
     }
@@ -314,41 +390,51 @@ impl Store {
             return Ok(());
         }
         let now_s = fmt_utc(now);
+        // Set-based, like the claim: the batch goes in as one JSON array of positional rows and
+        // each table is updated by one statement, however many attempts the batch holds.
+        let rows: Vec<_> = done
+            .iter()
+            .map(|c| {
+                (
+                    c.attempt_id,
+                    c.occurrence_id,
+                    fmt_utc(c.finished_at),
+                    c.duration_ms,
+                    &c.conference_id,
+                    c.http_status,
+                    &c.code,
+                    &c.message,
+                    &c.request_id,
+                    c.outcome,
+                    c.next_attempt_at.map(fmt_utc),
+                    c.state,
+                    i64::from(c.throttled),
+                )
+            })
+            .collect();
+        let batch =
+            serde_json::to_string(&rows).map_err(|e| StoreError::Data(format!("outcome batch: {e}")))?;
         let mut tx = self.begin_write().await?;
-        for c in done {
-            let next = c.next_attempt_at.map(fmt_utc);
-            sqlx::query(
-                "UPDATE attempts SET finished_at = ?, duration_ms = ?, conference_id = COALESCE(?, conference_id), \
-                 http_status = ?, code = ?, message = ?, request_id = ?, outcome = ?, next_attempt_at = ? \
-                 WHERE id = ? AND outcome IS NULL",
-            )
-            .bind(fmt_utc(c.finished_at))
-            .bind(c.duration_ms)
-            .bind(&c.conference_id)
-            .bind(i64::from(c.http_status))
-            .bind(&c.code)
-            .bind(&c.message)
-            .bind(&c.request_id)
-            .bind(c.outcome)
-            .bind(&next)
-            .bind(c.attempt_id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE occurrences SET state = ?, next_attempt_at = ?, last_code = ?, \
-                 conference_id = COALESCE(?, conference_id), throttled_count = throttled_count + ?, updated_at = ? \
-                 WHERE id = ? AND state = 'running'",
-            )
-            .bind(c.state)
-            .bind(&next)
-            .bind(&c.code)
-            .bind(&c.conference_id)
-            .bind(i64::from(c.throttled))
-            .bind(&now_s)
-            .bind(c.occurrence_id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        sqlx::query(
+            "UPDATE attempts SET finished_at = j.value ->> 2, duration_ms = j.value ->> 3, \
+             conference_id = COALESCE(j.value ->> 4, attempts.conference_id), http_status = j.value ->> 5, \
+             code = j.value ->> 6, message = j.value ->> 7, request_id = j.value ->> 8, outcome = j.value ->> 9, \
+             next_attempt_at = j.value ->> 10 \
+             FROM json_each(?) AS j WHERE attempts.id = j.value ->> 0 AND attempts.outcome IS NULL",
+        )
+        .bind(&batch)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE occurrences NOT INDEXED SET state = j.value ->> 11, next_attempt_at = j.value ->> 10, last_code = j.value ->> 6, \
+             conference_id = COALESCE(j.value ->> 4, occurrences.conference_id), \
+             throttled_count = throttled_count + (j.value ->> 12), updated_at = ? \
+             FROM json_each(?) AS j WHERE occurrences.id = j.value ->> 1 AND occurrences.state = 'running'",
+        )
+        .bind(&now_s)
+        .bind(&batch)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
