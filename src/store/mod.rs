@@ -130,7 +130,7 @@ impl Store {
         }
         let options = connect_options(&path, settings, true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .min_connections(1)
             .acquire_timeout(settings.busy_timeout + Duration::from_secs(5))
             // A COMMIT that fails (SQLITE_FULL on a full disk) leaves the connection inside its

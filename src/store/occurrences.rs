@@ -230,32 +230,29 @@ const CLAIM_SELECT: &str = "SELECT o.id, o.policy_name, o.due_at, o.window_ends_
 impl Store {
     /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
             "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, small_window_position, \
              cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, planned_until \
              FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?",
         )
         .bind(fmt_utc(until))
         .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let pu: String = r.get("planned_until");
-                Ok(PlanCandidate {
-                    policy_id: r.get("id"),
-                    record: PolicyRecord::from_row_pub(r),
-                    planned_until: if pu.is_empty() {
-                        None
-                    } else {
-                        Some(
-                            parse_utc(&pu)
-                                .map_err(|e| StoreError::Data(format!("planned_until '{pu}': {e}")))?,
-                        )
-                    },
-                })
-            })
-            .collect()
+        .fetch(self.pool());
+        // Streamed (see `claim`): a planning pass never holds its raw rows.
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            let pu: String = r.get("planned_until");
+            out.push(PlanCandidate {
+                policy_id: r.get("id"),
+                record: PolicyRecord::from_row_pub(&r),
+                planned_until: if pu.is_empty() {
+                    None
+                } else {
+                    Some(parse_utc(&pu).map_err(|e| StoreError::Data(format!("planned_until '{pu}': {e}")))?)
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Write planned rows (never duplicating: unique per policy and due time; a cancelled row at
