@@ -477,18 +477,16 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let older = sqlx::query(
-            "UPDATE occurrences SET state = 'missed', next_attempt_at = NULL, updated_at = ? WHERE state = 'scheduled' \
-             AND due_at <= ? AND EXISTS (SELECT 1 FROM occurrences n WHERE n.policy_id = occurrences.policy_id \
-               AND n.state = 'scheduled' AND n.due_at > occurrences.due_at AND n.due_at <= ?) \
-             RETURNING id, policy_name, conference_id, state, last_code, due_at",
+        // Older past-due rows of a policy that has a later one due: `missed`.
+        let older = settle(
+            &mut tx,
+            "UPDATE occurrences SET state = 'missed', next_attempt_at = NULL, updated_at = ?1 WHERE state = 'scheduled' \
+             AND due_at <= ?1 AND EXISTS (SELECT 1 FROM occurrences n WHERE n.policy_id = occurrences.policy_id \
+               AND n.state = 'scheduled' AND n.due_at > occurrences.due_at AND n.due_at <= ?1)",
+            &now_s,
         )
-        .bind(&now_s)
-        .bind(&now_s)
-        .bind(&now_s)
-        .fetch_all(&mut *tx)
         .await?;
-        rec.finals.extend(older.iter().map(final_event));
+        rec.finals.extend(older);
         rec.finals.extend(sweep_in(&mut tx, &now_s).await?);
         tx.commit().await?;
         Ok(rec)
@@ -610,31 +608,39 @@ fn final_event(r: &SqliteRow) -> FinalEvent {
 }
 
 async fn expire_running(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
-    let rows = sqlx::query(
-        "UPDATE occurrences SET state = 'expired', next_attempt_at = NULL, updated_at = ? \
-         WHERE state = 'running' AND window_ends_at <= ? \
-         RETURNING id, policy_name, conference_id, state, last_code, due_at",
+    settle(
+        conn,
+        "UPDATE occurrences SET state = 'expired', next_attempt_at = NULL, updated_at = ?1 \
+         WHERE state = 'running' AND window_ends_at <= ?1",
+        now_s,
     )
-    .bind(now_s)
-    .bind(now_s)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.iter().map(final_event).collect())
+    .await
 }
 
 /// `scheduled` → `missed`, `retry_wait` → `expired`, for rows whose window has passed. The
 /// condition repeats the partial index's own, so SQLite reads only those rows.
 async fn sweep_in(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
-    let rows = sqlx::query(
+    settle(
+        conn,
         "UPDATE occurrences INDEXED BY occurrences_window \
          SET state = CASE state WHEN 'scheduled' THEN 'missed' ELSE 'expired' END, \
-         next_attempt_at = NULL, updated_at = ? \
-         WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ? \
-         RETURNING id, policy_name, conference_id, state, last_code, due_at",
+         next_attempt_at = NULL, updated_at = ?1 \
+         WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ?1",
+        now_s,
     )
-    .bind(now_s)
-    .bind(now_s)
-    .fetch_all(&mut *conn)
-    .await?;
+    .await
+}
+
+/// Run an `UPDATE` that moves occurrences to a final state as of `now_s` (`?1`), and return them.
+async fn settle(
+    conn: &mut sqlx::SqliteConnection,
+    update: &'static str,
+    now_s: &str,
+) -> Result<Vec<FinalEvent>> {
+    let sql = format!("{update} RETURNING id, policy_name, conference_id, state, last_code, due_at");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_s)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(rows.iter().map(final_event).collect())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step};
 
-use crate::support::daemon::{Daemon, free_port, write_config};
+use crate::support::daemon::{Daemon, free_port, write_config, write_policies};
 use crate::support::{live, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
@@ -52,16 +52,15 @@ async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attem
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!(
-            "policies:\n{}{}",
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "{}{}",
             policy("slow", "slow-conf", &at_in(1000)),
             policy("later", "later-conf", &at_in(4000))
         ),
-    )
-    .expect("policies");
+    );
     let cfg = write_config(dir.path(), &f.base_url(), free_port(), "log:\n  format: json\n");
     let mut d = Daemon::spawn(&cfg, &[]);
     wait_for("the slow call", Duration::from_secs(10), || {
@@ -114,22 +113,13 @@ async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_bro
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
-    std::fs::write(
-        dir.path().join("policies/a.yaml"),
-        format!("policies:\n{}", policy("first", "c1", &at_in(3_600_000))),
-    )
-    .expect("write");
+    write_policies(dir.path(), "a.yaml", &policy("first", "c1", &at_in(3_600_000)));
     let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
     let d = Daemon::spawn(&cfg, &[]);
     d.wait_http(Duration::from_secs(10)).await;
     let db = dir.path().join("dingrec.db");
 
-    std::fs::write(
-        dir.path().join("policies/b.yaml"),
-        format!("policies:\n{}", policy("second", "c2", &at_in(2500))),
-    )
-    .expect("write");
+    write_policies(dir.path(), "b.yaml", &policy("second", "c2", &at_in(2500)));
     d.signal("HUP");
     let hup = tokio::time::Instant::now();
     wait_for("the new policy's occurrence", Duration::from_secs(2), || {
@@ -142,7 +132,11 @@ async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_bro
     assert!(hup.elapsed() < Duration::from_secs(2));
 
     // A broken file: logged with its location, shown by /readyz, the old policies keep firing.
-    std::fs::write(dir.path().join("policies/c.yaml"), "policies:\n  - name: third\n    conference_id: c3\n    host_union_id: h\n    at: 2030-01-01T00:00:00\n    layout: tiles\n").expect("write");
+    write_policies(
+        dir.path(),
+        "c.yaml",
+        "  - name: third\n    conference_id: c3\n    host_union_id: h\n    at: 2030-01-01T00:00:00\n    layout: tiles\n",
+    );
     d.signal("HUP");
     wait_for("the located error in the log", Duration::from_secs(5), || {
         d.stderr().contains("c.yaml:6:13")
@@ -278,16 +272,15 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
-    std::fs::write(
-        dir.path().join("policies/a.yaml"),
-        format!(
-            "policies:\n{}{}",
+    write_policies(
+        dir.path(),
+        "a.yaml",
+        &format!(
+            "{}{}",
             policy("now", "c1", &at_in(500)),
             policy("later", "c2", &at_in(3_600_000))
         ),
-    )
-    .expect("write");
+    );
     let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
     let d = Daemon::spawn(&cfg, &[]);
     d.wait_http(Duration::from_secs(10)).await;
@@ -438,12 +431,12 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
     let f = fake(scenario("some-other-secret")).await;
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("app_secret"), format!("{CANARY}\n")).expect("secret");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
     let retry = "    retry: { initial_interval: 100ms, maximum_interval: 300ms, maximum_attempts: 60 }\n    window: 1m\n";
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!(
-            "policies:\n{}{retry}{}{retry}{}{retry}",
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "{}{retry}{}{retry}{}{retry}",
             policy("busy", "busy", &at_in(300)).replace(
                 "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
                 ""
@@ -457,8 +450,7 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
                 ""
             ),
         ),
-    )
-    .expect("policies");
+    );
     let cfg = write_config(dir.path(), &f.base_url(), free_port(), "log:\n  level: trace\n");
     std::fs::write(
         &cfg,
@@ -548,16 +540,15 @@ async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_oc
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!(
-            "policies:\n{}{}",
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "{}{}",
             policy("done", "conf-done", &at_in(300)),
             policy("slow", "conf-slow", &at_in(1000))
         ),
-    )
-    .expect("policies");
+    );
     let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
     std::fs::write(
         &cfg,
@@ -619,12 +610,11 @@ async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!("policies:\n{}", policy("adhoc", "conf-m", "2031-01-01T09:00:00Z")),
-    )
-    .expect("policies");
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &policy("adhoc", "conf-m", "2031-01-01T09:00:00Z"),
+    );
     let cfg = write_config(dir.path(), &f.base_url(), free_port(), "");
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))

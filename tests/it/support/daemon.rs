@@ -35,6 +35,12 @@ pub fn write_config(dir: &Path, base_url: &str, port: u16, extra: &str) -> PathB
     path
 }
 
+/// Write `policies:` followed by `entries` to `dir/policies/<file>`.
+pub fn write_policies(dir: &Path, file: &str, entries: &str) {
+    std::fs::create_dir_all(dir.join("policies")).expect("policies dir");
+    std::fs::write(dir.join("policies").join(file), format!("policies:\n{entries}")).expect("policies");
+}
+
 impl Daemon {
     pub fn spawn(config: &Path, envs: &[(&str, &str)]) -> Daemon {
         let dir = config.parent().expect("dir");
