@@ -5,6 +5,8 @@
 //! the decision to fire and does not wait for an HTTP slot: 10,000 meetings at 09:00:00 are all
 //! claimed within a fraction of a second, then served by at most `max_in_flight` workers. With a
 //! rate limit, claims are paced by the limiter instead (one permit, one claim), in due order.
+//! The queue holds only the claimed attempts' ids; workers read what the calls need back from
+//! the database, `max_in_flight` attempts at a time, one read at a time.
 //! Each call's outcome goes to one writer task that commits outcomes in batches (many attempts
 //! per fsync) and wakes the loop.
 
@@ -27,11 +29,11 @@ use crate::domain::retry::{AttemptContext, Next, decide};
 use crate::domain::time::fmt_utc;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::occurrences::{Claimed, Completion, Meeting};
+use crate::store::occurrences::{Claimed, Completion, Meeting, Ticket};
 
 /// Most rows one claim takes.
 const CLAIM_BATCH: usize = 10_000;
-/// Most claimed attempts waiting for a worker (each is a few hundred bytes).
+/// Most claimed attempts waiting for a worker (16 bytes each).
 const MAX_QUEUE: usize = 200_000;
 /// Most outcomes one writer transaction commits.
 const WRITE_BATCH: usize = 1024;
@@ -83,6 +85,17 @@ impl SendWindow {
     }
 }
 
+const STOPPED: &str = "dingrec stopped before sending this attempt; no call was made";
+
+/// Claimed attempts not yet sent, earliest due first.
+#[derive(Default)]
+struct Queue {
+    /// Claimed, not yet read back.
+    tickets: std::collections::VecDeque<Ticket>,
+    /// Read back, waiting for a worker.
+    ready: std::collections::VecDeque<Claimed>,
+}
+
 /// Everything an attempt needs.
 pub struct Dispatcher {
     pub store: Store,
@@ -95,7 +108,11 @@ pub struct Dispatcher {
     limiter: Option<DefaultDirectRateLimiter>,
     window: Option<SendWindow>,
     /// Claimed attempts waiting for a worker, earliest due first.
-    queue: std::sync::Mutex<std::collections::VecDeque<Claimed>>,
+    queue: std::sync::Mutex<Queue>,
+    /// Held by the one worker reading the next attempts back from the database.
+    loading: tokio::sync::Mutex<()>,
+    /// Set by [`Dispatcher::drain`]: attempts read back after it are not sent.
+    stopping: std::sync::atomic::AtomicBool,
     inflight: Arc<Semaphore>,
     max_in_flight: usize,
     writer: mpsc::UnboundedSender<Completion>,
@@ -146,7 +163,9 @@ impl Dispatcher {
             notify,
             limiter: rate_limiter(rate_limit),
             window: SendWindow::new(rate_limit),
-            queue: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            queue: std::sync::Mutex::new(Queue::default()),
+            loading: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             inflight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             writer: tx,
@@ -155,11 +174,80 @@ impl Dispatcher {
     }
 
     fn queued(&self) -> usize {
-        self.queue.lock().map(|q| q.len()).unwrap_or(0)
+        self.queue
+            .lock()
+            .map(|q| q.tickets.len() + q.ready.len())
+            .unwrap_or(0)
     }
 
-    fn pop(&self) -> Option<Claimed> {
-        self.queue.lock().ok().and_then(|mut q| q.pop_front())
+    fn pop_ready(&self) -> Option<Claimed> {
+        self.queue.lock().ok().and_then(|mut q| q.ready.pop_front())
+    }
+
+    /// The next attempt to send, read back from the database when none is ready: the next
+    /// `max_in_flight` tickets in one query, by one worker at a time (the others wait for it).
+    async fn next(&self) -> Option<Claimed> {
+        loop {
+            if let Some(c) = self.pop_ready() {
+                return Some(c);
+            }
+            let _loading = self.loading.lock().await;
+            if let Some(c) = self.pop_ready() {
+                return Some(c);
+            }
+            let tickets: Vec<Ticket> = {
+                let mut q = self.queue.lock().ok()?;
+                let n = q.tickets.len().min(self.max_in_flight);
+                q.tickets.drain(..n).collect()
+            };
+            if tickets.is_empty() {
+                return None;
+            }
+            let loaded = match self.store.load_claimed(&tickets).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    error!(error = %e, attempts = tickets.len(), "cannot read claimed attempts back; they will be retried");
+                    Vec::new()
+                }
+            };
+            let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+            let mut loaded = loaded.into_iter().peekable();
+            let mut ready = Vec::with_capacity(tickets.len());
+            for t in tickets {
+                match loaded.next_if(|c| c.attempt_id == t.attempt_id) {
+                    Some(c) if !stopping => ready.push(c),
+                    Some(_) => self.unsent(t, STOPPED),
+                    None => self.unsent(
+                        t,
+                        "dingrec could not read this claimed attempt back; no call was made",
+                    ),
+                }
+            }
+            if let Ok(mut q) = self.queue.lock() {
+                q.ready.extend(ready);
+            }
+        }
+    }
+
+    /// Close a claimed attempt that was not sent as `interrupted`; its occurrence waits for the
+    /// next claim.
+    fn unsent(&self, t: Ticket, message: &str) {
+        let now = self.clock.now();
+        let _ = self.writer.send(Completion {
+            attempt_id: t.attempt_id,
+            occurrence_id: t.occurrence_id,
+            finished_at: now,
+            duration_ms: 0,
+            conference_id: None,
+            http_status: 0,
+            code: codes::INTERRUPTED.into(),
+            message: message.into(),
+            request_id: None,
+            outcome: "interrupted",
+            next_attempt_at: Some(now),
+            state: "retry_wait",
+            throttled: false,
+        });
     }
 
     /// Attempts claimed and not finished: queued or in a call.
@@ -176,7 +264,7 @@ impl Dispatcher {
             let me = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                while let Some(c) = me.pop() {
+                while let Some(c) = me.next().await {
                     let done = me.attempt(&c).await;
                     let _ = me.writer.send(done);
                 }
@@ -189,28 +277,17 @@ impl Dispatcher {
     /// their occurrences wait for the next start; then wait for calls in flight, at most `bound`.
     /// Returns whether every call finished.
     pub async fn drain(&self, bound: Duration) -> bool {
-        let unsent: Vec<Claimed> = self
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let unsent: Vec<Ticket> = self
             .queue
             .lock()
-            .map(|mut q| q.drain(..).collect())
+            .map(|mut q| {
+                let ready: Vec<Ticket> = q.ready.drain(..).map(|c| c.ticket()).collect();
+                ready.into_iter().chain(q.tickets.drain(..)).collect()
+            })
             .unwrap_or_default();
-        let now = self.clock.now();
-        for c in unsent {
-            let _ = self.writer.send(Completion {
-                attempt_id: c.attempt_id,
-                occurrence_id: c.occurrence_id,
-                finished_at: now,
-                duration_ms: 0,
-                conference_id: None,
-                http_status: 0,
-                code: codes::INTERRUPTED.into(),
-                message: "dingrec stopped before sending this attempt; no call was made".into(),
-                request_id: None,
-                outcome: "interrupted",
-                next_attempt_at: Some(now),
-                state: "retry_wait",
-                throttled: false,
-            });
+        for t in unsent {
+            self.unsent(t, STOPPED);
         }
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
         tokio::time::timeout(bound, self.inflight.acquire_many(all))
@@ -244,20 +321,20 @@ impl Dispatcher {
             }
         }
         let now = self.clock.now();
-        let claimed = self.store.claim_due(now, want as i64).await?;
-        let n = claimed.len();
-        for c in &claimed {
-            if c.attempt_no == 1 {
-                let late = (now - c.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        let claimed = self
+            .store
+            .claim_due(now, want as i64, |due_at| {
+                let late = (now - due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                 self.metrics.fire_lateness(late);
-            }
-        }
+            })
+            .await?;
+        let n = claimed.len();
         if let Ok(mut q) = self.queue.lock() {
-            if q.is_empty() {
+            if q.tickets.is_empty() {
                 // Takes the claim's buffer as it is: a 10,000-row burst is not copied.
-                *q = claimed.into();
+                q.tickets = claimed.into();
             } else {
-                q.extend(claimed);
+                q.tickets.extend(claimed);
             }
         }
         self.ensure_workers();

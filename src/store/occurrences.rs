@@ -74,8 +74,16 @@ pub struct PolicyPlan {
     pub planned_until: DateTime<Utc>,
 }
 
-/// A claimed occurrence, with its attempt's intent row already committed. Decoded at claim
-/// time into what the call needs and nothing more: a burst queues one of these per meeting.
+/// A claimed attempt as the dispatcher's queue holds it: the two ids and nothing more. The claim
+/// commits the decision to fire; what the call needs is read back ([`Store::load_claimed`]) a
+/// worker's handful at a time, so a burst of 100,000 meetings queues 1.6 MB, not 20.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    pub occurrence_id: i64,
+    pub attempt_id: i64,
+}
+
+/// A claimed attempt with what its call needs, read just before the call.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub occurrence_id: i64,
@@ -88,15 +96,24 @@ pub struct Claimed {
     /// `schedule`, `catch_up` or `manual`.
     pub trigger: &'static str,
     pub meeting: Meeting,
-    /// Shared with the claim's other attempts for the same host.
+    /// Shared with the other attempts read with it for the same host.
     pub host_union_id: Arc<str>,
     pub layout: Layout,
     pub small_window_position: WindowPosition,
-    /// Shared with the claim's other attempts with the same settings.
+    /// Shared with the other attempts read with it that have the same settings.
     pub retry: Arc<RetryPolicy>,
     pub throttled_count: i64,
     /// The previous attempt ended in `InvalidAuthentication` (one re-auth retry is free).
     pub previous_was_reauth: bool,
+}
+
+impl Claimed {
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            occurrence_id: self.occurrence_id,
+            attempt_id: self.attempt_id,
+        }
+    }
 }
 
 /// Which meeting an attempt records.
@@ -151,8 +168,8 @@ pub struct Recovery {
     pub finals: Vec<FinalEvent>,
 }
 
-/// What the rows of one claim share: many policies name the same host and the same retry
-/// settings, and a burst's claimed attempts point at one copy of each.
+/// What the rows of one read share: many policies name the same host and the same retry
+/// settings, and the attempts read together point at one copy of each.
 #[derive(Default)]
 struct Shared {
     hosts: std::collections::HashMap<Box<str>, Arc<str>>,
@@ -184,7 +201,7 @@ impl Shared {
     }
 }
 
-/// One claim row, decoded (attempt id still 0: it comes from the INSERT).
+/// One row of [`LOAD_CLAIMED`], decoded.
 fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
     let data = |col: &str, e: String| StoreError::Data(format!("{col}: {e}"));
     let text = |col: &str| -> Option<Box<str>> { r.get::<Option<&str>, _>(col).map(Box::from) };
@@ -201,8 +218,8 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
     let policy_name: &str = r.get("policy_name");
     Ok(Claimed {
         occurrence_id: r.get("id"),
-        attempt_id: 0,
-        attempt_no: r.get::<i64, _>("attempt_count") + 1,
+        attempt_id: r.get("attempt_id"),
+        attempt_no: r.get("attempt_no"),
         policy_name: policy_name.into(),
         due_at: time(r, "due_at")?,
         window_ends_at: time(r, "window_ends_at")?,
@@ -220,12 +237,19 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
 
 const TRIGGERS: [&str; 3] = ["schedule", "catch_up", "manual"];
 
-const CLAIM_SELECT: &str = "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.trigger, o.conference_id AS occ_conf, \
-     o.attempt_count, o.throttled_count, o.last_code, p.conference_id AS pol_conf, p.schedule_conference_id, \
-     p.host_union_id, p.layout, p.small_window_position, p.retry \
-     FROM occurrences o INDEXED BY occurrences_next_due JOIN policies p ON p.id = o.policy_id \
+/// Due occurrences, earliest first: the claim reads their ids (and, for the fire-lateness
+/// metric, due time and attempts so far) and nothing else.
+const CLAIM_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_count \
+     FROM occurrences o INDEXED BY occurrences_next_due \
      WHERE o.state IN ('scheduled', 'retry_wait') AND o.next_attempt_at <= ? AND o.window_ends_at > ? \
      ORDER BY o.next_attempt_at, o.id LIMIT ?";
+
+/// Claimed attempts (a JSON array of attempt ids) with what their calls need, in array order.
+const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
+     o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.last_code, p.conference_id AS pol_conf, \
+     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry \
+     FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
+     JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 
 impl Store {
     /// Enabled policies whose rows reach less far than `until`.
@@ -307,18 +331,34 @@ impl Store {
     }
 
     /// Claim up to `limit` due occurrences, earliest first, and write each one's attempt intent
-    /// row, all in one transaction. Nothing is claimed whose window has passed.
-    pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Claimed>> {
-        self.claim(now, limit, None).await
+    /// row, all in one transaction. Nothing is claimed whose window has passed. `first(due_at)`
+    /// is called for each claimed first attempt, as its row is read.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        first: impl FnMut(DateTime<Utc>),
+    ) -> Result<Vec<Ticket>> {
+        self.claim(now, limit, None, first).await
     }
 
-    /// Claim one occurrence by id if it is due (`dingrec trigger`).
+    /// Claim one occurrence by id if it is due (`dingrec trigger`), and read it back.
     pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
-        Ok(self.claim(now, 1, Some(id)).await?.pop())
+        let tickets = self.claim(now, 1, Some(id), |_| {}).await?;
+        if tickets.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.load_claimed(&tickets).await?.pop())
     }
 
     /// Set-based: one read, one UPDATE and one INSERT … SELECT per batch, whatever its size.
-    async fn claim(&self, now: DateTime<Utc>, limit: i64, only: Option<i64>) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        only: Option<i64>,
+        mut first: impl FnMut(DateTime<Utc>),
+    ) -> Result<Vec<Ticket>> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let sql = match only {
@@ -329,22 +369,23 @@ impl Store {
         if let Some(id) = only {
             q = q.bind(id);
         }
-        // Rows are streamed into `Claimed` values as they come (sqlx hands them over through a
-        // small bounded channel), so a 10,000-row claim never holds 10,000 raw rows at once.
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         {
-            let mut shared = Shared::default();
+            // Streamed: sqlx hands rows over through a small bounded channel.
             let mut rows = q.bind(limit).fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
-                out.push(claimed_from_row(&r, &mut shared)?);
+                if r.get::<i64, _>("attempt_count") == 0 {
+                    first(time(&r, "due_at")?);
+                }
+                ids.push(r.get::<i64, _>("id"));
             }
         }
-        if out.is_empty() {
+        if ids.is_empty() {
             tx.rollback().await?;
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let ids: Vec<i64> = out.iter().map(|c| c.occurrence_id).collect();
-        let ids_json = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let ids_json =
+            serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("claim batch: {e}")))?;
         sqlx::query(
             "UPDATE occurrences SET state = 'running', attempt_count = attempt_count + 1, next_attempt_at = NULL, \
              updated_at = ? WHERE id IN (SELECT value FROM json_each(?))",
@@ -353,30 +394,50 @@ impl Store {
         .bind(&ids_json)
         .execute(&mut *tx)
         .await?;
-        let mut attempt_of = std::collections::HashMap::with_capacity(out.len());
-        {
-            let mut inserted = sqlx::query(
-                "INSERT INTO attempts (occurrence_id, attempt_no, started_at, conference_id) \
-                 SELECT o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id) \
-                 FROM occurrences o JOIN policies p ON p.id = o.policy_id WHERE o.id IN (SELECT value FROM json_each(?)) \
-                 RETURNING id, occurrence_id",
-            )
-            .bind(&now_s)
-            .bind(&ids_json)
-            .fetch(&mut *tx);
-            while let Some(r) = inserted.try_next().await? {
-                attempt_of.insert(r.get::<i64, _>(1), r.get::<i64, _>(0));
-            }
+        // The attempt ids are the ones SQLite would pick (largest + 1, in order), set here so
+        // that nothing has to come back: this transaction is the only writer.
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM attempts")
+            .fetch_one(&mut *tx)
+            .await?;
+        let written = sqlx::query(
+            "INSERT INTO attempts (id, occurrence_id, attempt_no, started_at, conference_id) \
+             SELECT ? + 1 + j.key, o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id) \
+             FROM json_each(?) AS j CROSS JOIN occurrences o ON o.id = j.value JOIN policies p ON p.id = o.policy_id",
+        )
+        .bind(last)
+        .bind(&now_s)
+        .bind(&ids_json)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if written != ids.len() as u64 {
+            return Err(StoreError::Data(format!(
+                "claimed {} occurrences but wrote {written} attempt rows",
+                ids.len()
+            )));
         }
         tx.commit().await?;
-        for c in &mut out {
-            let Some(&attempt_id) = attempt_of.get(&c.occurrence_id) else {
-                return Err(StoreError::Data(format!(
-                    "no attempt row was written for occurrence {}",
-                    c.occurrence_id
-                )));
-            };
-            c.attempt_id = attempt_id;
+        Ok(ids
+            .into_iter()
+            .zip(last + 1..)
+            .map(|(occurrence_id, attempt_id)| Ticket {
+                occurrence_id,
+                attempt_id,
+            })
+            .collect())
+    }
+
+    /// What the calls of claimed attempts need, in the tickets' order. An attempt whose rows are
+    /// gone (its policy was deleted meanwhile) is left out.
+    pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<Claimed>> {
+        let ids: Vec<i64> = tickets.iter().map(|t| t.attempt_id).collect();
+        let ids_json =
+            serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("claimed ids: {e}")))?;
+        let mut rows = sqlx::query(LOAD_CLAIMED).bind(ids_json).fetch(self.pool());
+        let mut shared = Shared::default();
+        let mut out = Vec::with_capacity(tickets.len());
+        while let Some(r) = rows.try_next().await? {
+            out.push(claimed_from_row(&r, &mut shared)?);
         }
         Ok(out)
     }

@@ -282,6 +282,60 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
 }
 
 #[tokio::test]
+async fn a_burst_larger_than_the_workers_is_claimed_at_once_and_each_call_carries_its_own_policy() {
+    // 300 meetings at one instant, 4 workers: the claim (the decision to fire) does not wait
+    // for a worker, and each call, read back from the database in the workers' small batches,
+    // carries its own policy's host and layout.
+    const LAYOUTS: [&str; 3] = ["grid", "speech", "full_screen"];
+    let app = TestApp::start_with(
+        Scenario {
+            unknown_conferences: dingrec::fake::UnknownConferences::Live,
+            ..Scenario::default()
+        },
+        Arc::new(SystemClock),
+        |s| {
+            s.dingtalk.rate_limit = 0;
+            s.scheduler.max_in_flight = 4;
+        },
+        |c| {
+            let at = at_in(c, 1500);
+            let mut y = String::from("policies:\n");
+            for i in 0..300 {
+                y.push_str(&format!(
+                    "  - name: p{i:03}\n    conference_id: conf-{i:03}\n    host_union_id: host-{i:03}\n    \
+                     at: \"{at}\"\n    layout: {}\n",
+                    LAYOUTS[i % 3]
+                ));
+            }
+            y
+        },
+    )
+    .await;
+    let rows = app.wait_final(300, Duration::from_secs(30)).await;
+    assert!(
+        rows.iter()
+            .all(|o| o.state == "succeeded" && o.attempts.len() == 1)
+    );
+    let claimed: std::collections::BTreeSet<&str> =
+        rows.iter().map(|o| o.attempts[0].started_at.as_str()).collect();
+    assert_eq!(claimed.len(), 1, "all 300 claimed in one step: {claimed:?}");
+    let starts = app.fake.start_requests();
+    assert_eq!(starts.len(), 300, "each meeting called once");
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &starts {
+        let id = r.id.as_deref().unwrap_or_default();
+        let i: usize = id.trim_start_matches("conf-").parse().expect("conf-NNN");
+        assert!(seen.insert(i), "{id} called twice");
+        assert_eq!(
+            r.union_id.as_deref(),
+            Some(format!("host-{i:03}").as_str()),
+            "{id}"
+        );
+        assert_eq!(r.mode.as_deref(), Some(LAYOUTS[i % 3]), "{id}");
+    }
+}
+
+#[tokio::test]
 async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
     let app = TestApp::start_with(
         Scenario {
