@@ -262,7 +262,7 @@ pub struct SchedulerSettings {
 impl Default for SchedulerSettings {
     fn default() -> Self {
         Self {
-            max_in_flight: 64,
+            max_in_flight: 32,
             shutdown_timeout: Duration::from_secs(15),
             horizon: Duration::from_secs(24 * 3600),
         }

@@ -184,49 +184,70 @@ impl Dispatcher {
         self.queue.lock().ok().and_then(|mut q| q.ready.pop_front())
     }
 
-    /// The next attempt to send, read back from the database when none is ready: the next
-    /// `max_in_flight` tickets in one query, by one worker at a time (the others wait for it).
+    /// The next attempt to send. Attempts are read back from the database ahead of need: when
+    /// fewer than `max_in_flight` are ready and no other worker is reading, this one reads the
+    /// next `2 × max_in_flight` before its own call, so the others rarely wait on a read.
     async fn next(&self) -> Option<Claimed> {
         loop {
-            if let Some(c) = self.pop_ready() {
-                return Some(c);
+            let (c, low) = match self.queue.lock() {
+                Ok(mut q) => {
+                    let c = q.ready.pop_front();
+                    (c, q.ready.len() < self.max_in_flight && !q.tickets.is_empty())
+                }
+                Err(_) => return None,
+            };
+            if low && let Ok(_loading) = self.loading.try_lock() {
+                self.load_next().await;
+            }
+            if c.is_some() {
+                return c;
             }
             let _loading = self.loading.lock().await;
             if let Some(c) = self.pop_ready() {
                 return Some(c);
             }
-            let tickets: Vec<Ticket> = {
-                let mut q = self.queue.lock().ok()?;
-                let n = q.tickets.len().min(self.max_in_flight);
-                q.tickets.drain(..n).collect()
-            };
-            if tickets.is_empty() {
+            if !self.load_next().await {
                 return None;
             }
-            let loaded = match self.store.load_claimed(&tickets).await {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    error!(error = %e, attempts = tickets.len(), "cannot read claimed attempts back; they will be retried");
-                    Vec::new()
-                }
-            };
-            let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
-            let mut loaded = loaded.into_iter().peekable();
-            let mut ready = Vec::with_capacity(tickets.len());
-            for t in tickets {
-                match loaded.next_if(|c| c.attempt_id == t.attempt_id) {
-                    Some(c) if !stopping => ready.push(c),
-                    Some(_) => self.unsent(t, STOPPED),
-                    None => self.unsent(
-                        t,
-                        "dingrec could not read this claimed attempt back; no call was made",
-                    ),
-                }
+        }
+    }
+
+    /// Read the next tickets back (the caller holds `loading`). False when none was queued.
+    async fn load_next(&self) -> bool {
+        let tickets: Vec<Ticket> = match self.queue.lock() {
+            Ok(mut q) => {
+                let n = q.tickets.len().min(2 * self.max_in_flight);
+                q.tickets.drain(..n).collect()
             }
-            if let Ok(mut q) = self.queue.lock() {
-                q.ready.extend(ready);
+            Err(_) => return false,
+        };
+        if tickets.is_empty() {
+            return false;
+        }
+        let loaded = match self.store.load_claimed(&tickets).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                error!(error = %e, attempts = tickets.len(), "cannot read claimed attempts back; they will be retried");
+                Vec::new()
+            }
+        };
+        let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        let mut loaded = loaded.into_iter().peekable();
+        let mut ready = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            match loaded.next_if(|c| c.attempt_id == t.attempt_id) {
+                Some(c) if !stopping => ready.push(c),
+                Some(_) => self.unsent(t, STOPPED),
+                None => self.unsent(
+                    t,
+                    "dingrec could not read this claimed attempt back; no call was made",
+                ),
             }
         }
+        if let Ok(mut q) = self.queue.lock() {
+            q.ready.extend(ready);
+        }
+        true
     }
 
     /// Close a claimed attempt that was not sent as `interrupted`; its occurrence waits for the
