@@ -106,6 +106,54 @@ async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attem
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_claimed_attempts_not_yet_sent_as_interrupted_without_calling() {
+    // One worker, two meetings due together: one call is in flight, the other attempt is claimed
+    // and queued. SIGTERM lets the call finish and closes the queued one without a call.
+    let slow = || Step {
+        answer: "ok".into(),
+        status: None,
+        times: 1,
+        delay: Some(Duration::from_millis(1500)),
+    };
+    let f = fake(Scenario {
+        meetings: vec![live("conf-a", vec![slow()]), live("conf-b", vec![slow()])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = at_in(1000);
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &format!("{}{}", policy("a", "conf-a", &at), policy("b", "conf-b", &at)),
+    );
+    let cfg = write_config(
+        dir.path(),
+        &f.base_url(),
+        free_port(),
+        "scheduler:\n  max_in_flight: 1\n",
+    );
+    let mut d = Daemon::spawn(&cfg, &[]);
+    wait_for("the first call", Duration::from_secs(10), || {
+        !f.start_requests().is_empty()
+    })
+    .await;
+    let db = dir.path().join("dingrec.db");
+    assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM attempts"), "2", "both claimed");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(15)).await, Some(0), "{}", d.stderr());
+    assert_eq!(f.start_requests().len(), 1, "the queued attempt was never sent");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT group_concat(r, ' | ') FROM (SELECT o.state || ':' || a.outcome || ':' || a.message AS r \
+             FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id ORDER BY r)"
+        ),
+        "retry_wait:interrupted:dingrec stopped before sending this attempt; no call was made | succeeded:success:"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_broken() {
     let f = fake(Scenario {
         unknown_conferences: dingrec::fake::UnknownConferences::Live,
