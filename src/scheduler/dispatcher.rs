@@ -6,7 +6,7 @@
 //! claimed within a fraction of a second, then served by at most `max_in_flight` workers. With a
 //! rate limit, claims are paced by the limiter instead (one permit, one claim), in due order.
 //! The queue holds only the claimed attempts' ids; workers read what the calls need back from
-//! the database, `max_in_flight` attempts at a time, one read at a time.
+//! the database ahead of need, `2 × max_in_flight` attempts per read, one read at a time.
 //! Each call's outcome goes to one writer task that commits outcomes in batches (many attempts
 //! per fsync) and wakes the loop.
 
