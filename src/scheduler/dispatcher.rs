@@ -86,6 +86,8 @@ impl SendWindow {
 }
 
 const STOPPED: &str = "dingrec stopped before sending this attempt; no call was made";
+/// How long an attempt that could not be read back waits before it is claimed again.
+const READ_BACK_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// Claimed attempts not yet sent, earliest due first.
 #[derive(Default)]
@@ -224,23 +226,33 @@ impl Dispatcher {
         if tickets.is_empty() {
             return false;
         }
-        let loaded = match self.store.load_claimed(&tickets).await {
-            Ok(loaded) => loaded,
+        let (loaded, failure) = match self.store.load_claimed(&tickets).await {
+            Ok(loaded) => (loaded, None),
             Err(e) => {
                 error!(error = %e, attempts = tickets.len(), "cannot read claimed attempts back; they will be retried");
-                Vec::new()
+                (Vec::new(), Some(e.to_string()))
             }
         };
         let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
+        let now = self.clock.now();
+        // Not read back: retried after a pause, so a lasting fault does not claim in a loop.
+        let later = now + READ_BACK_RETRY;
+        let not_read =
+            |why: &str| format!("dingrec could not read this claimed attempt back ({why}); no call was made");
         let mut loaded = loaded.into_iter().peekable();
         let mut ready = Vec::with_capacity(tickets.len());
         for t in tickets {
-            match loaded.next_if(|c| c.attempt_id == t.attempt_id) {
-                Some(c) if !stopping => ready.push(c),
-                Some(_) => self.unsent(t, STOPPED),
+            match loaded.next_if(|(id, _)| *id == t.attempt_id) {
+                Some((_, Ok(c))) if !stopping => ready.push(c),
+                Some((_, Ok(_))) => self.unsent(t, STOPPED, now),
+                Some((_, Err(e))) => {
+                    error!(attempt = t.attempt_id, occurrence = t.occurrence_id, error = %e, "cannot decode a claimed attempt");
+                    self.unsent(t, &not_read(&e.to_string()), later);
+                }
                 None => self.unsent(
                     t,
-                    "dingrec could not read this claimed attempt back; no call was made",
+                    &not_read(failure.as_deref().unwrap_or("its rows are gone")),
+                    later,
                 ),
             }
         }
@@ -250,9 +262,9 @@ impl Dispatcher {
         true
     }
 
-    /// Close a claimed attempt that was not sent as `interrupted`; its occurrence waits for the
-    /// next claim.
-    fn unsent(&self, t: Ticket, message: &str) {
+    /// Close a claimed attempt that was not sent as `interrupted`; its occurrence is due again at
+    /// `retry_at`.
+    fn unsent(&self, t: Ticket, message: &str, retry_at: DateTime<Utc>) {
         let now = self.clock.now();
         let _ = self.writer.send(Completion {
             attempt_id: t.attempt_id,
@@ -265,7 +277,7 @@ impl Dispatcher {
             message: message.into(),
             request_id: None,
             outcome: "interrupted",
-            next_attempt_at: Some(now),
+            next_attempt_at: Some(retry_at),
             state: "retry_wait",
             throttled: false,
         });
@@ -307,8 +319,9 @@ impl Dispatcher {
                 ready.into_iter().chain(q.tickets.drain(..)).collect()
             })
             .unwrap_or_default();
+        let now = self.clock.now();
         for t in unsent {
-            self.unsent(t, STOPPED);
+            self.unsent(t, STOPPED, now);
         }
         let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
         tokio::time::timeout(bound, self.inflight.acquire_many(all))

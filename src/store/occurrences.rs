@@ -348,10 +348,15 @@ impl Store {
         if tickets.is_empty() {
             return Ok(None);
         }
-        Ok(self.load_claimed(&tickets).await?.pop())
+        self.load_claimed(&tickets)
+            .await?
+            .pop()
+            .map(|(_, c)| c)
+            .transpose()
     }
 
-    /// Set-based: one read, one UPDATE and one INSERT … SELECT per batch, whatever its size.
+    /// Set-based: one read, one UPDATE, one `MAX(id)` and one INSERT … SELECT per batch, whatever
+    /// its size.
     async fn claim(
         &self,
         now: DateTime<Utc>,
@@ -427,9 +432,11 @@ impl Store {
             .collect())
     }
 
-    /// What the calls of claimed attempts need, in the tickets' order. An attempt whose rows are
-    /// gone (its policy was deleted meanwhile) is left out.
-    pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<Claimed>> {
+    /// What the calls of claimed attempts need, by attempt id, in the tickets' order. A row that
+    /// cannot be decoded fails alone; an attempt whose rows are gone is left out. (dingrec's own
+    /// writes never cause either: the schema's CHECKs hold the columns, and nothing deletes a
+    /// running occurrence or a policy. Only an outside edit of the file can.)
+    pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
         let ids: Vec<i64> = tickets.iter().map(|t| t.attempt_id).collect();
         let ids_json =
             serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("claimed ids: {e}")))?;
@@ -437,7 +444,7 @@ impl Store {
         let mut shared = Shared::default();
         let mut out = Vec::with_capacity(tickets.len());
         while let Some(r) = rows.try_next().await? {
-            out.push(claimed_from_row(&r, &mut shared)?);
+            out.push((r.get("attempt_id"), claimed_from_row(&r, &mut shared)));
         }
         Ok(out)
     }

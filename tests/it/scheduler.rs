@@ -8,7 +8,7 @@ use dingrec::clock::{Clock, ManualClock, SystemClock};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};
-use crate::support::{live, step};
+use crate::support::{live, sqlite, step};
 
 fn scenario(meetings: Vec<MeetingSpec>) -> Scenario {
     Scenario {
@@ -333,6 +333,72 @@ async fn a_burst_larger_than_the_workers_is_claimed_at_once_and_each_call_carrie
         );
         assert_eq!(r.mode.as_deref(), Some(LAYOUTS[i % 3]), "{id}");
     }
+}
+
+#[tokio::test]
+async fn a_claimed_attempt_that_cannot_be_read_back_fails_alone_and_is_not_reclaimed_at_once() {
+    let app = TestApp::start(
+        Scenario {
+            unknown_conferences: dingrec::fake::UnknownConferences::Live,
+            ..Scenario::default()
+        },
+        |c| {
+            let at = at_in(c, 3000);
+            (0..3).fold(String::from("policies:\n"), |y, i| {
+                y + &policy(&format!("p{i}"), &format!("conf-{i}"), &at, "")
+            })
+        },
+    )
+    .await;
+    let db = app.settings.database.path.clone();
+    let poll = |sql: &'static str, want: &'static str| {
+        let db = db.clone();
+        async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while sqlite(&db, sql) != want {
+                assert!(tokio::time::Instant::now() < until, "{sql} never gave {want}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    poll("SELECT COUNT(*) FROM occurrences WHERE state = 'scheduled'", "3").await;
+    // An outside edit the schema does not catch: p1's window end is no longer a time.
+    sqlite(
+        &db,
+        "UPDATE occurrences SET window_ends_at = 'not a time' WHERE policy_name = 'p1'",
+    );
+    poll(
+        "SELECT COUNT(*) FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id \
+         WHERE (o.state = 'succeeded') OR (o.policy_name = 'p1' AND a.outcome IS NOT NULL)",
+        "3",
+    )
+    .await;
+    let mut called: Vec<String> = app
+        .fake
+        .start_requests()
+        .into_iter()
+        .filter_map(|r| r.id)
+        .collect();
+    called.sort();
+    assert_eq!(
+        called,
+        ["conf-0", "conf-2"],
+        "the others went out; p1 was not sent"
+    );
+    let p1 = sqlite(
+        &db,
+        "SELECT a.outcome, o.state, a.message, \
+         CAST(ROUND((julianday(o.next_attempt_at) - julianday(a.finished_at)) * 86400) AS INTEGER) \
+         FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id WHERE o.policy_name = 'p1'",
+    );
+    let cols: Vec<&str> = p1.split('|').collect();
+    assert_eq!(cols[..2], ["interrupted", "retry_wait"], "{p1}");
+    assert!(
+        cols[2].starts_with("dingrec could not read this claimed attempt back (")
+            && cols[2].contains("window_ends_at 'not a time'"),
+        "{p1}"
+    );
+    assert_eq!(cols[3], "5", "claimed again after a pause, not in a loop: {p1}");
 }
 
 #[tokio::test]
