@@ -13,17 +13,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Failure};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Settings;
+use crate::config::{Credentials, Settings};
 use crate::dingtalk::DingTalkClient;
 use crate::domain::outcome::Classification;
+use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Failure};
 use crate::http::{HttpState, router};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::policy_file;
 use crate::scheduler::Scheduler;
-use crate::scheduler::dispatcher::Dispatcher;
+use crate::scheduler::dispatcher::{Dispatcher, Writer};
 use crate::scheduler::health::Health;
 use crate::store::Store;
 use crate::store::policies::PolicyRecord;
@@ -40,6 +40,58 @@ pub enum BuildError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// What makes attempts: the DingTalk client, the metrics, the health board and the dispatcher
+/// with its outcome writer. The daemon and `dingrec trigger` build it the same way.
+pub struct Engine {
+    pub client: Arc<DingTalkClient>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub writer: Writer,
+}
+
+impl Engine {
+    /// `tick` is the scheduler loop's period (for the health board's "stuck" check);
+    /// `rate_limit` and `max_in_flight` bound the calls.
+    pub fn build(
+        settings: &Settings,
+        credentials: Credentials,
+        store: &Store,
+        clock: SharedClock,
+        tick: std::time::Duration,
+        (rate_limit, max_in_flight): (u32, usize),
+    ) -> Result<Engine, BuildError> {
+        let metrics = Metrics::new();
+        let client = Arc::new(
+            DingTalkClient::new(
+                &settings.dingtalk,
+                Some(credentials),
+                Some(metrics.clone()),
+                clock.clone(),
+            )
+            .map_err(BuildError::Config)?,
+        );
+        let health = Arc::new(Health::new(tick));
+        let (dispatcher, writer) = Dispatcher::new(
+            store.clone(),
+            client.clone(),
+            clock,
+            metrics.clone(),
+            Classification::with_overrides(settings.dingtalk.classification.clone()),
+            health.clone(),
+            rate_limit,
+            max_in_flight,
+        );
+        Ok(Engine {
+            client,
+            metrics,
+            health,
+            dispatcher,
+            writer,
+        })
+    }
 }
 
 pub struct App {
@@ -76,30 +128,23 @@ impl App {
             .credentials()
             .map_err(|e| BuildError::Config(e.to_string()))?;
         let store = Store::open(&settings.database).await?;
-        let metrics = Metrics::new();
-        let client = Arc::new(
-            DingTalkClient::new(
-                &settings.dingtalk,
-                Some(credentials),
-                Some(metrics.clone()),
-                clock.clone(),
-            )
-            .map_err(BuildError::Config)?,
-        );
         let tick = notifier
             .watchdog_interval()
             .map_or(crate::scheduler::TICK, |w| w.min(crate::scheduler::TICK));
-        let health = Arc::new(Health::new(tick));
-        let (dispatcher, writer) = Dispatcher::new(
-            store.clone(),
-            client.clone(),
+        let Engine {
+            client,
+            metrics,
+            health,
+            dispatcher,
+            writer,
+        } = Engine::build(
+            &settings,
+            credentials,
+            &store,
             clock.clone(),
-            metrics.clone(),
-            Classification::with_overrides(settings.dingtalk.classification.clone()),
-            health.clone(),
-            settings.dingtalk.rate_limit,
-            settings.scheduler.max_in_flight,
-        );
+            tick,
+            (settings.dingtalk.rate_limit, settings.scheduler.max_in_flight),
+        )?;
         let scheduler = Scheduler::new(
             dispatcher,
             writer,
@@ -222,23 +267,12 @@ impl App {
                 false
             }
             Ok(new) => {
-                for (what, changed) in [
-                    ("database", new.database.path != self.settings.database.path),
-                    ("http.listen", new.http.listen != self.settings.http.listen),
-                    (
-                        "dingtalk",
-                        format!("{:?}", new.dingtalk) != format!("{:?}", self.settings.dingtalk),
-                    ),
-                    (
-                        "scheduler",
-                        format!("{:?}", new.scheduler) != format!("{:?}", self.settings.scheduler),
-                    ),
-                ] {
-                    if changed {
-                        warn!(
-                            setting = what,
-                            "this setting changed; it takes effect at the next restart"
-                        );
+                // `policies.*` and `defaults.*` apply now; every other key at the next start.
+                if new != self.settings {
+                    for key in crate::config::changed_keys(&self.settings, &new) {
+                        if !(key.starts_with("policies.") || key.starts_with("defaults.")) {
+                            warn!(setting = %key, "this setting changed; it takes effect at the next restart");
+                        }
                     }
                 }
                 let ok = self.apply_policy_files(&new).await;
@@ -257,27 +291,29 @@ impl App {
     }
 
     /// Serve HTTP and run the scheduler until `cancel`; reload on every message of `reload`.
-    pub async fn run_until_stopped(mut self, cancel: CancellationToken, mut reload: mpsc::Receiver<()>) {
+    /// An error when the scheduler loop or the HTTP server ended by itself (a panic included):
+    /// the process must then exit non-zero, so that systemd restarts it.
+    pub async fn run_until_stopped(
+        mut self,
+        cancel: CancellationToken,
+        mut reload: mpsc::Receiver<()>,
+    ) -> Result<(), String> {
         let state = HttpState {
             store: self.store.clone(),
             health: self.health.clone(),
             metrics: self.metrics.clone(),
-            client: self.client.clone(),
+            token: self.client.token_status(),
         };
         let http_cancel = CancellationToken::new();
         let addr = self.http_addr();
         let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take()) else {
-            error!("run_until_stopped called twice");
-            return;
+            return Err("run_until_stopped called twice".into());
         };
         let http_stop = http_cancel.clone();
-        let http = tokio::spawn(async move {
-            let served = axum::serve(listener, router(state))
+        let mut http = tokio::spawn(async move {
+            axum::serve(listener, router(state))
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                error!(error = %e, "HTTP server stopped");
-            }
+                .await
         });
         let drain = self.settings.scheduler.shutdown_timeout;
         let scheduler_cancel = cancel.child_token();
@@ -285,35 +321,56 @@ impl App {
         self.health.beat();
         self.notifier.ready("running");
         info!(http = %addr, "dingrec is running");
+        let mut failure: Option<String> = None;
         let mut loop_done = false;
+        let mut http_done = false;
         loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(()) = reload.recv() => self.reload().await,
-                _ = &mut loop_task => {
+                ended = &mut loop_task => {
                     loop_done = true;
-                    error!("the scheduler loop ended unexpectedly");
+                    failure = Some(match ended {
+                        Ok(()) => "the scheduler loop ended unexpectedly".to_owned(),
+                        Err(e) => format!("the scheduler loop failed: {e}"),
+                    });
+                    break;
+                }
+                ended = &mut http => {
+                    http_done = true;
+                    failure = Some(match ended {
+                        Ok(Ok(())) => "the HTTP server ended unexpectedly".to_owned(),
+                        Ok(Err(e)) => format!("the HTTP server failed: {e}"),
+                        Err(e) => format!("the HTTP server failed: {e}"),
+                    });
                     break;
                 }
             }
         }
+        if let Some(why) = &failure {
+            error!(error = %why, "stopping after a failure");
+            cancel.cancel();
+        }
         self.notifier.stopping();
         info!("stopping");
-        if !loop_done {
-            let _ = loop_task.await;
+        if !loop_done && let Err(e) = loop_task.await {
+            failure.get_or_insert(format!("the scheduler loop failed: {e}"));
         }
         http_cancel.cancel();
-        let _ = http.await;
+        if !http_done {
+            let _ = http.await;
+        }
         self.store.close().await;
         info!("stopped");
+        failure.map_or(Ok(()), Err)
     }
 }
 
-/// `dingrec run`: the daemon with real signals.
+/// `dingrec run`: the daemon with real signals. Exit 0 only when it was told to stop.
 pub async fn run_command(config: Option<&Path>) -> Result<i32, Failure> {
-    let config_path = crate::config::locate(config);
-    let settings = crate::cli::load_settings(config, EXIT_CONFIG)?;
+    let (settings, config_path) = crate::config::load_settings(config)
+        .map_err(|e| Failure::new(EXIT_CONFIG, format!("invalid config: {e}")))?;
     crate::telemetry::init(&settings.log);
     let notifier = Notifier::from_env();
     let app = match App::build(settings, config_path, Arc::new(SystemClock), notifier).await {
@@ -326,7 +383,9 @@ pub async fn run_command(config: Option<&Path>) -> Result<i32, Failure> {
     let cancel = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::channel(4);
     spawn_signal_handlers(cancel.clone(), reload_tx).map_err(|e| Failure::new(EXIT_FAILURE, e))?;
-    app.run_until_stopped(cancel, reload_rx).await;
+    app.run_until_stopped(cancel, reload_rx)
+        .await
+        .map_err(|why| Failure::new(EXIT_FAILURE, why))?;
     Ok(EXIT_OK)
 }
 

@@ -12,17 +12,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment2::providers::Serialized;
-use figment2::value::{Dict, Map, Value};
-use figment2::{Figment, Metadata, Profile, Provider};
+use figment2::Figment;
+use figment2::providers::{Env, Serialized};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::outcome::RetryClass;
-use crate::domain::{Layout, RetryPolicy, WindowPosition, Zone};
+use crate::domain::{Layout, PolicyDefaults, RetryPolicy, WindowPosition, Zone};
 
 /// Everything `dingrec` reads from config.yaml.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -42,7 +41,7 @@ pub enum Synchronous {
     Normal,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// SQLite file, created if missing (WAL mode).
@@ -104,6 +103,19 @@ pub struct DingTalkSettings {
     pub classification: BTreeMap<String, RetryClass>,
 }
 
+/// Secrets compare by value (a changed secret file is a changed setting), without printing them.
+impl PartialEq for DingTalkSettings {
+    fn eq(&self, other: &Self) -> bool {
+        let secret = |a: &Option<SecretString>, b: &Option<SecretString>| {
+            a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
+        };
+        secret(&self.app_secret, &other.app_secret)
+            && secret(&self.suite_secret, &other.suite_secret)
+            && secret(&self.suite_ticket, &other.suite_ticket)
+            && serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
 impl fmt::Debug for DingTalkSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redact = |s: &Option<SecretString>| if s.is_some() { "[REDACTED]" } else { "None" };
@@ -115,12 +127,16 @@ impl fmt::Debug for DingTalkSettings {
             .field("app_secret", &redact(&self.app_secret))
             .field("corp_id", &self.corp_id)
             .field("suite_key", &self.suite_key)
+            .field("suite_secret_file", &self.suite_secret_file)
             .field("suite_secret", &redact(&self.suite_secret))
+            .field("suite_ticket_file", &self.suite_ticket_file)
             .field("suite_ticket", &redact(&self.suite_ticket))
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("rate_limit", &self.rate_limit)
-            .finish_non_exhaustive()
+            .field("token_refresh_margin", &self.token_refresh_margin)
+            .field("classification", &self.classification)
+            .finish()
     }
 }
 
@@ -147,7 +163,7 @@ impl Default for DingTalkSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Health and metrics; loopback by default.
@@ -162,7 +178,7 @@ impl Default for HttpSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySources {
     /// Applied at start and on SIGHUP; empty = the database only.
@@ -181,7 +197,7 @@ impl Default for PolicySources {
 }
 
 /// Policy fields that can be set once for all policies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefaultSettings {
     pub timezone: String,
@@ -207,25 +223,6 @@ impl Default for DefaultSettings {
     }
 }
 
-/// [`DefaultSettings`] checked and typed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyDefaults {
-    pub timezone: Zone,
-    pub layout: Layout,
-    pub small_window_position: WindowPosition,
-    pub start_offset: Duration,
-    pub window: Duration,
-    pub retry: RetryPolicy,
-}
-
-impl Default for PolicyDefaults {
-    fn default() -> Self {
-        DefaultSettings::default()
-            .typed()
-            .unwrap_or_else(|_| unreachable!("built-in defaults are valid"))
-    }
-}
-
 impl DefaultSettings {
     pub fn typed(&self) -> Result<PolicyDefaults, ConfigError> {
         let field = |key: &str, msg: String| ConfigError::Invalid(format!("defaults.{key}: {msg}"));
@@ -239,14 +236,14 @@ impl DefaultSettings {
             retry: {
                 self.retry
                     .check()
-                    .map_err(|e| ConfigError::Invalid(format!("defaults.{e}")))?;
+                    .map_err(|e| ConfigError::Invalid(format!("defaults.{}", e)))?;
                 self.retry
             },
         })
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSettings {
     /// StartCloudRecord calls in flight at once.
@@ -269,7 +266,7 @@ impl Default for SchedulerSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
     /// Older occurrences and their attempts are pruned daily.
@@ -292,7 +289,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     pub format: LogFormat,
@@ -318,6 +315,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
 }
 
 /// Which config file to read: `--config`, else `$DINGREC_CONFIG`, else `./config.yaml`, else
@@ -335,18 +334,75 @@ pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-impl Settings {
-    /// Load defaults, then `file` (if any), then the environment; resolve secrets; validate.
-    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Self::load_with_env(file, std::env::vars())
+/// The keys whose value differs between `old` and `new`, by their dotted name
+/// (`dingtalk.rate_limit`); a secret is named when it changed, never shown.
+pub fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => out.push(prefix.to_owned()),
+            _ => {}
+        }
     }
+    let mut out = Vec::new();
+    let (a, b) = (serde_json::to_value(old), serde_json::to_value(new));
+    if let (Ok(a), Ok(b)) = (a, b) {
+        walk("", &a, &b, &mut out);
+    }
+    let secrets = [
+        (
+            "dingtalk.app_secret",
+            &old.dingtalk.app_secret,
+            &new.dingtalk.app_secret,
+        ),
+        (
+            "dingtalk.suite_secret",
+            &old.dingtalk.suite_secret,
+            &new.dingtalk.suite_secret,
+        ),
+        (
+            "dingtalk.suite_ticket",
+            &old.dingtalk.suite_ticket,
+            &new.dingtalk.suite_ticket,
+        ),
+    ];
+    for (name, a, b) in secrets {
+        if a.as_ref().map(ExposeSecret::expose_secret) != b.as_ref().map(ExposeSecret::expose_secret) {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
 
-    /// [`Settings::load`] with the environment given explicitly (tests).
-    pub fn load_with_env(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Settings, ConfigError> {
-        let env: BTreeMap<String, String> = env.into_iter().collect();
+/// The settings a command runs with: the file [`locate`] finds (a file named with `--config` must
+/// exist), loaded with [`Settings::load`]. Returns the file's path too, for reloads.
+pub fn load_settings(explicit: Option<&Path>) -> Result<(Settings, Option<PathBuf>), ConfigError> {
+    let file = locate(explicit);
+    if let Some(f) = &file
+        && explicit.is_some()
+        && !f.exists()
+    {
+        return Err(ConfigError::Missing(f.clone()));
+    }
+    Ok((Settings::load(file.as_deref())?, file))
+}
+
+impl Settings {
+    /// Load defaults, then `file` (if any), then the environment (`DINGREC_…`, `__` for nesting);
+    /// resolve secrets; validate. An error names the key and where its value came from: the file,
+    /// or the environment variable by its full name.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -363,34 +419,11 @@ impl Settings {
                 figment = figment.merge(Serialized::defaults(value));
             }
         }
-        let env = EnvVars::from_env(env);
-        let env_keys: Vec<String> = env.0.iter().map(|(k, _)| k.clone()).collect();
-        figment = figment.merge(env);
+        // `DINGREC_CONFIG` names the file and is not a key.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["CONFIG"]));
         let mut settings: Settings = figment.extract().map_err(|e| {
-            let mut msg = String::new();
-            for err in e {
-                let key = err.path.join(".");
-                let from_env = env_keys
-                    .iter()
-                    .any(|k| !key.is_empty() && (k == &key || k.starts_with(&format!("{key}."))));
-                let source = if from_env {
-                    format!(
-                        " (from the environment: DINGREC_{})",
-                        key.to_ascii_uppercase().replace('.', "__")
-                    )
-                } else {
-                    file.map(|p| format!(" (in {})", p.display())).unwrap_or_default()
-                };
-                if !msg.is_empty() {
-                    msg.push('\n');
-                }
-                if key.is_empty() {
-                    msg.push_str(&format!("config: {}{source}", err.kind));
-                } else {
-                    msg.push_str(&format!("config key '{key}': {}{source}", err.kind));
-                }
-            }
-            ConfigError::Load(msg)
+            let msg: Vec<String> = e.into_iter().map(|err| describe(&err, file)).collect();
+            ConfigError::Load(msg.join("\n"))
         })?;
         settings.resolve_secrets(&std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from))?;
         settings.validate()?;
@@ -484,36 +517,35 @@ impl Settings {
     }
 }
 
-/// The `DINGREC_…` variables as a figment provider: `DINGREC_DINGTALK__APP_KEY=x` becomes
-/// `dingtalk.app_key: x`. `DINGREC_CONFIG` names the file and is not a key.
-struct EnvVars(Vec<(String, String)>);
+/// Environment variables that set keys start with this (`DINGREC_DINGTALK__APP_KEY`).
+const ENV_PREFIX: &str = "DINGREC_";
 
-impl EnvVars {
-    fn from_env(env: BTreeMap<String, String>) -> Self {
-        Self(
-            env.into_iter()
-                .filter_map(|(k, v)| {
-                    let rest = k.strip_prefix("DINGREC_")?;
-                    (rest != "CONFIG" && !rest.is_empty())
-                        .then(|| (rest.to_ascii_lowercase().replace("__", "."), v))
-                })
-                .collect(),
+/// One extraction error in words: `config key 'dingtalk.rate_limit': invalid type … (from the
+/// environment: DINGREC_DINGTALK__RATE_LIMIT)`.
+fn describe(err: &figment2::Error, file: Option<&Path>) -> String {
+    let mut path = err.path.clone();
+    if let figment2::error::Kind::UnknownField(name, _) = &err.kind {
+        path.push(name.clone());
+    }
+    let from_env = err
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    let source = if from_env {
+        format!(
+            " (from the environment: {ENV_PREFIX}{})",
+            path.iter()
+                .map(|p| p.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
         )
-    }
-}
-
-impl Provider for EnvVars {
-    fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable(s) DINGREC_*")
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment2::Error> {
-        let mut figment = Figment::new();
-        for (key, raw) in &self.0 {
-            let value: Value = raw.parse().unwrap_or_else(|never| match never {});
-            figment = figment.merge(Serialized::defaults(figment2::util::nest(key, value)));
-        }
-        figment.data()
+    } else {
+        file.map(|p| format!(" (in {})", p.display())).unwrap_or_default()
+    };
+    if err.path.is_empty() {
+        format!("config: {}{source}", err.kind)
+    } else {
+        format!("config key '{}': {}{source}", err.path.join("."), err.kind)
     }
 }
 
@@ -607,70 +639,118 @@ pub fn check_base_url(url: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).expect("write");
-        p
-    }
+    use figment2::Jail;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    /// Run `f` in a jail: a fresh working folder and an environment restored afterwards.
+    fn jailed(f: impl FnOnce(&mut Jail) -> Result<(), figment2::Error>) {
+        Jail::expect_with(f);
     }
 
     #[test]
     fn the_environment_overrides_the_file_which_overrides_the_defaults() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let file = write(
-            &dir,
-            "config.yaml",
-            "dingtalk:\n  app_key: from-file\n  rate_limit: 5\nhttp:\n  listen: 127.0.0.1:9999\n",
-        );
-        let s = Settings::load_with_env(
-            Some(&file),
-            env(&[
-                ("DINGREC_DINGTALK__APP_KEY", "from-env"),
-                ("DINGREC_CONFIG", "ignored"),
-            ]),
-        )
-        .expect("loads");
-        assert_eq!(s.dingtalk.app_key, "from-env");
-        assert_eq!(s.dingtalk.rate_limit, 5);
-        assert_eq!(s.http.listen.port(), 9999);
-        assert_eq!(
-            s.dingtalk.request_timeout,
-            Duration::from_secs(10),
-            "default kept"
-        );
-        assert_eq!(s.defaults.window, Duration::from_secs(1800));
+        jailed(|jail| {
+            jail.create_file(
+                "config.yaml",
+                "dingtalk:\n  app_key: from-file\n  rate_limit: 5\nhttp:\n  listen: 127.0.0.1:9999\n",
+            )?;
+            jail.set_env("DINGREC_DINGTALK__APP_KEY", "from-env");
+            jail.set_env("DINGREC_CONFIG", "ignored");
+            let s = Settings::load(Some(Path::new("config.yaml"))).expect("loads");
+            assert_eq!(s.dingtalk.app_key, "from-env");
+            assert_eq!(s.dingtalk.rate_limit, 5);
+            assert_eq!(s.http.listen.port(), 9999);
+            assert_eq!(
+                s.dingtalk.request_timeout,
+                Duration::from_secs(10),
+                "default kept"
+            );
+            assert_eq!(s.defaults.window, Duration::from_secs(1800));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nested_environment_keys_reach_deep_settings() {
+        jailed(|jail| {
+            jail.set_env("DINGREC_DEFAULTS__RETRY__MAXIMUM_ATTEMPTS", "7");
+            jail.set_env("DINGREC_SCHEDULER__SHUTDOWN_TIMEOUT", "3s");
+            let s = Settings::load(None).expect("loads");
+            assert_eq!(s.defaults.retry.maximum_attempts, 7);
+            assert_eq!(s.scheduler.shutdown_timeout, Duration::from_secs(3));
+            Ok(())
+        });
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_their_path() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let file = write(&dir, "config.yaml", "dingtalk:\n  rate_limt: 5\n");
-        let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("unknown key");
-        let msg = err.to_string();
-        assert!(msg.contains("rate_limt"), "{msg}");
-        assert!(msg.contains("dingtalk"), "{msg}");
-
-        let err =
-            Settings::load_with_env(None, env(&[("DINGREC_HTTP__LISTN", "x")])).expect_err("unknown env key");
-        assert!(err.to_string().contains("listn"), "{err}");
-        assert!(err.to_string().contains("environment"), "{err}");
+        jailed(|jail| {
+            jail.create_file("config.yaml", "dingtalk:\n  rate_limt: 5\n")?;
+            let err = Settings::load(Some(Path::new("config.yaml"))).expect_err("unknown key");
+            let msg = err.to_string();
+            assert!(msg.contains("rate_limt"), "{msg}");
+            assert!(msg.contains("dingtalk"), "{msg}");
+            assert!(msg.contains("config.yaml"), "{msg}");
+            Ok(())
+        });
+        jailed(|jail| {
+            jail.set_env("DINGREC_HTTP__LISTN", "x");
+            let err = Settings::load(None).expect_err("unknown env key");
+            let msg = err.to_string();
+            assert!(msg.contains("DINGREC_HTTP__LISTN"), "{msg}");
+            Ok(())
+        });
     }
 
     #[test]
-    fn bad_values_name_the_key() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let file = write(&dir, "config.yaml", "defaults:\n  timezone: Asia/Shangai\n");
-        let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("bad zone");
-        assert!(err.to_string().contains("defaults.timezone"), "{err}");
-        let file = write(&dir, "c2.yaml", "dingtalk:\n  request_timeout: soon\n");
-        let err = Settings::load_with_env(Some(&file), env(&[])).expect_err("bad duration");
-        assert!(err.to_string().contains("dingtalk.request_timeout"), "{err}");
+    fn bad_values_name_the_key_and_the_variable() {
+        jailed(|jail| {
+            jail.create_file("config.yaml", "defaults:\n  timezone: Asia/Shangai\n")?;
+            let err = Settings::load(Some(Path::new("config.yaml"))).expect_err("bad zone");
+            assert!(err.to_string().contains("defaults.timezone"), "{err}");
+            jail.create_file("c2.yaml", "dingtalk:\n  request_timeout: soon\n")?;
+            let err = Settings::load(Some(Path::new("c2.yaml"))).expect_err("bad duration");
+            assert!(err.to_string().contains("dingtalk.request_timeout"), "{err}");
+            jail.set_env("DINGREC_DINGTALK__RATE_LIMIT", "lots");
+            let err = Settings::load(None).expect_err("bad number");
+            let msg = err.to_string();
+            assert!(msg.contains("dingtalk.rate_limit"), "{msg}");
+            assert!(msg.contains("DINGREC_DINGTALK__RATE_LIMIT"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn built_in_policy_defaults_match_the_settings_defaults() {
+        assert_eq!(
+            DefaultSettings::default().typed().expect("valid"),
+            PolicyDefaults::default()
+        );
+    }
+
+    #[test]
+    fn changed_keys_are_named_and_secrets_are_not_shown() {
+        let old = Settings::default();
+        let mut new = old.clone();
+        assert_eq!(old, new);
+        assert!(changed_keys(&old, &new).is_empty());
+        new.dingtalk.rate_limit = 5;
+        new.dingtalk.token_refresh_margin = Duration::from_secs(1);
+        new.dingtalk
+            .classification
+            .insert("recordStartError".into(), RetryClass::Fail);
+        new.dingtalk.app_secret = Some(SecretString::from("CANARY-new".to_owned()));
+        assert_ne!(old, new);
+        let keys = changed_keys(&old, &new);
+        assert_eq!(
+            keys,
+            vec![
+                "dingtalk.classification.recordStartError",
+                "dingtalk.rate_limit",
+                "dingtalk.token_refresh_margin",
+                "dingtalk.app_secret"
+            ]
+        );
+        assert!(!format!("{keys:?}").contains("CANARY"));
     }
 
     #[test]
@@ -686,52 +766,49 @@ mod tests {
 
     #[test]
     fn secrets_come_from_a_file_first_and_never_print() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let secret_file = write(&dir, "secret", "CANARY-file-secret\n");
-        let file = write(
-            &dir,
-            "config.yaml",
-            &format!(
-                "dingtalk:\n  app_key: k\n  app_secret_file: {}\n",
-                secret_file.display()
-            ),
-        );
-        let s = Settings::load_with_env(
-            Some(&file),
-            env(&[("DINGREC_DINGTALK__APP_SECRET", "CANARY-env-secret")]),
-        )
-        .expect("loads");
-        let creds = s.credentials().expect("complete");
-        match &creds {
-            Credentials::Internal { app_secret, .. } => {
-                assert_eq!(app_secret.expose_secret(), "CANARY-file-secret")
+        jailed(|jail| {
+            jail.create_file("secret", "CANARY-file-secret\n")?;
+            jail.create_file(
+                "config.yaml",
+                "dingtalk:\n  app_key: k\n  app_secret_file: secret\n",
+            )?;
+            jail.set_env("DINGREC_DINGTALK__APP_SECRET", "CANARY-env-secret");
+            let s = Settings::load(Some(Path::new("config.yaml"))).expect("loads");
+            let creds = s.credentials().expect("complete");
+            match &creds {
+                Credentials::Internal { app_secret, .. } => {
+                    assert_eq!(app_secret.expose_secret(), "CANARY-file-secret")
+                }
+                other => panic!("unexpected {other:?}"),
             }
-            other => panic!("unexpected {other:?}"),
-        }
-        let printed = format!("{s:?} {creds:?}");
-        assert!(!printed.contains("CANARY"), "{printed}");
+            let printed = format!("{s:?} {creds:?}");
+            assert!(!printed.contains("CANARY"), "{printed}");
+            Ok(())
+        });
     }
 
     #[test]
     fn the_environment_secret_is_the_last_resort() {
-        let s = Settings::load_with_env(
-            None,
-            env(&[
-                ("DINGREC_DINGTALK__APP_KEY", "k"),
-                ("DINGREC_DINGTALK__APP_SECRET", "CANARY-env-secret"),
-            ]),
-        )
-        .expect("loads");
-        assert!(format!("{:?}", s.dingtalk).contains("[REDACTED]"));
-        assert!(!format!("{:?}", s.dingtalk).contains("CANARY"));
-        assert!(s.credentials().is_ok());
-        let none = Settings::load_with_env(None, env(&[("DINGREC_DINGTALK__APP_KEY", "k")])).expect("loads");
-        assert!(
-            none.credentials()
-                .expect_err("missing")
-                .to_string()
-                .contains("secret")
-        );
+        jailed(|jail| {
+            jail.set_env("DINGREC_DINGTALK__APP_KEY", "k");
+            jail.set_env("DINGREC_DINGTALK__APP_SECRET", "CANARY-env-secret");
+            let s = Settings::load(None).expect("loads");
+            assert!(format!("{:?}", s.dingtalk).contains("[REDACTED]"));
+            assert!(!format!("{:?}", s.dingtalk).contains("CANARY"));
+            assert!(s.credentials().is_ok());
+            Ok(())
+        });
+        jailed(|jail| {
+            jail.set_env("DINGREC_DINGTALK__APP_KEY", "k");
+            let none = Settings::load(None).expect("loads");
+            assert!(
+                none.credentials()
+                    .expect_err("missing")
+                    .to_string()
+                    .contains("secret")
+            );
+            Ok(())
+        });
     }
 }
 
@@ -759,7 +836,7 @@ mod repo_config {
     fn the_repository_config_loads_and_documents_every_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
         let text = std::fs::read_to_string(&path).expect("config.yaml");
-        let loaded = Settings::load_with_env(Some(&path), Vec::new()).expect("loads");
+        let loaded = Settings::load(Some(&path)).expect("loads");
         let defaults = Settings::default();
         assert_eq!(
             serde_json::to_value(&loaded).expect("json"),

@@ -12,9 +12,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::cli::{EXIT_FAILURE, EXIT_OK, Failure};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::{LogSettings, Settings};
+use crate::domain::OccurrenceState;
+use crate::exit::{EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Failure};
 use crate::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step};
 use crate::notify::Notifier;
 use crate::store::history::HistoryFilter;
@@ -127,7 +128,7 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
         Some(p) => {
             if p.exists() {
                 return Err(Failure::new(
-                    crate::cli::EXIT_INVALID,
+                    EXIT_INVALID,
                     format!("demo: {} exists; name a new file", p.display()),
                 ));
             }
@@ -166,17 +167,17 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
             .history(&HistoryFilter::default())
             .await
             .map_err(|e| fail("database", &e))?;
-        if rows.len() >= 5
-            && rows
-                .iter()
-                .all(|o| !["scheduled", "running", "retry_wait"].contains(&o.state.as_str()))
-        {
+        if rows.len() >= 5 && rows.iter().all(|o| !o.state.is_live()) {
             finished = true;
             break;
         }
     }
     cancel.cancel();
-    let _ = running.await;
+    match running.await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(fail("the daemon failed", &why)),
+        Err(e) => return Err(fail("the daemon failed", &e)),
+    }
 
     let store = crate::store::Store::open(&db)
         .await
@@ -187,15 +188,15 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
         .map_err(|e| fail("database", &e))?;
     store.close().await;
     println!("\nAudit log (dingrec history):\n");
-    print!("{}", crate::cli::render_history(&rows, false));
-    let count = |s: &str| rows.iter().filter(|o| o.state == s).count();
+    print!("{}", crate::output::render_history(&rows, false));
+    let count = |s: OccurrenceState| rows.iter().filter(|o| o.state == s).count();
     println!(
         "\n{} occurrences: {} succeeded, {} failed, {} expired, {} missed. DingTalk (the fake) saw {} StartCloudRecord calls.",
         rows.len(),
-        count("succeeded"),
-        count("failed"),
-        count("expired"),
-        count("missed"),
+        count(OccurrenceState::Succeeded),
+        count(OccurrenceState::Failed),
+        count(OccurrenceState::Expired),
+        count(OccurrenceState::Missed),
         fake.start_requests().len()
     );
     if !finished {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod dingtalk;
 pub mod domain;
+pub mod exit;
 pub mod fake;
 pub mod http;
 pub mod metrics;

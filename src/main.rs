@@ -9,7 +9,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dingrec: cannot start the async runtime: {e}");
-            std::process::exit(dingrec::cli::EXIT_FAILURE);
+            std::process::exit(dingrec::exit::EXIT_FAILURE);
         }
     };
     let code = runtime.block_on(dingrec::cli::dispatch(cli));

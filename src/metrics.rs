@@ -7,6 +7,8 @@ use std::sync::Arc;
 use metrics::{Key, Label, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
+use crate::domain::{AttemptOutcome, OccurrenceState};
+
 pub const ATTEMPTS_TOTAL: &str = "dingrec_attempts_total";
 pub const OCCURRENCES_TOTAL: &str = "dingrec_occurrences_total";
 pub const FIRE_LATENESS: &str = "dingrec_fire_lateness_seconds";
@@ -76,9 +78,13 @@ impl Metrics {
                 .register_counter(&key(TOKEN_REFRESHES, &[("result", result)]), &META)
                 .absolute(0);
         }
-        for s in ["succeeded", "failed", "expired", "missed"] {
+        // Present from the start, so that an alert rule on a rate sees the first one.
+        for s in OccurrenceState::ALL
+            .iter()
+            .filter(|s| **s == OccurrenceState::Succeeded || s.is_final_failure())
+        {
             m.recorder
-                .register_counter(&key(OCCURRENCES_TOTAL, &[("state", s)]), &META)
+                .register_counter(&key(OCCURRENCES_TOTAL, &[("state", s.as_str())]), &META)
                 .absolute(0);
         }
         m
@@ -94,13 +100,13 @@ impl Metrics {
             .increment(1);
     }
 
-    pub fn attempt(&self, outcome: &str, code: &str) {
-        self.count(ATTEMPTS_TOTAL, &[("outcome", outcome), ("code", code)]);
+    pub fn attempt(&self, outcome: AttemptOutcome, code: &str) {
+        self.count(ATTEMPTS_TOTAL, &[("outcome", outcome.as_str()), ("code", code)]);
     }
 
     /// An occurrence reached `state`.
-    pub fn occurrence(&self, state: &str) {
-        self.count(OCCURRENCES_TOTAL, &[("state", state)]);
+    pub fn occurrence(&self, state: OccurrenceState) {
+        self.count(OCCURRENCES_TOTAL, &[("state", state.as_str())]);
     }
 
     pub fn fire_lateness(&self, seconds: f64) {

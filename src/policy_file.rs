@@ -17,12 +17,13 @@ use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::config::PolicyDefaults;
-use crate::domain::policy::{Invalid, ScheduleConferenceId, did_you_mean};
+use crate::domain::PolicyDefaults;
+use crate::domain::policy::ScheduleConferenceId;
 use crate::domain::schedule::{At, CronExpr};
 use crate::domain::{
     ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, WindowPosition, Zone,
 };
+use crate::domain::{Invalid, did_you_mean};
 
 /// Policy files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
@@ -144,7 +145,7 @@ pub fn load_paths(
             Err(e) => errors.push(e),
         }
     }
-    check_unique_names(&all, &files, &mut errors);
+    check_unique_names(&all, &mut errors);
     if errors.is_empty() { Ok(all) } else { Err(errors) }
 }
 
@@ -176,7 +177,7 @@ fn read_file(file: &Path) -> Result<String, Diagnostic> {
     })
 }
 
-fn check_unique_names(all: &[SourcedPolicy], _files: &[PathBuf], errors: &mut Vec<Diagnostic>) {
+fn check_unique_names(all: &[SourcedPolicy], errors: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for p in all {
         if let Some(first) = seen.insert(p.policy.name.as_str(), &p.source) {
@@ -310,42 +311,51 @@ struct RawDocument {
 
 type S<T> = Spanned<T>;
 
-const POLICY_KEYS: &[&str] = &[
-    "name",
-    "conference_id",
-    "schedule_conference_id",
-    "host_union_id",
-    "cron",
-    "at",
-    "timezone",
-    "layout",
-    "small_window_position",
-    "start_offset",
-    "window",
-    "skip_dates",
-    "retry",
-    "enabled",
-];
+/// Declares the raw policy entry from one list of keys: the struct's fields, [`POLICY_KEYS`] (for
+/// "unknown key" hints) and the map visitor's dispatch all come from it, so a key is added once.
+macro_rules! raw_policy {
+    ($($key:ident: $ty:ty),+ $(,)?) => {
+        /// One entry of `policies:`, every value with its location. Unknown keys are collected,
+        /// not fatal, so that one run reports them all.
+        #[derive(Default)]
+        struct RawPolicy {
+            /// Where the entry starts (its first key).
+            first_key: Option<serde_saphyr::Location>,
+            $($key: Option<S<$ty>>,)+
+            unknown: Vec<S<String>>,
+        }
 
-#[derive(Default)]
-struct RawPolicy {
-    /// Where the entry starts (its first key).
-    first_key: Option<serde_saphyr::Location>,
-    name: Option<S<String>>,
-    conference_id: Option<S<String>>,
-    schedule_conference_id: Option<S<String>>,
-    host_union_id: Option<S<String>>,
-    cron: Option<S<String>>,
-    at: Option<S<String>>,
-    timezone: Option<S<String>>,
-    layout: Option<S<String>>,
-    small_window_position: Option<S<String>>,
-    start_offset: Option<S<String>>,
-    window: Option<S<String>>,
-    skip_dates: Option<S<Vec<S<String>>>>,
-    retry: Option<S<RawRetry>>,
-    enabled: Option<S<bool>>,
-    unknown: Vec<S<String>>,
+        /// Every key a policy entry may hold.
+        pub const POLICY_KEYS: &[&str] = &[$(stringify!($key)),+];
+
+        impl RawPolicy {
+            /// Read the value of `key` into its field; false for a key that is not a policy key.
+            fn read_value<'de, A: MapAccess<'de>>(&mut self, key: &str, m: &mut A) -> Result<bool, A::Error> {
+                match key {
+                    $(stringify!($key) => self.$key = Some(m.next_value()?),)+
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+        }
+    };
+}
+
+raw_policy! {
+    name: String,
+    conference_id: String,
+    schedule_conference_id: String,
+    host_union_id: String,
+    cron: String,
+    at: String,
+    timezone: String,
+    layout: String,
+    small_window_position: String,
+    start_offset: String,
+    window: String,
+    skip_dates: Vec<S<String>>,
+    retry: RawRetry,
+    enabled: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -369,25 +379,9 @@ impl<'de> Deserialize<'de> for RawPolicy {
                 let mut p = RawPolicy::default();
                 while let Some(key) = m.next_key::<S<String>>()? {
                     p.first_key.get_or_insert(key.referenced);
-                    match key.value.as_str() {
-                        "name" => p.name = Some(m.next_value()?),
-                        "conference_id" => p.conference_id = Some(m.next_value()?),
-                        "schedule_conference_id" => p.schedule_conference_id = Some(m.next_value()?),
-                        "host_union_id" => p.host_union_id = Some(m.next_value()?),
-                        "cron" => p.cron = Some(m.next_value()?),
-                        "at" => p.at = Some(m.next_value()?),
-                        "timezone" => p.timezone = Some(m.next_value()?),
-                        "layout" => p.layout = Some(m.next_value()?),
-                        "small_window_position" => p.small_window_position = Some(m.next_value()?),
-                        "start_offset" => p.start_offset = Some(m.next_value()?),
-                        "window" => p.window = Some(m.next_value()?),
-                        "skip_dates" => p.skip_dates = Some(m.next_value()?),
-                        "retry" => p.retry = Some(m.next_value()?),
-                        "enabled" => p.enabled = Some(m.next_value()?),
-                        _ => {
-                            m.next_value::<IgnoredAny>()?;
-                            p.unknown.push(key);
-                        }
+                    if !p.read_value(&key.value, &mut m)? {
+                        m.next_value::<IgnoredAny>()?;
+                        p.unknown.push(key);
                     }
                 }
                 Ok(p)
@@ -398,6 +392,19 @@ impl<'de> Deserialize<'de> for RawPolicy {
 }
 
 // ---- checking ----
+
+/// The entry being checked: how its keys are named in errors, and where it starts.
+struct Entry {
+    label: String,
+    first_key: Option<serde_saphyr::Location>,
+}
+
+impl Entry {
+    /// `policies[2] (weekly).timezone`
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.label)
+    }
+}
 
 struct Checker<'a> {
     file: &'a Path,
@@ -455,162 +462,66 @@ impl Checker<'_> {
         }
     }
 
+    /// Record a problem at the start of the entry (a key that is missing, or two that clash).
+    fn at_entry(&mut self, e: &Entry, k: &str, msg: impl Into<String>) {
+        if let Some(loc) = e.first_key {
+            let d = self.at(&loc, 1, e.key(k), Invalid::new(msg));
+            self.errors.push(d);
+        }
+    }
+
+    /// Check one entry of `policies:` into a policy; every problem is recorded, none stops the rest.
     fn policy(&mut self, i: usize, raw: RawPolicy, defaults: &PolicyDefaults) -> Option<SourcedPolicy> {
         let before = self.errors.len();
-        let label = raw
-            .name
-            .as_ref()
-            .map(|n| format!("policies[{i}] ({})", n.value))
-            .unwrap_or_else(|| format!("policies[{i}]"));
-        let key = |k: &str| format!("{label}.{k}");
-        let entry = raw.first_key;
-        let missing = |this: &mut Self, k: &str, msg: String| {
-            if let Some(loc) = entry {
-                let d = this.at(&loc, 1, key(k), Invalid::new(msg));
-                this.errors.push(d);
-            }
+        let e = Entry {
+            label: raw
+                .name
+                .as_ref()
+                .map(|n| format!("policies[{i}] ({})", n.value))
+                .unwrap_or_else(|| format!("policies[{i}]")),
+            first_key: raw.first_key,
         };
-
         for u in &raw.unknown {
             let hint = did_you_mean(&u.value, POLICY_KEYS.iter().copied())
                 .or_else(|| Some(format!("known keys: {}", POLICY_KEYS.join(", "))));
             self.push(
                 u,
-                key(&u.value),
+                e.key(&u.value),
                 Invalid::new(format!("unknown key '{}'", u.value)).with_hint(hint),
             );
         }
-
-        let name = self.field(&raw.name, || key("name"), PolicyName::parse).flatten();
-        if raw.name.is_none() {
-            missing(self, "name", "missing key 'name'".into());
-        }
-        let host = self
-            .field(&raw.host_union_id, || key("host_union_id"), UnionId::parse)
-            .flatten();
-        if raw.host_union_id.is_none() {
-            missing(
-                self,
-                "host_union_id",
-                "missing key 'host_union_id' (the meeting host's unionId)".into(),
-            );
-        }
-
-        let conf = self.field(&raw.conference_id, || key("conference_id"), ConferenceId::parse);
-        let sched = self.field(
-            &raw.schedule_conference_id,
-            || key("schedule_conference_id"),
-            ScheduleConferenceId::parse,
+        let name = self.required(&e, &raw.name, "name", "missing key 'name'", PolicyName::parse);
+        let host = self.required(
+            &e,
+            &raw.host_union_id,
+            "host_union_id",
+            "missing key 'host_union_id' (the meeting host's unionId)",
+            UnionId::parse,
         );
-        let target = match (conf, sched) {
-            (Some(Some(c)), Some(None)) => Some(Target::Conference(c)),
-            (Some(None), Some(Some(s))) => Some(Target::Scheduled(s)),
-            (Some(Some(_)), Some(Some(_))) => {
-                if let Some(s) = &raw.schedule_conference_id {
-                    self.push(
-                        s,
-                        key("schedule_conference_id"),
-                        Invalid::new(
-                            "both conference_id and schedule_conference_id are set; set exactly one",
-                        ),
-                    );
-                }
-                None
-            }
-            (Some(None), Some(None)) => {
-                missing(
-                    self,
-                    "conference_id",
-                    "neither conference_id nor schedule_conference_id is set; set exactly one".into(),
-                );
-                None
-            }
-            _ => None,
-        };
-
-        let cron = self.field(&raw.cron, || key("cron"), CronExpr::parse);
-        let at = self.field(&raw.at, || key("at"), At::parse);
-        let schedule = match (cron, at) {
-            (Some(Some(c)), Some(None)) => Some(Schedule::Cron(c)),
-            (Some(None), Some(Some(a))) => Some(Schedule::At(a)),
-            (Some(Some(_)), Some(Some(_))) => {
-                if let Some(s) = &raw.at {
-                    self.push(
-                        s,
-                        key("at"),
-                        Invalid::new("both 'at' and 'cron' are set; set exactly one"),
-                    );
-                }
-                None
-            }
-            (Some(None), Some(None)) => {
-                missing(
-                    self,
-                    "at",
-                    "neither 'at' (one-off) nor 'cron' (recurring) is set; set exactly one".into(),
-                );
-                None
-            }
-            _ => None,
-        };
-
+        let target = self.target(&e, &raw);
+        let schedule = self.schedule(&e, &raw);
         let timezone = self
-            .field(&raw.timezone, || key("timezone"), Zone::parse)
+            .field(&raw.timezone, || e.key("timezone"), Zone::parse)
             .map(|z| z.unwrap_or(defaults.timezone));
         let layout = self
-            .field(&raw.layout, || key("layout"), Layout::parse)
+            .field(&raw.layout, || e.key("layout"), Layout::parse)
             .map(|l| l.unwrap_or(defaults.layout));
         let position = self
             .field(
                 &raw.small_window_position,
-                || key("small_window_position"),
+                || e.key("small_window_position"),
                 WindowPosition::parse,
             )
             .map(|p| p.unwrap_or(defaults.small_window_position));
-        let start_offset = self
-            .field(&raw.start_offset, || key("start_offset"), parse_duration)
-            .map(|d| d.unwrap_or(defaults.start_offset));
-        let window = self
-            .field(&raw.window, || key("window"), parse_duration)
-            .map(|d| d.unwrap_or(defaults.window));
-        if let (Some(off), Some(win)) = (start_offset, window)
-            && win <= off
-        {
-            let msg = format!(
-                "window ({}) must be longer than start_offset ({}): the window starts at the meeting's start and the first attempt is at start + start_offset",
-                humantime::format_duration(win),
-                humantime::format_duration(off)
-            );
-            match (&raw.window, &raw.start_offset) {
-                (Some(w), _) => self.push(w, key("window"), Invalid::new(msg)),
-                (None, Some(o)) => self.push(o, key("start_offset"), Invalid::new(msg)),
-                (None, None) => missing(self, "window", msg),
-            }
-        }
-
-        let mut skip_dates = BTreeSet::new();
-        if let Some(list) = &raw.skip_dates {
-            for (j, d) in list.value.iter().enumerate() {
-                match NaiveDate::parse_from_str(&d.value, "%Y-%m-%d") {
-                    Ok(date) => {
-                        skip_dates.insert(date);
-                    }
-                    Err(e) => self.push(
-                        d,
-                        key(&format!("skip_dates[{j}]")),
-                        Invalid::new(format!("invalid date '{}': {e} (expected YYYY-MM-DD)", d.value)),
-                    ),
-                }
-            }
-        }
-
-        let retry = self.retry(&raw.retry, defaults.retry, &key);
-        let enabled = raw.enabled.as_ref().is_none_or(|e| e.value);
+        let (start_offset, window) = self.timing(&e, &raw, defaults);
+        let skip_dates = self.skip_dates(&e, &raw.skip_dates);
+        let retry = self.retry(&raw.retry, defaults.retry, &|k| e.key(k));
+        let enabled = raw.enabled.as_ref().is_none_or(|v| v.value);
 
         if self.errors.len() > before {
             return None;
         }
-        let line = entry.map_or(1, |l| l.line());
+        let line = e.first_key.map_or(1, |l| l.line());
         Some(SourcedPolicy {
             policy: Policy {
                 name: name?,
@@ -622,12 +533,140 @@ impl Checker<'_> {
                 small_window_position: position?,
                 start_offset: start_offset?,
                 window: window?,
-                skip_dates,
+                skip_dates: skip_dates?,
                 retry: retry?,
                 enabled,
             },
             source: format!("{}:{line}", self.file.display()),
         })
+    }
+
+    /// A key every entry must have.
+    fn required<T>(
+        &mut self,
+        e: &Entry,
+        v: &Option<S<String>>,
+        k: &str,
+        missing: &str,
+        parse: impl FnOnce(&str) -> Result<T, Invalid>,
+    ) -> Option<T> {
+        if v.is_none() {
+            self.at_entry(e, k, missing);
+        }
+        self.field(v, || e.key(k), parse).flatten()
+    }
+
+    /// Exactly one of `a` and `b`: both set is an error at `b`, neither at the entry.
+    fn one_of<A, B, T>(
+        &mut self,
+        e: &Entry,
+        (a, b): (Option<Option<A>>, Option<Option<B>>),
+        b_raw: &Option<S<String>>,
+        (b_key, both, neither): (&str, &str, &str),
+        make: (impl FnOnce(A) -> T, impl FnOnce(B) -> T),
+    ) -> Option<T> {
+        match (a, b) {
+            (Some(Some(a)), Some(None)) => Some(make.0(a)),
+            (Some(None), Some(Some(b))) => Some(make.1(b)),
+            (Some(Some(_)), Some(Some(_))) => {
+                if let Some(s) = b_raw {
+                    self.push(s, e.key(b_key), Invalid::new(both));
+                }
+                None
+            }
+            (Some(None), Some(None)) => {
+                self.at_entry(e, b_key, neither);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// `conference_id` or `schedule_conference_id`.
+    fn target(&mut self, e: &Entry, raw: &RawPolicy) -> Option<Target> {
+        let conf = self.field(&raw.conference_id, || e.key("conference_id"), ConferenceId::parse);
+        let sched = self.field(
+            &raw.schedule_conference_id,
+            || e.key("schedule_conference_id"),
+            ScheduleConferenceId::parse,
+        );
+        self.one_of(
+            e,
+            (conf, sched),
+            &raw.schedule_conference_id,
+            (
+                "schedule_conference_id",
+                "both conference_id and schedule_conference_id are set; set exactly one",
+                "neither conference_id nor schedule_conference_id is set; set exactly one",
+            ),
+            (Target::Conference, Target::Scheduled),
+        )
+    }
+
+    /// `cron` or `at`.
+    fn schedule(&mut self, e: &Entry, raw: &RawPolicy) -> Option<Schedule> {
+        let cron = self.field(&raw.cron, || e.key("cron"), CronExpr::parse);
+        let at = self.field(&raw.at, || e.key("at"), At::parse);
+        self.one_of(
+            e,
+            (cron, at),
+            &raw.at,
+            (
+                "at",
+                "both 'at' and 'cron' are set; set exactly one",
+                "neither 'at' (one-off) nor 'cron' (recurring) is set; set exactly one",
+            ),
+            (Schedule::Cron, Schedule::At),
+        )
+    }
+
+    /// `start_offset` and `window`, each defaulted, the window longer than the offset.
+    fn timing(
+        &mut self,
+        e: &Entry,
+        raw: &RawPolicy,
+        defaults: &PolicyDefaults,
+    ) -> (Option<Duration>, Option<Duration>) {
+        let start_offset = self
+            .field(&raw.start_offset, || e.key("start_offset"), parse_duration)
+            .map(|d| d.unwrap_or(defaults.start_offset));
+        let window = self
+            .field(&raw.window, || e.key("window"), parse_duration)
+            .map(|d| d.unwrap_or(defaults.window));
+        if let (Some(off), Some(win)) = (start_offset, window)
+            && win <= off
+        {
+            let msg = format!(
+                "window ({}) must be longer than start_offset ({}): the window starts at the meeting's start and the first attempt is at start + start_offset",
+                humantime::format_duration(win),
+                humantime::format_duration(off)
+            );
+            match (&raw.window, &raw.start_offset) {
+                (Some(w), _) => self.push(w, e.key("window"), Invalid::new(msg)),
+                (None, Some(o)) => self.push(o, e.key("start_offset"), Invalid::new(msg)),
+                (None, None) => self.at_entry(e, "window", msg),
+            }
+        }
+        (start_offset, window)
+    }
+
+    /// `skip_dates`: local dates, `YYYY-MM-DD`.
+    fn skip_dates(&mut self, e: &Entry, raw: &Option<S<Vec<S<String>>>>) -> Option<BTreeSet<NaiveDate>> {
+        let mut dates = BTreeSet::new();
+        let before = self.errors.len();
+        for (j, d) in raw.iter().flat_map(|l| l.value.iter()).enumerate() {
+            match NaiveDate::parse_from_str(&d.value, "%Y-%m-%d") {
+                Ok(date) => {
+                    dates.insert(date);
+                }
+                Err(err) => self.push(
+                    d,
+                    e.key(&format!("skip_dates[{j}]")),
+                    Invalid::new(format!("invalid date '{}': {err} (expected YYYY-MM-DD)", d.value)),
+                ),
+            }
+        }
+        (self.errors.len() == before).then_some(dates)
     }
 
     fn retry(
@@ -662,14 +701,12 @@ impl Checker<'_> {
         if self.errors.len() > before {
             return None;
         }
-        if let Err(msg) = out.check() {
-            let field = msg
-                .split_whitespace()
-                .next()
-                .unwrap_or("retry")
-                .trim_start_matches("retry.")
-                .to_owned();
-            self.push(r, key(&format!("retry.{field}")), Invalid::new(msg));
+        if let Err(e) = out.check() {
+            self.push(
+                r,
+                key(&format!("retry.{}", e.field())),
+                Invalid::new(e.to_string()),
+            );
             return None;
         }
         Some(out)

@@ -183,7 +183,8 @@ impl DingTalkClient {
         })
     }
 
-    pub fn token_status(&self) -> TokenStatus {
+    /// A read-only view of the token's state, for `/readyz` (which never calls DingTalk).
+    pub fn token_status(&self) -> tokio::sync::watch::Receiver<TokenStatus> {
         self.tokens.status()
     }
 
@@ -357,22 +358,6 @@ impl DingTalkClient {
         expect_code_200(&raw)
     }
 
-    /// StartCloudRecord with the cached token.
-    pub async fn start_cloud_record(&self, r: &StartRequest<'_>) -> Result<CallOk, DingTalkError> {
-        let token = self.token().await?;
-        self.start_cloud_record_with(&token, r).await
-    }
-
-    /// StopCloudRecord with the cached token.
-    pub async fn stop_cloud_record(
-        &self,
-        conference_id: &str,
-        union_id: &str,
-    ) -> Result<CallOk, DingTalkError> {
-        let token = self.token().await?;
-        self.stop_cloud_record_with(&token, conference_id, union_id).await
-    }
-
     /// StopCloudRecord with `token`.
     pub async fn stop_cloud_record_with(
         &self,
@@ -390,12 +375,6 @@ impl DingTalkClient {
             .send(Self::with_token(self.post_json(&path, &body), token)?)
             .await?;
         expect_code_200(&raw)
-    }
-
-    /// A meeting's info, with the cached token.
-    pub async fn conference_info(&self, conference_id: &str) -> Result<ConfInfo, DingTalkError> {
-        let token = self.token().await?;
-        self.conference_info_with(&token, conference_id).await
     }
 
     /// A meeting's info, with `token`.

@@ -3,12 +3,11 @@
 //! `InvalidAuthentication`. A failed refresh is remembered for a second so that a token endpoint
 //! that is down is not hammered by every waiting call.
 
-use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use super::error::DingTalkError;
@@ -50,12 +49,20 @@ struct State {
     last_error: Option<(DingTalkError, Instant)>,
 }
 
-#[derive(Default)]
 pub struct TokenCache {
     /// Held across the fetch: this is what makes the refresh single-flight.
     state: Mutex<State>,
-    /// A copy of the status that `/readyz` can read without waiting for a fetch.
-    status: StdMutex<Option<TokenStatus>>,
+    /// The status, published for `/readyz`, which reads it without waiting for a fetch.
+    status: watch::Sender<TokenStatus>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            status: watch::Sender::new(TokenStatus::None),
+        }
+    }
 }
 
 impl TokenCache {
@@ -118,16 +125,11 @@ impl TokenCache {
     }
 
     fn set_status(&self, s: TokenStatus) {
-        if let Ok(mut g) = self.status.lock() {
-            *g = Some(s);
-        }
+        self.status.send_replace(s);
     }
 
-    pub fn status(&self) -> TokenStatus {
-        self.status
-            .lock()
-            .ok()
-            .and_then(|g| g.clone())
-            .unwrap_or(TokenStatus::None)
+    /// A receiver that always holds the latest status.
+    pub fn status(&self) -> watch::Receiver<TokenStatus> {
+        self.status.subscribe()
     }
 }

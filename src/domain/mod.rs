@@ -1,13 +1,18 @@
 //! Pure types and functions, no I/O: what a policy is, when it fires, how long to wait before the
-//! next attempt, and what DingTalk's answer means. Nothing here imports the rest of the crate.
+//! next attempt, what DingTalk's answer means, and the states an occurrence goes through. Nothing
+//! here imports the rest of the crate.
 
+pub mod invalid;
 pub mod outcome;
 pub mod policy;
 pub mod retry;
 pub mod schedule;
+pub mod state;
 pub mod time;
 
+pub use invalid::{Invalid, did_you_mean};
 pub use outcome::{Classification, RetryClass};
-pub use policy::{ConferenceId, Layout, Policy, PolicyName, Target, UnionId, WindowPosition};
+pub use policy::{ConferenceId, Layout, Policy, PolicyDefaults, PolicyName, Target, UnionId, WindowPosition};
 pub use retry::RetryPolicy;
 pub use schedule::{Schedule, Zone};
+pub use state::{AttemptOutcome, OccurrenceState, Trigger};

@@ -7,35 +7,9 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::invalid::{Invalid, did_you_mean};
 use super::retry::RetryPolicy;
 use super::schedule::{Schedule, Zone};
-
-/// Why a value was refused; the caller adds the location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl Invalid {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    pub fn with_hint(mut self, hint: Option<String>) -> Self {
-        self.hint = hint;
-        self
-    }
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 /// A policy's unique name: letters, digits, `-` and `_`; 1 to 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -140,34 +114,6 @@ pub enum Target {
     Scheduled(ScheduleConferenceId),
 }
 
-/// Closest-match hint among `choices`, for "did you mean" messages.
-pub fn did_you_mean<'a>(input: &str, choices: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let input_l = input.to_ascii_lowercase();
-    let mut best: Option<(usize, &str)> = None;
-    for c in choices {
-        let d = levenshtein(&input_l, &c.to_ascii_lowercase());
-        let limit = (c.len().max(input.len()) / 3).max(1);
-        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
-        }
-    }
-    best.map(|(_, c)| format!("did you mean '{c}'?"))
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 macro_rules! api_enum {
     ($(#[$doc:meta])* $name:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -244,6 +190,31 @@ pub struct Policy {
     pub skip_dates: BTreeSet<NaiveDate>,
     pub retry: RetryPolicy,
     pub enabled: bool,
+}
+
+/// Policy fields set once for all policies (`defaults` in config.yaml), checked and typed. A
+/// policy file's entry overrides them field by field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyDefaults {
+    pub timezone: Zone,
+    pub layout: Layout,
+    pub small_window_position: WindowPosition,
+    pub start_offset: Duration,
+    pub window: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        Self {
+            timezone: Zone::from(chrono_tz::Asia::Shanghai),
+            layout: Layout::Speech,
+            small_window_position: WindowPosition::RelativeRight,
+            start_offset: Duration::ZERO,
+            window: Duration::from_secs(30 * 60),
+            retry: RetryPolicy::default(),
+        }
+    }
 }
 
 #[cfg(test)]

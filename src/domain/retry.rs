@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::outcome::RetryClass;
+use super::state::AttemptOutcome;
 
 /// How an occurrence retries. Every field can be set in `defaults.retry` and per policy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -51,41 +52,45 @@ impl RetryPolicy {
         self.cap(n).mul_f64(u.clamp(0.0, 1.0))
     }
 
-    /// Checks the values make sense; the message names the offending field.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the values make sense; the error names the offending field.
+    pub fn check(&self) -> Result<(), RetryError> {
         if self.maximum_attempts == 0 {
-            return Err("retry.maximum_attempts must be at least 1".into());
+            return Err(RetryError::MaximumAttempts);
         }
         if !(self.backoff_coefficient.is_finite() && self.backoff_coefficient >= 1.0) {
-            return Err("retry.backoff_coefficient must be a number >= 1.0".into());
+            return Err(RetryError::BackoffCoefficient);
         }
         if self.maximum_interval < self.initial_interval {
-            return Err("retry.maximum_interval must not be shorter than retry.initial_interval".into());
+            return Err(RetryError::IntervalOrder);
         }
         Ok(())
     }
 }
 
-/// How long a throttled call waits at least before it is tried again (DingTalk: "wait 1 s").
-pub const THROTTLE_WAIT: Duration = Duration::from_secs(1);
-
-/// What an attempt's result means for its row (`attempts.outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Success,
-    Retry,
-    Fail,
+/// Why a [`RetryPolicy`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RetryError {
+    #[error("retry.maximum_attempts must be at least 1")]
+    MaximumAttempts,
+    #[error("retry.backoff_coefficient must be a number >= 1.0")]
+    BackoffCoefficient,
+    #[error("retry.maximum_interval must not be shorter than retry.initial_interval")]
+    IntervalOrder,
 }
 
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
+impl RetryError {
+    /// The field the error is about, as the policy file spells it under `retry`.
+    pub const fn field(self) -> &'static str {
         match self {
-            AttemptOutcome::Success => "success",
-            AttemptOutcome::Retry => "retry",
-            AttemptOutcome::Fail => "fail",
+            RetryError::MaximumAttempts => "maximum_attempts",
+            RetryError::BackoffCoefficient => "backoff_coefficient",
+            RetryError::IntervalOrder => "maximum_interval",
         }
     }
 }
+
+/// How long a throttled call waits at least before it is tried again (DingTalk: "wait 1 s").
+pub const THROTTLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Where the occurrence goes after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,9 +244,14 @@ mod tests {
     fn checks_name_the_bad_field() {
         let mut p = policy();
         p.maximum_attempts = 0;
-        assert!(p.check().expect_err("bad").contains("maximum_attempts"));
+        assert_eq!(p.check().expect_err("bad").field(), "maximum_attempts");
         let mut p = policy();
         p.backoff_coefficient = 0.5;
-        assert!(p.check().expect_err("bad").contains("backoff_coefficient"));
+        assert_eq!(p.check().expect_err("bad").field(), "backoff_coefficient");
+        let mut p = policy();
+        p.maximum_interval = Duration::from_secs(1);
+        let e = p.check().expect_err("bad");
+        assert_eq!(e.field(), "maximum_interval");
+        assert!(e.to_string().contains("initial_interval"), "{e}");
     }
 }

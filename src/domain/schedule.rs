@@ -14,11 +14,17 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use super::policy::{Invalid, did_you_mean};
+use super::invalid::{Invalid, did_you_mean};
 
 /// An IANA time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Zone(Tz);
+
+impl From<Tz> for Zone {
+    fn from(tz: Tz) -> Self {
+        Zone(tz)
+    }
+}
 
 impl Zone {
     pub fn parse(s: &str) -> Result<Self, Invalid> {

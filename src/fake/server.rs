@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::scenario::{MeetingSpec, Scenario};
-use super::state::{Reply, State, new_request_id};
+use super::state::{Reply, State, new_request_id, unix_ms};
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
@@ -41,11 +41,6 @@ impl LoggedRequest {
     pub fn is_start(&self) -> bool {
         self.method == "POST" && self.path.ends_with("/cloudRecords/start")
     }
-}
-
-#[allow(clippy::disallowed_methods)]
-pub(crate) fn unix_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 struct Shared {

@@ -246,7 +246,7 @@ impl State {
                 recording: false,
                 script: m.script.into_iter().collect(),
                 schedule_id,
-                start_time_ms: crate::fake::server::unix_ms(),
+                start_time_ms: unix_ms(),
             },
         );
     }
@@ -470,4 +470,11 @@ impl State {
     pub fn global_delay(&self) -> Option<Duration> {
         self.scenario.delay
     }
+}
+
+/// The fake's own wall clock, in epoch milliseconds (DingTalk's time unit); the fake is a stand-in
+/// for another machine, so it does not share dingrec's injected clock.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

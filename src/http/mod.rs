@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::dingtalk::DingTalkClient;
 use crate::dingtalk::token::TokenStatus;
+use crate::domain::OccurrenceState;
 use crate::domain::time::fmt_utc;
 use crate::metrics::Metrics;
 use crate::scheduler::health::Health;
@@ -25,7 +25,8 @@ pub struct HttpState {
     pub store: Store,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
-    pub client: Arc<DingTalkClient>,
+    /// The access token's state, as the DingTalk client publishes it.
+    pub token: tokio::sync::watch::Receiver<TokenStatus>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -71,15 +72,15 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         .and_then(Result::ok)
         .flatten();
     let mut occurrences = serde_json::Map::new();
-    for st in ["scheduled", "running", "retry_wait"] {
-        occurrences.insert(st.into(), json!(0));
+    for st in OccurrenceState::LIVE {
+        occurrences.insert(st.to_string(), json!(0));
     }
     for (st, n) in counts.unwrap_or_default() {
-        occurrences.insert(st, json!(n));
+        occurrences.insert(st.to_string(), json!(n));
     }
-    let token = match s.client.token_status() {
+    let token = match &*s.token.borrow() {
         TokenStatus::Valid { expires_at } => {
-            json!({"valid": true, "expires_at": fmt_utc(expires_at)})
+            json!({"valid": true, "expires_at": fmt_utc(*expires_at)})
         }
         TokenStatus::Error { code } => json!({"valid": false, "last_error": code}),
         TokenStatus::None => json!({"valid": false}),

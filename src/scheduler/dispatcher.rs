@@ -27,6 +27,7 @@ use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::domain::outcome::{Classification, RetryClass, codes};
 use crate::domain::retry::{AttemptContext, Next, decide};
 use crate::domain::time::fmt_utc;
+use crate::domain::{AttemptOutcome, OccurrenceState};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::occurrences::{Claimed, Completion, Meeting, Ticket};
@@ -276,9 +277,9 @@ impl Dispatcher {
             code: codes::INTERRUPTED.into(),
             message: message.into(),
             request_id: None,
-            outcome: "interrupted",
+            outcome: AttemptOutcome::Interrupted,
             next_attempt_at: Some(retry_at),
-            state: "retry_wait",
+            state: OccurrenceState::RetryWait,
             throttled: false,
         });
     }
@@ -400,10 +401,10 @@ impl Dispatcher {
         };
         let (outcome, next) = decide(class, &c.retry, ctx, rand::rng().random::<f64>());
         let (state, next_at) = match next {
-            Next::Succeeded => ("succeeded", None),
-            Next::Failed => ("failed", None),
-            Next::Expired => ("expired", None),
-            Next::RetryAt(t) => ("retry_wait", Some(t)),
+            Next::Succeeded => (OccurrenceState::Succeeded, None),
+            Next::Failed => (OccurrenceState::Failed, None),
+            Next::Expired => (OccurrenceState::Expired, None),
+            Next::RetryAt(t) => (OccurrenceState::RetryWait, Some(t)),
         };
         self.log_attempt(
             c,
@@ -411,17 +412,17 @@ impl Dispatcher {
             &code,
             http_status,
             duration_ms,
-            outcome.as_str(),
+            outcome,
             state,
             next_at,
             now,
             &message,
         );
-        self.metrics.attempt(outcome.as_str(), &code);
-        if state != "retry_wait" {
+        self.metrics.attempt(outcome, &code);
+        if !state.is_live() {
             self.metrics.occurrence(state);
         }
-        if state == "succeeded" {
+        if state == OccurrenceState::Succeeded {
             self.metrics.last_success(now.timestamp_millis() as f64 / 1000.0);
         }
         Completion {
@@ -434,7 +435,7 @@ impl Dispatcher {
             code,
             message,
             request_id,
-            outcome: outcome.as_str(),
+            outcome,
             next_attempt_at: next_at,
             state,
             throttled: class == RetryClass::Throttle,
@@ -504,8 +505,8 @@ impl Dispatcher {
         code: &str,
         http_status: u16,
         duration_ms: i64,
-        outcome: &str,
-        state: &str,
+        outcome: AttemptOutcome,
+        state: OccurrenceState,
         next_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         message: &str,
@@ -516,20 +517,24 @@ impl Dispatcher {
             (None, Meeting::Missing) => "-",
         };
         let next_in = next_at.map(|t| (t - now).num_milliseconds());
+        let outcome = outcome.as_str();
         match state {
-            "succeeded" => info!(
+            OccurrenceState::Succeeded => info!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
                 code, http_status, duration_ms, outcome, trigger = %c.trigger, "recording started"
             ),
-            "retry_wait" => warn!(
+            OccurrenceState::RetryWait | OccurrenceState::Scheduled | OccurrenceState::Running => warn!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
                 code, http_status, duration_ms, outcome, next_attempt_in_ms = next_in.unwrap_or(0), message,
                 "attempt failed; will retry"
             ),
-            _ => error!(
+            OccurrenceState::Failed
+            | OccurrenceState::Expired
+            | OccurrenceState::Missed
+            | OccurrenceState::Cancelled => error!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
-                code, http_status, duration_ms, outcome, state, last_code = code, message, due_at = %fmt_utc(c.due_at),
-                "recording could not be started: occurrence {state}"
+                code, http_status, duration_ms, outcome, state = state.as_str(), last_code = code, message,
+                due_at = %fmt_utc(c.due_at), "recording could not be started: occurrence {state}"
             ),
         }
     }

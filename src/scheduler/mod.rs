@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use self::dispatcher::{Dispatcher, Writer};
 use self::health::Health;
 use crate::clock::SharedClock;
+use crate::domain::OccurrenceState;
 use crate::domain::schedule::CronCache;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -54,7 +55,7 @@ impl std::fmt::Debug for Scheduler {
 
 /// Log a final failure loudly and count it.
 pub fn report_final(metrics: &Metrics, ev: &FinalEvent) {
-    metrics.occurrence(&ev.state);
+    metrics.occurrence(ev.state);
     error!(
         policy = %ev.policy_name,
         conference_id = ev.conference_id.as_deref().unwrap_or("-"),
@@ -160,12 +161,17 @@ impl Scheduler {
                                 "firings passed while dingrec was down; only the latest is caught up or recorded as missed"
                             );
                         }
-                        for r in out.plan.rows.iter().filter(|r| r.state == "missed") {
+                        for r in out
+                            .plan
+                            .rows
+                            .iter()
+                            .filter(|r| r.state == OccurrenceState::Missed)
+                        {
                             missed.push(FinalEvent {
                                 occurrence_id: 0,
                                 policy_name: p.name.to_string(),
                                 conference_id: None,
-                                state: "missed".into(),
+                                state: OccurrenceState::Missed,
                                 last_code: None,
                                 due_at: crate::domain::time::fmt_utc(r.due_at),
                             });

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::domain::Policy;
 use crate::domain::schedule::CronCache;
+use crate::domain::{OccurrenceState, Policy, Trigger};
 use crate::store::occurrences::{NewOccurrence, PolicyPlan};
 
 /// "Planned for ever": one-off policies after their one start.
@@ -139,11 +139,11 @@ pub fn plan_policy(
         skipped_backlog =
             firings_between(p, from, latest.start - TimeDelta::milliseconds(1), 10_000, cache).len();
         let (state, trigger) = if latest.window_ends_at <= now {
-            ("missed", "schedule")
+            (OccurrenceState::Missed, Trigger::Schedule)
         } else if latest.due_at <= now {
-            ("scheduled", "catch_up")
+            (OccurrenceState::Scheduled, Trigger::CatchUp)
         } else {
-            ("scheduled", "schedule")
+            (OccurrenceState::Scheduled, Trigger::Schedule)
         };
         rows.push(NewOccurrence {
             due_at: latest.due_at,
@@ -160,13 +160,13 @@ pub fn plan_policy(
     } else {
         let last = future.last().map_or(future_from, |f| f.start).max(horizon_end);
         match next_firing_after(p, last, cache) {
-            Some(next) if future.is_empty() && rows.iter().all(|r| r.state != "scheduled") => {
+            Some(next) if future.is_empty() && rows.iter().all(|r| r.state != OccurrenceState::Scheduled) => {
                 // Always the next one, however far.
                 rows.push(NewOccurrence {
                     due_at: next.due_at,
                     window_ends_at: next.window_ends_at,
-                    state: "scheduled",
-                    trigger: "schedule",
+                    state: OccurrenceState::Scheduled,
+                    trigger: Trigger::Schedule,
                 });
                 next.start
             }
@@ -177,8 +177,8 @@ pub fn plan_policy(
     rows.extend(future.iter().map(|f| NewOccurrence {
         due_at: f.due_at,
         window_ends_at: f.window_ends_at,
-        state: "scheduled",
-        trigger: "schedule",
+        state: OccurrenceState::Scheduled,
+        trigger: Trigger::Schedule,
     }));
     Planned {
         plan: PolicyPlan {
@@ -194,7 +194,7 @@ pub fn plan_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PolicyDefaults;
+    use crate::domain::PolicyDefaults;
     use crate::policy_file::parse_str;
 
     fn policy(extra: &str) -> Policy {
@@ -259,12 +259,12 @@ mod tests {
         assert_eq!(out.plan.rows[0].due_at, utc("2026-11-23T09:00:00Z"));
         assert_eq!(
             (out.plan.rows[0].state, out.plan.rows[0].trigger),
-            ("scheduled", "catch_up")
+            (OccurrenceState::Scheduled, Trigger::CatchUp)
         );
         // Back up after the window: recorded as missed, not fired.
         let now = utc("2026-11-23T10:00:00Z");
         let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
-        assert_eq!(out.plan.rows[0].state, "missed");
+        assert_eq!(out.plan.rows[0].state, OccurrenceState::Missed);
         assert_eq!(
             out.plan.rows[1].due_at,
             utc("2026-11-30T09:00:00Z"),
@@ -299,6 +299,6 @@ mod tests {
         let mut cache = CronCache::default();
         let out = plan_policy(1, &p, None, utc("2026-11-26T08:00:00Z"), DAY, &mut cache);
         assert_eq!(out.plan.rows.len(), 1);
-        assert_eq!(out.plan.rows[0].trigger, "catch_up");
+        assert_eq!(out.plan.rows[0].trigger, Trigger::CatchUp);
     }
 }

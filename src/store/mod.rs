@@ -251,7 +251,11 @@ async fn check_not_corrupt(path: &Path) -> Result<()> {
         .await
         .map_err(|e| classify_open_error(path, e))?;
     let _ = conn.close().await;
-    let verdict: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+    let verdict: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| classify_open_error(path, e))?;
     if verdict.len() == 1 && verdict[0] == "ok" {
         Ok(())
     } else {

@@ -16,32 +16,55 @@ use crate::domain::RetryPolicy;
 use crate::domain::outcome::codes;
 use crate::domain::policy::{Layout, WindowPosition};
 use crate::domain::time::{fmt_utc, parse_utc};
+use crate::domain::{AttemptOutcome, OccurrenceState, Trigger};
 
-/// Occurrence states (SPEC §5).
-pub mod state {
-    pub const SCHEDULED: &str = "scheduled";
-    pub const RUNNING: &str = "running";
-    pub const RETRY_WAIT: &str = "retry_wait";
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const EXPIRED: &str = "expired";
-    pub const MISSED: &str = "missed";
-    pub const CANCELLED: &str = "cancelled";
-    pub const ALL: &[&str] = &[
-        SCHEDULED, RUNNING, RETRY_WAIT, SUCCEEDED, FAILED, EXPIRED, MISSED, CANCELLED,
-    ];
-    /// States that will still see attempts.
-    pub const LIVE: &[&str] = &[SCHEDULED, RUNNING, RETRY_WAIT];
+/// One outcome of a batch, as the JSON object [`Store::complete`] hands SQLite (named keys: the
+/// SQL reads them by name, so a field added here cannot shift another).
+#[derive(Serialize)]
+struct OutcomeRow<'a> {
+    attempt_id: i64,
+    occurrence_id: i64,
+    finished_at: String,
+    duration_ms: i64,
+    conference_id: Option<&'a str>,
+    http_status: u16,
+    code: &'a str,
+    message: &'a str,
+    request_id: Option<&'a str>,
+    outcome: AttemptOutcome,
+    next_attempt_at: Option<String>,
+    state: OccurrenceState,
+    throttled: i64,
+}
+
+impl<'a> From<&'a Completion> for OutcomeRow<'a> {
+    fn from(c: &'a Completion) -> Self {
+        Self {
+            attempt_id: c.attempt_id,
+            occurrence_id: c.occurrence_id,
+            finished_at: fmt_utc(c.finished_at),
+            duration_ms: c.duration_ms,
+            conference_id: c.conference_id.as_deref(),
+            http_status: c.http_status,
+            code: &c.code,
+            message: &c.message,
+            request_id: c.request_id.as_deref(),
+            outcome: c.outcome,
+            next_attempt_at: c.next_attempt_at.map(fmt_utc),
+            state: c.state,
+            throttled: i64::from(c.throttled),
+        }
+    }
 }
 
 fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
-    let s: String = r.get(col);
-    parse_utc(&s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}")))
+    let s: &str = r.try_get(col)?;
+    parse_utc(s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}")))
 }
 
 fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
-    let s: Option<String> = r.get(col);
-    s.map(|s| parse_utc(&s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}"))))
+    let s: Option<&str> = r.try_get(col)?;
+    s.map(|s| parse_utc(s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}"))))
         .transpose()
 }
 
@@ -59,10 +82,10 @@ pub struct PlanCandidate {
 pub struct NewOccurrence {
     pub due_at: DateTime<Utc>,
     pub window_ends_at: DateTime<Utc>,
-    /// `scheduled`, or `missed` when its window had passed before it was planned.
-    pub state: &'static str,
-    /// `schedule` or `catch_up`.
-    pub trigger: &'static str,
+    /// `Scheduled`, or `Missed` when its window had passed before it was planned.
+    pub state: OccurrenceState,
+    /// `Schedule` or `CatchUp`.
+    pub trigger: Trigger,
 }
 
 /// The planner's output for one policy.
@@ -93,8 +116,7 @@ pub struct Claimed {
     pub policy_name: Box<str>,
     pub due_at: DateTime<Utc>,
     pub window_ends_at: DateTime<Utc>,
-    /// `schedule`, `catch_up` or `manual`.
-    pub trigger: &'static str,
+    pub trigger: Trigger,
     pub meeting: Meeting,
     /// Shared with the other attempts read with it for the same host.
     pub host_union_id: Arc<str>,
@@ -140,11 +162,10 @@ pub struct Completion {
     pub code: String,
     pub message: String,
     pub request_id: Option<String>,
-    /// `success`, `retry` or `fail`.
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The occurrence's new state.
-    pub state: &'static str,
+    pub state: OccurrenceState,
     pub throttled: bool,
 }
 
@@ -154,7 +175,7 @@ pub struct FinalEvent {
     pub occurrence_id: i64,
     pub policy_name: String,
     pub conference_id: Option<String>,
-    pub state: String,
+    pub state: OccurrenceState,
     pub last_code: Option<String>,
     pub due_at: String,
 }
@@ -201,41 +222,40 @@ impl Shared {
     }
 }
 
-/// One row of [`LOAD_CLAIMED`], decoded.
+/// One row of [`LOAD_CLAIMED`], decoded. A cell of the wrong type or shape fails this row alone.
 fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
     let data = |col: &str, e: String| StoreError::Data(format!("{col}: {e}"));
-    let text = |col: &str| -> Option<Box<str>> { r.get::<Option<&str>, _>(col).map(Box::from) };
-    let meeting = match (text("occ_conf"), text("pol_conf"), text("schedule_conference_id")) {
+    let text =
+        |col: &str| -> Result<Option<Box<str>>> { Ok(r.try_get::<Option<&str>, _>(col)?.map(Box::from)) };
+    let meeting = match (
+        text("occ_conf")?,
+        text("pol_conf")?,
+        text("schedule_conference_id")?,
+    ) {
         (Some(id), _, _) | (None, Some(id), _) => Meeting::Conference(id),
         (None, None, Some(sched)) => Meeting::Schedule(sched),
         (None, None, None) => Meeting::Missing,
     };
-    let trigger: &str = r.get("trigger");
-    let trigger = TRIGGERS
-        .iter()
-        .find(|t| **t == trigger)
-        .ok_or_else(|| data("trigger", format!("unknown trigger '{trigger}'")))?;
-    let policy_name: &str = r.get("policy_name");
+    let policy_name: &str = r.try_get("policy_name")?;
     Ok(Claimed {
-        occurrence_id: r.get("id"),
-        attempt_id: r.get("attempt_id"),
-        attempt_no: r.get("attempt_no"),
+        occurrence_id: r.try_get("id")?,
+        attempt_id: r.try_get("attempt_id")?,
+        attempt_no: r.try_get("attempt_no")?,
         policy_name: policy_name.into(),
         due_at: time(r, "due_at")?,
         window_ends_at: time(r, "window_ends_at")?,
-        trigger,
+        trigger: r.try_get("trigger")?,
         meeting,
-        host_union_id: shared.host(r.get("host_union_id")),
-        layout: Layout::parse(r.get("layout")).map_err(|e| data("layout", e.to_string()))?,
-        small_window_position: WindowPosition::parse(r.get("small_window_position"))
+        host_union_id: shared.host(r.try_get("host_union_id")?),
+        layout: Layout::parse(r.try_get("layout")?).map_err(|e| data("layout", e.to_string()))?,
+        small_window_position: WindowPosition::parse(r.try_get("small_window_position")?)
             .map_err(|e| data("small_window_position", e.to_string()))?,
-        retry: shared.retry(r.get("retry"), policy_name),
-        throttled_count: r.get("throttled_count"),
-        previous_was_reauth: r.get::<Option<&str>, _>("last_code") == Some(codes::INVALID_AUTHENTICATION),
+        retry: shared.retry(r.try_get("retry")?, policy_name),
+        throttled_count: r.try_get("throttled_count")?,
+        previous_was_reauth: r.try_get::<Option<&str>, _>("last_code")?
+            == Some(codes::INVALID_AUTHENTICATION),
     })
 }
-
-const TRIGGERS: [&str; 3] = ["schedule", "catch_up", "manual"];
 
 /// Due occurrences, earliest first: the claim reads their ids (and, for the fire-lateness
 /// metric, due time and attempts so far) and nothing else.
@@ -265,10 +285,10 @@ impl Store {
         // Streamed (see `claim`): a planning pass never holds its raw rows.
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
-            let pu: String = r.get("planned_until");
+            let pu: String = r.try_get("planned_until")?;
             out.push(PlanCandidate {
-                policy_id: r.get("id"),
-                record: PolicyRecord::from_row_pub(&r),
+                policy_id: r.try_get("id")?,
+                record: PolicyRecord::from_row(&r)?,
                 planned_until: if pu.is_empty() {
                     None
                 } else {
@@ -301,7 +321,7 @@ impl Store {
                 .bind(&due)
                 .bind(fmt_utc(row.window_ends_at))
                 .bind(row.state)
-                .bind((row.state == "scheduled").then_some(&due))
+                .bind((row.state == OccurrenceState::Scheduled).then_some(&due))
                 .bind(row.trigger)
                 .bind(&now_s)
                 .bind(&now_s)
@@ -379,10 +399,10 @@ impl Store {
             // Streamed: sqlx hands rows over through a small bounded channel.
             let mut rows = q.bind(limit).fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
-                if r.get::<i64, _>("attempt_count") == 0 {
+                if r.try_get::<i64, _>("attempt_count")? == 0 {
                     first(time(&r, "due_at")?);
                 }
-                ids.push(r.get::<i64, _>("id"));
+                ids.push(r.try_get::<i64, _>("id")?);
             }
         }
         if ids.is_empty() {
@@ -444,7 +464,11 @@ impl Store {
         let mut shared = Shared::default();
         let mut out = Vec::with_capacity(tickets.len());
         while let Some(r) = rows.try_next().await? {
-            out.push((r.get("attempt_id"), claimed_from_row(&r, &mut shared)));
+            // A row whose attempt id itself cannot be read cannot be matched to its ticket: that
+            // attempt is treated as not read back.
+            if let Ok(id) = r.try_get("attempt_id") {
+                out.push((id, claimed_from_row(&r, &mut shared)));
+            }
         }
         Ok(out)
     }
@@ -455,46 +479,28 @@ impl Store {
             return Ok(());
         }
         let now_s = fmt_utc(now);
-        // Set-based, like the claim: the batch goes in as one JSON array of positional rows and
-        // each table is updated by one statement, however many attempts the batch holds.
-        let rows: Vec<_> = done
-            .iter()
-            .map(|c| {
-                (
-                    c.attempt_id,
-                    c.occurrence_id,
-                    fmt_utc(c.finished_at),
-                    c.duration_ms,
-                    &c.conference_id,
-                    c.http_status,
-                    &c.code,
-                    &c.message,
-                    &c.request_id,
-                    c.outcome,
-                    c.next_attempt_at.map(fmt_utc),
-                    c.state,
-                    i64::from(c.throttled),
-                )
-            })
-            .collect();
+        // Set-based, like the claim: the batch goes in as one JSON array of objects with named
+        // keys, and each table is updated by one statement, however many attempts the batch holds.
+        let rows: Vec<OutcomeRow<'_>> = done.iter().map(OutcomeRow::from).collect();
         let batch =
             serde_json::to_string(&rows).map_err(|e| StoreError::Data(format!("outcome batch: {e}")))?;
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "UPDATE attempts SET finished_at = j.value ->> 2, duration_ms = j.value ->> 3, \
-             conference_id = COALESCE(j.value ->> 4, attempts.conference_id), http_status = j.value ->> 5, \
-             code = j.value ->> 6, message = j.value ->> 7, request_id = j.value ->> 8, outcome = j.value ->> 9, \
-             next_attempt_at = j.value ->> 10 \
-             FROM json_each(?) AS j WHERE attempts.id = j.value ->> 0 AND attempts.outcome IS NULL",
+            "UPDATE attempts SET finished_at = j.value ->> '$.finished_at', duration_ms = j.value ->> '$.duration_ms', \
+             conference_id = COALESCE(j.value ->> '$.conference_id', attempts.conference_id), \
+             http_status = j.value ->> '$.http_status', code = j.value ->> '$.code', message = j.value ->> '$.message', \
+             request_id = j.value ->> '$.request_id', outcome = j.value ->> '$.outcome', \
+             next_attempt_at = j.value ->> '$.next_attempt_at' \
+             FROM json_each(?) AS j WHERE attempts.id = j.value ->> '$.attempt_id' AND attempts.outcome IS NULL",
         )
         .bind(&batch)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE occurrences NOT INDEXED SET state = j.value ->> 11, next_attempt_at = j.value ->> 10, last_code = j.value ->> 6, \
-             conference_id = COALESCE(j.value ->> 4, occurrences.conference_id), \
-             throttled_count = throttled_count + (j.value ->> 12), updated_at = ? \
-             FROM json_each(?) AS j WHERE occurrences.id = j.value ->> 1 AND occurrences.state = 'running'",
+            "UPDATE occurrences NOT INDEXED SET state = j.value ->> '$.state', next_attempt_at = j.value ->> '$.next_attempt_at', \
+             last_code = j.value ->> '$.code', conference_id = COALESCE(j.value ->> '$.conference_id', occurrences.conference_id), \
+             throttled_count = throttled_count + (j.value ->> '$.throttled'), updated_at = ? \
+             FROM json_each(?) AS j WHERE occurrences.id = j.value ->> '$.occurrence_id' AND occurrences.state = 'running'",
         )
         .bind(&now_s)
         .bind(&batch)
@@ -572,7 +578,7 @@ impl Store {
         .bind(&now_s)
         .fetch_one(self.pool())
         .await?
-        .get(0);
+        .try_get(0)?;
         if any == 0 {
             return Ok(Vec::new());
         }
@@ -612,34 +618,35 @@ impl Store {
         .bind(&now_s)
         .fetch_one(&mut *tx)
         .await?
-        .get(0);
+        .try_get(0)?;
         tx.commit().await?;
         Ok(id)
     }
 
-    pub async fn occurrence_state(&self, id: i64) -> Result<Option<(String, Option<String>)>> {
+    /// An occurrence's state and last code, if it exists.
+    pub async fn occurrence_state(&self, id: i64) -> Result<Option<(OccurrenceState, Option<String>)>> {
         let row = sqlx::query("SELECT state, last_code FROM occurrences WHERE id = ?")
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
     /// Live occurrences by state, for `/readyz`.
-    pub async fn live_counts(&self) -> Result<Vec<(String, i64)>> {
+    pub async fn live_counts(&self) -> Result<Vec<(OccurrenceState, i64)>> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait') GROUP BY state",
         )
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
             .fetch_one(self.pool())
             .await?
-            .get(0))
+            .try_get(0)?)
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
@@ -664,15 +671,15 @@ impl Store {
     }
 }
 
-fn final_event(r: &SqliteRow) -> FinalEvent {
-    FinalEvent {
-        occurrence_id: r.get("id"),
-        policy_name: r.get("policy_name"),
-        conference_id: r.get("conference_id"),
-        state: r.get("state"),
-        last_code: r.get("last_code"),
-        due_at: r.get("due_at"),
-    }
+fn final_event(r: &SqliteRow) -> Result<FinalEvent> {
+    Ok(FinalEvent {
+        occurrence_id: r.try_get("id")?,
+        policy_name: r.try_get("policy_name")?,
+        conference_id: r.try_get("conference_id")?,
+        state: r.try_get("state")?,
+        last_code: r.try_get("last_code")?,
+        due_at: r.try_get("due_at")?,
+    })
 }
 
 async fn expire_running(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
@@ -710,5 +717,5 @@ async fn settle(
         .bind(now_s)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows.iter().map(final_event).collect())
+    rows.iter().map(final_event).collect()
 }

@@ -138,28 +138,25 @@ impl PolicyRecord {
         ]
     }
 
-    pub(crate) fn from_row_pub(r: &SqliteRow) -> Self {
-        Self::from_row(r)
-    }
-
-    fn from_row(r: &SqliteRow) -> Self {
-        Self {
-            name: r.get("name"),
-            conference_id: r.get("conference_id"),
-            schedule_conference_id: r.get("schedule_conference_id"),
-            host_union_id: r.get("host_union_id"),
-            layout: r.get("layout"),
-            small_window_position: r.get("small_window_position"),
-            cron: r.get("cron"),
-            at: r.get("at"),
-            timezone: r.get("timezone"),
-            start_offset_ms: r.get("start_offset_ms"),
-            window_ms: r.get("window_ms"),
-            retry: r.get("retry"),
-            skip_dates: r.get("skip_dates"),
-            enabled: r.get::<i64, _>("enabled") != 0,
-            source: r.get("source"),
-        }
+    /// A row of `policies` (any query that selects its columns by name).
+    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self> {
+        Ok(Self {
+            name: r.try_get("name")?,
+            conference_id: r.try_get("conference_id")?,
+            schedule_conference_id: r.try_get("schedule_conference_id")?,
+            host_union_id: r.try_get("host_union_id")?,
+            layout: r.try_get("layout")?,
+            small_window_position: r.try_get("small_window_position")?,
+            cron: r.try_get("cron")?,
+            at: r.try_get("at")?,
+            timezone: r.try_get("timezone")?,
+            start_offset_ms: r.try_get("start_offset_ms")?,
+            window_ms: r.try_get("window_ms")?,
+            retry: r.try_get("retry")?,
+            skip_dates: r.try_get("skip_dates")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            source: r.try_get("source")?,
+        })
     }
 }
 
@@ -210,13 +207,13 @@ const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, \
      source, created_at, updated_at FROM policies";
 
-fn stored(r: &SqliteRow) -> StoredPolicy {
-    StoredPolicy {
-        id: r.get("id"),
-        record: PolicyRecord::from_row(r),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
+fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
+    Ok(StoredPolicy {
+        id: r.try_get("id")?,
+        record: PolicyRecord::from_row(r)?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
 }
 
 fn diff(existing: &HashMap<String, StoredPolicy>, new: &[PolicyRecord], prune: bool) -> Vec<Change> {
@@ -263,7 +260,7 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_POLICY} ORDER BY name")))
             .fetch_all(self.pool())
             .await?;
-        Ok(rows.iter().map(stored).collect())
+        rows.iter().map(stored).collect()
     }
 
     pub async fn policy_by_name(&self, name: &str) -> Result<Option<StoredPolicy>> {
@@ -271,7 +268,7 @@ impl Store {
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.as_ref().map(stored))
+        row.as_ref().map(stored).transpose()
     }
 
     /// What `apply` would change, without writing.
@@ -297,9 +294,8 @@ impl Store {
             .await?;
         let existing: HashMap<String, StoredPolicy> = rows
             .iter()
-            .map(stored)
-            .map(|p| (p.record.name.clone(), p))
-            .collect();
+            .map(|r| stored(r).map(|p| (p.record.name.clone(), p)))
+            .collect::<Result<_>>()?;
         let changes = diff(&existing, new, prune);
         if changes.is_empty() {
             tx.rollback().await?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::clock::{Clock, ManualClock};
+use dingrec::domain::{AttemptOutcome, OccurrenceState};
 use dingrec::fake::{FakeDingTalk, MeetingSpec, Scenario, UnknownConferences};
 
 use crate::support::app::{TestApp, parse_t};
@@ -442,7 +443,12 @@ async fn every_fault_ends_within_the_timeout_with_its_own_code_and_health_stays_
         ("fault-x5", "ip_throttled"),
     ];
     for o in &rows {
-        assert_eq!(o.state, "succeeded", "{}: retried until it worked", o.policy);
+        assert_eq!(
+            o.state,
+            OccurrenceState::Succeeded,
+            "{}: retried until it worked",
+            o.policy
+        );
         for a in &o.attempts {
             let ms = a.duration_ms.expect("duration");
             assert!(
@@ -460,14 +466,14 @@ async fn every_fault_ends_within_the_timeout_with_its_own_code_and_health_stays_
                     .iter()
                     .all(|a| a.code.as_deref() == Some("systemError")
                         && a.http_status == Some(500)
-                        && a.outcome.as_deref() == Some("retry"))
+                        && a.outcome == Some(AttemptOutcome::Retry))
             );
         }
     }
     for (policy, code) in expected {
         let o = TestApp::occurrence(&rows, policy);
         assert_eq!(o.attempts[0].code.as_deref(), Some(*code), "{policy}");
-        assert_eq!(o.attempts[0].outcome.as_deref(), Some("retry"), "{policy}");
+        assert_eq!(o.attempts[0].outcome, Some(AttemptOutcome::Retry), "{policy}");
         assert_eq!(
             o.attempts.last().and_then(|a| a.code.clone()).as_deref(),
             Some("200"),
@@ -492,7 +498,7 @@ async fn a_refused_connection_is_a_connect_error_and_retried() {
     .await;
     let rows = app.wait_final(1, Duration::from_secs(15)).await;
     let o = &rows[0];
-    assert_eq!(o.state, "expired");
+    assert_eq!(o.state, OccurrenceState::Expired);
     assert!(o.attempts.len() >= 2);
     assert!(
         o.attempts
@@ -551,7 +557,7 @@ async fn token_storms_refresh_once_per_expiry_and_an_outage_only_delays() {
     .await;
     let rows = app.wait_final(120, Duration::from_secs(60)).await;
     assert!(
-        rows.iter().all(|o| o.state == "succeeded"),
+        rows.iter().all(|o| o.state == OccurrenceState::Succeeded),
         "no occurrence failed because of the token"
     );
     let token_attempts: Vec<_> = rows
@@ -567,7 +573,7 @@ async fn token_storms_refresh_once_per_expiry_and_an_outage_only_delays() {
     assert!(
         token_attempts
             .iter()
-            .all(|a| a.outcome.as_deref() == Some("retry") && a.http_status == Some(503))
+            .all(|a| a.outcome == Some(AttemptOutcome::Retry) && a.http_status == Some(503))
     );
 }
 
@@ -578,7 +584,7 @@ async fn wait_succeeded(app: &TestApp, n: usize) {
             .history()
             .await
             .iter()
-            .filter(|o| o.state == "succeeded")
+            .filter(|o| o.state == OccurrenceState::Succeeded)
             .count();
         if ok >= n {
             break;
@@ -615,8 +621,11 @@ async fn clock_jumps_and_dst_never_fire_twice_and_settle_what_they_skipped() {
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let rows = app.history().await;
-        let done = |p: &str, s: &str| rows.iter().any(|o| o.policy == p && o.state == s);
-        if done("catch", "succeeded") && done("miss", "missed") && done("dst", "succeeded") {
+        let done = |p: &str, s: OccurrenceState| rows.iter().any(|o| o.policy == p && o.state == s);
+        if done("catch", OccurrenceState::Succeeded)
+            && done("miss", OccurrenceState::Missed)
+            && done("dst", OccurrenceState::Succeeded)
+        {
             break;
         }
         assert!(tokio::time::Instant::now() < until, "{rows:#?}");
@@ -713,7 +722,8 @@ async fn a_self_signed_https_server_is_refused_with_a_certificate_error() {
 mod round_trip {
     use proptest::prelude::*;
 
-    use dingrec::config::{DatabaseSettings, PolicyDefaults};
+    use dingrec::config::DatabaseSettings;
+    use dingrec::domain::PolicyDefaults;
     use dingrec::policy_file::parse_str;
     use dingrec::store::Store;
     use dingrec::store::policies::PolicyRecord;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use dingrec::clock::{Clock, ManualClock, SystemClock};
+use dingrec::domain::{AttemptOutcome, OccurrenceState, Trigger};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};
@@ -42,12 +43,12 @@ async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings(
     .await;
     let rows = app.wait_final(1, Duration::from_secs(10)).await;
     let o = TestApp::occurrence(&rows, "board");
-    assert_eq!(o.state, "succeeded");
+    assert_eq!(o.state, OccurrenceState::Succeeded);
     assert_eq!(o.attempts.len(), 1);
     let a = &o.attempts[0];
     assert_eq!(a.code.as_deref(), Some("200"));
     assert_eq!(a.http_status, Some(200));
-    assert_eq!(a.outcome.as_deref(), Some("success"));
+    assert_eq!(a.outcome, Some(AttemptOutcome::Success));
     assert!(a.request_id.as_deref().is_some_and(|r| r.len() == 36), "{a:?}");
     assert!(parse_t(&a.started_at) >= parse_t(&o.due_at), "never early");
     let starts = app.fake.start_requests();
@@ -67,7 +68,7 @@ async fn system_error_twice_then_success_retries_within_the_backoff_bounds() {
     .await;
     let rows = app.wait_final(1, Duration::from_secs(10)).await;
     let o = &rows[0];
-    assert_eq!(o.state, "succeeded");
+    assert_eq!(o.state, OccurrenceState::Succeeded);
     let codes: Vec<_> = o
         .attempts
         .iter()
@@ -122,10 +123,10 @@ async fn final_errors_fail_at_once_without_retry() {
         ("params", "paramsError"),
     ] {
         let o = TestApp::occurrence(&rows, policy);
-        assert_eq!(o.state, "failed", "{policy}");
+        assert_eq!(o.state, OccurrenceState::Failed, "{policy}");
         assert_eq!(o.attempts.len(), 1, "{policy}: no retry");
         assert_eq!(o.attempts[0].code.as_deref(), Some(code));
-        assert_eq!(o.attempts[0].outcome.as_deref(), Some("fail"));
+        assert_eq!(o.attempts[0].outcome, Some(AttemptOutcome::Fail));
     }
     assert_eq!(app.fake.start_requests().len(), 3);
 }
@@ -159,10 +160,10 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
     .await;
     let rows = app.wait_final(2, Duration::from_secs(15)).await;
     let by_attempts = TestApp::occurrence(&rows, "by-attempts");
-    assert_eq!(by_attempts.state, "expired");
+    assert_eq!(by_attempts.state, OccurrenceState::Expired);
     assert_eq!(by_attempts.attempts.len(), 4);
     let by_window = TestApp::occurrence(&rows, "by-window");
-    assert_eq!(by_window.state, "expired");
+    assert_eq!(by_window.state, OccurrenceState::Expired);
     assert!(by_window.attempts.len() >= 2, "{}", by_window.attempts.len());
     let window_end = parse_t(&by_window.window_ends_at);
     for a in &by_window.attempts {
@@ -172,8 +173,8 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
         );
     }
     assert_eq!(
-        by_window.attempts.last().and_then(|a| a.outcome.as_deref()),
-        Some("fail")
+        by_window.attempts.last().and_then(|a| a.outcome),
+        Some(AttemptOutcome::Fail)
     );
 }
 
@@ -200,7 +201,8 @@ async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
     let rows = app.wait_final(1, Duration::from_secs(10)).await;
     let o = &rows[0];
     assert_eq!(
-        o.state, "succeeded",
+        o.state,
+        OccurrenceState::Succeeded,
         "throttled attempts must not count against maximum_attempts: 1"
     );
     assert_eq!(o.attempts.len(), 3);
@@ -231,7 +233,7 @@ async fn an_expired_token_is_refreshed_once_and_the_call_retried() {
     app.fake.expire_tokens();
     let rows = app.wait_final(2, Duration::from_secs(10)).await;
     let second = TestApp::occurrence(&rows, "second");
-    assert_eq!(second.state, "succeeded");
+    assert_eq!(second.state, OccurrenceState::Succeeded);
     let codes: Vec<_> = second
         .attempts
         .iter()
@@ -265,13 +267,13 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
     .await;
     let rows = app.wait_final(1, Duration::from_secs(15)).await;
     let o = &rows[0];
-    assert_eq!(o.state, "succeeded");
+    assert_eq!(o.state, OccurrenceState::Succeeded);
     let (last, before) = o.attempts.split_last().expect("attempts");
     assert!(!before.is_empty());
     assert!(
         before
             .iter()
-            .all(|a| a.code.as_deref() == Some("meetingNotLive") && a.outcome.as_deref() == Some("retry"))
+            .all(|a| a.code.as_deref() == Some("meetingNotLive") && a.outcome == Some(AttemptOutcome::Retry))
     );
     assert_eq!(last.code.as_deref(), Some("200"));
     assert_eq!(last.conference_id.as_deref(), Some("live-conf-9"));
@@ -314,7 +316,7 @@ async fn a_burst_larger_than_the_workers_is_claimed_at_once_and_each_call_carrie
     let rows = app.wait_final(300, Duration::from_secs(30)).await;
     assert!(
         rows.iter()
-            .all(|o| o.state == "succeeded" && o.attempts.len() == 1)
+            .all(|o| o.state == OccurrenceState::Succeeded && o.attempts.len() == 1)
     );
     let claimed: std::collections::BTreeSet<&str> =
         rows.iter().map(|o| o.attempts[0].started_at.as_str()).collect();
@@ -423,7 +425,7 @@ async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
     )
     .await;
     let rows = app.wait_final(200, Duration::from_secs(30)).await;
-    assert!(rows.iter().all(|o| o.state == "succeeded"));
+    assert!(rows.iter().all(|o| o.state == OccurrenceState::Succeeded));
     let starts = app.fake.start_requests();
     assert_eq!(starts.len(), 200);
     let times: Vec<i64> = starts.iter().map(|r| r.at_ms).collect();
@@ -471,7 +473,7 @@ async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it
         ("succeeded", "catch_up")
     );
     let after = TestApp::occurrence(&rows, "after");
-    assert_eq!(after.state, "missed");
+    assert_eq!(after.state, OccurrenceState::Missed);
     assert!(after.attempts.is_empty(), "never fired late");
     let starts = app.fake.start_requests();
     assert_eq!(starts.len(), 1);
@@ -501,7 +503,7 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let rows = app.history().await;
-        if rows.iter().any(|o| o.state == "succeeded") || tokio::time::Instant::now() > until {
+        if rows.iter().any(|o| o.state == OccurrenceState::Succeeded) || tokio::time::Instant::now() > until {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -510,13 +512,13 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
     let fired: Vec<_> = rows.iter().filter(|o| !o.attempts.is_empty()).collect();
     assert_eq!(fired.len(), 1, "one catch-up, no backlog: {rows:#?}");
     assert_eq!(fired[0].due_at, "2030-01-28T09:00:00.000Z");
-    assert_eq!(fired[0].trigger, "catch_up");
+    assert_eq!(fired[0].trigger, Trigger::CatchUp);
     assert_eq!(app.fake.start_requests().len(), 1);
     // The first Monday (planned before the stop) is recorded as missed; the ones in between
     // were never planned and are not replayed.
     assert!(
         rows.iter()
-            .any(|o| o.due_at == "2030-01-07T09:00:00.000Z" && o.state == "missed")
+            .any(|o| o.due_at == "2030-01-07T09:00:00.000Z" && o.state == OccurrenceState::Missed)
     );
     assert!(
         !rows
@@ -574,7 +576,7 @@ async fn a_disabled_policy_loses_its_future_occurrences() {
                 "policies:\n{}",
                 policy("keep", "c1", &at_in(&clock, 3_600_000), "")
             ),
-            &dingrec::config::PolicyDefaults::default(),
+            &dingrec::domain::PolicyDefaults::default(),
         )
         .expect("valid");
         ps.iter()
@@ -586,7 +588,10 @@ async fn a_disabled_policy_loses_its_future_occurrences() {
         .await
         .expect("apply --prune");
     let rows = app.history().await;
-    assert_eq!(TestApp::occurrence(&rows, "drop").state, "cancelled");
+    assert_eq!(
+        TestApp::occurrence(&rows, "drop").state,
+        OccurrenceState::Cancelled
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use dingrec::app::App;
 use dingrec::clock::{Clock, SharedClock, SystemClock};
-use dingrec::config::{PolicyDefaults, Settings};
+use dingrec::config::Settings;
+use dingrec::domain::PolicyDefaults;
 use dingrec::fake::{FakeDingTalk, Scenario};
 use dingrec::notify::Notifier;
 use dingrec::policy_file::parse_str;
@@ -125,9 +126,14 @@ impl TestApp {
         .expect("app builds");
         self.http = app.http_addr();
         self.cancel = CancellationToken::new();
+        let cancel = self.cancel.clone();
         let (tx, rx) = mpsc::channel(1);
         self._reload = tx;
-        self.task = Some(tokio::spawn(app.run_until_stopped(self.cancel.clone(), rx)));
+        self.task = Some(tokio::spawn(async move {
+            if let Err(why) = app.run_until_stopped(cancel, rx).await {
+                panic!("the daemon failed: {why}");
+            }
+        }));
     }
 
     /// Stop the daemon the clean way (SIGTERM's path) and wait for it.
@@ -150,10 +156,7 @@ impl TestApp {
         let until = tokio::time::Instant::now() + limit;
         loop {
             let rows = self.history().await;
-            let done = rows.len() >= n
-                && rows
-                    .iter()
-                    .all(|o| !["scheduled", "running", "retry_wait"].contains(&o.state.as_str()));
+            let done = rows.len() >= n && rows.iter().all(|o| !o.state.is_live());
             if done {
                 return rows;
             }

@@ -1,0 +1,171 @@
+//! The lifecycle words of the audit log, as types: an occurrence's state, what made it, and an
+//! attempt's outcome. Each is stored as its TEXT name (`docs/database.md` lists them; the schema's
+//! CHECK constraints hold the same lists), and code outside this module names them only through
+//! these enums, matched exhaustively, so adding a state is one edit here plus a migration.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Declares a unit enum stored as snake_case TEXT, with `ALL`, `as_str`, `Display` and `FromStr`.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal, { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(rename_all = "snake_case")]
+        #[sqlx(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in lifecycle order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The TEXT stored in the database and shown to people.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The TEXT names of [`Self::ALL`] (for clap's possible values).
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownName { what: $what, name: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+/// A stored name that is none of the enum's values (an outside edit, or a newer dingrec).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} '{name}'")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub name: String,
+}
+
+text_enum!(
+    /// Where an occurrence is in its life (`occurrences.state`).
+    OccurrenceState, "occurrence state", {
+        /// Planned; waiting for its due time.
+        Scheduled => "scheduled",
+        /// Claimed: an attempt's intent row is written and its call is queued or in flight.
+        Running => "running",
+        /// The last attempt can be retried; `next_attempt_at` says when.
+        RetryWait => "retry_wait",
+        /// DingTalk accepted StartCloudRecord.
+        Succeeded => "succeeded",
+        /// DingTalk answered with a code that retrying cannot fix.
+        Failed => "failed",
+        /// The window or `maximum_attempts` ran out before the recording started.
+        Expired => "expired",
+        /// Its window passed before dingrec could make an attempt (the daemon was down).
+        Missed => "missed",
+        /// Withdrawn before it ran: its policy changed or was disabled.
+        Cancelled => "cancelled",
+    }
+);
+
+impl OccurrenceState {
+    /// States that will still see attempts.
+    pub const LIVE: &'static [OccurrenceState] = &[
+        OccurrenceState::Scheduled,
+        OccurrenceState::Running,
+        OccurrenceState::RetryWait,
+    ];
+
+    /// Will this occurrence still see attempts?
+    pub const fn is_live(self) -> bool {
+        match self {
+            OccurrenceState::Scheduled | OccurrenceState::Running | OccurrenceState::RetryWait => true,
+            OccurrenceState::Succeeded
+            | OccurrenceState::Failed
+            | OccurrenceState::Expired
+            | OccurrenceState::Missed
+            | OccurrenceState::Cancelled => false,
+        }
+    }
+
+    /// A final state a person must hear about (logged at ERROR, counted, alerted).
+    pub const fn is_final_failure(self) -> bool {
+        match self {
+            OccurrenceState::Failed | OccurrenceState::Expired | OccurrenceState::Missed => true,
+            OccurrenceState::Scheduled
+            | OccurrenceState::Running
+            | OccurrenceState::RetryWait
+            | OccurrenceState::Succeeded
+            | OccurrenceState::Cancelled => false,
+        }
+    }
+}
+
+text_enum!(
+    /// What made an occurrence (`occurrences.trigger`).
+    Trigger, "trigger", {
+        /// Its policy's schedule, at its due time.
+        Schedule => "schedule",
+        /// Its due time passed while dingrec was down and its window was still open at start.
+        CatchUp => "catch_up",
+        /// `dingrec trigger`.
+        Manual => "manual",
+    }
+);
+
+text_enum!(
+    /// What one attempt came to (`attempts.outcome`; NULL while its call is in flight).
+    AttemptOutcome, "attempt outcome", {
+        /// DingTalk accepted the start.
+        Success => "success",
+        /// Failed in a way worth another attempt.
+        Retry => "retry",
+        /// Failed for good (the occurrence is `failed` or `expired`).
+        Fail => "fail",
+        /// dingrec stopped (or could not read the attempt back) before it had an outcome.
+        Interrupted => "interrupted",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_text() {
+        for s in OccurrenceState::ALL {
+            assert_eq!(s.as_str().parse::<OccurrenceState>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).expect("json"), s.as_str());
+        }
+        for t in Trigger::ALL {
+            assert_eq!(t.as_str().parse::<Trigger>(), Ok(*t));
+        }
+        for o in AttemptOutcome::ALL {
+            assert_eq!(o.as_str().parse::<AttemptOutcome>(), Ok(*o));
+        }
+        assert_eq!(OccurrenceState::NAMES.len(), OccurrenceState::ALL.len());
+        assert!("Succeeded".parse::<OccurrenceState>().is_err());
+    }
+
+    #[test]
+    fn live_states_are_exactly_the_non_final_ones() {
+        for s in OccurrenceState::ALL {
+            assert_eq!(OccurrenceState::LIVE.contains(s), s.is_live(), "{s}");
+            assert!(!(s.is_live() && s.is_final_failure()), "{s}");
+        }
+    }
+}
