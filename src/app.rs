@@ -180,6 +180,12 @@ impl App {
         Ok(app)
     }
 
+    /// Wakes the scheduler loop at once instead of at its next tick (tests that move a manual
+    /// clock use it).
+    pub fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.scheduler.as_ref().map(|s| s.dispatcher.notify.clone())
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.listener
             .as_ref()
@@ -319,8 +325,8 @@ impl App {
         let scheduler_cancel = cancel.child_token();
         let mut loop_task = tokio::spawn(scheduler.run_until_stopped(scheduler_cancel, drain));
         self.health.beat();
-        self.notifier.ready("running");
         info!(http = %addr, "dingrec is running");
+        self.notifier.ready("scheduler started");
         let mut failure: Option<String> = None;
         let mut loop_done = false;
         let mut http_done = false;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §6), recorded through handles on one recorder that the app owns
+//! Prometheus metrics (`docs/operations.md`), recorded through handles on one recorder that the app owns
 //! (no global recorder, so several apps in one test process stay apart). Histograms have explicit
 //! buckets. Meeting ids, union ids and messages never become labels.
 

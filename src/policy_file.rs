@@ -1,4 +1,4 @@
-//! Policy files (SPEC §3): YAML → domain [`Policy`] values, with compiler-like errors.
+//! Policy files (`docs/policies.md`): YAML → domain [`Policy`] values, with compiler-like errors.
 //!
 //! Parsing goes in two steps. The YAML becomes a raw document that keeps every value's line and
 //! column (serde-saphyr's `Spanned`); unknown keys are collected rather than fatal, so one run

@@ -1,4 +1,4 @@
-//! DingTalk's answers, parsed from every shape seen (SPEC §4, WIRE.md): a JSON object with
+//! DingTalk's answers, parsed from every shape seen (`docs/dingtalk.md`): a JSON object with
 //! `code`/`Code`, `message`/`Message`, `requestid`/`RequestId` in any order; the
 //! `x-acs-request-id` header; non-JSON and empty bodies (status kept, with a bounded snippet);
 //! a 2xx that is not a success; the IP-ban page; redirects (never followed); transport failures.

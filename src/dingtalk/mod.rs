@@ -1,5 +1,5 @@
 //! The DingTalk open API client: token cache, StartCloudRecord/StopCloudRecord, meeting lookups,
-//! error parsing. Speaks what the official SDK sends (WIRE.md), but percent-encodes path
+//! error parsing. Speaks what the official SDK sends (`docs/dingtalk.md`), but percent-encodes path
 //! segments, never follows redirects, and keeps the status of every error.
 
 pub mod client;

@@ -1,4 +1,4 @@
-//! What DingTalk's answer means: one table from code to retry class (SPEC §4 step 3). The table is
+//! What DingTalk's answer means: one table from code to retry class (`docs/dingtalk.md`, "What each answer means"). The table is
 //! data; `dingtalk.classification` in config.yaml overrides any entry.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ pub mod codes {
     pub const CONNECT_ERROR: &str = "connect_error";
     pub const INVALID_RESPONSE: &str = "invalid_response";
     pub const MEETING_NOT_LIVE: &str = "meetingNotLive";
-    pub const INTERRUPTED: &str = "interrupted";
+    pub const INTERRUPTED: &str = super::super::state::AttemptOutcome::Interrupted.as_str();
     /// DingTalk's IP ban page (`"source":"x5","punish":"deny"`), which carries no error code.
     pub const IP_THROTTLED: &str = "ip_throttled";
     pub const INVALID_AUTHENTICATION: &str = "InvalidAuthentication";
@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_follows_spec_section_4() {
+    fn the_table_follows_the_documented_classes() {
         let t = Classification::default();
         assert_eq!(t.classify("200", 200), RetryClass::Success);
         for c in [

@@ -1,4 +1,4 @@
-//! Backoff maths and the decision after each attempt (SPEC §4 steps 3 and 4). Pure functions: the
+//! Backoff maths and the decision after each attempt (`docs/policies.md`, "Retries"). Pure functions: the
 //! random draw comes in as a number in `[0, 1)` so tests can pin it.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! When a policy's meetings start: a one-off local time or a cron pattern, in an IANA time zone.
 //!
-//! DST rules (SPEC §3): a local time that does not exist (spring-forward gap) fires at the first
+//! DST rules (`docs/policies.md`): a local time that does not exist (spring-forward gap) fires at the first
 //! instant after the gap; a local time that happens twice (fall-back overlap) fires once, at the
 //! first. All instants leave this module in UTC.
 

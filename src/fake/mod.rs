@@ -1,4 +1,4 @@
-//! The fake DingTalk (SPEC §7): DingTalk's endpoints on loopback, with its wire formats, for the
+//! The fake DingTalk (`docs/dingtalk.md`, "The fake"): DingTalk's endpoints on loopback, with its wire formats, for the
 //! tests, the demo, the benchmarks, and for ops teams to try a policy.
 //!
 //! It is a small HTTP/1.1 server of its own (not a framework) so that it can misbehave for real:

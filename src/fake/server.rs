@@ -94,6 +94,11 @@ impl FakeDingTalk {
         self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// How many requests the fake has logged (cheap: no copy of the log).
+    pub fn request_count(&self) -> usize {
+        self.shared.log.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
     pub fn start_requests(&self) -> Vec<LoggedRequest> {
         self.requests()
             .into_iter()
@@ -473,7 +478,7 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .expire_tokens();
-            ok(json!({"expired": true}))
+            ok(json!({"tokens_expired": true}))
         }
         ("POST", "token-outage") => {
             let secs: f64 = req

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics` (SPEC §6). Liveness never depends on DingTalk or the
+//! `/healthz`, `/readyz` and `/metrics` (`docs/operations.md`). Liveness never depends on DingTalk or the
 //! database; readiness is true (503 when the database cannot be written or the scheduler loop is
 //! stuck). Requests here are not logged.
 

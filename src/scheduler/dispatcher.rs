@@ -525,7 +525,7 @@ impl Dispatcher {
             ),
             OccurrenceState::RetryWait | OccurrenceState::Scheduled | OccurrenceState::Running => warn!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
-                code, http_status, duration_ms, outcome, next_attempt_in_ms = next_in.unwrap_or(0), message,
+                code, http_status, duration_ms, outcome, next_attempt_in_ms = next_in.unwrap_or(0), error = message,
                 "attempt failed; will retry"
             ),
             OccurrenceState::Failed
@@ -533,7 +533,7 @@ impl Dispatcher {
             | OccurrenceState::Missed
             | OccurrenceState::Cancelled => error!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
-                code, http_status, duration_ms, outcome, state = state.as_str(), last_code = code, message,
+                code, http_status, duration_ms, outcome, state = state.as_str(), last_code = code, error = message,
                 due_at = %fmt_utc(c.due_at), "recording could not be started: occurrence {state}"
             ),
         }

@@ -114,7 +114,7 @@ fn last_firing_in(
 pub struct Planned {
     pub plan: PolicyPlan,
     /// Firings that passed while nothing was planning them (daemon down) and that are neither
-    /// caught up nor recorded: only the latest missed one is (SPEC §4 step 5).
+    /// caught up nor recorded: only the latest missed one is (`docs/policies.md`, "When dingrec was down").
     pub skipped_backlog: usize,
 }
 

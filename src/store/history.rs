@@ -8,7 +8,7 @@ use super::{Result, Store};
 use crate::domain::time::fmt_utc;
 use crate::domain::{AttemptOutcome, OccurrenceState, Trigger};
 
-/// Filters of `dingrec history` (SPEC §1).
+/// Filters of `dingrec history` (`docs/operations.md`).
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
     pub policy: Option<String>,

@@ -15,7 +15,7 @@ use crate::domain::{
     ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, WindowPosition, Zone,
 };
 
-/// A policy in its database form (the columns of SPEC §5, as text and integers).
+/// A policy in its database form (the columns of `docs/database.md`, as text and integers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyRecord {
     pub name: String,

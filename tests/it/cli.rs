@@ -319,7 +319,7 @@ fn next_lists_firings_in_utc_and_local_time() {
 }
 
 #[test]
-fn the_schema_has_every_table_and_column_of_spec_section_5() {
+fn the_schema_has_every_table_and_column_of_docs_database() {
     let env = Env::new();
     assert_eq!(env.run(&["migrate"]).status.code(), Some(0));
     let expected: &[(&str, &[&str])] = &[
@@ -417,14 +417,30 @@ fn the_schema_has_every_table_and_column_of_spec_section_5() {
 fn the_readme_audit_queries_run_against_the_schema() {
     let env = Env::new();
     assert_eq!(env.run(&["migrate"]).status.code(), Some(0));
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
-    let start = readme.find("```sql\n").expect("an sql block") + 7;
-    let end = start + readme[start..].find("```").expect("end of block");
-    let sql = &readme[start..end];
-    let statements: Vec<&str> = sql.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
-    assert_eq!(statements.len(), 5, "five audit queries");
-    for q in statements {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let statements_in = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("```sql\n") {
+            let block = &rest[i + 7..];
+            let end = block.find("```").expect("end of block");
+            out.extend(
+                block[..end]
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+            rest = &block[end..];
+        }
+        out
+    };
+    let readme = statements_in("README.md");
+    assert_eq!(readme.len(), 5, "the README's five audit queries");
+    let docs = statements_in("docs/database.md");
+    assert!(docs.len() >= 5, "docs/database.md's audit queries");
+    for q in readme.iter().chain(&docs) {
         use std::io::Write as _;
         let mut child = Command::new("sqlite3")
             .arg("-bail")

@@ -105,10 +105,9 @@ async fn times_out(answer: &str) {
     let took = started.elapsed();
     assert_eq!(err.code(), "timeout", "{answer}: {err}");
     assert_eq!(err.http_status(), 0);
-    assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_millis(1_800),
-        "{answer}: {took:?}"
-    );
+    // The client gave up by itself (a `timeout`, not the server closing), and not before its
+    // timeout; how much later is the machine's business.
+    assert!(took >= Duration::from_millis(700), "{answer}: {took:?}");
 }
 
 #[tokio::test]

@@ -6,5 +6,6 @@ mod cli;
 mod daemon;
 mod dingtalk_client;
 mod dingtalk_fixtures;
+mod layout;
 mod reliability;
 mod scheduler;

@@ -9,7 +9,7 @@ use dingrec::domain::{AttemptOutcome, OccurrenceState, Trigger};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};
-use crate::support::{live, sqlite, step};
+use crate::support::{HANG, live, sqlite, step};
 
 fn scenario(meetings: Vec<MeetingSpec>) -> Scenario {
     Scenario {
@@ -22,6 +22,16 @@ fn policy(name: &str, conf: &str, at: &str, extra: &str) -> String {
     format!(
         "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n{extra}"
     )
+}
+
+/// The app on a manual clock at 2030-01-07T08:00:00Z; `policies` gets the clock to place them.
+async fn on_manual_clock(
+    meetings: Vec<MeetingSpec>,
+    policies: impl FnOnce(&dyn Clock) -> String,
+) -> (TestApp, ManualClock) {
+    let clock = ManualClock::new(parse_t("2030-01-07T08:00:00Z"));
+    let app = TestApp::start_with(scenario(meetings), Arc::new(clock.clone()), |_| {}, policies).await;
+    (app, clock)
 }
 
 const FAST_RETRY: &str =
@@ -41,7 +51,7 @@ async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings(
         )
     })
     .await;
-    let rows = app.wait_final(1, Duration::from_secs(10)).await;
+    let rows = app.wait_final(1, HANG).await;
     let o = TestApp::occurrence(&rows, "board");
     assert_eq!(o.state, OccurrenceState::Succeeded);
     assert_eq!(o.attempts.len(), 1);
@@ -61,12 +71,13 @@ async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings(
 
 #[tokio::test]
 async fn system_error_twice_then_success_retries_within_the_backoff_bounds() {
-    let app = TestApp::start(
-        scenario(vec![live("conf-1", vec![step("systemError", 2)])]),
-        |c| format!("policies:\n{}", policy("p", "conf-1", &at_in(c, 300), FAST_RETRY)),
-    )
+    let (app, clock) = on_manual_clock(vec![live("conf-1", vec![step("systemError", 2)])], |c| {
+        format!("policies:\n{}", policy("p", "conf-1", &at_in(c, 300), FAST_RETRY))
+    })
     .await;
-    let rows = app.wait_final(1, Duration::from_secs(10)).await;
+    let rows = app
+        .drive_until_final(&clock, TimeDelta::milliseconds(100), 1)
+        .await;
     let o = &rows[0];
     assert_eq!(o.state, OccurrenceState::Succeeded);
     let codes: Vec<_> = o
@@ -116,7 +127,7 @@ async fn final_errors_fail_at_once_without_retry() {
         },
     )
     .await;
-    let rows = app.wait_final(3, Duration::from_secs(10)).await;
+    let rows = app.wait_final(3, HANG).await;
     for (policy, code) in [
         ("room-closed", "roomClosed"),
         ("permission", "recordStartPermissionError"),
@@ -133,11 +144,11 @@ async fn final_errors_fail_at_once_without_retry() {
 
 #[tokio::test]
 async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
-    let app = TestApp::start(
-        scenario(vec![
+    let (app, clock) = on_manual_clock(
+        vec![
             live("always-busy-1", vec![step("systemError", 1000)]),
             live("always-busy-2", vec![step("systemError", 1000)]),
-        ]),
+        ],
         |c| {
             let at = at_in(c, 300);
             format!(
@@ -158,13 +169,16 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
         },
     )
     .await;
-    let rows = app.wait_final(2, Duration::from_secs(15)).await;
+    let rows = app
+        .drive_until_final(&clock, TimeDelta::milliseconds(100), 2)
+        .await;
     let by_attempts = TestApp::occurrence(&rows, "by-attempts");
     assert_eq!(by_attempts.state, OccurrenceState::Expired);
     assert_eq!(by_attempts.attempts.len(), 4);
     let by_window = TestApp::occurrence(&rows, "by-window");
     assert_eq!(by_window.state, OccurrenceState::Expired);
-    assert!(by_window.attempts.len() >= 2, "{}", by_window.attempts.len());
+    // At most 300 ms between attempts, from 0.3 s to 2 s: at least six attempts.
+    assert!(by_window.attempts.len() >= 6, "{}", by_window.attempts.len());
     let window_end = parse_t(&by_window.window_ends_at);
     for a in &by_window.attempts {
         assert!(
@@ -180,11 +194,11 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
 
 #[tokio::test]
 async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
-    let app = TestApp::start(
-        scenario(vec![live(
+    let (app, clock) = on_manual_clock(
+        vec![live(
             "conf-1",
             vec![step("Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", 2)],
-        )]),
+        )],
         |c| {
             format!(
                 "policies:\n{}",
@@ -198,7 +212,9 @@ async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
         },
     )
     .await;
-    let rows = app.wait_final(1, Duration::from_secs(10)).await;
+    let rows = app
+        .drive_until_final(&clock, TimeDelta::milliseconds(100), 1)
+        .await;
     let o = &rows[0];
     assert_eq!(
         o.state,
@@ -226,12 +242,12 @@ async fn an_expired_token_is_refreshed_once_and_the_call_retried() {
     )
     .await;
     // After the first recording started, DingTalk forgets every token.
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let until = tokio::time::Instant::now() + HANG;
     while app.fake.start_requests().is_empty() && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.fake.expire_tokens();
-    let rows = app.wait_final(2, Duration::from_secs(10)).await;
+    let rows = app.wait_final(2, HANG).await;
     let second = TestApp::occurrence(&rows, "second");
     assert_eq!(second.state, OccurrenceState::Succeeded);
     let codes: Vec<_> = second
@@ -265,7 +281,7 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
         },
     )
     .await;
-    let rows = app.wait_final(1, Duration::from_secs(15)).await;
+    let rows = app.wait_final(1, HANG).await;
     let o = &rows[0];
     assert_eq!(o.state, OccurrenceState::Succeeded);
     let (last, before) = o.attempts.split_last().expect("attempts");
@@ -313,7 +329,7 @@ async fn a_burst_larger_than_the_workers_is_claimed_at_once_and_each_call_carrie
         },
     )
     .await;
-    let rows = app.wait_final(300, Duration::from_secs(30)).await;
+    let rows = app.wait_final(300, HANG).await;
     assert!(
         rows.iter()
             .all(|o| o.state == OccurrenceState::Succeeded && o.attempts.len() == 1)
@@ -356,7 +372,7 @@ async fn a_claimed_attempt_that_cannot_be_read_back_fails_alone_and_is_not_recla
     let poll = |sql: &'static str, want: &'static str| {
         let db = db.clone();
         async move {
-            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            let until = tokio::time::Instant::now() + HANG;
             while sqlite(&db, sql) != want {
                 assert!(tokio::time::Instant::now() < until, "{sql} never gave {want}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -424,7 +440,7 @@ async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
         },
     )
     .await;
-    let rows = app.wait_final(200, Duration::from_secs(30)).await;
+    let rows = app.wait_final(200, HANG).await;
     assert!(rows.iter().all(|o| o.state == OccurrenceState::Succeeded));
     let starts = app.fake.start_requests();
     assert_eq!(starts.len(), 200);
@@ -457,7 +473,7 @@ async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it
     )
     .await;
     // Planned while up, then down before either is due.
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let until = tokio::time::Instant::now() + HANG;
     while app.history().await.len() < 2 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -466,11 +482,11 @@ async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it
     // Back up at 08:15: 'inside' is within its window, 'after' is not.
     clock.set(t0 + TimeDelta::minutes(15));
     app.run().await;
-    let rows = app.wait_final(2, Duration::from_secs(10)).await;
+    let rows = app.wait_final(2, HANG).await;
     let inside = TestApp::occurrence(&rows, "inside");
     assert_eq!(
-        (inside.state.as_str(), inside.trigger.as_str()),
-        ("succeeded", "catch_up")
+        (inside.state, inside.trigger),
+        (OccurrenceState::Succeeded, Trigger::CatchUp)
     );
     let after = TestApp::occurrence(&rows, "after");
     assert_eq!(after.state, OccurrenceState::Missed);
@@ -492,7 +508,7 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
         |_| "policies:\n  - name: weekly\n    conference_id: conf-w\n    host_union_id: host-1\n    cron: \"0 9 * * MON\"\n    window: 30m\n".into(),
     )
     .await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let until = tokio::time::Instant::now() + HANG;
     while app.history().await.is_empty() && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -500,7 +516,7 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
     // Down until Monday 2030-01-28 09:10: three Mondays later, inside that day's window.
     clock.set(parse_t("2030-01-28T09:10:00Z"));
     app.run().await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    let until = tokio::time::Instant::now() + HANG;
     loop {
         let rows = app.history().await;
         if rows.iter().any(|o| o.state == OccurrenceState::Succeeded) || tokio::time::Instant::now() > until {
@@ -528,11 +544,11 @@ async fn a_weekly_policy_down_for_three_weeks_gets_one_catch_up_at_most() {
 }
 
 #[tokio::test]
-async fn a_policy_applied_while_running_has_its_occurrence_within_two_seconds() {
+async fn a_policy_applied_while_running_is_planned_without_a_restart() {
     let app = TestApp::start(scenario(vec![]), |_| String::new()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let clock = SystemClock;
-    let applied = tokio::time::Instant::now();
+    let until = tokio::time::Instant::now() + HANG;
     apply(
         &app.store,
         &clock,
@@ -546,10 +562,7 @@ async fn a_policy_applied_while_running_has_its_occurrence_within_two_seconds() 
         if !app.history().await.is_empty() {
             break;
         }
-        assert!(
-            applied.elapsed() < Duration::from_secs(2),
-            "not planned within 2 s"
-        );
+        assert!(tokio::time::Instant::now() < until, "never planned");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -564,7 +577,7 @@ async fn a_disabled_policy_loses_its_future_occurrences() {
         )
     })
     .await;
-    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let until = tokio::time::Instant::now() + HANG;
     while app.history().await.len() < 2 && tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

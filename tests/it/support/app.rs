@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use dingrec::app::App;
-use dingrec::clock::{Clock, SharedClock, SystemClock};
+use dingrec::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use dingrec::config::Settings;
+use dingrec::domain::OccurrenceState;
 use dingrec::domain::PolicyDefaults;
 use dingrec::fake::{FakeDingTalk, Scenario};
 use dingrec::notify::Notifier;
@@ -18,6 +19,8 @@ use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::HANG;
+
 pub struct TestApp {
     pub fake: FakeDingTalk,
     pub store: Store,
@@ -28,6 +31,7 @@ pub struct TestApp {
     pub http: std::net::SocketAddr,
     pub clock: SharedClock,
     cancel: CancellationToken,
+    waker: Option<Arc<tokio::sync::Notify>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _reload: mpsc::Sender<()>,
 }
@@ -107,6 +111,7 @@ impl TestApp {
             http: ([127, 0, 0, 1], 0).into(),
             clock,
             cancel: CancellationToken::new(),
+            waker: None,
             task: None,
             _reload: mpsc::channel(1).0,
         };
@@ -125,6 +130,7 @@ impl TestApp {
         .await
         .expect("app builds");
         self.http = app.http_addr();
+        self.waker = app.waker();
         self.cancel = CancellationToken::new();
         let cancel = self.cancel.clone();
         let (tx, rx) = mpsc::channel(1);
@@ -164,6 +170,47 @@ impl TestApp {
                 panic!("not final within {limit:?}: {rows:#?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// With a manual clock: whenever nothing is in flight and nothing is due at the clock's time,
+    /// move the clock to the next due time (at most `step` ahead) and wake the scheduler; until
+    /// `n` occurrences are final. Time passes only between attempts, so what happens depends on
+    /// the schedule and the answers alone, never on how fast this machine is.
+    pub async fn drive_until_final(
+        &self,
+        clock: &ManualClock,
+        step: TimeDelta,
+        n: usize,
+    ) -> Vec<OccurrenceRow> {
+        let until = tokio::time::Instant::now() + HANG;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "not final: {:#?}",
+                self.history().await
+            );
+            let rows = self.history().await;
+            if rows.len() >= n && rows.iter().all(|o| !o.state.is_live()) {
+                return rows;
+            }
+            let running = rows.iter().any(|o| o.state == OccurrenceState::Running);
+            let next = self.store.next_due_at().await.expect("next due");
+            let now = clock.now();
+            if running || next.is_some_and(|t| t <= now) {
+                // Something is in flight or due: let the daemon get on with it.
+                if let Some(w) = &self.waker {
+                    w.notify_one();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let to = next.map_or(now + step, |t| t.min(now + step));
+            clock.set(to);
+            if let Some(w) = &self.waker {
+                w.notify_one();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

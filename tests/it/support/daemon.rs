@@ -6,25 +6,21 @@ use std::time::Duration;
 
 pub struct Daemon {
     pub child: Child,
-    pub http: std::net::SocketAddr,
+    /// Where its HTTP listener is, once its log said so.
+    http: std::sync::OnceLock<std::net::SocketAddr>,
     pub stderr_path: PathBuf,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A config for the daemon: the fake at `base_url`, the database and policies under `dir`.
-pub fn write_config(dir: &Path, base_url: &str, port: u16, extra: &str) -> PathBuf {
+/// A config for the daemon: the fake at `base_url`, the database and policies under `dir`. The
+/// daemon binds port 0 and logs the address it got ([`Daemon::http`] reads it), so no two tests
+/// can race for a port.
+pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
     let secret = dir.join("app_secret");
     if !secret.exists() {
         std::fs::write(&secret, "test-app-secret\n").expect("secret");
     }
     let cfg = format!(
-        "database:\n  path: {db}\ndingtalk:\n  base_url: {base_url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 3s\nhttp:\n  listen: 127.0.0.1:{port}\npolicies:\n  paths: [{policies}]\ndefaults:\n  timezone: UTC\n{extra}",
+        "database:\n  path: {db}\ndingtalk:\n  base_url: {base_url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 3s\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\ndefaults:\n  timezone: UTC\n{extra}",
         db = dir.join("dingrec.db").display(),
         secret = secret.display(),
         policies = dir.join("policies").display(),
@@ -52,12 +48,6 @@ impl Daemon {
                 .unwrap_or(0)
         ));
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let text = std::fs::read_to_string(config).expect("config");
-        let port: u16 = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("listen: 127.0.0.1:"))
-            .and_then(|p| p.trim().parse().ok())
-            .expect("http.listen in the config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dingrec"));
         cmd.arg("run")
             .arg("--config")
@@ -74,8 +64,38 @@ impl Daemon {
         let child = cmd.spawn().expect("dingrec run");
         Daemon {
             child,
-            http: ([127, 0, 0, 1], port).into(),
+            http: std::sync::OnceLock::new(),
             stderr_path,
+        }
+    }
+
+    /// The HTTP address from the "dingrec is running" log line (text or JSON), waiting for it.
+    pub async fn http(&self) -> std::net::SocketAddr {
+        if let Some(a) = self.http.get() {
+            return *a;
+        }
+        let until = tokio::time::Instant::now() + super::HANG;
+        loop {
+            let log = self.stderr();
+            let found = log
+                .lines()
+                .filter(|l| l.contains("dingrec is running"))
+                .find_map(|l| {
+                    let rest = &l[l.find("http")? + 4..];
+                    let rest = rest.trim_start_matches(['=', '"', ':']);
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                        .unwrap_or(rest.len());
+                    rest[..end].parse().ok()
+                });
+            if let Some(a) = found {
+                return *self.http.get_or_init(|| a);
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the daemon never said where it listens:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -110,8 +130,9 @@ impl Daemon {
     /// GET a path on the daemon's HTTP port: (status, body).
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let addr = self.http().await;
         let resp = reqwest::Client::new()
-            .get(format!("http://{}{path}", self.http))
+            .get(format!("http://{addr}{path}"))
             .timeout(Duration::from_secs(5))
             .send()
             .await

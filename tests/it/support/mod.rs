@@ -13,6 +13,20 @@ use dingrec::clock::SystemClock;
 use dingrec::config::{Credentials, DingTalkSettings};
 use dingrec::dingtalk::DingTalkClient;
 
+/// A deadline that only catches a hang: tests wait for conditions, never for a speed. Speed is the
+/// benchmark's business (BENCHMARKS.md).
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// Whether this process runs as root; when not, says which test part is skipped and why.
+pub fn is_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: {what} needs root (CI runs as root)");
+    }
+    root
+}
+
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dingtalk")
 }
