@@ -40,12 +40,6 @@ impl ManualClock {
         }
     }
 
-    /// Move the clock by `by` (may be negative, to model a wall-clock jump backwards).
-    pub fn advance(&self, by: chrono::TimeDelta) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-        *now += by;
-    }
-
     pub fn set(&self, to: DateTime<Utc>) {
         *self.now.lock().unwrap_or_else(|e| e.into_inner()) = to;
     }
