@@ -26,6 +26,7 @@ use crate::scheduler::Scheduler;
 use crate::scheduler::dispatcher::{Dispatcher, Writer};
 use crate::scheduler::health::Health;
 use crate::store::Store;
+use crate::store::lock::InstanceLock;
 use crate::store::policies::PolicyRecord;
 
 /// Why the daemon could not start.
@@ -106,6 +107,8 @@ pub struct App {
     /// Taken by `run_until_stopped`.
     listener: Option<TcpListener>,
     scheduler: Option<Scheduler>,
+    /// Held for the daemon's life: no second daemon on the same database.
+    _instance_lock: InstanceLock,
 }
 
 impl std::fmt::Debug for App {
@@ -127,6 +130,8 @@ impl App {
         let credentials = settings
             .credentials()
             .map_err(|e| BuildError::Config(e.to_string()))?;
+        // Before anything touches the database: one daemon per file.
+        let instance_lock = InstanceLock::acquire(&settings.database.path)?;
         let store = Store::open(&settings.database).await?;
         let tick = notifier
             .watchdog_interval()
@@ -175,6 +180,7 @@ impl App {
             clock,
             listener: Some(listener),
             scheduler: Some(scheduler),
+            _instance_lock: instance_lock,
         };
         app.apply_policy_files(&app.settings).await;
         Ok(app)

@@ -3,6 +3,7 @@
 //! busy database waits (up to `busy_timeout`) instead of failing half-way.
 
 pub mod history;
+pub mod lock;
 pub mod occurrences;
 pub mod policies;
 
@@ -32,6 +33,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database holds an invalid value: {0}")]
     Data(String),
+    #[error("another dingrec is running on {database}; this one changes nothing and stops")]
+    InUse { database: PathBuf },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

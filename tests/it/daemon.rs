@@ -712,3 +712,56 @@ async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
     let table = String::from_utf8_lossy(&run(&["history", "--since", "1h"]).stdout).into_owned();
     assert_eq!(table.lines().count(), 2 + 3, "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_database_refuses_before_touching_anything() {
+    // The first daemon has a call in flight (the fake holds it) when the second one starts.
+    let hold = Step {
+        answer: "ok".into(),
+        status: None,
+        times: 1,
+        delay: Some(Duration::from_secs(8)),
+    };
+    let f = fake(Scenario {
+        meetings: vec![live("held-conf", vec![hold])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "p.yaml", &policy("held", "held-conf", &at_in(500)));
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let mut first = Daemon::spawn(&cfg, &[("DINGREC_DINGTALK__REQUEST_TIMEOUT", "30s")]);
+    wait_for("the first daemon's call", HANG, || !f.start_requests().is_empty()).await;
+    let db = dir.path().join("dingrec.db");
+    let before = sqlite(&db, "SELECT COUNT(*) || ':' || COUNT(outcome) FROM attempts");
+    assert_eq!(before, "1:0", "one attempt, its call in flight");
+
+    let mut second = Daemon::spawn(&cfg, &[]);
+    assert_eq!(second.wait(HANG).await, Some(1), "{}", second.stderr());
+    assert!(
+        second.stderr().contains("another dingrec is running on"),
+        "{}",
+        second.stderr()
+    );
+    // It changed nothing: the first daemon's attempt was not closed as interrupted.
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'interrupted'"),
+        "0"
+    );
+    let until = tokio::time::Instant::now() + HANG;
+    while sqlite(&db, "SELECT state FROM occurrences") != "succeeded" {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the first daemon's outcome: {}\n{}",
+            sqlite(&db, "SELECT * FROM audit_log"),
+            first.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(f.start_requests().len(), 1, "the meeting was started once");
+    first.signal("TERM");
+    assert_eq!(first.wait(HANG).await, Some(0));
+    // Once the first one is gone, a daemon starts on the same file.
+    let third = Daemon::spawn(&cfg, &[]);
+    third.wait_http(HANG).await;
+}
