@@ -99,6 +99,20 @@ impl FakeDingTalk {
         self.shared.log.lock().map(|l| l.len()).unwrap_or(0)
     }
 
+    /// How many StartCloudRecord calls for a conference id starting with `prefix` the fake has
+    /// logged (no copy of the log).
+    pub fn starts_for(&self, prefix: &str) -> usize {
+        self.shared
+            .log
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|r| r.is_start() && r.id.as_deref().is_some_and(|id| id.starts_with(prefix)))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn start_requests(&self) -> Vec<LoggedRequest> {
         self.requests()
             .into_iter()
