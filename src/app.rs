@@ -162,6 +162,11 @@ impl App {
         )
         .with_retention(settings.retention.attempts);
         scheduler.recover().await?;
+        // The "nothing recorded in 24 h" alert needs the gauge from the first scrape on, not
+        // only after the next success.
+        if let Some(t) = store.last_success_at().await? {
+            metrics.last_success(t.timestamp_millis() as f64 / 1000.0);
+        }
         let listener =
             TcpListener::bind(settings.http.listen)
                 .await

@@ -82,7 +82,12 @@ impl TokenCache {
         if let Some((err, at)) = &st.last_error
             && now.duration_since(*at) < NEGATIVE_CACHE
         {
-            return Err(err.clone());
+            // A refresh failed a moment ago: do not ask again yet, but a token that has not
+            // expired still works.
+            return match &st.token {
+                Some(t) if now < t.expires => Ok(t.clone()),
+                _ => Err(err.clone()),
+            };
         }
         match fetch().await {
             Ok(t) => {
@@ -131,5 +136,68 @@ impl TokenCache {
     /// A receiver that always holds the latest status.
     pub fn status(&self) -> watch::Receiver<TokenStatus> {
         self.status.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(value: &str, refresh_in: Duration, expires_in: Duration) -> Token {
+        let now = Instant::now();
+        Token {
+            value: SecretString::from(value.to_owned()),
+            expires: now + expires_in,
+            expires_at: DateTime::<Utc>::MIN_UTC,
+            refresh_at: now + refresh_in,
+        }
+    }
+
+    fn refused() -> DingTalkError {
+        DingTalkError::Api {
+            status: 503,
+            code: "systemError".into(),
+            message: "token endpoint down".into(),
+            request_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_using_the_old_token_until_it_really_expires() {
+        let cache = TokenCache::default();
+        // A token inside its refresh margin: due for a refresh, valid for another minute.
+        let first = cache
+            .get(|| async { Ok(token("old", Duration::ZERO, Duration::from_secs(60))) })
+            .await
+            .expect("first");
+        assert_eq!(first.value.expose_secret(), "old");
+        // The refresh fails: the old token is still handed out, now and right after (within the
+        // failure's negative cache), and /readyz still sees a valid token.
+        for _ in 0..3 {
+            let t = cache.get(|| async { Err(refused()) }).await.expect("old token");
+            assert_eq!(t.value.expose_secret(), "old");
+        }
+        assert!(matches!(*cache.status().borrow(), TokenStatus::Valid { .. }));
+    }
+
+    #[tokio::test]
+    async fn without_a_valid_token_a_failed_refresh_is_an_error_and_is_not_repeated_at_once() {
+        let cache = TokenCache::default();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        for _ in 0..3 {
+            let r = cache
+                .get(|| async {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Err(refused())
+                })
+                .await;
+            assert!(r.is_err());
+        }
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one call per second"
+        );
+        assert!(matches!(*cache.status().borrow(), TokenStatus::Error { .. }));
     }
 }

@@ -33,6 +33,10 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database holds an invalid value: {0}")]
     Data(String),
+    #[error(
+        "database {0} does not exist: nothing was applied yet (`dingrec apply` or `dingrec run` creates it), or --config names another database"
+    )]
+    Missing(PathBuf),
     #[error("another dingrec is running on {database}; this one changes nothing and stops")]
     InUse { database: PathBuf },
 }
@@ -83,10 +87,19 @@ impl WriteTx {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-fn connect_options(path: &Path, settings: &DatabaseSettings, create: bool) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
+/// How a command uses the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The daemon, `apply`, `migrate`, `trigger`: created (with its folder) if missing.
+    Write,
+    /// `history`, `policies`, `next`, `plan`: never created, never written (`query_only`).
+    Read,
+}
+
+fn connect_options(path: &Path, settings: &DatabaseSettings, access: Access) -> SqliteConnectOptions {
+    let options = SqliteConnectOptions::new()
         .filename(path)
-        .create_if_missing(create)
+        .create_if_missing(access == Access::Write)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(match settings.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
@@ -96,7 +109,11 @@ fn connect_options(path: &Path, settings: &DatabaseSettings, create: bool) -> Sq
         .foreign_keys(true)
         .pragma("cache_size", "-512")
         .log_statements(tracing::log::LevelFilter::Trace)
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    match access {
+        Access::Write => options,
+        Access::Read => options.pragma("query_only", "1"),
+    }
 }
 
 impl Store {
@@ -111,27 +128,32 @@ impl Store {
     /// Open for the read-only commands (`history`, `policies`, `next`, `plan`): no page check
     /// (it reads the whole file: about a second per 400 MB) and no migration; a damaged page
     /// still shows as an error when a query reaches it.
+    /// A database that does not exist is an error ("nothing was applied yet"), never created.
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
-        Self::connect(settings).await
+        if !settings.path.exists() {
+            return Err(StoreError::Missing(settings.path.clone()));
+        }
+        Self::connect(settings, Access::Read).await
     }
 
     /// Open without running migrations (the caller runs them, e.g. `dingrec migrate`).
     pub async fn open_unmigrated(settings: &DatabaseSettings) -> Result<Store> {
         check_not_corrupt(&settings.path).await?;
-        Self::connect(settings).await
+        Self::connect(settings, Access::Write).await
     }
 
-    async fn connect(settings: &DatabaseSettings) -> Result<Store> {
+    async fn connect(settings: &DatabaseSettings, access: Access) -> Result<Store> {
         let path = settings.path.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
+            && access == Access::Write
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.clone(),
                 source: sqlx::Error::Io(e),
             })?;
         }
-        let options = connect_options(&path, settings, true);
+        let options = connect_options(&path, settings, access);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .min_connections(1)

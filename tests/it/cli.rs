@@ -464,3 +464,32 @@ fn the_readme_audit_queries_run_against_the_schema() {
         );
     }
 }
+
+#[test]
+fn read_only_commands_on_a_missing_database_say_so_and_create_nothing() {
+    let env = Env::new();
+    // The database's folder does not exist either.
+    let cfg = format!(
+        "database:\n  path: {}\npolicies:\n  paths: []\n",
+        env.path("nowhere/d.db").display()
+    );
+    env.write("config.yaml", &cfg);
+    for args in [&["history"][..], &["policies"], &["next"]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("does not exist"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!env.path("nowhere").exists(), "{args:?} created the folder");
+    }
+    // Reading an existing database writes nothing to it.
+    env.write("config.yaml", &cfg.replace("nowhere/", ""));
+    assert_eq!(env.run(&["migrate"]).status.code(), Some(0));
+    let before = env.db_bytes();
+    for args in [&["history"][..], &["policies"], &["next"]] {
+        assert_eq!(env.run(args).status.code(), Some(0), "{args:?}");
+    }
+    assert_eq!(env.db_bytes(), before, "a read changed the file");
+}

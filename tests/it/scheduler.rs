@@ -652,3 +652,31 @@ async fn the_fake_throttles_above_its_limit() {
         "{codes:?}"
     );
 }
+
+#[tokio::test]
+async fn the_last_success_gauge_is_there_after_a_restart_before_any_new_success() {
+    let mut app = TestApp::start(scenario(vec![live("conf-1", vec![])]), |c| {
+        format!("policies:\n{}", policy("p", "conf-1", &at_in(c, 300), ""))
+    })
+    .await;
+    let rows = app.wait_final(1, HANG).await;
+    let finished = rows[0].attempts[0].finished_at.clone().expect("finished");
+    app.stop().await;
+    app.run().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = reqwest::get(format!("http://{}/metrics", app.http))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let value: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dingrec_last_success_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("no last-success gauge after the restart:\n{metrics}"))
+        .trim()
+        .parse()
+        .expect("a number");
+    let expected = parse_t(&finished).timestamp_millis() as f64 / 1000.0;
+    assert!((value - expected).abs() < 0.002, "{value} vs {expected}");
+}
