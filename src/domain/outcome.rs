@@ -16,6 +16,8 @@ pub mod codes {
     /// DingTalk's IP ban page (`"source":"x5","punish":"deny"`), which carries no error code.
     pub const IP_THROTTLED: &str = "ip_throttled";
     pub const INVALID_AUTHENTICATION: &str = "InvalidAuthentication";
+    /// The occurrence's window ended while the attempt waited to be sent: no call was made.
+    pub const WINDOW_PASSED: &str = "window_passed";
 }
 
 /// What to do after an attempt with a given code.

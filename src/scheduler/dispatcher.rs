@@ -356,13 +356,13 @@ impl Dispatcher {
             }
         }
         let now = self.clock.now();
-        let claimed = self
-            .store
-            .claim_due(now, want as i64, |due_at| {
-                let late = (now - due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                self.metrics.fire_lateness(late);
-            })
-            .await?;
+        let claim = self.store.claim_due(now, want as i64).await?;
+        // Counted once the claim committed: a claim that failed is tried again, not counted twice.
+        for due_at in &claim.first_due {
+            let late = (now - *due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            self.metrics.fire_lateness(late);
+        }
+        let claimed = claim.tickets;
         let n = claimed.len();
         if let Ok(mut q) = self.queue.lock() {
             if q.tickets.is_empty() {
@@ -442,8 +442,25 @@ impl Dispatcher {
         }
     }
 
+    /// `window_passed` when the occurrence's window has ended: an attempt that waited in the
+    /// queue or for the rate limiter past it is not sent.
+    fn window_open(&self, c: &Claimed) -> Result<(), DingTalkError> {
+        if self.clock.now() < c.window_ends_at {
+            return Ok(());
+        }
+        Err(DingTalkError::Api {
+            status: 0,
+            code: codes::WINDOW_PASSED.into(),
+            message: "the window ended before this attempt could be sent; no call was made".into(),
+            request_id: None,
+        })
+    }
+
     /// The HTTP part: token, meeting resolution, StartCloudRecord.
     async fn call(&self, c: &Claimed) -> (Result<(u16, Option<String>), DingTalkError>, Option<String>) {
+        if let Err(e) = self.window_open(c) {
+            return (Err(e), None);
+        }
         let token = match self.client.token().await {
             Ok(t) => t,
             Err(e) => return (Err(e), None),
@@ -487,6 +504,9 @@ impl Dispatcher {
         };
         if let Some(w) = &self.window {
             w.acquire().await;
+        }
+        if let Err(e) = self.window_open(c) {
+            return (Err(e), Some(conference_id));
         }
         let result = self.client.start_cloud_record_with(&token, &req).await;
         if let Err(e) = &result

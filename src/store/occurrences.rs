@@ -106,6 +106,14 @@ pub struct Ticket {
     pub attempt_id: i64,
 }
 
+/// What one committed claim took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub tickets: Vec<Ticket>,
+    /// The due times of the claimed first attempts (for the fire-lateness histogram).
+    pub first_due: Vec<DateTime<Utc>>,
+}
+
 /// A claimed attempt with what its call needs, read just before the call.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -351,20 +359,15 @@ impl Store {
     }
 
     /// Claim up to `limit` due occurrences, earliest first, and write each one's attempt intent
-    /// row, all in one transaction. Nothing is claimed whose window has passed. `first(due_at)`
-    /// is called for each claimed first attempt, as its row is read.
-    pub async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-        first: impl FnMut(DateTime<Utc>),
-    ) -> Result<Vec<Ticket>> {
-        self.claim(now, limit, None, first).await
+    /// row, all in one transaction. Nothing is claimed whose window has passed. Returns the
+    /// tickets and the due times of the first attempts among them, once the claim committed.
+    pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Claim> {
+        self.claim(now, limit, None).await
     }
 
     /// Claim one occurrence by id if it is due (`dingrec trigger`), and read it back.
     pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
-        let tickets = self.claim(now, 1, Some(id), |_| {}).await?;
+        let tickets = self.claim(now, 1, Some(id)).await?.tickets;
         if tickets.is_empty() {
             return Ok(None);
         }
@@ -377,13 +380,7 @@ impl Store {
 
     /// Set-based: one read, one UPDATE, one `MAX(id)` and one INSERT … SELECT per batch, whatever
     /// its size.
-    async fn claim(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-        only: Option<i64>,
-        mut first: impl FnMut(DateTime<Utc>),
-    ) -> Result<Vec<Ticket>> {
+    async fn claim(&self, now: DateTime<Utc>, limit: i64, only: Option<i64>) -> Result<Claim> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let sql = match only {
@@ -395,19 +392,20 @@ impl Store {
             q = q.bind(id);
         }
         let mut ids = Vec::new();
+        let mut first_due = Vec::new();
         {
             // Streamed: sqlx hands rows over through a small bounded channel.
             let mut rows = q.bind(limit).fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
                 if r.try_get::<i64, _>("attempt_count")? == 0 {
-                    first(time(&r, "due_at")?);
+                    first_due.push(time(&r, "due_at")?);
                 }
                 ids.push(r.try_get::<i64, _>("id")?);
             }
         }
         if ids.is_empty() {
             tx.rollback().await?;
-            return Ok(Vec::new());
+            return Ok(Claim::default());
         }
         let ids_json =
             serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("claim batch: {e}")))?;
@@ -442,14 +440,17 @@ impl Store {
             )));
         }
         tx.commit().await?;
-        Ok(ids
-            .into_iter()
-            .zip(last + 1..)
-            .map(|(occurrence_id, attempt_id)| Ticket {
-                occurrence_id,
-                attempt_id,
-            })
-            .collect())
+        Ok(Claim {
+            tickets: ids
+                .into_iter()
+                .zip(last + 1..)
+                .map(|(occurrence_id, attempt_id)| Ticket {
+                    occurrence_id,
+                    attempt_id,
+                })
+                .collect(),
+            first_due,
+        })
     }
 
     /// What the calls of claimed attempts need, by attempt id, in the tickets' order. A row that

@@ -680,3 +680,115 @@ async fn the_last_success_gauge_is_there_after_a_restart_before_any_new_success(
     let expected = parse_t(&finished).timestamp_millis() as f64 / 1000.0;
     assert!((value - expected).abs() < 0.002, "{value} vs {expected}");
 }
+
+async fn get(app: &TestApp, path: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::get(format!("http://{}{path}", app.http))
+        .await
+        .expect("http")
+        .text()
+        .await
+        .expect("body")
+}
+
+fn lateness_count(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dingrec_fire_lateness_seconds_count "))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn a_claim_that_fails_to_commit_is_not_counted_in_the_fire_lateness() {
+    // A trigger makes every claim's INSERT of attempt rows fail, so every claim rolls back.
+    let app = TestApp::start(scenario(vec![live("conf-1", vec![])]), |_| String::new()).await;
+    sqlx::query(
+        "CREATE TRIGGER no_attempts BEFORE INSERT ON attempts BEGIN SELECT RAISE(ABORT, 'injected claim failure'); END",
+    )
+    .execute(app.store.pool())
+    .await
+    .expect("trigger");
+    apply(
+        &app.store,
+        &SystemClock,
+        &format!(
+            "policies:\n{}",
+            policy("p", "conf-1", &at_in(&SystemClock, 0), "")
+        ),
+    )
+    .await;
+    // The scheduler tries, and fails, to claim it again and again.
+    let until = tokio::time::Instant::now() + HANG;
+    while !get(&app, "/readyz").await.contains("injected claim failure") {
+        assert!(tokio::time::Instant::now() < until, "no failed claim seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        lateness_count(&get(&app, "/metrics").await),
+        0,
+        "failed claims were counted"
+    );
+    sqlx::query("DROP TRIGGER no_attempts")
+        .execute(app.store.pool())
+        .await
+        .expect("drop");
+    let rows = app.wait_final(1, HANG).await;
+    assert_eq!(rows[0].state, OccurrenceState::Succeeded);
+    assert_eq!(
+        lateness_count(&get(&app, "/metrics").await),
+        1,
+        "one first attempt, counted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_window_passed_in_the_queue_expires_without_a_call() {
+    // One worker; two meetings due at once. The first call is held by the fake while the clock
+    // passes both windows: the second attempt, queued, must not be sent.
+    let hold = dingrec::fake::Step {
+        answer: "ok".into(),
+        status: None,
+        times: 1,
+        delay: Some(Duration::from_secs(2)),
+    };
+    let clock = ManualClock::new(parse_t("2030-01-07T08:00:00Z"));
+    let app = TestApp::start_with(
+        scenario(vec![live("conf-a", vec![hold]), live("conf-b", vec![])]),
+        Arc::new(clock.clone()),
+        |s| {
+            s.scheduler.max_in_flight = 1;
+            s.dingtalk.request_timeout = Duration::from_secs(20);
+        },
+        |c| {
+            let at = at_in(c, 100);
+            format!(
+                "policies:\n{}{}",
+                policy("a", "conf-a", &at, "    window: 5m\n"),
+                policy("b", "conf-b", &at, "    window: 5m\n")
+            )
+        },
+    )
+    .await;
+    clock.set(parse_t("2030-01-07T08:00:01Z"));
+    let until = tokio::time::Instant::now() + HANG;
+    while app.fake.start_requests().is_empty() {
+        assert!(tokio::time::Instant::now() < until, "no first call");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    clock.set(parse_t("2030-01-07T08:10:00Z"));
+    let rows = app.wait_final(2, HANG).await;
+    let starts = app.fake.start_requests();
+    assert_eq!(starts.len(), 1, "only the call that was in flight: {starts:?}");
+    let sent = starts[0].id.clone().expect("id");
+    let other = rows
+        .iter()
+        .find(|o| {
+            o.conference_id.as_deref() != Some(sent.as_str())
+                && o.attempts.len() == 1
+                && o.attempts[0].http_status == Some(0)
+        })
+        .unwrap_or_else(|| panic!("the queued one: {rows:#?}"));
+    assert_eq!(other.state, OccurrenceState::Expired);
+    assert_eq!(other.attempts[0].code.as_deref(), Some("window_passed"));
+    assert_eq!(other.attempts[0].outcome, Some(AttemptOutcome::Fail));
+}
