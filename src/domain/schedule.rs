@@ -93,9 +93,17 @@ impl CronExpr {
                 "cron pattern '{s}' has {fields} fields; expected 5 (minute hour day month weekday) or 6 (with seconds first)"
             )));
         }
-        cron_parser()
+        let cron = cron_parser()
             .parse(s)
             .map_err(|e| Invalid::new(format!("invalid cron pattern '{s}': {e}")))?;
+        // A pattern that names no real date (`0 9 31 2 *`: February has no 31st) is valid
+        // syntax but would never fire: refused here, not discovered by an empty schedule.
+        let from = DateTime::<Utc>::UNIX_EPOCH;
+        if cron.find_next_occurrence(&from, false).is_err() {
+            return Err(Invalid::new(format!(
+                "cron pattern '{s}' never fires: no date matches its day and month fields"
+            )));
+        }
         Ok(Self(s.trim().to_owned()))
     }
 
@@ -267,6 +275,17 @@ mod tests {
         let err = Zone::parse("Asia/Shangai").expect_err("typo");
         assert_eq!(err.message, "unknown time zone 'Asia/Shangai'");
         assert_eq!(err.hint.as_deref(), Some("did you mean 'Asia/Shanghai'?"));
+    }
+
+    #[test]
+    fn a_cron_that_can_never_fire_is_refused() {
+        for never in ["0 9 31 2 *", "0 9 30 2 *", "0 9 31 4,6,9,11 *"] {
+            let e = CronExpr::parse(never).expect_err(never);
+            assert!(e.message.contains("never fires"), "{never}: {e}");
+        }
+        for rare in ["0 9 29 2 *", "0 9 31 * *", "0 9 L 2 *"] {
+            assert!(CronExpr::parse(rare).is_ok(), "{rare}");
+        }
     }
 
     #[test]

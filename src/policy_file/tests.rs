@@ -446,3 +446,11 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_cron_that_never_fires_is_a_located_error() {
+    let d = one_error(&format!("{VALID_HEAD}    cron: \"0 9 31 2 *\"\n"));
+    assert_eq!((d.line, d.column), (5, 11), "{d:?}");
+    assert!(d.message.contains("never fires"), "{d:?}");
+    assert!(d.key.as_deref().is_some_and(|k| k.ends_with(".cron")), "{d:?}");
+}
