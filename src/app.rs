@@ -349,7 +349,8 @@ impl App {
                 ended = &mut loop_task => {
                     loop_done = true;
                     failure = Some(match ended {
-                        Ok(()) => "the scheduler loop ended unexpectedly".to_owned(),
+                        Ok(Ok(())) => "the scheduler loop ended unexpectedly".to_owned(),
+                        Ok(Err(why)) => format!("the scheduler stopped: {why}"),
                         Err(e) => format!("the scheduler loop failed: {e}"),
                     });
                     break;
@@ -371,8 +372,16 @@ impl App {
         }
         self.notifier.stopping();
         info!("stopping");
-        if !loop_done && let Err(e) = loop_task.await {
-            failure.get_or_insert(format!("the scheduler loop failed: {e}"));
+        if !loop_done {
+            match loop_task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    failure.get_or_insert(format!("the scheduler stopped: {why}"));
+                }
+                Err(e) => {
+                    failure.get_or_insert(format!("the scheduler loop failed: {e}"));
+                }
+            }
         }
         http_cancel.cancel();
         if !http_done {

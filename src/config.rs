@@ -232,7 +232,11 @@ impl DefaultSettings {
             small_window_position: WindowPosition::parse(&self.small_window_position)
                 .map_err(|e| field("small_window_position", e.message))?,
             start_offset: self.start_offset,
-            window: self.window,
+            window: {
+                crate::domain::policy::check_timing(self.start_offset, self.window)
+                    .map_err(|(key, e)| field(key, e.message))?;
+                self.window
+            },
             retry: {
                 self.retry
                     .check()

@@ -18,7 +18,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::domain::PolicyDefaults;
-use crate::domain::policy::ScheduleConferenceId;
+use crate::domain::policy::{ScheduleConferenceId, check_timing};
 use crate::domain::schedule::{At, CronExpr};
 use crate::domain::{
     ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, WindowPosition, Zone,
@@ -296,9 +296,28 @@ fn hint_for_structural(message: &str) -> (String, Option<String>) {
     (message.to_owned(), None)
 }
 
+/// The lines of `text` as YAML counts them: a line ends at `\r\n`, `\n` or a lone `\r`.
+pub(crate) fn yaml_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if r[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&r[i + skip..]).filter(|s| !s.is_empty());
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 fn source_line(text: &str, line: u64) -> Option<String> {
     let idx = usize::try_from(line.checked_sub(1)?).ok()?;
-    text.lines().nth(idx).map(|l| l.chars().take(200).collect())
+    yaml_lines(text).nth(idx).map(|l| l.chars().take(200).collect())
 }
 
 // ---- the raw document ----
@@ -634,17 +653,18 @@ impl Checker<'_> {
             .field(&raw.window, || e.key("window"), parse_duration)
             .map(|d| d.unwrap_or(defaults.window));
         if let (Some(off), Some(win)) = (start_offset, window)
-            && win <= off
+            && let Err((field, err)) = check_timing(off, win)
         {
-            let msg = format!(
-                "window ({}) must be longer than start_offset ({}): the window starts at the meeting's start and the first attempt is at start + start_offset",
-                humantime::format_duration(win),
-                humantime::format_duration(off)
-            );
-            match (&raw.window, &raw.start_offset) {
-                (Some(w), _) => self.push(w, e.key("window"), Invalid::new(msg)),
-                (None, Some(o)) => self.push(o, e.key("start_offset"), Invalid::new(msg)),
-                (None, None) => self.at_entry(e, "window", msg),
+            let blame = if field == "window" {
+                &raw.window
+            } else {
+                &raw.start_offset
+            };
+            match (blame, &raw.window, &raw.start_offset) {
+                (Some(v), _, _) | (None, Some(v), _) | (None, None, Some(v)) => {
+                    self.push(v, e.key(field), err)
+                }
+                (None, None, None) => self.at_entry(e, "window", err.message),
             }
         }
         (start_offset, window)

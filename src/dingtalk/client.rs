@@ -304,7 +304,8 @@ impl DingTalkClient {
             let expire_in = m.get("expireIn").and_then(Value::as_u64);
             match (token, expire_in) {
                 (Some(t), Some(secs)) => {
-                    let life = Duration::from_secs(secs.max(1));
+                    // DingTalk says 7,200 s; a day at most, so that no answer can overflow the clock.
+                    let life = Duration::from_secs(secs.clamp(1, 24 * 3600));
                     let margin = self.token_margin.min(life / 2);
                     let now = Instant::now();
                     Ok(Token {

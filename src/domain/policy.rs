@@ -192,6 +192,37 @@ pub struct Policy {
     pub enabled: bool,
 }
 
+/// The longest `window` (and so `start_offset`) a policy may have: a year is plenty, and every
+/// instant computed from it stays far inside the calendar.
+pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Checks `start_offset` and `window` against each other and [`MAX_WINDOW`]; the error names
+/// the field at fault.
+pub fn check_timing(start_offset: Duration, window: Duration) -> Result<(), (&'static str, Invalid)> {
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if window > MAX_WINDOW {
+        return Err((
+            "window",
+            Invalid::new(format!("window ({}) must be at most 366 days", show(window))),
+        ));
+    }
+    if window <= start_offset {
+        return Err((
+            if start_offset > MAX_WINDOW {
+                "start_offset"
+            } else {
+                "window"
+            },
+            Invalid::new(format!(
+                "window ({}) must be longer than start_offset ({}): the window starts at the meeting's start and the first attempt is at start + start_offset",
+                show(window),
+                show(start_offset)
+            )),
+        ));
+    }
+    Ok(())
+}
+
 /// Policy fields set once for all policies (`defaults` in config.yaml), checked and typed. A
 /// policy file's entry overrides them field by field.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::outcome::RetryClass;
@@ -52,13 +52,21 @@ impl RetryPolicy {
         self.cap(n).mul_f64(u.clamp(0.0, 1.0))
     }
 
-    /// Checks the values make sense; the error names the offending field.
+    /// Checks the values make sense and lie within their bounds; the error names the field.
     pub fn check(&self) -> Result<(), RetryError> {
-        if self.maximum_attempts == 0 {
+        if !(1..=MAX_ATTEMPTS).contains(&self.maximum_attempts) {
             return Err(RetryError::MaximumAttempts);
         }
-        if !(self.backoff_coefficient.is_finite() && self.backoff_coefficient >= 1.0) {
+        if !(self.backoff_coefficient.is_finite()
+            && (1.0..=MAX_COEFFICIENT).contains(&self.backoff_coefficient))
+        {
             return Err(RetryError::BackoffCoefficient);
+        }
+        if self.initial_interval > MAX_INTERVAL {
+            return Err(RetryError::InitialInterval);
+        }
+        if self.maximum_interval > MAX_INTERVAL {
+            return Err(RetryError::MaximumInterval);
         }
         if self.maximum_interval < self.initial_interval {
             return Err(RetryError::IntervalOrder);
@@ -67,13 +75,24 @@ impl RetryPolicy {
     }
 }
 
+/// The most attempts one occurrence may make.
+pub const MAX_ATTEMPTS: u32 = 100_000;
+/// The largest backoff coefficient.
+pub const MAX_COEFFICIENT: f64 = 100.0;
+/// The longest wait between two attempts.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// Why a [`RetryPolicy`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RetryError {
-    #[error("retry.maximum_attempts must be at least 1")]
+    #[error("retry.maximum_attempts must be from 1 to 100000")]
     MaximumAttempts,
-    #[error("retry.backoff_coefficient must be a number >= 1.0")]
+    #[error("retry.backoff_coefficient must be a number from 1.0 to 100")]
     BackoffCoefficient,
+    #[error("retry.initial_interval must be at most 1 day")]
+    InitialInterval,
+    #[error("retry.maximum_interval must be at most 1 day")]
+    MaximumInterval,
     #[error("retry.maximum_interval must not be shorter than retry.initial_interval")]
     IntervalOrder,
 }
@@ -84,7 +103,8 @@ impl RetryError {
         match self {
             RetryError::MaximumAttempts => "maximum_attempts",
             RetryError::BackoffCoefficient => "backoff_coefficient",
-            RetryError::IntervalOrder => "maximum_interval",
+            RetryError::InitialInterval => "initial_interval",
+            RetryError::MaximumInterval | RetryError::IntervalOrder => "maximum_interval",
         }
     }
 }
@@ -127,16 +147,16 @@ pub fn decide(class: RetryClass, retry: &RetryPolicy, ctx: AttemptContext, u: f6
             retry.backoff(ctx.counted_attempts, u)
         }
     };
-    let at = ctx.now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
-    if at > ctx.window_ends_at {
-        (AttemptOutcome::Fail, Next::Expired)
-    } else {
-        (AttemptOutcome::Retry, Next::RetryAt(at))
+    match super::time::add(ctx.now, wait) {
+        Some(at) if at <= ctx.window_ends_at => (AttemptOutcome::Retry, Next::RetryAt(at)),
+        _ => (AttemptOutcome::Fail, Next::Expired),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
 
     fn policy() -> RetryPolicy {
@@ -222,6 +242,20 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_beyond_the_calendar_expires_instead_of_panicking() {
+        // Only an outside edit of the database can hold such settings: validation bounds them.
+        let huge = RetryPolicy {
+            initial_interval: Duration::from_secs(u64::MAX / 4),
+            maximum_interval: Duration::from_secs(u64::MAX / 4),
+            ..policy()
+        };
+        assert_eq!(
+            decide(RetryClass::Retry, &huge, ctx(1), 0.9),
+            (AttemptOutcome::Fail, Next::Expired)
+        );
+    }
+
+    #[test]
     fn reauth_retries_at_once_but_only_once() {
         let c = ctx(1);
         assert_eq!(
@@ -253,5 +287,12 @@ mod tests {
         let e = p.check().expect_err("bad");
         assert_eq!(e.field(), "maximum_interval");
         assert!(e.to_string().contains("initial_interval"), "{e}");
+        let mut p = policy();
+        p.initial_interval = Duration::from_secs(10_000_000 * 365 * 86_400);
+        p.maximum_interval = p.initial_interval;
+        assert_eq!(p.check().expect_err("bad").field(), "initial_interval");
+        let mut p = policy();
+        p.maximum_attempts = u32::MAX;
+        assert_eq!(p.check().expect_err("bad").field(), "maximum_attempts");
     }
 }

@@ -66,7 +66,7 @@ impl Zone {
     }
 }
 
-use chrono::Timelike as _;
+use chrono::{Datelike as _, Timelike as _};
 
 impl fmt::Display for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -131,6 +131,20 @@ pub enum At {
 
 impl At {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let at = Self::parse_unbounded(s)?;
+        let year = match at {
+            At::Local(t) => t.year(),
+            At::Fixed(t) => t.year(),
+        };
+        if !(1970..=9000).contains(&year) {
+            return Err(Invalid::new(format!(
+                "time '{s}' is out of range: the year must be from 1970 to 9000"
+            )));
+        }
+        Ok(at)
+    }
+
+    fn parse_unbounded(s: &str) -> Result<Self, Invalid> {
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Ok(At::Fixed(t));
         }

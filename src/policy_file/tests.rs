@@ -262,7 +262,7 @@ fn yaml_1_1_booleans_are_not_booleans() {
 /// a key points at a token (a key or a value), not at white space.
 fn assert_located(text: &str, d: &Diagnostic) {
     assert!(!d.message.is_empty());
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = yaml_lines(text).collect();
     let line = usize::try_from(d.line).unwrap_or(usize::MAX);
     assert!(
         line >= 1 && line <= lines.len() + 1,
@@ -453,4 +453,51 @@ fn a_cron_that_never_fires_is_a_located_error() {
     assert_eq!((d.line, d.column), (5, 11), "{d:?}");
     assert!(d.message.contains("never fires"), "{d:?}");
     assert!(d.key.as_deref().is_some_and(|k| k.ends_with(".cron")), "{d:?}");
+}
+
+#[test]
+fn lines_are_counted_as_yaml_counts_them() {
+    let lines: Vec<&str> = yaml_lines("a\r\nb\rc\n\nd").collect();
+    assert_eq!(lines, ["a", "b", "c", "", "d"]);
+    assert_eq!(yaml_lines("x\n").collect::<Vec<_>>(), ["x"]);
+}
+
+#[test]
+fn durations_and_dates_beyond_their_bounds_are_located_errors() {
+    let cases = [
+        (
+            "    at: 2030-01-01T00:00:00\n    window: 300000y\n",
+            (6, 13),
+            "window",
+            "at most 366 days",
+        ),
+        (
+            "    at: 2030-01-01T00:00:00\n    start_offset: 400d\n    window: 500d\n",
+            (7, 13),
+            "window",
+            "at most 366 days",
+        ),
+        (
+            "    at: 2030-01-01T00:00:00\n    retry: { initial_interval: 10000000y, maximum_interval: 10000000y }\n",
+            (6, 12),
+            "retry.initial_interval",
+            "at most 1 day",
+        ),
+        (
+            "    at: 2030-01-01T00:00:00\n    retry: { maximum_attempts: 4000000000 }\n",
+            (6, 12),
+            "retry.maximum_attempts",
+            "from 1 to 100000",
+        ),
+        ("    at: 9999-12-31T23:00:00\n", (5, 9), "at", "out of range"),
+    ];
+    for (tail, at, key, says) in cases {
+        let d = one_error(&format!("{VALID_HEAD}{tail}"));
+        assert_eq!((d.line, d.column), at, "{tail}: {d:?}");
+        assert!(
+            d.key.as_deref().is_some_and(|k| k.ends_with(key)),
+            "{tail}: {d:?}"
+        );
+        assert!(d.message.contains(says), "{tail}: {d:?}");
+    }
 }

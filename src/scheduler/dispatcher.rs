@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -119,6 +120,8 @@ pub struct Dispatcher {
     inflight: Arc<Semaphore>,
     max_in_flight: usize,
     writer: mpsc::UnboundedSender<Completion>,
+    /// Set when a worker panicked: the daemon must stop and exit non-zero.
+    fatal: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -172,6 +175,7 @@ impl Dispatcher {
             inflight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             writer: tx,
+            fatal: std::sync::Mutex::new(None),
         });
         (d, Writer { task: writer, stop })
     }
@@ -284,6 +288,43 @@ impl Dispatcher {
         });
     }
 
+    /// An attempt's worker panicked (a bug): its row is closed as `interrupted` (the occurrence
+    /// goes on, never left `running`), and the dispatcher is marked failed, so the daemon stops
+    /// with a non-zero exit and systemd restarts it.
+    fn panicked(&self, c: &Claimed, panic: &(dyn std::any::Any + Send)) -> Completion {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        error!(policy = %c.policy_name, occurrence = c.occurrence_id, attempt = c.attempt_no, error = %why, "an attempt failed inside dingrec");
+        if let Ok(mut f) = self.fatal.lock() {
+            f.get_or_insert_with(|| format!("an attempt failed inside dingrec: {why}"));
+        }
+        self.notify.notify_one();
+        let now = self.clock.now();
+        Completion {
+            attempt_id: c.attempt_id,
+            occurrence_id: c.occurrence_id,
+            finished_at: now,
+            duration_ms: 0,
+            conference_id: None,
+            http_status: 0,
+            code: codes::INTERRUPTED.into(),
+            message: format!("dingrec failed while making this attempt ({why}); the call may have been sent"),
+            request_id: None,
+            outcome: AttemptOutcome::Interrupted,
+            next_attempt_at: Some(now),
+            state: OccurrenceState::RetryWait,
+            throttled: false,
+        }
+    }
+
+    /// Why the dispatcher cannot go on, if it cannot.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
     /// Attempts claimed and not finished: queued or in a call.
     pub fn in_flight(&self) -> usize {
         self.queued() + (self.max_in_flight - self.inflight.available_permits())
@@ -299,7 +340,10 @@ impl Dispatcher {
             tokio::spawn(async move {
                 let _permit = permit;
                 while let Some(c) = me.next().await {
-                    let done = me.attempt(&c).await;
+                    let done = match std::panic::AssertUnwindSafe(me.attempt(&c)).catch_unwind().await {
+                        Ok(done) => done,
+                        Err(panic) => me.panicked(&c, panic.as_ref()),
+                    };
                     let _ = me.writer.send(done);
                 }
                 me.notify.notify_one();
@@ -392,7 +436,7 @@ impl Dispatcher {
             ),
         };
         let class = self.classification.classify(&code, http_status);
-        let counted = u32::try_from(c.attempt_no - c.throttled_count).unwrap_or(u32::MAX);
+        let counted = u32::try_from(c.attempt_no.saturating_sub(c.throttled_count)).unwrap_or(u32::MAX);
         let ctx = AttemptContext {
             now,
             window_ends_at: c.window_ends_at,

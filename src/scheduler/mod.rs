@@ -12,7 +12,6 @@ pub mod planner;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -104,7 +103,9 @@ impl Scheduler {
 
     async fn prune(&self) {
         let Some(keep) = self.retention else { return };
-        let before = self.clock.now() - TimeDelta::from_std(keep).unwrap_or(TimeDelta::MAX);
+        let Some(before) = crate::domain::time::sub(self.clock.now(), keep) else {
+            return;
+        };
         match self.store.prune_before(before).await {
             Ok(0) => {}
             Ok(n) => {
@@ -136,7 +137,8 @@ impl Scheduler {
         let mut written = 0;
         loop {
             let now = self.clock.now();
-            let until = now + TimeDelta::from_std(self.horizon).unwrap_or(TimeDelta::MAX);
+            let until = crate::domain::time::add(now, self.horizon)
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
             let candidates = self.store.plan_candidates(until, PLAN_BATCH).await?;
             if candidates.is_empty() {
                 break;
@@ -220,8 +222,13 @@ impl Scheduler {
     }
 
     /// The daemon loop, until `cancel`. Then: stop claiming, let calls in flight finish within
-    /// `drain`, flush their outcomes.
-    pub async fn run_until_stopped(mut self, cancel: CancellationToken, drain: Duration) {
+    /// `drain`, flush their outcomes. An error when the loop stopped because the dispatcher
+    /// failed (a worker panicked): the daemon must exit non-zero.
+    pub async fn run_until_stopped(
+        mut self,
+        cancel: CancellationToken,
+        drain: Duration,
+    ) -> Result<(), String> {
         let notify = self.dispatcher.notify.clone();
         let mut last_watchdog = tokio::time::Instant::now();
         let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
@@ -240,7 +247,7 @@ impl Scheduler {
                 self.notifier.watchdog();
                 last_watchdog = tokio::time::Instant::now();
             }
-            if cancel.is_cancelled() {
+            if cancel.is_cancelled() || self.dispatcher.fatal().is_some() {
                 break;
             }
             let mut sleep_for = self.tick;
@@ -300,6 +307,7 @@ impl Scheduler {
             );
         }
         self.finish().await;
+        self.dispatcher.fatal().map_or(Ok(()), Err)
     }
 
     /// Flush every outcome the writer holds, then stop it.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::schedule::CronCache;
+use crate::domain::time::{add, sub};
 use crate::domain::{OccurrenceState, Policy, Trigger};
 use crate::store::occurrences::{NewOccurrence, PolicyPlan};
 
@@ -20,10 +21,6 @@ pub fn far_future() -> DateTime<Utc> {
 /// At most this many rows per policy per pass (a per-second cron would want 86,400 a day).
 pub const MAX_ROWS_PER_PASS: usize = 1_000;
 
-fn td(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
-}
-
 /// One firing of a policy: the meeting's start, when to fire, when to give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Firing {
@@ -33,12 +30,14 @@ pub struct Firing {
 }
 
 impl Firing {
-    fn of(p: &Policy, start: DateTime<Utc>) -> Self {
-        Self {
+    /// `None` when the due time or the window's end would fall outside the calendar (validation
+    /// bounds the durations and dates, so only an outside edit of the database can get here).
+    fn of(p: &Policy, start: DateTime<Utc>) -> Option<Self> {
+        Some(Self {
             start,
-            due_at: start + td(p.start_offset),
-            window_ends_at: start + td(p.window),
-        }
+            due_at: add(start, p.start_offset)?,
+            window_ends_at: add(start, p.window)?,
+        })
     }
 }
 
@@ -66,7 +65,7 @@ pub fn firings_between(
         match p.schedule.next_start_after(p.timezone, cursor, cache) {
             Some(t) if t <= until => {
                 if !skipped(p, t) {
-                    out.push(Firing::of(p, t));
+                    out.extend(Firing::of(p, t));
                 }
                 cursor = t;
             }
@@ -82,7 +81,7 @@ pub fn next_firing_after(p: &Policy, after: DateTime<Utc>, cache: &mut CronCache
     for _ in 0..1_000 {
         let t = p.schedule.next_start_after(p.timezone, cursor, cache)?;
         if !skipped(p, t) {
-            return Some(Firing::of(p, t));
+            return Firing::of(p, t);
         }
         cursor = t;
     }
@@ -102,7 +101,7 @@ fn last_firing_in(
             .schedule
             .last_start_in(p.timezone, after + TimeDelta::milliseconds(1), upper, cache)?;
         if !skipped(p, t) {
-            return Some(Firing::of(p, t));
+            return Firing::of(p, t);
         }
         upper = t - TimeDelta::milliseconds(1);
     }
@@ -128,8 +127,8 @@ pub fn plan_policy(
     horizon: Duration,
     cache: &mut CronCache,
 ) -> Planned {
-    let horizon_end = now + td(horizon);
-    let from = planned_until.unwrap_or(now - td(p.window));
+    let horizon_end = add(now, horizon).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let from = planned_until.unwrap_or_else(|| sub(now, p.window).unwrap_or(DateTime::<Utc>::MIN_UTC));
     let mut rows = Vec::new();
     let mut skipped_backlog = 0;
 
