@@ -88,6 +88,7 @@ impl SendWindow {
 }
 
 const STOPPED: &str = "dingrec stopped before sending this attempt; no call was made";
+const DISABLED: &str = "the policy was disabled before this attempt was sent; no call was made";
 /// How long an attempt that could not be read back waits before it is claimed again.
 const READ_BACK_RETRY: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
@@ -248,6 +249,7 @@ impl Dispatcher {
         let mut ready = Vec::with_capacity(tickets.len());
         for t in tickets {
             match loaded.next_if(|(id, _)| *id == t.attempt_id) {
+                Some((_, Ok(c))) if !c.policy_enabled => self.unsent(t, DISABLED, now),
                 Some((_, Ok(c))) if !stopping => ready.push(c),
                 Some((_, Ok(_))) => self.unsent(t, STOPPED, now),
                 Some((_, Err(e))) => {

@@ -135,6 +135,8 @@ pub struct Claimed {
     pub throttled_count: i64,
     /// The previous attempt ended in `InvalidAuthentication` (one re-auth retry is free).
     pub previous_was_reauth: bool,
+    /// Its policy is still enabled (an apply may have disabled it since the claim).
+    pub policy_enabled: bool,
 }
 
 impl Claimed {
@@ -262,34 +264,47 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
         throttled_count: r.try_get("throttled_count")?,
         previous_was_reauth: r.try_get::<Option<&str>, _>("last_code")?
             == Some(codes::INVALID_AUTHENTICATION),
+        policy_enabled: r.try_get::<i64, _>("enabled")? != 0,
     })
 }
 
 /// Due occurrences, earliest first: the claim reads their ids (and, for the fire-lateness
 /// metric, due time and attempts so far) and nothing else.
-const CLAIM_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_count \
+pub(crate) const CLAIM_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_count \
      FROM occurrences o INDEXED BY occurrences_next_due \
      WHERE o.state IN ('scheduled', 'retry_wait') AND o.next_attempt_at <= ? AND o.window_ends_at > ? \
      ORDER BY o.next_attempt_at, o.id LIMIT ?";
 
+/// Enabled policies whose rows reach less far than `?1`, the least planned first.
+pub(crate) const PLAN_CANDIDATES: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, \
+     planned_until FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?";
+
+/// The earliest instant an occurrence wants an attempt.
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) AS t FROM occurrences INDEXED BY occurrences_next_due \
+     WHERE state IN ('scheduled', 'retry_wait')";
+
+/// Is any waiting occurrence past its window? (Asked every tick before the sweep writes.)
+pub(crate) const SWEEP_ANY: &str = "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_window \
+     WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ?)";
+
+/// When the last recording was started (`/readyz`, the gauge at start).
+pub(crate) const LAST_SUCCESS: &str = "SELECT MAX(finished_at) AS t FROM attempts WHERE outcome = 'success'";
+
 /// Claimed attempts (a JSON array of attempt ids) with what their calls need, in array order.
-const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
+pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.last_code, p.conference_id AS pol_conf, \
-     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry \
+     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry, p.enabled \
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 
 impl Store {
     /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
-        let mut rows = sqlx::query(
-            "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, small_window_position, \
-             cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, planned_until \
-             FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?",
-        )
-        .bind(fmt_utc(until))
-        .bind(limit)
-        .fetch(self.pool());
+        let mut rows = sqlx::query(PLAN_CANDIDATES)
+            .bind(fmt_utc(until))
+            .bind(limit)
+            .fetch(self.pool());
         // Streamed (see `claim`): a planning pass never holds its raw rows.
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
@@ -349,12 +364,7 @@ impl Store {
 
     /// The earliest instant at which an occurrence wants an attempt.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query(
-            "SELECT MIN(next_attempt_at) AS t FROM occurrences INDEXED BY occurrences_next_due \
-             WHERE state IN ('scheduled', 'retry_wait')",
-        )
-        .fetch_one(self.pool())
-        .await?;
+        let row = sqlx::query(NEXT_DUE).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
     }
 
@@ -498,7 +508,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE occurrences NOT INDEXED SET state = j.value ->> '$.state', next_attempt_at = j.value ->> '$.next_attempt_at', \
+            "UPDATE occurrences NOT INDEXED SET \
+             state = CASE WHEN j.value ->> '$.state' = 'retry_wait' \
+               AND (SELECT enabled FROM policies WHERE id = occurrences.policy_id) = 0 THEN 'cancelled' \
+               ELSE j.value ->> '$.state' END, \
+             next_attempt_at = CASE WHEN j.value ->> '$.state' = 'retry_wait' \
+               AND (SELECT enabled FROM policies WHERE id = occurrences.policy_id) = 0 THEN NULL \
+               ELSE j.value ->> '$.next_attempt_at' END, \
              last_code = j.value ->> '$.code', conference_id = COALESCE(j.value ->> '$.conference_id', occurrences.conference_id), \
              throttled_count = throttled_count + (j.value ->> '$.throttled'), updated_at = ? \
              FROM json_each(?) AS j WHERE occurrences.id = j.value ->> '$.occurrence_id' AND occurrences.state = 'running'",
@@ -572,14 +588,11 @@ impl Store {
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
         let now_s = fmt_utc(now);
         // Read first: an idle daemon should not take the write lock every tick.
-        let any: i64 = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_window \
-             WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ?)",
-        )
-        .bind(&now_s)
-        .fetch_one(self.pool())
-        .await?
-        .try_get(0)?;
+        let any: i64 = sqlx::query(SWEEP_ANY)
+            .bind(&now_s)
+            .fetch_one(self.pool())
+            .await?
+            .try_get(0)?;
         if any == 0 {
             return Ok(Vec::new());
         }
@@ -651,9 +664,7 @@ impl Store {
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query("SELECT MAX(finished_at) AS t FROM attempts WHERE outcome = 'success'")
-            .fetch_one(self.pool())
-            .await?;
+        let row = sqlx::query(LAST_SUCCESS).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
     }
 
@@ -719,4 +730,65 @@ async fn settle(
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(final_event).collect()
+}
+
+#[cfg(test)]
+mod plans {
+    use super::*;
+    use crate::store::policies::{CANCEL_FUTURE, CANCEL_UNFINISHED};
+
+    /// The statements dingrec runs on every tick, every claim, every apply or every readiness
+    /// probe search an index: none reads a whole table (a json_each batch aside).
+    #[tokio::test]
+    async fn every_hot_statement_searches_an_index() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let settings = crate::config::DatabaseSettings {
+            path: dir.path().join("d.db"),
+            ..crate::config::DatabaseSettings::default()
+        };
+        let store = Store::open(&settings).await.expect("store");
+        let history_by_policy =
+            "SELECT o.id FROM occurrences o WHERE 1 = 1 AND o.policy_name = ? ORDER BY o.due_at, o.id";
+        // Each with the index it must use, where a wrong one would still "search" but read every
+        // row of a state (a policy's cancel by state alone reads all future rows of all policies).
+        let statements = [
+            ("claim", CLAIM_SELECT, "occurrences_next_due"),
+            ("read back", LOAD_CLAIMED, "INTEGER PRIMARY KEY"),
+            ("next due", NEXT_DUE, "occurrences_next_due"),
+            ("sweep check", SWEEP_ANY, "occurrences_window"),
+            ("last success", LAST_SUCCESS, "attempts_succeeded"),
+            ("plan candidates", PLAN_CANDIDATES, "policies_to_plan"),
+            ("cancel future", CANCEL_FUTURE, "occurrences_by_policy"),
+            ("cancel unfinished", CANCEL_UNFINISHED, "occurrences_by_policy"),
+            (
+                "history --policy",
+                history_by_policy,
+                "occurrences_by_policy_name",
+            ),
+        ];
+        for (what, sql, index) in statements {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(store.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            for step in &plan {
+                let scans_a_table = step.starts_with("SCAN ")
+                    && !step.starts_with("SCAN j")
+                    && !step.contains("json_each")
+                    && !step.contains("COVERING INDEX")
+                    && step != "SCAN CONSTANT ROW";
+                assert!(!scans_a_table, "{what} scans a table: {plan:#?}");
+            }
+            assert!(
+                plan.iter().any(|p| p.split_whitespace().any(|w| w == index)
+                    || (index.contains(' ') && p.contains(index))),
+                "{what} does not use {index}: {plan:#?}"
+            );
+        }
+        store.close().await;
+    }
 }

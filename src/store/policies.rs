@@ -321,6 +321,7 @@ impl Store {
                 }
                 Change::Changed { name, fields } => {
                     let r = by_name[name.as_str()];
+                    let id = existing.get(name).map(|p| p.id);
                     let replan = fields.iter().any(|f| f.field != "source");
                     let q = sqlx::query(
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
@@ -335,8 +336,10 @@ impl Store {
                         .bind(name)
                         .execute(&mut *tx)
                         .await?;
-                    if replan {
-                        cancel_future(&mut tx, name, &now_s).await?;
+                    match id {
+                        Some(id) if !r.enabled => cancel(&mut tx, id, CANCEL_UNFINISHED, &now_s).await?,
+                        Some(id) if replan => cancel(&mut tx, id, CANCEL_FUTURE, &now_s).await?,
+                        _ => {}
                     }
                 }
                 Change::Removed { name } => {
@@ -347,7 +350,9 @@ impl Store {
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
-                    cancel_future(&mut tx, name, &now_s).await?;
+                    if let Some(p) = existing.get(name) {
+                        cancel(&mut tx, p.id, CANCEL_UNFINISHED, &now_s).await?;
+                    }
                 }
             }
         }
@@ -376,15 +381,27 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(&r.source)
 }
 
-async fn cancel_future(conn: &mut sqlx::SqliteConnection, name: &str, now: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ? \
-         WHERE policy_name = ? AND state = 'scheduled' AND due_at > ?",
-    )
-    .bind(now)
-    .bind(name)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+/// A changed policy's occurrences that have not started and are not due yet (`?2` the policy's
+/// id, `?1` now): planned again from the new settings.
+pub(crate) const CANCEL_FUTURE: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?1 \
+     WHERE policy_id = ?2 AND state = 'scheduled' AND due_at > ?1";
+
+/// A disabled (or pruned) policy's unfinished occurrences: waiting, due or waiting for a retry.
+/// No new attempt starts for them; an attempt already claimed is not sent, and a call already in
+/// flight may finish (its outcome is recorded; a retry it would ask for becomes `cancelled`).
+pub(crate) const CANCEL_UNFINISHED: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?1 \
+     WHERE policy_id = ?2 AND state IN ('scheduled', 'retry_wait')";
+
+async fn cancel(
+    conn: &mut sqlx::SqliteConnection,
+    policy_id: i64,
+    sql: &'static str,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(sql)
+        .bind(now)
+        .bind(policy_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

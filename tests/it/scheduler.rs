@@ -792,3 +792,77 @@ async fn an_attempt_whose_window_passed_in_the_queue_expires_without_a_call() {
     assert_eq!(other.attempts[0].code.as_deref(), Some("window_passed"));
     assert_eq!(other.attempts[0].outcome, Some(AttemptOutcome::Fail));
 }
+
+#[tokio::test]
+async fn a_disabled_or_pruned_policy_stops_retrying_at_once_and_its_occurrence_is_cancelled() {
+    for how in ["enabled: false", "pruned"] {
+        let (app, clock) = on_manual_clock(vec![live("busy", vec![step("systemError", 1000)])], |c| {
+            format!(
+                "policies:\n{}",
+                policy("flaky", "busy", &at_in(c, 100), FAST_RETRY)
+            )
+        })
+        .await;
+        // Due, tried, waiting for a retry.
+        clock.set(parse_t("2030-01-07T08:00:01Z"));
+        let until = tokio::time::Instant::now() + HANG;
+        while app
+            .history()
+            .await
+            .first()
+            .is_none_or(|o| o.state != OccurrenceState::RetryWait)
+        {
+            assert!(tokio::time::Instant::now() < until, "{how}: no retry_wait");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let calls = app.fake.start_requests().len();
+        let yaml = match how {
+            "pruned" => "policies:\n".to_owned(),
+            _ => format!(
+                "policies:\n{}",
+                policy(
+                    "flaky",
+                    "busy",
+                    "2030-01-07T08:00:00.100Z",
+                    &format!("{FAST_RETRY}    enabled: false\n")
+                )
+            ),
+        };
+        let records: Vec<_> = if yaml.trim() == "policies:" {
+            Vec::new()
+        } else {
+            dingrec::policy_file::parse_str(
+                std::path::Path::new("t.yaml"),
+                &yaml,
+                &dingrec::domain::PolicyDefaults {
+                    timezone: dingrec::domain::Zone::parse("UTC").expect("zone"),
+                    ..dingrec::domain::PolicyDefaults::default()
+                },
+            )
+            .expect("valid")
+            .iter()
+            .map(|p| dingrec::store::policies::PolicyRecord::from_policy(&p.policy, &p.source))
+            .collect()
+        };
+        app.store
+            .apply_policies(&records, true, clock.now())
+            .await
+            .expect("apply");
+        let rows = app.history().await;
+        assert_eq!(rows[0].state, OccurrenceState::Cancelled, "{how}");
+        assert_eq!(
+            app.store.next_due_at().await.expect("next"),
+            None,
+            "{how}: nothing left due"
+        );
+        // Time passes well beyond every retry; the scheduler runs; DingTalk hears nothing more.
+        clock.set(parse_t("2030-01-07T08:20:00Z"));
+        let rows = app.drive_until_final(&clock, TimeDelta::minutes(1), 1).await;
+        assert_eq!(rows[0].state, OccurrenceState::Cancelled, "{how}");
+        assert_eq!(
+            app.fake.start_requests().len(),
+            calls,
+            "{how}: called after the apply"
+        );
+    }
+}
