@@ -139,7 +139,10 @@ pub fn decide(class: RetryClass, retry: &RetryPolicy, ctx: AttemptContext, u: f6
         RetryClass::Success => return (AttemptOutcome::Success, Next::Succeeded),
         RetryClass::Fail => return (AttemptOutcome::Fail, Next::Failed),
         RetryClass::Throttle => THROTTLE_WAIT + Duration::from_millis(500).mul_f64(u.clamp(0.0, 1.0)),
-        RetryClass::Reauth if !ctx.previous_was_reauth => Duration::ZERO,
+        // One free retry with a fresh token, but never beyond maximum_attempts.
+        RetryClass::Reauth if !ctx.previous_was_reauth && ctx.counted_attempts < retry.maximum_attempts => {
+            Duration::ZERO
+        }
         RetryClass::Reauth | RetryClass::Retry => {
             if ctx.counted_attempts >= retry.maximum_attempts {
                 return (AttemptOutcome::Fail, Next::Expired);
@@ -251,6 +254,18 @@ mod tests {
         };
         assert_eq!(
             decide(RetryClass::Retry, &huge, ctx(1), 0.9),
+            (AttemptOutcome::Fail, Next::Expired)
+        );
+    }
+
+    #[test]
+    fn the_reauth_retry_stays_within_maximum_attempts() {
+        let one = RetryPolicy {
+            maximum_attempts: 1,
+            ..policy()
+        };
+        assert_eq!(
+            decide(RetryClass::Reauth, &one, ctx(1), 0.5),
             (AttemptOutcome::Fail, Next::Expired)
         );
     }

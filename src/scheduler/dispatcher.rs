@@ -287,6 +287,7 @@ impl Dispatcher {
             next_attempt_at: Some(retry_at),
             state: OccurrenceState::RetryWait,
             throttled: false,
+            called: false,
         });
     }
 
@@ -319,6 +320,7 @@ impl Dispatcher {
             next_attempt_at: Some(now),
             state: OccurrenceState::RetryWait,
             throttled: false,
+            called: true,
         }
     }
 
@@ -438,7 +440,14 @@ impl Dispatcher {
             ),
         };
         let class = self.classification.classify(&code, http_status);
-        let counted = u32::try_from(c.attempt_no.saturating_sub(c.throttled_count)).unwrap_or(u32::MAX);
+        let called = code != codes::WINDOW_PASSED;
+        // Calls made, throttled ones left out (an attempt closed before its call is not one).
+        let counted = u32::try_from(
+            c.attempt_no
+                .saturating_sub(c.throttled_count)
+                .saturating_sub(c.uncalled_count),
+        )
+        .unwrap_or(u32::MAX);
         let ctx = AttemptContext {
             now,
             window_ends_at: c.window_ends_at,
@@ -485,6 +494,7 @@ impl Dispatcher {
             next_attempt_at: next_at,
             state,
             throttled: class == RetryClass::Throttle,
+            called,
         }
     }
 

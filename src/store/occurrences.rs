@@ -35,6 +35,7 @@ struct OutcomeRow<'a> {
     next_attempt_at: Option<String>,
     state: OccurrenceState,
     throttled: i64,
+    uncalled: i64,
 }
 
 impl<'a> From<&'a Completion> for OutcomeRow<'a> {
@@ -53,6 +54,7 @@ impl<'a> From<&'a Completion> for OutcomeRow<'a> {
             next_attempt_at: c.next_attempt_at.map(fmt_utc),
             state: c.state,
             throttled: i64::from(c.throttled),
+            uncalled: i64::from(!c.called),
         }
     }
 }
@@ -133,6 +135,8 @@ pub struct Claimed {
     /// Shared with the other attempts read with it that have the same settings.
     pub retry: Arc<RetryPolicy>,
     pub throttled_count: i64,
+    /// Attempts of this occurrence that ended without a call (they do not count either).
+    pub uncalled_count: i64,
     /// The previous attempt ended in `InvalidAuthentication` (one re-auth retry is free).
     pub previous_was_reauth: bool,
     /// Its policy is still enabled (an apply may have disabled it since the claim).
@@ -177,6 +181,8 @@ pub struct Completion {
     /// The occurrence's new state.
     pub state: OccurrenceState,
     pub throttled: bool,
+    /// A call went out (or may have): false for an attempt closed before it was sent.
+    pub called: bool,
 }
 
 /// An occurrence that reached a final failure state outside the dispatcher (sweeps, recovery).
@@ -262,6 +268,7 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
             .map_err(|e| data("small_window_position", e.to_string()))?,
         retry: shared.retry(r.try_get("retry")?, policy_name),
         throttled_count: r.try_get("throttled_count")?,
+        uncalled_count: r.try_get("uncalled_count")?,
         previous_was_reauth: r.try_get::<Option<&str>, _>("last_code")?
             == Some(codes::INVALID_AUTHENTICATION),
         policy_enabled: r.try_get::<i64, _>("enabled")? != 0,
@@ -293,7 +300,7 @@ pub(crate) const LAST_SUCCESS: &str = "SELECT MAX(finished_at) AS t FROM attempt
 
 /// Claimed attempts (a JSON array of attempt ids) with what their calls need, in array order.
 pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
-     o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.last_code, p.conference_id AS pol_conf, \
+     o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
      p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry, p.enabled \
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
@@ -516,7 +523,8 @@ impl Store {
                AND (SELECT enabled FROM policies WHERE id = occurrences.policy_id) = 0 THEN NULL \
                ELSE j.value ->> '$.next_attempt_at' END, \
              last_code = j.value ->> '$.code', conference_id = COALESCE(j.value ->> '$.conference_id', occurrences.conference_id), \
-             throttled_count = throttled_count + (j.value ->> '$.throttled'), updated_at = ? \
+             throttled_count = throttled_count + (j.value ->> '$.throttled'), \
+             uncalled_count = uncalled_count + (j.value ->> '$.uncalled'), updated_at = ? \
              FROM json_each(?) AS j WHERE occurrences.id = j.value ->> '$.occurrence_id' AND occurrences.state = 'running'",
         )
         .bind(&now_s)

@@ -866,3 +866,87 @@ async fn a_disabled_or_pruned_policy_stops_retrying_at_once_and_its_occurrence_i
         );
     }
 }
+
+#[tokio::test]
+async fn maximum_attempts_counts_calls_made_the_reauth_retry_included() {
+    let (app, clock) = on_manual_clock(
+        vec![live("conf-1", vec![step("InvalidAuthentication", 1)])],
+        |c| {
+            format!(
+                "policies:\n{}",
+                policy(
+                    "p",
+                    "conf-1",
+                    &at_in(c, 100),
+                    "    retry: { maximum_attempts: 1 }\n"
+                )
+            )
+        },
+    )
+    .await;
+    let rows = app
+        .drive_until_final(&clock, TimeDelta::milliseconds(100), 1)
+        .await;
+    assert_eq!(rows[0].state, OccurrenceState::Expired, "{rows:#?}");
+    assert_eq!(
+        app.fake.start_requests().len(),
+        1,
+        "maximum_attempts: 1 is one call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_closed_before_its_call_does_not_use_up_maximum_attempts() {
+    // One worker; two meetings due at once; the first call is held while the daemon stops, so the
+    // second attempt is closed without a call. After the restart it still gets its one call.
+    let hold = dingrec::fake::Step {
+        answer: "ok".into(),
+        status: None,
+        times: 1,
+        delay: Some(Duration::from_millis(1500)),
+    };
+    let clock = ManualClock::new(parse_t("2030-01-07T08:00:00Z"));
+    let mut app = TestApp::start_with(
+        scenario(vec![
+            live("conf-a", vec![hold.clone()]),
+            live("conf-b", vec![hold]),
+        ]),
+        Arc::new(clock.clone()),
+        |s| {
+            s.scheduler.max_in_flight = 1;
+            s.dingtalk.request_timeout = Duration::from_secs(20);
+        },
+        |c| {
+            let at = at_in(c, 100);
+            let one = "    retry: { maximum_attempts: 1 }\n";
+            format!(
+                "policies:\n{}{}",
+                policy("a", "conf-a", &at, one),
+                policy("b", "conf-b", &at, one)
+            )
+        },
+    )
+    .await;
+    clock.set(parse_t("2030-01-07T08:00:01Z"));
+    let until = tokio::time::Instant::now() + HANG;
+    while app.fake.start_requests().is_empty() {
+        assert!(tokio::time::Instant::now() < until, "no first call");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.stop().await;
+    let rows = app.history().await;
+    let unsent = rows
+        .iter()
+        .find(|o| o.state == OccurrenceState::RetryWait)
+        .unwrap_or_else(|| panic!("one closed without a call: {rows:#?}"));
+    assert_eq!(unsent.attempts[0].outcome, Some(AttemptOutcome::Interrupted));
+    app.run().await;
+    let rows = app
+        .drive_until_final(&clock, TimeDelta::milliseconds(100), 2)
+        .await;
+    assert!(
+        rows.iter().all(|o| o.state == OccurrenceState::Succeeded),
+        "{rows:#?}"
+    );
+    assert_eq!(app.fake.start_requests().len(), 2);
+}
