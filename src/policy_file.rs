@@ -25,6 +25,9 @@ use crate::domain::{
 };
 use crate::domain::{Invalid, did_you_mean};
 
+/// The most `skip_dates` one policy may list.
+pub const MAX_SKIP_DATES: usize = 1_000;
+
 /// Policy files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -674,6 +677,19 @@ impl Checker<'_> {
     fn skip_dates(&mut self, e: &Entry, raw: &Option<S<Vec<S<String>>>>) -> Option<BTreeSet<NaiveDate>> {
         let mut dates = BTreeSet::new();
         let before = self.errors.len();
+        if let Some(list) = raw
+            && list.value.len() > MAX_SKIP_DATES
+        {
+            self.push(
+                list,
+                e.key("skip_dates"),
+                Invalid::new(format!(
+                    "skip_dates holds {} dates; at most {MAX_SKIP_DATES}",
+                    list.value.len()
+                )),
+            );
+            return None;
+        }
         for (j, d) in raw.iter().flat_map(|l| l.value.iter()).enumerate() {
             match NaiveDate::parse_from_str(&d.value, "%Y-%m-%d") {
                 Ok(date) => {

@@ -47,6 +47,39 @@ fn skipped(p: &Policy, start: DateTime<Utc>) -> bool {
             .contains(&start.with_timezone(&p.timezone.tz()).date_naive())
 }
 
+/// The last instant of `t`'s local day: searching forward from here skips the rest of a skipped
+/// date in one step, however many candidates it holds (`* * * * *` has 1,440 a day).
+fn end_of_local_day(p: &Policy, t: DateTime<Utc>) -> DateTime<Utc> {
+    let next_day = t
+        .with_timezone(&p.timezone.tz())
+        .date_naive()
+        .succ_opt()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|midnight| p.timezone.resolve_local(midnight));
+    match next_day {
+        Some(m) if m > t => m - TimeDelta::milliseconds(1),
+        _ => t,
+    }
+}
+
+/// The first instant of `t`'s local day, for searching backwards past a skipped date.
+fn start_of_local_day(p: &Policy, t: DateTime<Utc>) -> DateTime<Utc> {
+    let midnight = t
+        .with_timezone(&p.timezone.tz())
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .and_then(|m| p.timezone.resolve_local(m));
+    match midnight {
+        Some(m) if m <= t => m,
+        _ => t,
+    }
+}
+
+/// How many candidates a search looks at: each skipped date costs one, whatever the schedule.
+fn search_bound(p: &Policy, wanted: usize) -> usize {
+    wanted.saturating_add(p.skip_dates.len()).saturating_add(2)
+}
+
 /// Firings whose meeting starts in `(after, until]`, skip dates left out, at most `limit`.
 pub fn firings_between(
     p: &Policy,
@@ -57,17 +90,18 @@ pub fn firings_between(
 ) -> Vec<Firing> {
     let mut out = Vec::new();
     let mut cursor = after;
-    // Bounded even if every date is skipped.
-    for _ in 0..(limit.saturating_mul(2) + 400) {
+    for _ in 0..search_bound(p, limit) {
         if out.len() >= limit {
             break;
         }
         match p.schedule.next_start_after(p.timezone, cursor, cache) {
             Some(t) if t <= until => {
-                if !skipped(p, t) {
+                if skipped(p, t) {
+                    cursor = end_of_local_day(p, t);
+                } else {
                     out.extend(Firing::of(p, t));
+                    cursor = t;
                 }
-                cursor = t;
             }
             _ => break,
         }
@@ -78,12 +112,12 @@ pub fn firings_between(
 /// The first firing whose meeting starts after `after`.
 pub fn next_firing_after(p: &Policy, after: DateTime<Utc>, cache: &mut CronCache) -> Option<Firing> {
     let mut cursor = after;
-    for _ in 0..1_000 {
+    for _ in 0..search_bound(p, 1) {
         let t = p.schedule.next_start_after(p.timezone, cursor, cache)?;
         if !skipped(p, t) {
             return Firing::of(p, t);
         }
-        cursor = t;
+        cursor = end_of_local_day(p, t);
     }
     None
 }
@@ -96,14 +130,14 @@ fn last_firing_in(
     cache: &mut CronCache,
 ) -> Option<Firing> {
     let mut upper = at_or_before;
-    for _ in 0..1_000 {
+    for _ in 0..search_bound(p, 1) {
         let t = p
             .schedule
             .last_start_in(p.timezone, after + TimeDelta::milliseconds(1), upper, cache)?;
         if !skipped(p, t) {
             return Firing::of(p, t);
         }
-        upper = t - TimeDelta::milliseconds(1);
+        upper = start_of_local_day(p, t) - TimeDelta::milliseconds(1);
     }
     None
 }
@@ -170,7 +204,15 @@ pub fn plan_policy(
                 next.start
             }
             Some(next) => next.start - TimeDelta::milliseconds(1),
-            None => far_future(),
+            // A one-off whose start has passed: planned for good. A cron always has a next
+            // firing (validation refuses one that never fires); should a search still come back
+            // empty, look again in a day rather than never.
+            None => match p.schedule {
+                crate::domain::Schedule::At(_) => far_future(),
+                crate::domain::Schedule::Cron(_) => {
+                    add(now, Duration::from_secs(24 * 3600)).unwrap_or_else(far_future)
+                }
+            },
         }
     };
     rows.extend(future.iter().map(|f| NewOccurrence {
@@ -223,6 +265,36 @@ mod tests {
         assert_eq!(out.plan.rows[0].window_ends_at, utc("2026-11-26T09:20:00Z"));
         // The next start (tomorrow 09:00) is beyond the horizon: planned up to just before it.
         assert_eq!(out.plan.planned_until, utc("2026-11-27T08:59:59.999Z"));
+    }
+
+    #[test]
+    fn skipped_dates_are_passed_by_date_not_by_candidate() {
+        // 1,440 candidates a day: two skipped days are 2,880 candidates, found in a few steps.
+        let p = policy("    cron: \"* * * * *\"\n    window: 1m\n    skip_dates: [2026-11-26, 2026-11-27]\n");
+        let mut cache = CronCache::default();
+        let now = utc("2026-11-26T00:00:00Z");
+        let out = plan_policy(1, &p, Some(now), now, DAY, &mut cache);
+        assert!(
+            out.plan.planned_until < far_future(),
+            "{:?}",
+            out.plan.planned_until
+        );
+        let first = out
+            .plan
+            .rows
+            .first()
+            .expect("the next firing, after the skipped days");
+        assert_eq!(first.due_at, utc("2026-11-28T00:00:00Z"));
+        let next = next_firing_after(&p, now, &mut cache).expect("found");
+        assert_eq!(next.start, utc("2026-11-28T00:00:00Z"));
+        let back = last_firing_in(
+            &p,
+            utc("2026-11-25T00:00:00Z"),
+            utc("2026-11-27T23:59:00Z"),
+            &mut cache,
+        )
+        .expect("found");
+        assert_eq!(back.start, utc("2026-11-25T23:59:00Z"));
     }
 
     #[test]
