@@ -7,6 +7,8 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_CHANGES: i32 = 3;
 pub const EXIT_CONFIG: i32 = 78;
+/// Stopped by Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// A command's failure: what to print and how to exit.
 #[derive(Debug)]

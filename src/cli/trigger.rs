@@ -12,7 +12,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::time::fmt_utc;
 use crate::domain::{ConferenceId, OccurrenceState};
-use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Failure};
+use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Failure};
 use crate::output::render_history;
 use crate::store::Store;
 use crate::store::history::HistoryFilter;
@@ -53,7 +53,15 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
     )
     .map_err(|e| Failure::new(EXIT_FAILURE, e.to_string()))?;
     // Run the attempts here; a running daemon may take one of them instead (claims are atomic).
+    // Ctrl-C stops it: an attempt in flight is closed as interrupted and the occurrence cancelled.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let state = loop {
+        let now = clock.now();
+        if now >= window_ends {
+            // Past the window, whatever is left is settled here (no daemon may be running).
+            store.sweep(now).await?;
+        }
         let state = store
             .occurrence_state(id)
             .await?
@@ -61,12 +69,24 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
         if !state.is_live() {
             break state;
         }
-        match store.claim_occurrence(id, clock.now()).await? {
-            Some(c) => {
-                let done = engine.dispatcher.attempt(&c).await;
-                store.complete(std::slice::from_ref(&done), clock.now()).await?;
+        let step = async {
+            match store.claim_occurrence(id, clock.now()).await? {
+                Some(c) => {
+                    let done = engine.dispatcher.attempt(&c).await;
+                    store.complete(std::slice::from_ref(&done), clock.now()).await?;
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok::<(), crate::store::StoreError>(())
+        };
+        tokio::select! {
+            r = step => r?,
+            _ = &mut ctrl_c => {
+                store.cancel_occurrence(id, "stopped by Ctrl-C during `dingrec trigger`", clock.now()).await?;
+                eprintln!("stopped: occurrence {id} cancelled");
+                store.close().await;
+                return Ok(EXIT_INTERRUPTED);
+            }
         }
     };
     engine.writer.stop.cancel();

@@ -645,6 +645,32 @@ impl Store {
         Ok(id)
     }
 
+    /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;
+    /// an attempt of it still without an outcome is closed as interrupted with `why`.
+    pub async fn cancel_occurrence(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
+             message = ?, finished_at = ? WHERE occurrence_id = ? AND outcome IS NULL",
+        )
+        .bind(why)
+        .bind(&now_s)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, last_code = 'interrupted', \
+             updated_at = ? WHERE id = ? AND state IN ('scheduled', 'running', 'retry_wait')",
+        )
+        .bind(&now_s)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// An occurrence's state and last code, if it exists.
     pub async fn occurrence_state(&self, id: i64) -> Result<Option<(OccurrenceState, Option<String>)>> {
         let row = sqlx::query("SELECT state, last_code FROM occurrences WHERE id = ?")

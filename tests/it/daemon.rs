@@ -765,3 +765,100 @@ async fn a_second_daemon_on_the_same_database_refuses_before_touching_anything()
     let third = Daemon::spawn(&cfg, &[]);
     third.wait_http(HANG).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_stops_on_ctrl_c_and_cancels_its_occurrence() {
+    let f = fake(Scenario {
+        meetings: vec![live("hangs", vec![step("hang", 1)])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &policy("adhoc", "hangs", "2031-01-01T09:00:00Z"),
+    );
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"));
+        c.arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env_remove("DINGREC_CONFIG")
+            .env("DINGREC_DINGTALK__REQUEST_TIMEOUT", "60s");
+        c
+    };
+    let apply = run(&["apply", dir.path().join("policies").to_str().expect("utf8")])
+        .output()
+        .expect("apply");
+    assert_eq!(apply.status.code(), Some(0));
+    let mut child = run(&["trigger", "adhoc"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("trigger");
+    wait_for("the trigger's call", HANG, || !f.start_requests().is_empty()).await;
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let until = tokio::time::Instant::now() + HANG;
+    let code = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st.code();
+        }
+        assert!(tokio::time::Instant::now() < until, "trigger ignored Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(130));
+    let db = dir.path().join("dingrec.db");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT o.state || ' ' || a.outcome FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id"
+        ),
+        "cancelled interrupted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_ends_with_its_window() {
+    let f = fake(Scenario {
+        meetings: vec![live("busy", vec![step("systemError", 1000)])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        "  - name: short\n    conference_id: busy\n    host_union_id: host-1\n    at: \"2031-01-01T09:00:00Z\"\n    window: 2s\n    retry: { initial_interval: 300ms, maximum_interval: 300ms, maximum_attempts: 1000 }\n",
+    );
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let run = move |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env_remove("DINGREC_CONFIG")
+            .output()
+            .expect("runs")
+    };
+    assert_eq!(
+        run(&["apply", dir.path().join("policies").to_str().expect("utf8")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = tokio::task::spawn_blocking(move || run(&["trigger", "short"]))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("occurrence expired"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
