@@ -160,7 +160,7 @@ impl Scheduler {
                             warn!(
                                 policy = %p.name,
                                 skipped = out.skipped_backlog,
-                                "firings passed while dingrec was down; only the latest is caught up or recorded as missed"
+                                "firings passed while dingrec was down, older than the latest 100 recorded as missed; counted here only"
                             );
                         }
                         for r in out

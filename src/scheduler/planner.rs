@@ -18,6 +18,13 @@ pub fn far_future() -> DateTime<Utc> {
     DateTime::from_timestamp(253_402_214_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) // 9999-12-31
 }
 
+/// At most this many firings missed while dingrec was down become `missed` rows, per policy
+/// (the latest); older ones are counted in the log.
+pub const MAX_MISSED_ROWS: usize = 100;
+
+/// How far back the missed firings are counted (a per-minute cron down for two months).
+const MAX_BACKLOG_SEARCH: usize = 100_000;
+
 /// At most this many rows per policy per pass (a per-second cron would want 86,400 a day).
 pub const MAX_ROWS_PER_PASS: usize = 1_000;
 
@@ -147,7 +154,7 @@ fn last_firing_in(
 pub struct Planned {
     pub plan: PolicyPlan,
     /// Firings that passed while nothing was planning them (daemon down) and that are neither
-    /// caught up nor recorded: only the latest missed one is (`docs/policies.md`, "When dingrec was down").
+    /// caught up nor recorded as `missed` rows (`docs/policies.md`, "When dingrec was down").
     pub skipped_backlog: usize,
 }
 
@@ -169,8 +176,27 @@ pub fn plan_policy(
     if from < now
         && let Some(latest) = last_firing_in(p, from, now, cache)
     {
-        skipped_backlog =
-            firings_between(p, from, latest.start - TimeDelta::milliseconds(1), 10_000, cache).len();
+        // Firings between the last plan and the latest one passed while nothing planned them
+        // (dingrec was down longer than its horizon). They are not fired late; the latest
+        // MAX_MISSED_ROWS of them become `missed` rows, the older ones a count in the log. (A
+        // policy never planned before missed nothing: it did not exist yet.)
+        if planned_until.is_some() {
+            let backlog = firings_between(
+                p,
+                from,
+                latest.start - TimeDelta::milliseconds(1),
+                MAX_BACKLOG_SEARCH,
+                cache,
+            );
+            let older = backlog.len().saturating_sub(MAX_MISSED_ROWS);
+            skipped_backlog = older;
+            rows.extend(backlog[older..].iter().map(|f| NewOccurrence {
+                due_at: f.due_at,
+                window_ends_at: f.window_ends_at,
+                state: OccurrenceState::Missed,
+                trigger: Trigger::Schedule,
+            }));
+        }
         let (state, trigger) = if latest.window_ends_at <= now {
             (OccurrenceState::Missed, Trigger::Schedule)
         } else if latest.due_at <= now {
@@ -326,20 +352,70 @@ mod tests {
         // Back up Monday 2026-11-23 at 09:10, inside that meeting's window.
         let now = utc("2026-11-23T09:10:00Z");
         let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
-        assert_eq!(out.skipped_backlog, 3, "the 2nd, 9th and 16th are not replayed");
-        assert_eq!(out.plan.rows[0].due_at, utc("2026-11-23T09:00:00Z"));
+        assert_eq!(out.skipped_backlog, 0, "nothing beyond the missed rows");
+        let summary: Vec<_> = out
+            .plan
+            .rows
+            .iter()
+            .map(|r| (r.due_at, r.state, r.trigger))
+            .collect();
         assert_eq!(
-            (out.plan.rows[0].state, out.plan.rows[0].trigger),
-            (OccurrenceState::Scheduled, Trigger::CatchUp)
+            summary,
+            vec![
+                (
+                    utc("2026-11-02T09:00:00Z"),
+                    OccurrenceState::Missed,
+                    Trigger::Schedule
+                ),
+                (
+                    utc("2026-11-09T09:00:00Z"),
+                    OccurrenceState::Missed,
+                    Trigger::Schedule
+                ),
+                (
+                    utc("2026-11-16T09:00:00Z"),
+                    OccurrenceState::Missed,
+                    Trigger::Schedule
+                ),
+                (
+                    utc("2026-11-23T09:00:00Z"),
+                    OccurrenceState::Scheduled,
+                    Trigger::CatchUp
+                ),
+            ],
+            "the 2nd, 9th and 16th recorded as missed, the latest caught up"
         );
         // Back up after the window: recorded as missed, not fired.
         let now = utc("2026-11-23T10:00:00Z");
         let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
         assert_eq!(out.plan.rows[0].state, OccurrenceState::Missed);
         assert_eq!(
-            out.plan.rows[1].due_at,
-            utc("2026-11-30T09:00:00Z"),
+            out.plan.rows.last().map(|r| r.due_at),
+            Some(utc("2026-11-30T09:00:00Z")),
             "and the next one is planned"
+        );
+    }
+
+    #[test]
+    fn a_long_outage_records_the_latest_hundred_missed_firings_and_counts_the_rest() {
+        let p = policy("    cron: \"0 * * * *\"\n    window: 30m\n");
+        let mut cache = CronCache::default();
+        let planned_until = utc("2026-11-01T00:00:00Z");
+        let now = utc("2026-11-11T00:10:00Z"); // ten days of hourly firings
+        let out = plan_policy(1, &p, Some(planned_until), now, DAY, &mut cache);
+        let missed = out
+            .plan
+            .rows
+            .iter()
+            .filter(|r| r.state == OccurrenceState::Missed)
+            .count();
+        assert_eq!(missed, MAX_MISSED_ROWS);
+        assert_eq!(out.skipped_backlog, 10 * 24 - 1 - MAX_MISSED_ROWS);
+        assert!(
+            out.plan
+                .rows
+                .iter()
+                .any(|r| r.due_at == utc("2026-11-10T23:00:00Z") && r.state == OccurrenceState::Missed)
         );
     }
 
