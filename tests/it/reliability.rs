@@ -265,7 +265,7 @@ async fn a_full_disk_makes_no_call_without_its_intent_row_and_the_daemon_resumes
     if !crate::support::is_root("mounting a small tmpfs to fill") {
         return;
     }
-    let _fs = Tmpfs::mount(&mnt, "6m");
+    let _fs = Tmpfs::mount(&mnt, "16m");
     let cfg = write_config(dir.path(), &f.base_url(), "");
     let db = mnt.join("dingrec.db");
     let text = std::fs::read_to_string(&cfg).expect("cfg").replace(
@@ -337,10 +337,19 @@ async fn a_full_disk_makes_no_call_without_its_intent_row_and_the_daemon_resumes
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_until("every occurrence final", HANG, || {
-        sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state != 'succeeded'") == "0"
-    })
-    .await;
+    let until = tokio::time::Instant::now() + HANG;
+    while sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state != 'succeeded'") != "0" {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "not every occurrence succeeded: {}\n{}",
+            sqlite(
+                &db,
+                "SELECT state, last_code, COUNT(*) FROM occurrences GROUP BY 1, 2"
+            ),
+            d.stderr().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok");
     let starts = starts_by_conference(&f);
     let rows = attempts_by_conference(&db);
