@@ -191,6 +191,7 @@ pub fn plan_policy(
             let older = backlog.len().saturating_sub(MAX_MISSED_ROWS);
             skipped_backlog = older;
             rows.extend(backlog[older..].iter().map(|f| NewOccurrence {
+                start: f.start,
                 due_at: f.due_at,
                 window_ends_at: f.window_ends_at,
                 state: OccurrenceState::Missed,
@@ -205,6 +206,7 @@ pub fn plan_policy(
             (OccurrenceState::Scheduled, Trigger::Schedule)
         };
         rows.push(NewOccurrence {
+            start: latest.start,
             due_at: latest.due_at,
             window_ends_at: latest.window_ends_at,
             state,
@@ -222,6 +224,7 @@ pub fn plan_policy(
             Some(next) if future.is_empty() && rows.iter().all(|r| r.state != OccurrenceState::Scheduled) => {
                 // Always the next one, however far.
                 rows.push(NewOccurrence {
+                    start: next.start,
                     due_at: next.due_at,
                     window_ends_at: next.window_ends_at,
                     state: OccurrenceState::Scheduled,
@@ -242,6 +245,7 @@ pub fn plan_policy(
         }
     };
     rows.extend(future.iter().map(|f| NewOccurrence {
+        start: f.start,
         due_at: f.due_at,
         window_ends_at: f.window_ends_at,
         state: OccurrenceState::Scheduled,

@@ -82,6 +82,8 @@ pub struct PlanCandidate {
 /// One occurrence row to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOccurrence {
+    /// The meeting's start (not stored: due_at − start_offset).
+    pub start: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub window_ends_at: DateTime<Utc>,
     /// `Scheduled`, or `Missed` when its window had passed before it was planned.
@@ -338,6 +340,24 @@ impl Store {
         for plan in plans {
             for row in &plan.rows {
                 let due = fmt_utc(row.due_at);
+                // A catch-up for a meeting that already has an occurrence (its policy was edited
+                // while the meeting's window was open: a new start_offset, cron or zone moves the
+                // due time) is not made: that meeting is started once.
+                if row.trigger == Trigger::CatchUp {
+                    let covered: i64 = sqlx::query(
+                        "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_by_policy \
+                         WHERE policy_id = ? AND state != 'cancelled' AND due_at < ? AND window_ends_at > ?)",
+                    )
+                    .bind(plan.policy_id)
+                    .bind(fmt_utc(row.window_ends_at))
+                    .bind(fmt_utc(row.start))
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                    if covered != 0 {
+                        continue;
+                    }
+                }
                 let res = sqlx::query(
                     "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, \
                      trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \

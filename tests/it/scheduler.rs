@@ -952,3 +952,54 @@ async fn an_attempt_closed_before_its_call_does_not_use_up_maximum_attempts() {
     );
     assert_eq!(app.fake.start_requests().len(), 2);
 }
+
+#[tokio::test]
+async fn editing_a_policy_while_its_meeting_is_open_does_not_start_the_meeting_again() {
+    let (app, clock) = on_manual_clock(vec![live("conf-1", vec![])], |_| {
+        format!(
+            "policies:\n{}",
+            policy("board", "conf-1", "2030-01-07T08:00:30Z", "    window: 30m\n")
+        )
+    })
+    .await;
+    let rows = app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
+    assert_eq!(rows[0].state, OccurrenceState::Succeeded);
+    // Five minutes into the meeting, ops move the start and add an offset: same meeting.
+    clock.set(parse_t("2030-01-07T08:05:00Z"));
+    for edit in [
+        "    window: 30m\n    start_offset: 2m\n",
+        "    window: 30m\n    start_offset: 1m\n    layout: grid\n",
+    ] {
+        apply(
+            &app.store,
+            &clock,
+            &format!(
+                "policies:\n{}",
+                policy("board", "conf-1", "2030-01-07T08:00:30Z", edit)
+            ),
+        )
+        .await;
+        // Let the daemon plan the edited policy, and fire whatever it would fire.
+        let until = tokio::time::Instant::now() + HANG;
+        loop {
+            let planned: i64 =
+                sqlx::query_scalar("SELECT planned_until != '' FROM policies WHERE name = 'board'")
+                    .fetch_one(app.store.pool())
+                    .await
+                    .expect("planned");
+            if planned == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < until, "never planned again");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
+    }
+    let rows = app.history().await;
+    let live_or_done: Vec<_> = rows
+        .iter()
+        .filter(|o| o.state != OccurrenceState::Cancelled)
+        .collect();
+    assert_eq!(live_or_done.len(), 1, "{rows:#?}");
+    assert_eq!(app.fake.start_requests().len(), 1, "the meeting was started once");
+}
