@@ -91,6 +91,9 @@ impl TokenCache {
         }
         match fetch().await {
             Ok(t) => {
+                if matches!(*self.status.borrow(), TokenStatus::Error { .. }) {
+                    tracing::info!("access token fetched again; recordings can start");
+                }
                 st.token = Some(t.clone());
                 st.last_error = None;
                 self.set_status(TokenStatus::Valid {
@@ -108,9 +111,19 @@ impl TokenCache {
                 }
                 st.token = None;
                 st.last_error = Some((e.clone(), now));
-                self.set_status(TokenStatus::Error {
+                let status = TokenStatus::Error {
                     code: e.code().to_owned(),
-                });
+                };
+                // Once per change, not per attempt: a person must act (the attempts go on
+                // quietly, and /readyz shows the code until a token comes).
+                if *self.status.borrow() != status {
+                    tracing::error!(
+                        code = e.code(),
+                        error = %e,
+                        "cannot get an access token from DingTalk: recordings cannot start until this is fixed (check dingtalk.app_key and the app secret, then reload)"
+                    );
+                }
+                self.set_status(status);
                 Err(e)
             }
         }

@@ -441,6 +441,7 @@ impl Dispatcher {
         };
         let class = self.classification.classify(&code, http_status);
         let called = code != codes::WINDOW_PASSED;
+        let token_error = matches!(&result, Err(e) if e.is_token_error());
         // Calls made, throttled ones left out (an attempt closed before its call is not one).
         let counted = u32::try_from(
             c.attempt_no
@@ -472,6 +473,7 @@ impl Dispatcher {
             next_at,
             now,
             &message,
+            token_error,
         );
         self.metrics.attempt(outcome, &code);
         if !state.is_live() {
@@ -586,6 +588,7 @@ impl Dispatcher {
         next_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         message: &str,
+        token_error: bool,
     ) {
         let conf = match (conference_id, &c.meeting) {
             (Some(id), _) => id.as_str(),
@@ -598,6 +601,12 @@ impl Dispatcher {
             OccurrenceState::Succeeded => info!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
                 code, http_status, duration_ms, outcome, trigger = %c.trigger, "recording started"
+            ),
+            // No token: logged at ERROR once by the token cache; each attempt quietly.
+            OccurrenceState::RetryWait if token_error => tracing::debug!(
+                policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
+                code, http_status, duration_ms, outcome, next_attempt_in_ms = next_in.unwrap_or(0), error = message,
+                "attempt failed for want of an access token; will retry"
             ),
             OccurrenceState::RetryWait | OccurrenceState::Scheduled | OccurrenceState::Running => warn!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,

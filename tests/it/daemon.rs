@@ -862,3 +862,40 @@ async fn trigger_ends_with_its_window() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_app_secret_is_one_error_line_and_shows_in_readyz_while_attempts_retry_quietly() {
+    let f = fake(Scenario {
+        app_secret: Some("the-right-secret".into()),
+        unknown_conferences: dingrec::fake::UnknownConferences::Live,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "p.yaml", &policy("board", "c1", &at_in(200)));
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let d = Daemon::spawn(&cfg, &[]);
+    let db = dir.path().join("dingrec.db");
+    wait_for("several refused attempts", HANG, || {
+        sqlite(
+            &db,
+            "SELECT COUNT(*) >= 4 FROM attempts WHERE code = 'invalidClientIdOrSecret'",
+        ) == "1"
+    })
+    .await;
+    let (_, body) = d.get("/readyz").await.expect("readyz");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["token"]["valid"], false, "{body}");
+    assert_eq!(v["token"]["last_error"], "invalidClientIdOrSecret", "{body}");
+    let log = d.stderr();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("invalidClientIdOrSecret"))
+        .count();
+    assert_eq!(errors, 1, "one ERROR line, not one per attempt:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("invalidClientIdOrSecret")),
+        "attempts retry quietly:\n{log}"
+    );
+}
