@@ -329,6 +329,17 @@ impl Dispatcher {
         self.fatal.lock().ok().and_then(|f| f.clone())
     }
 
+    /// Can a claim take anything now? With a rate limit, claims wait for a free worker; without,
+    /// for room in the queue.
+    pub fn has_room(&self) -> bool {
+        let queued = self.queued();
+        if self.limiter.is_some() {
+            self.inflight.available_permits() > queued
+        } else {
+            queued < MAX_QUEUE
+        }
+    }
+
     /// Attempts claimed and not finished: queued or in a call.
     pub fn in_flight(&self) -> usize {
         self.queued() + (self.max_in_flight - self.inflight.available_permits())
@@ -389,10 +400,10 @@ impl Dispatcher {
         if let Some(limiter) = &self.limiter {
             // Paced: one permit per claim, and only as many as free workers (so the queue stays
             // short and the order is the due order).
-            let free = self.inflight.available_permits().saturating_sub(self.queued());
-            if free == 0 {
+            if !self.has_room() {
                 return Ok(0);
             }
+            let free = self.inflight.available_permits().saturating_sub(self.queued());
             match self.store.next_due_at().await? {
                 Some(t) if t <= self.clock.now() => {}
                 _ => return Ok(0),

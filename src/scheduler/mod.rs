@@ -268,9 +268,11 @@ impl Scheduler {
                     if started > 0 {
                         // More may be due at once; look again without sleeping.
                         sleep_for = Duration::ZERO;
+                    } else if !self.dispatcher.has_room() {
+                        // Due but no free worker: sleep until one frees up (the outcome writer
+                        // wakes the loop after every batch) or the tick, not in a busy loop.
                     } else if let Ok(Some(next)) = self.store.next_due_at().await {
                         let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
-                        // Due but not claimable (no free slot): the writer's wake-up comes first.
                         sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
                     }
                 }

@@ -899,3 +899,50 @@ async fn a_refused_app_secret_is_one_error_line_and_shows_in_readyz_while_attemp
         "attempts retry quietly:\n{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_worker_busy_the_loop_waits_instead_of_polling_the_database() {
+    // Two workers, twelve meetings due at once, every call held 1 s by the fake, a rate limit:
+    // for about six seconds every worker is busy and more is due.
+    let slow = Step {
+        answer: "ok".into(),
+        status: None,
+        times: 1,
+        delay: Some(Duration::from_secs(1)),
+    };
+    let meetings: Vec<_> = (0..12)
+        .map(|i| live(&format!("m{i}"), vec![slow.clone()]))
+        .collect();
+    let f = fake(Scenario {
+        meetings,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = at_in(1500);
+    let policies: String = (0..12)
+        .map(|i| policy(&format!("p{i}"), &format!("m{i}"), &at))
+        .collect();
+    write_policies(dir.path(), "p.yaml", &policies);
+    let cfg = write_config(
+        dir.path(),
+        &f.base_url(),
+        "scheduler:\n  max_in_flight: 2\nlog:\n  level: sqlx=trace,info\n",
+    );
+    let d = Daemon::spawn(&cfg, &[("DINGREC_DINGTALK__RATE_LIMIT", "20")]);
+    let db = dir.path().join("dingrec.db");
+    wait_for("all twelve recorded", HANG, || {
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'") == "12"
+    })
+    .await;
+    let log = d.stderr();
+    let asks = log.lines().filter(|l| l.contains("MIN(next_attempt_at)")).count();
+    assert!(
+        asks > 0,
+        "the statement log is on:\n{}",
+        &log[..log.len().min(2000)]
+    );
+    // A wake per finished call and per tick is a few dozen questions; polling every millisecond
+    // through six busy seconds would be thousands.
+    assert!(asks < 300, "the loop asked for the next due time {asks} times");
+}
