@@ -42,6 +42,15 @@ impl Zone {
         self.0.name()
     }
 
+    /// Is `t` (whose wall-clock time here is `local`) the second of the two instants a repeated
+    /// wall-clock time denotes in the fall-back overlap?
+    pub fn is_second_pass(self, local: NaiveDateTime, t: DateTime<Utc>) -> bool {
+        match self.0.from_local_datetime(&local) {
+            LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc) != t,
+            LocalResult::Single(_) | LocalResult::None => false,
+        }
+    }
+
     /// The instant a local wall-clock time denotes, with the DST rules above.
     pub fn resolve_local(self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
         match self.0.from_local_datetime(&local) {
@@ -115,6 +124,18 @@ impl CronExpr {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the hour field is a wildcard (`*`, `*/2`): such a pattern keeps its interval in
+    /// real time through a fall-back hour; one with fixed hours fires once in it.
+    pub fn hour_is_wildcard(&self) -> bool {
+        let fields: Vec<&str> = self.0.split_whitespace().collect();
+        let hour = if fields.len() == 6 {
+            fields.get(2)
+        } else {
+            fields.get(1)
+        };
+        hour.is_some_and(|h| h.starts_with('*'))
     }
 
     fn compile(&self) -> Option<Cron> {
@@ -235,14 +256,26 @@ impl Schedule {
             }
             Schedule::Cron(expr) => {
                 let cron = cache.get(expr)?;
-                let local = after.with_timezone(&zone.tz());
-                let mut next = cron.find_next_occurrence(&local, false).ok()?;
-                // croner resolves an overlap to one firing; guard against a second pass through
-                // the repeated hour by never going backwards in UTC.
-                while next.with_timezone(&Utc) <= after {
-                    next = cron.find_next_occurrence(&next, false).ok()?;
+                let fixed_hour = !expr.hour_is_wildcard();
+                let mut cursor = after;
+                // Bounded: a repeated hour holds at most 3,600 firings (a per-second pattern).
+                for _ in 0..4_000 {
+                    let local = cursor.with_timezone(&zone.tz());
+                    let mut next = cron.find_next_occurrence(&local, false).ok()?;
+                    // Never backwards in UTC (croner may offer the same wall-clock time again).
+                    while next.with_timezone(&Utc) <= cursor {
+                        next = cron.find_next_occurrence(&next, false).ok()?;
+                    }
+                    let t = next.with_timezone(&Utc);
+                    // The fall-back rule (cronie's): a fixed hour fires once, in the first pass
+                    // through the repeated hour; a `*` hour keeps its interval in real time.
+                    if fixed_hour && zone.is_second_pass(next.naive_local(), t) {
+                        cursor = t;
+                        continue;
+                    }
+                    return Some(t);
                 }
-                Some(next.with_timezone(&Utc))
+                None
             }
         }
     }
@@ -261,10 +294,22 @@ impl Schedule {
                 .filter(|t| *t <= at_or_before),
             Schedule::Cron(expr) => {
                 let cron = cache.get(expr)?;
-                let local = at_or_before.with_timezone(&zone.tz());
-                let prev = cron.find_previous_occurrence(&local, true).ok()?;
-                let prev = prev.with_timezone(&Utc);
-                (prev >= not_before).then_some(prev)
+                let fixed_hour = !expr.hour_is_wildcard();
+                let mut upper = at_or_before;
+                for _ in 0..4_000 {
+                    let local = upper.with_timezone(&zone.tz());
+                    let prev = cron.find_previous_occurrence(&local, true).ok()?;
+                    let t = prev.with_timezone(&Utc);
+                    if t < not_before {
+                        return None;
+                    }
+                    if fixed_hour && zone.is_second_pass(prev.naive_local(), t) {
+                        upper = t - TimeDelta::milliseconds(1);
+                        continue;
+                    }
+                    return Some(t);
+                }
+                None
             }
         }
     }
@@ -355,6 +400,54 @@ mod tests {
                 utc("2026-10-25T00:30:00Z"), // 02:30 CEST, the first of the two
                 utc("2026-10-26T01:30:00Z"), // 02:30 CET
             ]
+        );
+    }
+
+    #[test]
+    fn in_the_fall_back_hour_fixed_hours_fire_once_and_a_wildcard_hour_keeps_its_interval() {
+        // 2027-10-31: Berlin goes from 03:00 CEST back to 02:00 CET (01:00 UTC); 02:00-02:59
+        // happens twice (00:00-00:59 UTC in CEST, 01:00-01:59 UTC in CET).
+        let mut cache = CronCache::default();
+        let (from, to) = (utc("2027-10-30T22:00:00Z"), utc("2027-10-31T03:00:00Z"));
+        let ranges = Schedule::Cron(CronExpr::parse("0,30 1-3 * * *").expect("cron"));
+        assert_eq!(
+            ranges.starts_between(berlin(), from, to, 20, &mut cache),
+            vec![
+                utc("2027-10-30T23:00:00Z"), // 01:00 CEST
+                utc("2027-10-30T23:30:00Z"), // 01:30 CEST
+                utc("2027-10-31T00:00:00Z"), // 02:00 CEST, the first pass
+                utc("2027-10-31T00:30:00Z"), // 02:30 CEST
+                utc("2027-10-31T02:00:00Z"), // 03:00 CET: the second pass through 02:xx is skipped
+                utc("2027-10-31T02:30:00Z"), // 03:30 CET
+            ]
+        );
+        let wildcard = Schedule::Cron(CronExpr::parse("*/30 * * * *").expect("cron"));
+        assert_eq!(
+            wildcard.starts_between(
+                berlin(),
+                utc("2027-10-30T23:45:00Z"),
+                utc("2027-10-31T02:00:00Z"),
+                20,
+                &mut cache
+            ),
+            vec![
+                utc("2027-10-31T00:00:00Z"), // 02:00 CEST
+                utc("2027-10-31T00:30:00Z"), // 02:30 CEST
+                utc("2027-10-31T01:00:00Z"), // 02:00 CET: every 30 minutes of real time
+                utc("2027-10-31T01:30:00Z"), // 02:30 CET
+                utc("2027-10-31T02:00:00Z"), // 03:00 CET
+            ]
+        );
+        // Looking back from after the overlap finds the first pass, not the second.
+        let list = Schedule::Cron(CronExpr::parse("30 2 * * *").expect("cron"));
+        assert_eq!(
+            list.last_start_in(
+                berlin(),
+                utc("2027-10-30T12:00:00Z"),
+                utc("2027-10-31T01:45:00Z"),
+                &mut cache
+            ),
+            Some(utc("2027-10-31T00:30:00Z"))
         );
     }
 
