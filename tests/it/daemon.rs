@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step};
 
-use crate::support::daemon::{Daemon, write_config, write_policies};
+use crate::support::daemon::{Daemon, apply_dir, cli, write_config, write_policies};
 use crate::support::{HANG, live, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
@@ -651,30 +651,11 @@ async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
         &policy("adhoc", "conf-m", "2031-01-01T09:00:00Z"),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .env_remove("DINGREC_CONFIG")
-            .output()
-            .expect("runs")
-    };
-    assert_eq!(
-        run(&["apply", dir.path().join("policies").to_str().expect("utf8")])
-            .status
-            .code(),
-        Some(0)
-    );
+    let run = |args: &[&str]| cli(&cfg, args).output().expect("runs");
+    apply_dir(&cfg, dir.path());
     let t = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
-                .args(["--config", cfg.to_str().expect("utf8"), "trigger", "adhoc"])
-                .env_remove("DINGREC_CONFIG")
-                .output()
-                .expect("trigger")
-        }
+        move || cli(&cfg, &["trigger", "adhoc"]).output().expect("trigger")
     })
     .await
     .expect("join");
@@ -780,20 +761,9 @@ async fn trigger_stops_on_ctrl_c_and_cancels_its_occurrence() {
         &policy("adhoc", "hangs", "2031-01-01T09:00:00Z"),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
-    let run = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"));
-        c.arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .env_remove("DINGREC_CONFIG")
-            .env("DINGREC_DINGTALK__REQUEST_TIMEOUT", "60s");
-        c
-    };
-    let apply = run(&["apply", dir.path().join("policies").to_str().expect("utf8")])
-        .output()
-        .expect("apply");
-    assert_eq!(apply.status.code(), Some(0));
-    let mut child = run(&["trigger", "adhoc"])
+    apply_dir(&cfg, dir.path());
+    let mut child = cli(&cfg, &["trigger", "adhoc"])
+        .env("DINGREC_DINGTALK__REQUEST_TIMEOUT", "60s")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -837,24 +807,11 @@ async fn trigger_ends_with_its_window() {
         "  - name: short\n    conference_id: busy\n    host_union_id: host-1\n    at: \"2031-01-01T09:00:00Z\"\n    window: 2s\n    retry: { initial_interval: 300ms, maximum_interval: 300ms, maximum_attempts: 1000 }\n",
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
-    let run = move |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .env_remove("DINGREC_CONFIG")
-            .output()
-            .expect("runs")
-    };
-    assert_eq!(
-        run(&["apply", dir.path().join("policies").to_str().expect("utf8")])
-            .status
-            .code(),
-        Some(0)
-    );
-    let out = tokio::task::spawn_blocking(move || run(&["trigger", "short"]))
-        .await
-        .expect("join");
+    apply_dir(&cfg, dir.path());
+    let out =
+        tokio::task::spawn_blocking(move || cli(&cfg, &["trigger", "short"]).output().expect("trigger"))
+            .await
+            .expect("join");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("occurrence expired"),

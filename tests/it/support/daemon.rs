@@ -31,6 +31,30 @@ pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
     path
 }
 
+/// `dingrec --config <config> <args>` as a command, its environment cleaned like the daemon's.
+pub fn cli(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dingrec"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("DINGREC_CONFIG");
+    c
+}
+
+/// `dingrec apply` of the policies written under `dir`; panics unless it exits 0.
+pub fn apply_dir(config: &Path, dir: &Path) {
+    let policies = dir.join("policies");
+    let out = cli(config, &["apply", &policies.to_string_lossy()])
+        .output()
+        .expect("apply");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Write `policies:` followed by `entries` to `dir/policies/<file>`.
 pub fn write_policies(dir: &Path, file: &str, entries: &str) {
     std::fs::create_dir_all(dir.join("policies")).expect("policies dir");
