@@ -234,7 +234,10 @@ impl Scheduler {
         let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
         let mut db_backoff = Duration::from_millis(100);
         let mut last_prune: Option<tokio::time::Instant> = None;
-        let mut last_housekeeping: Option<tokio::time::Instant> = None;
+        // Housekeeping (planning, the sweep) once per tick of real time, or sooner when the
+        // injected clock moved a tick (the same in production; a test's manual clock).
+        let mut last_housekeeping: Option<(tokio::time::Instant, chrono::DateTime<chrono::Utc>)> = None;
+        let tick_delta = chrono::TimeDelta::from_std(self.tick).unwrap_or(chrono::TimeDelta::seconds(1));
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(24 * 3600)) {
                 self.prune().await;
@@ -252,8 +255,12 @@ impl Scheduler {
             }
             let mut sleep_for = self.tick;
             // Planning and sweeping once per tick, even in a burst; dispatching every pass.
-            let step = if last_housekeeping.is_none_or(|t: tokio::time::Instant| t.elapsed() >= self.tick) {
-                last_housekeeping = Some(tokio::time::Instant::now());
+            let now = self.clock.now();
+            let housekeeping_due = last_housekeeping.is_none_or(|(real, clock)| {
+                real.elapsed() >= self.tick || now - clock >= tick_delta || now < clock
+            });
+            let step = if housekeeping_due {
+                last_housekeeping = Some((tokio::time::Instant::now(), now));
                 match self.housekeeping().await {
                     Ok(()) => self.dispatcher.dispatch_due().await,
                     Err(e) => Err(e),

@@ -9,3 +9,4 @@ mod dingtalk_fixtures;
 mod layout;
 mod reliability;
 mod scheduler;
+mod sim;

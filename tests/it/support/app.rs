@@ -142,11 +142,27 @@ impl TestApp {
         }));
     }
 
-    /// Stop the daemon the clean way (SIGTERM's path) and wait for it.
-    pub async fn stop(&mut self) {
+    /// Stop the daemon the clean way (SIGTERM's path) and wait for it; false when it had
+    /// already ended by itself, or failed.
+    pub async fn stop(&mut self) -> bool {
+        let alive = self.alive();
         self.cancel.cancel();
-        if let Some(t) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        let ended = match self.task.take() {
+            Some(t) => matches!(tokio::time::timeout(HANG, t).await, Ok(Ok(()))),
+            None => true,
+        };
+        alive && ended
+    }
+
+    /// The daemon is still running (it has not ended or failed on its own).
+    pub fn alive(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Wake the scheduler now (after the test moved a manual clock).
+    pub fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.notify_one();
         }
     }
 
