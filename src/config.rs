@@ -528,7 +528,9 @@ const ENV_PREFIX: &str = "DINGREC_";
 /// environment: DINGREC_DINGTALK__RATE_LIMIT)`.
 fn describe(err: &figment2::Error, file: Option<&Path>) -> String {
     let mut path = err.path.clone();
-    if let figment2::error::Kind::UnknownField(name, _) = &err.kind {
+    if let figment2::error::Kind::UnknownField(name, _) = &err.kind
+        && path.last() != Some(name)
+    {
         path.push(name.clone());
     }
     let from_env = err
@@ -702,7 +704,10 @@ mod tests {
             jail.set_env("DINGREC_HTTP__LISTN", "x");
             let err = Settings::load(None).expect_err("unknown env key");
             let msg = err.to_string();
-            assert!(msg.contains("DINGREC_HTTP__LISTN"), "{msg}");
+            assert!(
+                msg.contains("(from the environment: DINGREC_HTTP__LISTN)"),
+                "{msg}"
+            );
             Ok(())
         });
     }
@@ -720,7 +725,10 @@ mod tests {
             let err = Settings::load(None).expect_err("bad number");
             let msg = err.to_string();
             assert!(msg.contains("dingtalk.rate_limit"), "{msg}");
-            assert!(msg.contains("DINGREC_DINGTALK__RATE_LIMIT"), "{msg}");
+            assert!(
+                msg.contains("(from the environment: DINGREC_DINGTALK__RATE_LIMIT)"),
+                "{msg}"
+            );
             Ok(())
         });
     }
