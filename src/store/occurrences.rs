@@ -645,24 +645,35 @@ impl Store {
     ) -> Result<i64> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
-             next_attempt_at, trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, 'manual', ?, ?) \
-             RETURNING id",
-        )
-        .bind(policy_id)
-        .bind(policy_name)
-        .bind(&now_s)
-        .bind(fmt_utc(window_ends_at))
-        .bind(conference_id)
-        .bind(&now_s)
-        .bind(&now_s)
-        .bind(&now_s)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
-        tx.commit().await?;
-        Ok(id)
+        // Due now; should the policy already have an occurrence due at this very millisecond (a
+        // scheduled one, or another trigger), the next free millisecond.
+        let mut due = now;
+        for _ in 0..1_000 {
+            let due_s = fmt_utc(due);
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
+                 next_attempt_at, trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, 'manual', ?, ?) \
+                 ON CONFLICT (policy_id, due_at) DO NOTHING RETURNING id",
+            )
+            .bind(policy_id)
+            .bind(policy_name)
+            .bind(&due_s)
+            .bind(fmt_utc(window_ends_at))
+            .bind(conference_id)
+            .bind(&due_s)
+            .bind(&now_s)
+            .bind(&now_s)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = id {
+                tx.commit().await?;
+                return Ok(id);
+            }
+            due += chrono::TimeDelta::milliseconds(1);
+        }
+        Err(StoreError::Data(format!(
+            "policy '{policy_name}' has an occurrence due at every millisecond from {now_s} on"
+        )))
     }
 
     /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;

@@ -1003,3 +1003,30 @@ async fn editing_a_policy_while_its_meeting_is_open_does_not_start_the_meeting_a
     assert_eq!(live_or_done.len(), 1, "{rows:#?}");
     assert_eq!(app.fake.start_requests().len(), 1, "the meeting was started once");
 }
+
+#[tokio::test]
+async fn two_triggers_in_the_same_millisecond_make_two_manual_occurrences() {
+    // Found by the simulation (seed 237): the second insert hit the unique (policy, due time).
+    let clock = ManualClock::new(parse_t("2030-01-07T08:00:00Z"));
+    let app = TestApp::start_with(
+        scenario(vec![live("conf-1", vec![])]),
+        Arc::new(clock.clone()),
+        |_| {},
+        |_| format!("policies:\n{}", policy("p", "conf-1", "2030-01-07T09:00:00Z", "")),
+    )
+    .await;
+    let stored = app.store.policy_by_name("p").await.expect("db").expect("policy");
+    let now = clock.now();
+    let end = now + TimeDelta::minutes(30);
+    let a = app
+        .store
+        .insert_manual(stored.id, "p", now, end, None)
+        .await
+        .expect("first");
+    let b = app
+        .store
+        .insert_manual(stored.id, "p", now, end, None)
+        .await
+        .expect("second");
+    assert_ne!(a, b);
+}
