@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::StoreError;
 
+/// How long a lock held by someone else is waited for before giving up.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The held lock; released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct InstanceLock {
@@ -40,19 +43,27 @@ impl InstanceLock {
             .write(true)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock only takes a valid descriptor, which `file` owns for the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        // A lock that is being released (a daemon of this same process just stopped, while a
+        // thread forked a child that had not yet exec'd and so still shared the descriptor) is
+        // waited for briefly; a daemon that holds it refuses the newcomer after RELEASE_WAIT.
+        let give_up = std::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            // SAFETY: flock only takes a valid descriptor, which `file` owns for the call.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(InstanceLock { _file: file, path });
+            }
             let e = std::io::Error::last_os_error();
-            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-                StoreError::InUse {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(io(e));
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(StoreError::InUse {
                     database: database.to_owned(),
-                }
-            } else {
-                io(e)
-            });
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(InstanceLock { _file: file, path })
     }
 
     pub fn path(&self) -> &Path {
