@@ -272,23 +272,30 @@ impl Dispatcher {
     /// Close a claimed attempt that was not sent as `interrupted`; its occurrence is due again at
     /// `retry_at`.
     fn unsent(&self, t: Ticket, message: &str, retry_at: DateTime<Utc>) {
-        let now = self.clock.now();
-        let _ = self.writer.send(Completion {
+        let _ = self
+            .writer
+            .send(self.interrupted(t, message.into(), retry_at, false));
+    }
+
+    /// An attempt closed as `interrupted` (`called`: whether its call may have gone out); its
+    /// occurrence waits for another attempt at `retry_at`.
+    fn interrupted(&self, t: Ticket, message: String, retry_at: DateTime<Utc>, called: bool) -> Completion {
+        Completion {
             attempt_id: t.attempt_id,
             occurrence_id: t.occurrence_id,
-            finished_at: now,
+            finished_at: self.clock.now(),
             duration_ms: 0,
             conference_id: None,
             http_status: 0,
             code: codes::INTERRUPTED.into(),
-            message: message.into(),
+            message,
             request_id: None,
             outcome: AttemptOutcome::Interrupted,
             next_attempt_at: Some(retry_at),
             state: OccurrenceState::RetryWait,
             throttled: false,
-            called: false,
-        });
+            called,
+        }
     }
 
     /// An attempt's worker panicked (a bug): its row is closed as `interrupted` (the occurrence
@@ -305,23 +312,12 @@ impl Dispatcher {
             f.get_or_insert_with(|| format!("an attempt failed inside dingrec: {why}"));
         }
         self.notify.notify_one();
-        let now = self.clock.now();
-        Completion {
-            attempt_id: c.attempt_id,
-            occurrence_id: c.occurrence_id,
-            finished_at: now,
-            duration_ms: 0,
-            conference_id: None,
-            http_status: 0,
-            code: codes::INTERRUPTED.into(),
-            message: format!("dingrec failed while making this attempt ({why}); the call may have been sent"),
-            request_id: None,
-            outcome: AttemptOutcome::Interrupted,
-            next_attempt_at: Some(now),
-            state: OccurrenceState::RetryWait,
-            throttled: false,
-            called: true,
-        }
+        self.interrupted(
+            c.ticket(),
+            format!("dingrec failed while making this attempt ({why}); the call may have been sent"),
+            self.clock.now(),
+            true,
+        )
     }
 
     /// Why the dispatcher cannot go on, if it cannot.
