@@ -82,7 +82,7 @@ pub struct PlanCandidate {
 /// One occurrence row to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOccurrence {
-    /// The meeting's start (not stored: due_at − start_offset).
+    /// The meeting's start (`meeting_at`; due_at − start_offset).
     pub start: DateTime<Utc>,
     pub due_at: DateTime<Utc>,
     pub window_ends_at: DateTime<Utc>,
@@ -340,10 +340,11 @@ impl Store {
         for plan in plans {
             for row in &plan.rows {
                 let due = fmt_utc(row.due_at);
-                // A catch-up for a meeting that already has an occurrence (its policy was edited
-                // while the meeting's window was open: a new start_offset, cron or zone moves the
-                // due time) is not made: that meeting is started once.
-                if row.trigger == Trigger::CatchUp {
+                // A meeting that has started and already has an occurrence is not fired again: its
+                // policy was edited while the meeting's window was open (a new start_offset moves
+                // the due time; a new cron or zone moves the start within the same open window),
+                // and the meeting, the conference in that window, is started once.
+                if row.state == OccurrenceState::Scheduled && row.start <= now {
                     let covered: i64 = sqlx::query(
                         "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_by_policy \
                          WHERE policy_id = ? AND state != 'cancelled' AND due_at < ? AND window_ends_at > ?)",
@@ -360,10 +361,10 @@ impl Store {
                 }
                 let res = sqlx::query(
                     "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, \
-                     trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     trigger, meeting_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (policy_id, due_at) DO UPDATE SET state = excluded.state, \
                      window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
-                     trigger = excluded.trigger, updated_at = excluded.updated_at \
+                     trigger = excluded.trigger, meeting_at = excluded.meeting_at, updated_at = excluded.updated_at \
                      WHERE occurrences.state = 'cancelled'",
                 )
                 .bind(plan.policy_id)
@@ -373,6 +374,7 @@ impl Store {
                 .bind(row.state)
                 .bind((row.state == OccurrenceState::Scheduled).then_some(&due))
                 .bind(row.trigger)
+                .bind(fmt_utc(row.start))
                 .bind(&now_s)
                 .bind(&now_s)
                 .execute(&mut *tx)

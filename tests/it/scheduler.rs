@@ -964,10 +964,12 @@ async fn editing_a_policy_while_its_meeting_is_open_does_not_start_the_meeting_a
     .await;
     let rows = app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
     assert_eq!(rows[0].state, OccurrenceState::Succeeded);
-    // Five minutes into the meeting, ops move the start and add an offset: same meeting.
+    // Five minutes into the meeting, ops add an offset: same meeting, whether its new due time
+    // has passed (a catch-up) or lies ahead (08:10:30).
     clock.set(parse_t("2030-01-07T08:05:00Z"));
     for edit in [
         "    window: 30m\n    start_offset: 2m\n",
+        "    window: 30m\n    start_offset: 10m\n",
         "    window: 30m\n    start_offset: 1m\n    layout: grid\n",
     ] {
         apply(
