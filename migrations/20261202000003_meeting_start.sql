@@ -4,3 +4,17 @@
 -- occurrences (`dingrec trigger` starts no scheduled meeting) and for rows written before this
 -- column existed.
 ALTER TABLE occurrences ADD COLUMN meeting_at TEXT;
+
+-- Rows written before: the meeting start from the policy's current start_offset (exact integer
+-- milliseconds; times are 'YYYY-MM-DDTHH:MM:SS.sssZ').
+UPDATE occurrences SET meeting_at = (
+    SELECT strftime('%Y-%m-%dT%H:%M:%S', m / 1000, 'unixepoch') || '.' || printf('%03d', m % 1000) || 'Z'
+    FROM (
+        SELECT unixepoch(occurrences.due_at) * 1000 + CAST(substr(occurrences.due_at, 21, 3) AS INTEGER)
+               - p.start_offset_ms AS m
+        FROM policies p WHERE p.id = occurrences.policy_id
+    )
+) WHERE trigger != 'manual';
+
+-- "Does this meeting already have an occurrence?": the planner asks it for every row it writes.
+CREATE INDEX occurrences_by_meeting ON occurrences (policy_id, meeting_at);

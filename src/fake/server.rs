@@ -66,10 +66,20 @@ impl Drop for FakeDingTalk {
 impl FakeDingTalk {
     /// Bind `listen` (port 0 for any free port) and serve until dropped or stopped.
     pub async fn start(listen: SocketAddr, scenario: Scenario) -> std::io::Result<Self> {
+        Self::start_with_clock(listen, scenario, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// As [`FakeDingTalk::start`], with meeting times and token lifetimes on `clock` (a test's
+    /// manual clock: tokens expire and meetings go live as the test moves time).
+    pub async fn start_with_clock(
+        listen: SocketAddr,
+        scenario: Scenario,
+        clock: crate::clock::SharedClock,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(scenario)),
+            state: Mutex::new(State::new(scenario, clock)),
             log: Mutex::new(Vec::new()),
         });
         let cancel = CancellationToken::new();
@@ -135,6 +145,17 @@ impl FakeDingTalk {
 
     pub fn expire_tokens(&self) {
         self.with_state(State::expire_tokens);
+    }
+
+    /// Whether the next StartCloudRecord takes effect but is never answered: the caller is left
+    /// between its intent and the outcome (to crash it there).
+    pub fn hang_next_start(&self, on: bool) {
+        self.with_state(|s| s.hang_next_start = on);
+    }
+
+    /// StartCloudRecord calls left hanging by [`FakeDingTalk::hang_next_start`] so far.
+    pub fn hung_starts(&self) -> u64 {
+        self.with_state(|s| s.hung_starts)
     }
 
     pub fn token_outage(&self, d: Duration) {
@@ -406,6 +427,11 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
         ("POST", ["v1.0", "oauth2", "accessToken"]) => st.token(false, &body, request_id),
         ("POST", ["v1.0", "oauth2", "corpAccessToken"]) => st.token(true, &body, request_id),
         (m, ["v1.0", "conference", "videoConferences", rest @ ..]) => {
+            // The conference called is logged whether or not the token is accepted.
+            entry.id = match rest {
+                ["scheduleConferences", id] | [id, ..] => Some(decode(id)),
+                [] => None,
+            };
             if let Some(refused) = st.check_token(req.token.as_deref(), request_id) {
                 refused
             } else {

@@ -3,10 +3,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
 use super::scenario::{MeetingState, Scenario, Step, UnknownConferences};
+use crate::clock::SharedClock;
 
 /// What to send back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +37,8 @@ pub enum Reply {
 struct Meeting {
     host: Option<String>,
     initial: MeetingState,
-    live_at: Option<Instant>,
-    ends_at: Option<Instant>,
+    live_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
     recording: bool,
     script: VecDeque<Step>,
     schedule_id: Option<String>,
@@ -44,7 +46,7 @@ struct Meeting {
 }
 
 impl Meeting {
-    fn state(&self, now: Instant) -> MeetingState {
+    fn state(&self, now: DateTime<Utc>) -> MeetingState {
         if self.ends_at.is_some_and(|t| now >= t) {
             return MeetingState::Ended;
         }
@@ -56,18 +58,26 @@ impl Meeting {
     }
 }
 
+/// Meeting times and token lifetimes follow `clock` (the wall clock, or a test's manual clock, so
+/// that a token expires and a meeting goes live as the test's time passes); throttling counts real
+/// seconds, as DingTalk's per-second limits do.
 pub struct State {
     pub scenario: Scenario,
+    clock: SharedClock,
     token_ttl: Duration,
-    internal_token: Option<(String, Instant)>,
-    tokens: HashMap<String, Instant>,
+    internal_token: Option<(String, DateTime<Utc>)>,
+    tokens: HashMap<String, DateTime<Utc>>,
     meetings: HashMap<String, Meeting>,
     schedules: HashMap<String, String>,
     default_script: VecDeque<Step>,
     recent_starts: VecDeque<Instant>,
-    token_outage_until: Option<Instant>,
+    token_outage_until: Option<DateTime<Utc>>,
     pub token_calls: u64,
     pub start_calls: u64,
+    /// The next StartCloudRecord takes effect but is never answered (the caller dies waiting).
+    pub hang_next_start: bool,
+    /// StartCloudRecord calls left hanging so far.
+    pub hung_starts: u64,
 }
 
 fn status_for(code: &str) -> u16 {
@@ -184,9 +194,10 @@ fn new_token() -> String {
 }
 
 impl State {
-    pub fn new(scenario: Scenario) -> Self {
+    pub fn new(scenario: Scenario, clock: SharedClock) -> Self {
         let mut s = Self {
             scenario: Scenario::default(),
+            clock,
             token_ttl: Duration::from_secs(7200),
             internal_token: None,
             tokens: HashMap::new(),
@@ -197,6 +208,8 @@ impl State {
             token_outage_until: None,
             token_calls: 0,
             start_calls: 0,
+            hang_next_start: false,
+            hung_starts: 0,
         };
         s.load(scenario);
         s
@@ -229,8 +242,16 @@ impl State {
         self.scenario = scenario;
     }
 
+    /// `d` after the fake's now.
+    fn after(&self, d: Duration) -> DateTime<Utc> {
+        let now = self.clock.now();
+        TimeDelta::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
     pub fn add_meeting(&mut self, m: super::scenario::MeetingSpec, schedule_id: Option<String>) {
-        let now = Instant::now();
         let initial = m.state.unwrap_or(if m.live_after.is_some() {
             MeetingState::NotStarted
         } else {
@@ -241,8 +262,8 @@ impl State {
             Meeting {
                 host: m.host_union_id,
                 initial,
-                live_at: m.live_after.map(|d| now + d),
-                ends_at: m.ends_after.map(|d| now + d),
+                live_at: m.live_after.map(|d| self.after(d)),
+                ends_at: m.ends_after.map(|d| self.after(d)),
                 recording: false,
                 script: m.script.into_iter().collect(),
                 schedule_id,
@@ -257,11 +278,12 @@ impl State {
     }
 
     pub fn token_outage(&mut self, d: Duration) {
-        self.token_outage_until = Some(Instant::now() + d);
+        self.token_outage_until = Some(self.after(d));
     }
 
-    fn issue(&mut self, token: String, now: Instant) -> Reply {
-        self.tokens.insert(token.clone(), now + self.token_ttl);
+    fn issue(&mut self, token: String) -> Reply {
+        let expires = self.after(self.token_ttl);
+        self.tokens.insert(token.clone(), expires);
         Reply::Json {
             status: 200,
             body: json!({ "expireIn": self.token_ttl.as_secs(), "accessToken": token }),
@@ -271,7 +293,7 @@ impl State {
     /// `POST /v1.0/oauth2/accessToken` and `corpAccessToken`.
     pub fn token(&mut self, corp: bool, body: &Value, request_id: &str) -> Reply {
         self.token_calls += 1;
-        let now = Instant::now();
+        let now = self.clock.now();
         if self.token_outage_until.is_some_and(|t| now < t) {
             return Reply::Raw {
                 status: 503,
@@ -285,7 +307,7 @@ impl State {
                 return error_msg("invalidSuiteKey", Some(400), request_id, "suitekey不合法");
             }
             // A corp token is new on every request.
-            return self.issue(new_token(), now);
+            return self.issue(new_token());
         }
         let key_ok = self.scenario.app_key.as_deref().is_none_or(|k| k == s("appKey"));
         let secret_ok = self
@@ -301,8 +323,8 @@ impl State {
             Some((t, exp)) if now < *exp && self.tokens.contains_key(t) => t.clone(),
             _ => new_token(),
         };
-        self.internal_token = Some((token.clone(), now + self.token_ttl));
-        self.issue(token, now)
+        self.internal_token = Some((token.clone(), self.after(self.token_ttl)));
+        self.issue(token)
     }
 
     /// Check the token header; `Some(reply)` when it is refused.
@@ -314,7 +336,7 @@ impl State {
                 request_id,
             )),
             Some(t) => match self.tokens.get(t) {
-                Some(exp) if Instant::now() < *exp => None,
+                Some(exp) if self.clock.now() < *exp => None,
                 _ => Some(error("InvalidAuthentication", Some(400), request_id)),
             },
         }
@@ -322,6 +344,20 @@ impl State {
 
     /// `POST …/cloudRecords/start`.
     pub fn start(
+        &mut self,
+        conference_id: &str,
+        body: &Value,
+        request_id: &str,
+    ) -> (Reply, Option<Duration>) {
+        let answered = self.answer_start(conference_id, body, request_id);
+        if std::mem::take(&mut self.hang_next_start) {
+            self.hung_starts += 1;
+            return (Reply::Hang, None);
+        }
+        answered
+    }
+
+    fn answer_start(
         &mut self,
         conference_id: &str,
         body: &Value,
@@ -375,7 +411,7 @@ impl State {
         {
             return (r, delay);
         }
-        let reply = match m.state(now) {
+        let reply = match m.state(self.clock.now()) {
             MeetingState::Ended => error("roomClosed", Some(400), request_id),
             MeetingState::NotStarted => error_msg(
                 "recordStartError",
@@ -432,7 +468,7 @@ impl State {
             body: json!({"confInfo": {
                 "conferenceId": conference_id,
                 "title": "Meeting",
-                "status": Self::status_code(m.state(Instant::now())),
+                "status": Self::status_code(m.state(self.clock.now())),
                 "creatorId": m.host.clone().unwrap_or_default(),
                 "startTime": m.start_time_ms,
                 "endTime": 0,
@@ -457,7 +493,7 @@ impl State {
                     "conferenceId": conf,
                     "title": "Scheduled meeting",
                     "roomCode": "123456789",
-                    "status": Self::status_code(m.state(Instant::now())),
+                    "status": Self::status_code(m.state(self.clock.now())),
                     "startTime": m.start_time_ms,
                     "endTime": 0
                 }],

@@ -79,6 +79,21 @@ pub struct PlanCandidate {
     pub planned_until: Option<DateTime<Utc>>,
 }
 
+/// One planned row; not when its meeting already has an occurrence (`?8` is the meeting start).
+pub(crate) const PLAN_INSERT: &str = "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, \
+    trigger, meeting_at, created_at, updated_at) \
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 WHERE NOT EXISTS ( \
+    SELECT 1 FROM occurrences INDEXED BY occurrences_by_meeting \
+    WHERE policy_id = ?1 AND meeting_at = ?8 AND state != 'cancelled' AND due_at != ?3) \
+    ON CONFLICT (policy_id, due_at) DO UPDATE SET state = excluded.state, \
+    window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
+    trigger = excluded.trigger, meeting_at = excluded.meeting_at, updated_at = excluded.updated_at \
+    WHERE occurrences.state = 'cancelled'";
+
+/// Whether an occurrence (not cancelled) overlaps a started meeting's window.
+pub(crate) const STARTED_MEETING_COVERED: &str = "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_by_policy \
+     WHERE policy_id = ? AND state != 'cancelled' AND due_at < ? AND window_ends_at > ?)";
+
 /// One occurrence row to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOccurrence {
@@ -340,45 +355,37 @@ impl Store {
         for plan in plans {
             for row in &plan.rows {
                 let due = fmt_utc(row.due_at);
-                // A meeting that has started and already has an occurrence is not fired again: its
-                // policy was edited while the meeting's window was open (a new start_offset moves
-                // the due time; a new cron or zone moves the start within the same open window),
-                // and the meeting, the conference in that window, is started once.
+                // A meeting that has started and has an occurrence is not fired again when its
+                // policy was edited while the meeting's window was open and a new cron or zone
+                // moved its start: the meeting, the conference in that open window, is started
+                // once. (The same start is caught by the insert below, at any time.)
                 if row.state == OccurrenceState::Scheduled && row.start <= now {
-                    let covered: i64 = sqlx::query(
-                        "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_by_policy \
-                         WHERE policy_id = ? AND state != 'cancelled' AND due_at < ? AND window_ends_at > ?)",
-                    )
-                    .bind(plan.policy_id)
-                    .bind(fmt_utc(row.window_ends_at))
-                    .bind(fmt_utc(row.start))
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
+                    let covered: i64 = sqlx::query(STARTED_MEETING_COVERED)
+                        .bind(plan.policy_id)
+                        .bind(fmt_utc(row.window_ends_at))
+                        .bind(fmt_utc(row.start))
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get(0)?;
                     if covered != 0 {
                         continue;
                     }
                 }
-                let res = sqlx::query(
-                    "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, \
-                     trigger, meeting_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (policy_id, due_at) DO UPDATE SET state = excluded.state, \
-                     window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
-                     trigger = excluded.trigger, meeting_at = excluded.meeting_at, updated_at = excluded.updated_at \
-                     WHERE occurrences.state = 'cancelled'",
-                )
-                .bind(plan.policy_id)
-                .bind(&plan.policy_name)
-                .bind(&due)
-                .bind(fmt_utc(row.window_ends_at))
-                .bind(row.state)
-                .bind((row.state == OccurrenceState::Scheduled).then_some(&due))
-                .bind(row.trigger)
-                .bind(fmt_utc(row.start))
-                .bind(&now_s)
-                .bind(&now_s)
-                .execute(&mut *tx)
-                .await?;
+                // Never two occurrences for one meeting: not when an edit moved its due time
+                // (a new start_offset), not when the clock was set back before a meeting already
+                // fired. A cancelled row at the same due time comes back.
+                let res = sqlx::query(PLAN_INSERT)
+                    .bind(plan.policy_id)
+                    .bind(&plan.policy_name)
+                    .bind(&due)
+                    .bind(fmt_utc(row.window_ends_at))
+                    .bind(row.state)
+                    .bind((row.state == OccurrenceState::Scheduled).then_some(&due))
+                    .bind(row.trigger)
+                    .bind(fmt_utc(row.start))
+                    .bind(&now_s)
+                    .execute(&mut *tx)
+                    .await?;
                 written += res.rows_affected();
             }
             sqlx::query("UPDATE policies SET planned_until = ? WHERE id = ?")
@@ -827,6 +834,12 @@ mod plans {
             ("plan candidates", PLAN_CANDIDATES, "policies_to_plan"),
             ("cancel future", CANCEL_FUTURE, "occurrences_by_policy"),
             ("cancel unfinished", CANCEL_UNFINISHED, "occurrences_by_policy"),
+            ("plan insert", PLAN_INSERT, "occurrences_by_meeting"),
+            (
+                "started meeting covered",
+                STARTED_MEETING_COVERED,
+                "occurrences_by_policy",
+            ),
             (
                 "history --policy",
                 history_by_policy,

@@ -1007,6 +1007,63 @@ async fn editing_a_policy_while_its_meeting_is_open_does_not_start_the_meeting_a
 }
 
 #[tokio::test]
+async fn an_edit_after_the_clock_was_set_back_does_not_start_a_meeting_again() {
+    // Found by the simulation (seed 187): the meeting fired, NTP set the clock back to before its
+    // start, and an edit of start_offset planned it again as a future meeting.
+    let (app, clock) = on_manual_clock(vec![live("conf-1", vec![])], |_| {
+        format!(
+            "policies:\n{}",
+            policy("board", "conf-1", "2030-01-07T08:00:30Z", "    window: 30m\n")
+        )
+    })
+    .await;
+    let rows = app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
+    assert_eq!(rows[0].state, OccurrenceState::Succeeded);
+    clock.set(parse_t("2030-01-07T08:00:00Z"));
+    apply(
+        &app.store,
+        &clock,
+        &format!(
+            "policies:\n{}",
+            policy(
+                "board",
+                "conf-1",
+                "2030-01-07T08:00:30Z",
+                "    window: 30m\n    start_offset: 1m\n"
+            )
+        ),
+    )
+    .await;
+    // Planned again (the edit reset the plan), then past the would-be second due time.
+    let until = tokio::time::Instant::now() + HANG;
+    loop {
+        let planned: i64 =
+            sqlx::query_scalar("SELECT planned_until != '' FROM policies WHERE name = 'board'")
+                .fetch_one(app.store.pool())
+                .await
+                .expect("planned");
+        if planned == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "never planned again");
+        app.wake();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
+    clock.set(parse_t("2030-01-07T08:05:00Z"));
+    app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
+    let rows = app.history().await;
+    assert_eq!(
+        rows.iter()
+            .filter(|o| o.state != OccurrenceState::Cancelled)
+            .count(),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(app.fake.start_requests().len(), 1, "the meeting was started once");
+}
+
+#[tokio::test]
 async fn two_triggers_in_the_same_millisecond_make_two_manual_occurrences() {
     // Found by the simulation (seed 237): the second insert hit the unique (policy, due time).
     let clock = ManualClock::new(parse_t("2030-01-07T08:00:00Z"));

@@ -30,10 +30,22 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub http: std::net::SocketAddr,
     pub clock: SharedClock,
+    /// The config file the daemon re-reads on a reload (`None`: settings made in code).
+    pub config_path: Option<std::path::PathBuf>,
     cancel: CancellationToken,
     waker: Option<Arc<tokio::sync::Notify>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _reload: mpsc::Sender<()>,
+    daemon: Option<Daemon>,
+    reload: mpsc::Sender<()>,
+}
+
+/// The daemon on a runtime of its own, on its own thread, as a process has: dropping that runtime
+/// ends every task of the daemon at once, wherever it was (a crash), and nothing else.
+struct Daemon {
+    thread: std::thread::JoinHandle<()>,
+    /// Sending (or dropping) it crashes the daemon.
+    crash: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `Some(result)` when it ended (told to stop, failed), `None` when it crashed.
+    ended: tokio::sync::oneshot::Receiver<Option<Result<(), String>>>,
 }
 
 /// An instant `ms` from now, as RFC 3339 (for `at:`).
@@ -92,7 +104,19 @@ impl TestApp {
         tweak: impl FnOnce(&mut Settings),
         policies: impl FnOnce(&dyn Clock) -> String,
     ) -> TestApp {
-        let fake = FakeDingTalk::start(([127, 0, 0, 1], 0).into(), scenario)
+        let mut app = Self::build_with(scenario, clock, tweak, policies).await;
+        app.run().await;
+        app
+    }
+
+    /// As [`TestApp::start_with`], with the daemon not started yet ([`TestApp::run`] starts it).
+    pub async fn build_with(
+        scenario: Scenario,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+        policies: impl FnOnce(&dyn Clock) -> String,
+    ) -> TestApp {
+        let fake = FakeDingTalk::start_with_clock(([127, 0, 0, 1], 0).into(), scenario, clock.clone())
             .await
             .expect("fake");
         let dir = tempfile::tempdir().expect("tmp");
@@ -103,43 +127,68 @@ impl TestApp {
         if !yaml.trim().is_empty() {
             apply(&store, clock.as_ref(), &yaml).await;
         }
-        let mut app = TestApp {
+        TestApp {
             fake,
             store,
             settings,
             dir,
             http: ([127, 0, 0, 1], 0).into(),
             clock,
+            config_path: None,
             cancel: CancellationToken::new(),
             waker: None,
-            task: None,
-            _reload: mpsc::channel(1).0,
-        };
-        app.run().await;
-        app
+            daemon: None,
+            reload: mpsc::channel(1).0,
+        }
     }
 
     /// (Re)start the daemon on the same database.
     pub async fn run(&mut self) {
-        let app = App::build(
-            self.settings.clone(),
-            None,
-            self.clock.clone(),
-            Notifier::disabled(),
-        )
-        .await
-        .expect("app builds");
-        self.http = app.http_addr();
-        self.waker = app.waker();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        let settings = self.settings.clone();
+        let config_path = self.config_path.clone();
+        let clock = self.clock.clone();
         self.cancel = CancellationToken::new();
         let cancel = self.cancel.clone();
-        let (tx, rx) = mpsc::channel(1);
-        self._reload = tx;
-        self.task = Some(tokio::spawn(async move {
-            if let Err(why) = app.run_until_stopped(cancel, rx).await {
-                panic!("the daemon failed: {why}");
-            }
-        }));
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("the daemon's runtime");
+            let ended = rt.block_on(async move {
+                let app = match App::build(settings, config_path, clock, Notifier::disabled()).await {
+                    Ok(app) => app,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return None;
+                    }
+                };
+                let _ = ready_tx.send(Ok((app.http_addr(), app.waker())));
+                tokio::select! {
+                    ended = app.run_until_stopped(cancel, reload_rx) => Some(ended),
+                    _ = crash_rx => None,
+                }
+            });
+            // A crash: every task still running is dropped where it stands.
+            rt.shutdown_timeout(Duration::from_secs(10));
+            let _ = ended_tx.send(ended);
+        });
+        let (http, waker) = ready_rx
+            .await
+            .expect("the daemon's thread answers")
+            .unwrap_or_else(|e| panic!("app builds: {e}"));
+        self.http = http;
+        self.waker = waker;
+        self.reload = reload_tx;
+        self.daemon = Some(Daemon {
+            thread,
+            crash: Some(crash_tx),
+            ended: ended_rx,
+        });
     }
 
     /// Stop the daemon the clean way (SIGTERM's path) and wait for it; false when it had
@@ -147,16 +196,85 @@ impl TestApp {
     pub async fn stop(&mut self) -> bool {
         let alive = self.alive();
         self.cancel.cancel();
-        let ended = match self.task.take() {
-            Some(t) => matches!(tokio::time::timeout(HANG, t).await, Ok(Ok(()))),
-            None => true,
+        let Some(d) = self.daemon.take() else {
+            return true;
         };
-        alive && ended
+        let clean = match tokio::time::timeout(HANG, d.ended).await {
+            Ok(Ok(Some(Ok(())))) => true,
+            Ok(Ok(Some(Err(why)))) => {
+                eprintln!("the daemon failed: {why}");
+                false
+            }
+            other => panic!("the daemon did not stop: {other:?}"),
+        };
+        drop(d.crash);
+        let _ = d.thread.join();
+        alive && clean
+    }
+
+    /// Kill the daemon where it stands, as `kill -9` does: no drain, no outcome written for what
+    /// is in flight. False when it had already ended by itself.
+    pub async fn crash(&mut self) -> bool {
+        let alive = self.alive();
+        let Some(mut d) = self.daemon.take() else {
+            return false;
+        };
+        if let Some(c) = d.crash.take() {
+            let _ = c.send(());
+        }
+        tokio::time::timeout(HANG, d.ended)
+            .await
+            .expect("the runtime shuts down")
+            .ok();
+        let _ = d.thread.join();
+        alive
+    }
+
+    /// Reload (SIGHUP's path) and wait until the daemon has done it; whether it applied.
+    pub async fn reload(&self) -> bool {
+        let count = |text: &str, result: &str| -> u64 {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("dingrec_reloads_total") && l.contains(&format!("result=\"{result}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let before = self.metrics().await;
+        let (ok0, err0) = (count(&before, "ok"), count(&before, "error"));
+        self.reload.send(()).await.expect("the daemon takes reloads");
+        let until = tokio::time::Instant::now() + HANG;
+        loop {
+            let now = self.metrics().await;
+            if count(&now, "ok") > ok0 {
+                return true;
+            }
+            if count(&now, "error") > err0 {
+                return false;
+            }
+            assert!(tokio::time::Instant::now() < until, "the reload never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.http))
+            .timeout(HANG)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     /// The daemon is still running (it has not ended or failed on its own).
     pub fn alive(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
+        self.daemon.as_ref().is_some_and(|d| !d.thread.is_finished())
     }
 
     /// Wake the scheduler now (after the test moved a manual clock).
