@@ -432,3 +432,73 @@ pub fn spawn_signal_handlers(cancel: CancellationToken, reload: mpsc::Sender<()>
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::domain::PolicyDefaults;
+    use crate::domain::time::{fmt_utc, parse_utc};
+    use crate::fake::{FakeDingTalk, Scenario};
+    use crate::scheduler::dispatcher::PANIC_IN_ATTEMPT_OF;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_inside_an_attempt_stops_the_daemon_non_zero_and_leaves_nothing_running() {
+        let fake = FakeDingTalk::start(([127, 0, 0, 1], 0).into(), Scenario::default())
+            .await
+            .expect("fake");
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = Settings::default();
+        s.database.path = dir.path().join("d.db");
+        s.dingtalk.base_url = fake.base_url();
+        s.dingtalk.app_key = "k".into();
+        s.dingtalk.app_secret = Some(secrecy::SecretString::from("s".to_owned()));
+        s.dingtalk.rate_limit = 0;
+        s.http.listen = ([127, 0, 0, 1], 0).into();
+        let t0 = parse_utc("2030-01-07T08:00:00Z").expect("time");
+        let clock = ManualClock::new(t0);
+        let store = Store::open(&s.database).await.expect("store");
+        let name = "board-panics-in-its-attempt";
+        let yaml = format!(
+            "policies:\n  - name: {name}\n    conference_id: c1\n    host_union_id: h1\n    at: \"{}\"\n",
+            fmt_utc(t0 + TimeDelta::seconds(1))
+        );
+        let parsed =
+            policy_file::parse_str(Path::new("p.yaml"), &yaml, &PolicyDefaults::default()).expect("policies");
+        let records: Vec<PolicyRecord> = parsed
+            .iter()
+            .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
+            .collect();
+        store.apply_policies(&records, false, t0).await.expect("apply");
+        *PANIC_IN_ATTEMPT_OF.lock().expect("lock") = Some(name.to_owned());
+        clock.set(t0 + TimeDelta::seconds(2));
+        let app = App::build(s, None, Arc::new(clock.clone()), Notifier::disabled())
+            .await
+            .expect("app");
+        let (_reload, rx) = mpsc::channel(1);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(120),
+            app.run_until_stopped(CancellationToken::new(), rx),
+        )
+        .await
+        .expect("the daemon stops by itself");
+        let why = ended.expect_err("a panic is a failure: run exits non-zero");
+        assert!(why.contains("an attempt failed inside dingrec"), "{why}");
+        let (state, outcome): (String, String) = sqlx::query_as(
+            "SELECT o.state, a.outcome FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("rows");
+        assert_eq!(
+            (state.as_str(), outcome.as_str()),
+            ("retry_wait", "interrupted"),
+            "closed, never left running; retried at the next start"
+        );
+        assert!(clock.now() > t0);
+    }
+}

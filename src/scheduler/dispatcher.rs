@@ -433,6 +433,13 @@ impl Dispatcher {
 
     /// One attempt: resolve the meeting if needed, call StartCloudRecord, decide what's next.
     pub async fn attempt(&self, c: &Claimed) -> Completion {
+        #[cfg(test)]
+        if PANIC_IN_ATTEMPT_OF
+            .lock()
+            .is_ok_and(|p| p.as_deref() == Some(&*c.policy_name))
+        {
+            panic!("injected by a test");
+        }
         let started = tokio::time::Instant::now();
         let (result, conference_id) = self.call(c).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -631,6 +638,11 @@ impl Dispatcher {
         }
     }
 }
+
+/// Tests only: an attempt of the policy by this name panics, standing for a bug inside an attempt
+/// (no input can make one panic).
+#[cfg(test)]
+pub(crate) static PANIC_IN_ATTEMPT_OF: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// The single writer: commits outcomes in batches; on a database error keeps the batch and
 /// tries again (the disk may fill and empty), marking the database unhealthy meanwhile.
