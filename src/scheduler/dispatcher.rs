@@ -295,6 +295,7 @@ impl Dispatcher {
             state: OccurrenceState::RetryWait,
             throttled: false,
             called,
+            sent_at: None,
         }
     }
 
@@ -441,7 +442,11 @@ impl Dispatcher {
             panic!("injected by a test");
         }
         let started = tokio::time::Instant::now();
-        let (result, conference_id) = self.call(c).await;
+        let Call {
+            result,
+            conference_id,
+            sent_at,
+        } = self.call(c).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let now = self.clock.now();
         let (code, http_status, message, request_id) = match &result {
@@ -511,6 +516,7 @@ impl Dispatcher {
             state,
             throttled: class == RetryClass::Throttle,
             called,
+            sent_at,
         }
     }
 
@@ -529,23 +535,28 @@ impl Dispatcher {
     }
 
     /// The HTTP part: token, meeting resolution, StartCloudRecord.
-    async fn call(&self, c: &Claimed) -> (Result<(u16, Option<String>), DingTalkError>, Option<String>) {
+    async fn call(&self, c: &Claimed) -> Call {
+        let failed = |e: DingTalkError, conference_id: Option<String>| Call {
+            result: Err(e),
+            conference_id,
+            sent_at: None,
+        };
         if let Err(e) = self.window_open(c) {
-            return (Err(e), None);
+            return failed(e, None);
         }
         let token = match self.client.token().await {
             Ok(t) => t,
-            Err(e) => return (Err(e), None),
+            Err(e) => return failed(e, None),
         };
         let conference_id = match &c.meeting {
             Meeting::Conference(id) => id.to_string(),
             Meeting::Schedule(sched) => match self.client.resolve_live_with(&token, sched).await {
                 Ok(Some(id)) => id,
                 Ok(None) => {
-                    return (
-                        Err(DingTalkError::NotLive {
+                    return failed(
+                        DingTalkError::NotLive {
                             schedule_conference_id: sched.to_string(),
-                        }),
+                        },
                         None,
                     );
                 }
@@ -553,17 +564,17 @@ impl Dispatcher {
                     if e.code() == codes::INVALID_AUTHENTICATION {
                         self.client.invalidate_token(&token).await;
                     }
-                    return (Err(e), None);
+                    return failed(e, None);
                 }
             },
             Meeting::Missing => {
-                return (
-                    Err(DingTalkError::Api {
+                return failed(
+                    DingTalkError::Api {
                         status: 0,
                         code: "paramsError".into(),
                         message: "the policy names no meeting".into(),
                         request_id: None,
-                    }),
+                    },
                     None,
                 );
             }
@@ -578,15 +589,20 @@ impl Dispatcher {
             w.acquire().await;
         }
         if let Err(e) = self.window_open(c) {
-            return (Err(e), Some(conference_id));
+            return failed(e, Some(conference_id));
         }
+        let sent_at = self.clock.now();
         let result = self.client.start_cloud_record_with(&token, &req).await;
         if let Err(e) = &result
             && e.code() == codes::INVALID_AUTHENTICATION
         {
             self.client.invalidate_token(&token).await;
         }
-        (result.map(|ok| (ok.status, ok.request_id)), Some(conference_id))
+        Call {
+            result: result.map(|ok| (ok.status, ok.request_id)),
+            conference_id: Some(conference_id),
+            sent_at: Some(sent_at),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -637,6 +653,17 @@ impl Dispatcher {
             ),
         }
     }
+}
+
+/// What one attempt's calls came to.
+struct Call {
+    /// StartCloudRecord's HTTP status and request id, or why there is none.
+    result: Result<(u16, Option<String>), DingTalkError>,
+    /// The meeting called (a scheduled meeting's live one, once looked up).
+    conference_id: Option<String>,
+    /// When StartCloudRecord was sent (after the token, the meeting look-up and the rate limiter);
+    /// `None` when it was not.
+    sent_at: Option<DateTime<Utc>>,
 }
 
 /// Tests only: an attempt of the policy by this name panics, standing for a bug inside an attempt

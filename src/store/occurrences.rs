@@ -36,6 +36,7 @@ struct OutcomeRow<'a> {
     state: OccurrenceState,
     throttled: i64,
     uncalled: i64,
+    sent_at: Option<String>,
 }
 
 impl<'a> From<&'a Completion> for OutcomeRow<'a> {
@@ -55,6 +56,7 @@ impl<'a> From<&'a Completion> for OutcomeRow<'a> {
             state: c.state,
             throttled: i64::from(c.throttled),
             uncalled: i64::from(!c.called),
+            sent_at: c.sent_at.map(fmt_utc),
         }
     }
 }
@@ -200,6 +202,8 @@ pub struct Completion {
     pub throttled: bool,
     /// A call went out (or may have): false for an attempt closed before it was sent.
     pub called: bool,
+    /// When StartCloudRecord was sent (`attempts.sent_at`); `None` when it was not, or unknown.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// An occurrence that reached a final failure state outside the dispatcher (sweeps, recovery).
@@ -537,7 +541,7 @@ impl Store {
              conference_id = COALESCE(j.value ->> '$.conference_id', attempts.conference_id), \
              http_status = j.value ->> '$.http_status', code = j.value ->> '$.code', message = j.value ->> '$.message', \
              request_id = j.value ->> '$.request_id', outcome = j.value ->> '$.outcome', \
-             next_attempt_at = j.value ->> '$.next_attempt_at' \
+             next_attempt_at = j.value ->> '$.next_attempt_at', sent_at = j.value ->> '$.sent_at' \
              FROM json_each(?) AS j WHERE attempts.id = j.value ->> '$.attempt_id' AND attempts.outcome IS NULL",
         )
         .bind(&batch)

@@ -793,6 +793,13 @@ async fn an_attempt_whose_window_passed_in_the_queue_expires_without_a_call() {
     assert_eq!(other.state, OccurrenceState::Expired);
     assert_eq!(other.attempts[0].code.as_deref(), Some("window_passed"));
     assert_eq!(other.attempts[0].outcome, Some(AttemptOutcome::Fail));
+    let unsent: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE code = 'window_passed' AND sent_at IS NULL AND lateness_ms IS NULL",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("audit");
+    assert_eq!(unsent, 1, "no call: no send time, no lateness");
 }
 
 #[tokio::test]
@@ -1088,4 +1095,26 @@ async fn two_triggers_in_the_same_millisecond_make_two_manual_occurrences() {
         .await
         .expect("second");
     assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn the_audit_log_measures_lateness_from_the_call_not_the_claim() {
+    let (app, clock) = on_manual_clock(vec![live("conf-1", vec![])], |_| {
+        format!(
+            "policies:\n{}",
+            policy("board", "conf-1", "2030-01-07T08:00:30Z", "    window: 30m\n")
+        )
+    })
+    .await;
+    app.drive_until_final(&clock, TimeDelta::seconds(10), 1).await;
+    let (started, sent, lateness, due): (String, Option<String>, Option<i64>, String) = sqlx::query_as(
+        "SELECT started_at, sent_at, lateness_ms, due_at FROM audit_log WHERE policy_name = 'board'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("audit row");
+    let sent = sent.expect("a call was sent: sent_at is set");
+    assert!(sent >= started, "sent {sent} before the intent row {started}");
+    let expected = (parse_t(&sent) - parse_t(&due)).num_milliseconds();
+    assert_eq!(lateness, Some(expected), "lateness is sent_at − due_at");
 }
