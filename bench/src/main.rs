@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -318,10 +317,14 @@ impl std::fmt::Display for Agg {
 struct Burst {
     total_s: f64,
     per_s: f64,
+    /// Lateness of StartCloudRecord's arrival at the fake (its request log) after the due instant.
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// The p50 of the first 100 arrivals.
     first100_p50_ms: f64,
+    /// The claim's lateness (the intent row's `started_at` − due): dingrec's decision, not the call.
+    claim_p50_ms: f64,
     rss_mb: f64,
     attempts: i64,
     succeeded: i64,
@@ -360,14 +363,22 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss = status_kb(d.p.pid(), "VmHWM:") as f64 / 1024.0;
-    let rows = sqlx::query(
-        "SELECT (julianday(a.started_at) - julianday(o.due_at)) * 86400000.0 AS late, a.started_at \
-         FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE a.attempt_no = 1 ORDER BY a.started_at, a.id",
+    // The claim's lateness, for comparison: when dingrec decided, before any call.
+    let mut claims: Vec<f64> = sqlx::query(
+        "SELECT (julianday(a.started_at) - julianday(o.due_at)) * 86400000.0 AS late \
+         FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE a.attempt_no = 1",
     )
     .fetch_all(&db)
     .await
-    .map_err(e("lateness"))?;
-    let lates: Vec<f64> = rows.iter().map(|r| r.get::<f64, _>(0)).collect();
+    .map_err(e("claim lateness"))?
+    .iter()
+    .map(|r| r.get::<f64, _>(0))
+    .collect();
+    claims.sort_by(|a, b| a.total_cmp(b));
+    // The figure: each call's arrival at the fake after the due instant.
+    let arrivals = start_arrivals(&f.url).await?;
+    let due_ms = due.timestamp_millis();
+    let lates: Vec<f64> = arrivals.iter().map(|(_, at)| (*at - due_ms) as f64).collect();
     let mut first100: Vec<f64> = lates.iter().take(100).copied().collect();
     first100.sort_by(|a, b| a.total_cmp(b));
     let mut sorted = lates.clone();
@@ -397,6 +408,7 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
         p99_ms: pct(&sorted, 99.0),
         max_ms: sorted.last().copied().unwrap_or(f64::NAN),
         first100_p50_ms: pct(&first100, 50.0),
+        claim_p50_ms: pct(&claims, 50.0),
         rss_mb: rss,
         attempts: scalar(&db, "SELECT COUNT(*) FROM attempts").await,
         succeeded: scalar(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'").await,
@@ -405,6 +417,20 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
     };
     db.close().await;
     d.p.term();
+    Ok(out)
+}
+
+/// StartCloudRecord arrivals at the fake, in arrival order: (conference id, epoch ms).
+async fn start_arrivals(fake_url: &str) -> R<Vec<(String, i64)>> {
+    let body = get(&format!("{fake_url}/_fake/starts")).await.ok_or("starts")?.1;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(e("starts json"))?;
+    let mut out: Vec<(String, i64)> = v
+        .as_array()
+        .ok_or("starts array")?
+        .iter()
+        .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["at_ms"].as_i64()?)))
+        .collect();
+    out.sort_by_key(|(_, at)| *at);
     Ok(out)
 }
 
@@ -590,22 +616,42 @@ struct Baseline {
     rss_mb: f64,
 }
 
-/// In a child process: N one-shot jobs due at one instant; the callback only records the time.
-async fn baseline_child(n: usize) -> R<()> {
+/// In a child process: N one-shot jobs due at one instant; each job's callback sends the same
+/// StartCloudRecord dingrec sends (one token fetched first) to the fake at `fake_url`, which logs its
+/// arrival. Prints the due instant (epoch ms) and the peak RSS.
+async fn baseline_child(n: usize, fake_url: &str) -> R<()> {
     use tokio_cron_scheduler::{Job, JobScheduler};
+    let client = http();
+    let token = client
+        .post(format!("{fake_url}/v1.0/oauth2/accessToken"))
+        .header("content-type", "application/json")
+        .body(r#"{"appKey":"bench","appSecret":"bench"}"#)
+        .send()
+        .await
+        .map_err(e("token"))?
+        .text()
+        .await
+        .map_err(e("token body"))?;
+    let token: serde_json::Value = serde_json::from_str(&token).map_err(e("token json"))?;
+    let token = Arc::new(token["accessToken"].as_str().unwrap_or_default().to_owned());
     let sched = JobScheduler::new().await.map_err(e("scheduler"))?;
-    let first: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let count: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
-    let epoch = Instant::now();
-    let due = epoch + lead_for(n) + Duration::from_secs(2);
+    let lead = lead_for(n) + Duration::from_secs(2);
+    let due = Instant::now() + lead;
+    let due_ms = now().timestamp_millis() + lead.as_millis() as i64;
+    let url = Arc::new(fake_url.to_owned());
     for i in 0..n {
-        let first = first.clone();
-        let count = count.clone();
+        let (client, token, url) = (client.clone(), token.clone(), url.clone());
         let job = Job::new_one_shot_at_instant(due, move |_id, _l| {
-            let t = epoch.elapsed().as_nanos() as u64;
-            if count[i].fetch_add(1, Ordering::Relaxed) == 0 {
-                first[i].store(t, Ordering::Relaxed);
-            }
+            let (client, token, url) = (client.clone(), token.clone(), url.clone());
+            tokio::spawn(async move {
+                let _ = client
+                    .post(format!("{url}/v1.0/conference/videoConferences/b{i:06}/cloudRecords/start"))
+                    .header("x-acs-dingtalk-access-token", token.as_str())
+                    .header("content-type", "application/json")
+                    .body(r#"{"unionId":"host","mode":"speech","smallWindowPosition":"relative_right"}"#)
+                    .send()
+                    .await;
+            });
         })
         .map_err(e("job"))?;
         sched.add(job).await.map_err(e("add"))?;
@@ -614,51 +660,69 @@ async fn baseline_child(n: usize) -> R<()> {
     // Wait until the due instant plus as long as dingrec's target for this size, and more.
     let wait = due + Duration::from_secs(if n >= 100_000 { 40 } else { 10 });
     tokio::time::sleep_until(tokio::time::Instant::from_std(wait)).await;
-    let due_ns = due.duration_since(epoch).as_nanos() as f64;
-    let mut lates = Vec::new();
-    let (mut fired, mut dup, mut early) = (0u64, 0u64, 0u64);
-    for i in 0..n {
-        let c = count[i].load(Ordering::Relaxed) as u64;
-        if c > 0 {
-            fired += 1;
-            dup += c - 1;
-            let late = (first[i].load(Ordering::Relaxed) as f64 - due_ns) / 1e6;
-            if late < 0.0 {
-                early += 1;
-            }
-            lates.push(late);
-        }
-    }
-    lates.sort_by(|a, b| a.total_cmp(b));
     let out = serde_json::json!({
-        "fired": fired, "missed": n as u64 - fired, "duplicated": dup, "early": early,
-        "p50_ms": pct(&lates, 50.0), "p99_ms": pct(&lates, 99.0), "max_ms": lates.last().copied().unwrap_or(f64::NAN),
+        "due_ms": due_ms,
         "rss_mb": status_kb(std::process::id(), "VmHWM:") as f64 / 1024.0,
     });
     println!("{out}");
     std::process::exit(0);
 }
 
-fn baseline(n: usize) -> R<Baseline> {
+/// Lateness figures of StartCloudRecord arrivals at a fake after `due_ms`, for `n` meetings.
+struct Arrivals {
+    fired: u64,
+    missed: u64,
+    duplicated: u64,
+    early: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn arrivals_after(arrivals: &[(String, i64)], due_ms: i64, n: usize) -> Arrivals {
+    let mut first: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut dup = 0u64;
+    for (id, at) in arrivals {
+        if first.insert(id.as_str(), *at).is_some() {
+            dup += 1;
+        }
+    }
+    let mut lates: Vec<f64> = first.values().map(|at| (*at - due_ms) as f64).collect();
+    lates.sort_by(|a, b| a.total_cmp(b));
+    Arrivals {
+        fired: first.len() as u64,
+        missed: (n as u64).saturating_sub(first.len() as u64),
+        duplicated: dup,
+        early: lates.iter().filter(|l| **l < 0.0).count() as u64,
+        p50_ms: pct(&lates, 50.0),
+        p99_ms: pct(&lates, 99.0),
+        max_ms: lates.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+async fn baseline(bin: &Path, n: usize) -> R<Baseline> {
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let f = fake(bin, dir.path()).await?;
     let exe = std::env::current_exe().map_err(e("exe"))?;
     let out = Command::new(exe)
-        .args(["--baseline", &n.to_string()])
+        .args(["--baseline", &n.to_string(), &f.url])
         .stderr(Stdio::null())
         .output()
         .map_err(e("baseline"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value =
         serde_json::from_str(text.lines().last().unwrap_or("{}")).map_err(e("baseline output"))?;
-    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let due_ms = v["due_ms"].as_i64().ok_or("baseline: no due instant")?;
+    let a = arrivals_after(&start_arrivals(&f.url).await?, due_ms, n);
     Ok(Baseline {
-        fired: f("fired") as u64,
-        missed: f("missed") as u64,
-        duplicated: f("duplicated") as u64,
-        early: f("early") as u64,
-        p50_ms: f("p50_ms"),
-        p99_ms: f("p99_ms"),
-        max_ms: f("max_ms"),
-        rss_mb: f("rss_mb"),
+        fired: a.fired,
+        missed: a.missed,
+        duplicated: a.duplicated,
+        early: a.early,
+        p50_ms: a.p50_ms,
+        p99_ms: a.p99_ms,
+        max_ms: a.max_ms,
+        rss_mb: v["rss_mb"].as_f64().unwrap_or(f64::NAN),
     })
 }
 
@@ -682,7 +746,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--baseline") {
         let n = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(1000);
-        if let Err(err) = baseline_child(n).await {
+        let url = args.get(i + 2).cloned().unwrap_or_default();
+        if let Err(err) = baseline_child(n, &url).await {
             eprintln!("{err}");
             std::process::exit(1);
         }
@@ -719,8 +784,8 @@ async fn run(smoke: bool) -> R<()> {
         &[1_000, 10_000, 100_000]
     };
     say("## Burst: N one-off occurrences due at the same instant\n".into());
-    say("| N | last attempt committed after due (s) | attempts/s | first-attempt lateness p50 / p99 / max (ms) | p50 of the first 100 (ms) | peak RSS (MB) | correct |".into());
-    say("|---|---|---|---|---|---|---|".into());
+    say("| N | last attempt committed after due (s) | attempts/s | call arrival after due p50 / p99 / max (ms) | arrival p50 of the first 100 (ms) | claim p50 (ms) | peak RSS (MB) | correct |".into());
+    say("|---|---|---|---|---|---|---|---|".into());
     let mut burst10k_full = Vec::new();
     let mut dingrec_p99 = std::collections::BTreeMap::new();
     let mut dingrec_rss = std::collections::BTreeMap::new();
@@ -734,13 +799,14 @@ async fn run(smoke: bool) -> R<()> {
             b.attempts == n as i64 && b.succeeded == n as i64 && b.early == 0 && b.fake_starts == n as i64
         });
         say(format!(
-            "| {n} | {} | {} | {} / {} / {} | {} | {} | {} |",
+            "| {n} | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
             a(|b| b.total_s),
             a(|b| b.per_s),
             a(|b| b.p50_ms),
             a(|b| b.p99_ms),
             a(|b| b.max_ms),
             a(|b| b.first100_p50_ms),
+            a(|b| b.claim_p50_ms),
             a(|b| b.rss_mb),
             if correct {
                 "all fired once, none early".to_owned()
@@ -850,13 +916,13 @@ async fn run(smoke: bool) -> R<()> {
 
     // Baseline.
     let bsizes: &[usize] = if smoke { &[1_000] } else { &[10_000, 100_000] };
-    say("## Baseline: tokio-cron-scheduler 0.15, one one-shot job per occurrence, same instant\n".into());
-    say("| N | fired | missed | duplicated | early | fire lateness p50 / p99 / max (ms) | peak RSS (MB) | baseline p99 ÷ dingrec p99 | baseline RSS ÷ dingrec RSS |".into());
+    say("## Baseline: tokio-cron-scheduler 0.15, one one-shot job per occurrence, same instant, each sending StartCloudRecord to the fake\n".into());
+    say("| N | fired | missed | duplicated | early | call arrival after due p50 / p99 / max (ms) | peak RSS (MB) | baseline p99 ÷ dingrec p99 | baseline RSS ÷ dingrec RSS |".into());
     say("|---|---|---|---|---|---|---|---|---|".into());
     for &n in bsizes {
         let mut bs = Vec::new();
         for _ in 0..runs {
-            bs.push(baseline(n)?);
+            bs.push(baseline(&bin, n).await?);
         }
         let a = |f: fn(&Baseline) -> f64| agg(&bs.iter().map(f).collect::<Vec<_>>());
         let p99 = a(|b| b.p99_ms);

@@ -3,7 +3,7 @@
 //!
 //! It is a small HTTP/1.1 server of its own (not a framework) so that it can misbehave for real:
 //! hang, reset the connection, trickle one byte a second, or close half-way through a body.
-//! Admin API under `/_fake/` (see README): `GET /_fake/requests`, `DELETE /_fake/requests`,
+//! Admin API under `/_fake/` (see README): `GET /_fake/requests`, `GET /_fake/starts`, `DELETE /_fake/requests`,
 //! `POST /_fake/scenario`, `POST /_fake/meetings`, `POST /_fake/expire-tokens`,
 //! `POST /_fake/token-outage?seconds=N`, `GET /_fake/stats`.
 

@@ -488,6 +488,20 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
             let log = shared.log.lock().map(|l| l.clone()).unwrap_or_default();
             ok(serde_json::to_value(log).unwrap_or(Value::Null))
         }
+        ("GET", "starts") => {
+            // StartCloudRecord arrivals only, compact: what a benchmark measures lateness by.
+            let starts: Vec<Value> = shared
+                .log
+                .lock()
+                .map(|l| {
+                    l.iter()
+                        .filter(|r| r.is_start())
+                        .map(|r| json!({"id": r.id, "at_ms": r.at_ms, "code": r.code}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ok(Value::Array(starts))
+        }
         ("DELETE", "requests") => {
             if let Ok(mut l) = shared.log.lock() {
                 l.clear();

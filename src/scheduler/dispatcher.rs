@@ -394,6 +394,12 @@ impl Dispatcher {
             return Ok(0);
         }
         let mut want = room;
+        if self.limiter.is_none() && self.in_flight() == 0 {
+            // First calls first: from idle, claim one worker pool's worth, so that the first
+            // calls of a burst leave after a small commit; the rest of the burst is claimed by the
+            // next pass, while those calls are out.
+            want = want.min(self.max_in_flight.max(1));
+        }
         if let Some(limiter) = &self.limiter {
             // Paced: one permit per claim, and only as many as free workers (so the queue stays
             // short and the order is the due order).
