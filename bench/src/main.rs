@@ -645,7 +645,9 @@ async fn baseline_child(n: usize, fake_url: &str) -> R<()> {
             let (client, token, url) = (client.clone(), token.clone(), url.clone());
             tokio::spawn(async move {
                 let _ = client
-                    .post(format!("{url}/v1.0/conference/videoConferences/b{i:06}/cloudRecords/start"))
+                    .post(format!(
+                        "{url}/v1.0/conference/videoConferences/b{i:06}/cloudRecords/start"
+                    ))
                     .header("x-acs-dingtalk-access-token", token.as_str())
                     .header("content-type", "application/json")
                     .body(r#"{"unionId":"host","mode":"speech","smallWindowPosition":"relative_right"}"#)

@@ -2,9 +2,12 @@
 //!
 //! [`Dispatcher::dispatch_due`] is one step: claim due occurrences (earliest first) together with
 //! their attempts' intent rows in one transaction, and queue them for the workers. Claiming is
-//! the decision to fire and does not wait for an HTTP slot: 10,000 meetings at 09:00:00 are all
-//! claimed within a fraction of a second, then served by at most `max_in_flight` workers. With a
-//! rate limit, claims are paced by the limiter instead (one permit, one claim), in due order.
+//! the decision to fire and does not wait for an HTTP slot: from idle, a first claim of one worker
+//! pool lets the first calls of a burst leave at once; the next claims take the rest of 10,000
+//! meetings at 09:00:00 within a fraction of a second, served by at most `max_in_flight` workers.
+//! With a rate limit, at most one second of sends (or one worker pool) is claimed ahead, one
+//! transaction per claim, due retries first; the workers take turns to take the next attempt and
+//! wait for the limiter, so sends leave in claim order, one period apart.
 //! The queue holds only the claimed attempts' ids; workers read what the calls need back from
 //! the database ahead of need, `2 × max_in_flight` attempts per read, one read at a time.
 //! Each call's outcome goes to one writer task that commits outcomes in batches (many attempts
@@ -116,10 +119,14 @@ pub struct Dispatcher {
     queue: std::sync::Mutex<Queue>,
     /// Held by the one worker reading the next attempts back from the database.
     loading: tokio::sync::Mutex<()>,
+    /// Under a rate limit, held by the worker whose turn it is to take the next attempt.
+    pace: tokio::sync::Mutex<()>,
     /// Set by [`Dispatcher::drain`]: attempts read back after it are not sent.
     stopping: std::sync::atomic::AtomicBool,
     inflight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// `dingtalk.rate_limit` (0: none).
+    rate: u32,
     writer: mpsc::UnboundedSender<Completion>,
     /// Set when a worker panicked: the daemon must stop and exit non-zero.
     fatal: std::sync::Mutex<Option<String>>,
@@ -169,9 +176,11 @@ impl Dispatcher {
             health,
             notify,
             limiter: rate_limiter(rate_limit),
+            rate: rate_limit,
             window: SendWindow::new(rate_limit),
             queue: std::sync::Mutex::new(Queue::default()),
             loading: tokio::sync::Mutex::new(()),
+            pace: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             inflight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
@@ -195,6 +204,19 @@ impl Dispatcher {
     /// The next attempt to send. Attempts are read back from the database ahead of need: when
     /// fewer than `max_in_flight` are ready and no other worker is reading, this one reads the
     /// next `2 × max_in_flight` before its own call, so the others rarely wait on a read.
+    /// The next attempt to send, in due order. Under a rate limit, the workers take turns (a fair
+    /// lock): each takes the next attempt, waits for its period of the limiter and lets the next
+    /// worker on, so sends leave in the order they were claimed, one period apart.
+    async fn next_paced(&self) -> Option<Claimed> {
+        let Some(limiter) = &self.limiter else {
+            return self.next().await;
+        };
+        let _turn = self.pace.lock().await;
+        let c = self.next().await?;
+        limiter.until_ready().await;
+        Some(c)
+    }
+
     async fn next(&self) -> Option<Claimed> {
         loop {
             let (c, low) = match self.queue.lock() {
@@ -329,12 +351,17 @@ impl Dispatcher {
     /// Can a claim take anything now? With a rate limit, claims wait for a free worker; without,
     /// for room in the queue.
     pub fn has_room(&self) -> bool {
-        let queued = self.queued();
         if self.limiter.is_some() {
-            self.inflight.available_permits() > queued
+            self.in_flight() < self.ahead()
         } else {
-            queued < MAX_QUEUE
+            self.queued() < MAX_QUEUE
         }
+    }
+
+    /// Under a rate limit: how many attempts may be claimed and not finished at once (one
+    /// second of sends, at most one worker pool).
+    fn ahead(&self) -> usize {
+        self.max_in_flight.min(self.rate as usize).max(1)
     }
 
     /// Attempts claimed and not finished: queued or in a call.
@@ -351,7 +378,7 @@ impl Dispatcher {
             let me = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                while let Some(c) = me.next().await {
+                while let Some(c) = me.next_paced().await {
                     let done = match std::panic::AssertUnwindSafe(me.attempt(&c)).catch_unwind().await {
                         Ok(done) => done,
                         Err(panic) => me.panicked(&c, panic.as_ref()),
@@ -400,25 +427,25 @@ impl Dispatcher {
             // next pass, while those calls are out.
             want = want.min(self.max_in_flight.max(1));
         }
-        if let Some(limiter) = &self.limiter {
-            // Paced: one permit per claim, and only as many as free workers (so the queue stays
-            // short and the order is the due order).
-            if !self.has_room() {
+        if self.limiter.is_some() {
+            // Paced: claims keep at most one second of sends (or one worker pool) claimed and not
+            // finished, in one transaction each; the workers space the sends. A retry that comes
+            // due is claimed first, so it waits behind at most one second of first attempts.
+            let room = self.ahead().saturating_sub(self.in_flight());
+            if room == 0 {
                 return Ok(0);
             }
-            let free = self.inflight.available_permits().saturating_sub(self.queued());
             match self.store.next_due_at().await? {
                 Some(t) if t <= self.clock.now() => {}
                 _ => return Ok(0),
             }
-            limiter.until_ready().await;
-            want = 1;
-            while want < free && limiter.check().is_ok() {
-                want += 1;
-            }
+            want = room;
         }
         let now = self.clock.now();
-        let claim = self.store.claim_due(now, want as i64).await?;
+        let claim = self
+            .store
+            .claim_due(now, want as i64, self.limiter.is_some())
+            .await?;
         // Counted once the claim committed: a claim that failed is tried again, not counted twice.
         for due_at in &claim.first_due {
             let late = (now - *due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;

@@ -303,6 +303,12 @@ pub(crate) const CLAIM_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_count \
      WHERE o.state IN ('scheduled', 'retry_wait') AND o.next_attempt_at <= ? AND o.window_ends_at > ? \
      ORDER BY o.next_attempt_at, o.id LIMIT ?";
 
+/// Due retries only, earliest first (claimed first under a rate limit).
+pub(crate) const CLAIM_RETRIES_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_count \
+     FROM occurrences o INDEXED BY occurrences_retry_due \
+     WHERE o.state = 'retry_wait' AND o.next_attempt_at <= ? AND o.window_ends_at > ? \
+     ORDER BY o.next_attempt_at, o.id LIMIT ?";
+
 /// Enabled policies whose rows reach less far than `?1`, the least planned first.
 pub(crate) const PLAN_CANDIDATES: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, \
@@ -408,16 +414,17 @@ impl Store {
         opt_time(&row, "t")
     }
 
-    /// Claim up to `limit` due occurrences, earliest first, and write each one's attempt intent
-    /// row, all in one transaction. Nothing is claimed whose window has passed. Returns the
-    /// tickets and the due times of the first attempts among them, once the claim committed.
-    pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Claim> {
-        self.claim(now, limit, None).await
+    /// Claim up to `limit` due occurrences, earliest first (with `retries_first`, due retries
+    /// before everything else), and write each one's attempt intent row, all in one transaction.
+    /// Nothing is claimed whose window has passed. Returns the tickets and the due times of the
+    /// first attempts among them, once the claim committed.
+    pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64, retries_first: bool) -> Result<Claim> {
+        self.claim(now, limit, None, retries_first).await
     }
 
     /// Claim one occurrence by id if it is due (`dingrec trigger`), and read it back.
     pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
-        let tickets = self.claim(now, 1, Some(id)).await?.tickets;
+        let tickets = self.claim(now, 1, Some(id), false).await?.tickets;
         if tickets.is_empty() {
             return Ok(None);
         }
@@ -430,9 +437,28 @@ impl Store {
 
     /// Set-based: one read, one UPDATE, one `MAX(id)` and one INSERT … SELECT per batch, whatever
     /// its size.
-    async fn claim(&self, now: DateTime<Utc>, limit: i64, only: Option<i64>) -> Result<Claim> {
+    async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        only: Option<i64>,
+        retries_first: bool,
+    ) -> Result<Claim> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
+        let mut ids = Vec::new();
+        let mut first_due = Vec::new();
+        if retries_first {
+            let mut rows = sqlx::query(CLAIM_RETRIES_SELECT)
+                .bind(&now_s)
+                .bind(&now_s)
+                .bind(limit)
+                .fetch(&mut *tx);
+            while let Some(r) = rows.try_next().await? {
+                ids.push(r.try_get::<i64, _>("id")?);
+            }
+        }
+        let retries: std::collections::HashSet<i64> = ids.iter().copied().collect();
         let sql = match only {
             None => CLAIM_SELECT.to_owned(),
             Some(_) => CLAIM_SELECT.replace("ORDER BY", "AND o.id = ? ORDER BY"),
@@ -441,16 +467,22 @@ impl Store {
         if let Some(id) = only {
             q = q.bind(id);
         }
-        let mut ids = Vec::new();
-        let mut first_due = Vec::new();
-        {
-            // Streamed: sqlx hands rows over through a small bounded channel.
+        if (ids.len() as i64) < limit {
+            // Streamed: sqlx hands rows over through a small bounded channel. (The retries taken
+            // above come again here; they are skipped.)
             let mut rows = q.bind(limit).fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
+                if ids.len() as i64 >= limit {
+                    break;
+                }
+                let id = r.try_get::<i64, _>("id")?;
+                if retries.contains(&id) {
+                    continue;
+                }
                 if r.try_get::<i64, _>("attempt_count")? == 0 {
                     first_due.push(time(&r, "due_at")?);
                 }
-                ids.push(r.try_get::<i64, _>("id")?);
+                ids.push(id);
             }
         }
         if ids.is_empty() {
@@ -831,6 +863,7 @@ mod plans {
         // row of a state (a policy's cancel by state alone reads all future rows of all policies).
         let statements = [
             ("claim", CLAIM_SELECT, "occurrences_next_due"),
+            ("claim retries", CLAIM_RETRIES_SELECT, "occurrences_retry_due"),
             ("read back", LOAD_CLAIMED, "INTEGER PRIMARY KEY"),
             ("next due", NEXT_DUE, "occurrences_next_due"),
             ("sweep check", SWEEP_ANY, "occurrences_window"),

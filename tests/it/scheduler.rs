@@ -456,6 +456,68 @@ async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
 }
 
 #[tokio::test]
+async fn under_a_rate_limit_a_due_retry_waits_behind_at_most_one_second_of_first_attempts() {
+    // rate_limit 5 and 40 meetings due at once: 8 s of first attempts. conf-000 answers
+    // systemError once; its retry comes due a second later, while 30-odd first attempts still wait.
+    let rate = 5;
+    let app = TestApp::start_with(
+        Scenario {
+            unknown_conferences: dingrec::fake::UnknownConferences::Live,
+            meetings: vec![live("conf-000", vec![step("systemError", 1)])],
+            ..Scenario::default()
+        },
+        Arc::new(SystemClock),
+        |s| s.dingtalk.rate_limit = rate,
+        |c| {
+            let at = (c.now() + TimeDelta::milliseconds(1500))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let retry = "    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 5 }\n";
+            let mut y = String::from("policies:\n");
+            for i in 0..40 {
+                y.push_str(&policy(&format!("p{i:03}"), &format!("conf-{i:03}"), &at, retry));
+            }
+            y
+        },
+    )
+    .await;
+    let rows = app.wait_final(40, HANG).await;
+    assert!(
+        rows.iter().all(|o| o.state == OccurrenceState::Succeeded),
+        "{rows:#?}"
+    );
+    let first = TestApp::occurrence(&rows, "p000");
+    let retry_due = first.attempts[0]
+        .next_attempt_at
+        .as_deref()
+        .map(parse_t)
+        .expect("the retry's due time")
+        .timestamp_millis();
+    let starts = app.fake.start_requests();
+    let retry_at = starts
+        .iter()
+        .filter(|r| r.id.as_deref() == Some("conf-000"))
+        .nth(1)
+        .expect("the retry's call")
+        .at_ms;
+    let first_attempts_ahead = starts
+        .iter()
+        .filter(|r| r.id.as_deref() != Some("conf-000") && r.at_ms > retry_due && r.at_ms < retry_at)
+        .count();
+    assert!(
+        first_attempts_ahead <= rate as usize,
+        "the retry waited behind {first_attempts_ahead} first attempts (one second is {rate})"
+    );
+    let times: Vec<i64> = starts.iter().map(|r| r.at_ms).collect();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
+        assert!(
+            in_window <= rate as usize,
+            "{in_window} calls in the second from {t}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn down_across_a_due_time_catches_up_inside_the_window_and_misses_after_it() {
     let t0 = parse_t("2030-01-07T08:00:00Z");
     let clock = ManualClock::new(t0);
