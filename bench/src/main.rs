@@ -134,9 +134,13 @@ struct Fake {
 }
 
 async fn fake(bin: &Path, dir: &Path) -> R<Fake> {
+    fake_with(bin, dir, "unknown_conferences: live\n").await
+}
+
+async fn fake_with(bin: &Path, dir: &Path, scenario_yaml: &str) -> R<Fake> {
     let port = free_port()?;
     let scenario = dir.join("scenario.yaml");
-    std::fs::write(&scenario, "unknown_conferences: live\n").map_err(e("scenario"))?;
+    std::fs::write(&scenario, scenario_yaml).map_err(e("scenario"))?;
     let p = Command::new(bin)
         .args([
             "fake-dingtalk",
@@ -432,6 +436,177 @@ async fn start_arrivals(fake_url: &str) -> R<Vec<(String, i64)>> {
         .collect();
     out.sort_by_key(|(_, at)| *at);
     Ok(out)
+}
+
+/// "09:00 Monday": 10,000 policies, 1,000 of them due at one instant, `rate_limit: 20`; 5 % of the
+/// meetings answer `systemError` once, 2 % are throttled once (retries after 2 s).
+struct Monday {
+    meetings: usize,
+    succeeded: i64,
+    /// Meetings with two successful starts.
+    twice: usize,
+    /// Most starts in any one second (sliding), and in each full second from the first start:
+    /// the fewest and the most.
+    max_any_second: usize,
+    min_full_second: usize,
+    max_full_second: usize,
+    /// First attempts that arrived out of due (claim) order.
+    out_of_order: usize,
+    retries: usize,
+    /// The most first attempts any retry waited behind after it came due.
+    worst_retry_wait: usize,
+    /// (k, arrival of the k-th meeting's first call after due (s), ideal k/20 s).
+    kth: Vec<(usize, f64, f64)>,
+}
+
+async fn monday(bin: &Path) -> R<Monday> {
+    const N: usize = 1_000;
+    const RATE: u32 = 20;
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let mut scenario = String::from("unknown_conferences: live\nmeetings:\n");
+    for i in 0..N {
+        let answer = match (i % 20, i % 50) {
+            (7, _) => "systemError",
+            (_, 13) => "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            _ => continue,
+        };
+        scenario.push_str(&format!(
+            "  - conference_id: m{i:04}\n    script: [{{answer: \"{answer}\", times: 1}}]\n"
+        ));
+    }
+    let f = fake_with(bin, dir.path(), &scenario).await?;
+    let (cfg, port) = write_config(dir.path(), &f.url, RATE, "full")?;
+    let due = now() + TimeDelta::seconds(25);
+    let due = DateTime::from_timestamp(due.timestamp(), 0).ok_or("time")?;
+    let pdir = write_crons(dir.path(), 9_000)?;
+    let mut y = String::from("policies:\n");
+    for i in 0..N {
+        y.push_str(&format!(
+            "  - name: m{i:04}\n    conference_id: m{i:04}\n    host_union_id: host\n    at: \"{}\"\n    retry: {{ initial_interval: 2s, maximum_interval: 2s, maximum_attempts: 5 }}\n",
+            rfc(due)
+        ));
+    }
+    std::fs::write(pdir.join("monday.yaml"), y).map_err(e("policies"))?;
+    apply(bin, &cfg, &pdir)?;
+    let (d, _) = start_daemon(bin, &cfg, port).await?;
+    let db = pool(dir.path()).await?;
+    let deadline = Instant::now() + Duration::from_secs(25 + 2 * N as u64 / RATE as u64 + 60);
+    loop {
+        let finished = scalar(
+            &db,
+            "SELECT COUNT(*) FROM occurrences WHERE policy_name LIKE 'm%' AND state NOT IN ('scheduled', 'running', 'retry_wait')",
+        )
+        .await;
+        if finished == N as i64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("09:00 Monday: only {finished} of {N} meetings final"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let succeeded = scalar(
+        &db,
+        "SELECT COUNT(*) FROM occurrences WHERE policy_name LIKE 'm%' AND state = 'succeeded'",
+    )
+    .await;
+    // Each retried meeting's retry due time, from its first attempt.
+    let retry_due: std::collections::HashMap<String, i64> = sqlx::query(
+        "SELECT conference_id, next_attempt_at FROM attempts WHERE attempt_no = 1 AND next_attempt_at IS NOT NULL",
+    )
+    .fetch_all(&db)
+    .await
+    .map_err(e("retries"))?
+    .iter()
+    .filter_map(|r| {
+        let t = DateTime::parse_from_rfc3339(r.get::<&str, _>(1)).ok()?;
+        Some((r.get::<String, _>(0), t.timestamp_millis()))
+    })
+    .collect();
+    db.close().await;
+    d.p.term();
+    let body = get(&format!("{}/_fake/starts", f.url)).await.ok_or("starts")?.1;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(e("starts json"))?;
+    let mut starts: Vec<(String, i64, String)> = v
+        .as_array()
+        .ok_or("starts array")?
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["id"].as_str()?.to_owned(),
+                r["at_ms"].as_i64()?,
+                r["code"].as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+        .filter(|(id, _, _)| id.starts_with('m'))
+        .collect();
+    starts.sort_by_key(|(_, at, _)| *at);
+    let times: Vec<i64> = starts.iter().map(|(_, at, _)| *at).collect();
+    let max_any_second = (0..times.len())
+        .map(|i| times[i..].iter().take_while(|t| **t < times[i] + 1000).count())
+        .max()
+        .unwrap_or(0);
+    let (first, last) = (
+        times.first().copied().unwrap_or(0),
+        times.last().copied().unwrap_or(0),
+    );
+    let per_second: Vec<usize> = (0..((last - first) / 1000))
+        .map(|k| {
+            times
+                .iter()
+                .filter(|t| **t >= first + k * 1000 && **t < first + (k + 1) * 1000)
+                .count()
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut successes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut firsts: Vec<(&str, i64)> = Vec::new();
+    for (id, at, code) in &starts {
+        if code == "200" {
+            *successes.entry(id).or_default() += 1;
+        }
+        if seen.insert(id.as_str()) {
+            firsts.push((id, *at));
+        }
+    }
+    let out_of_order = firsts.windows(2).filter(|w| w[1].0 < w[0].0).count();
+    let first_at: std::collections::HashMap<&str, i64> = firsts.iter().copied().collect();
+    let mut worst_retry_wait = 0;
+    for (id, due_ms) in &retry_due {
+        let Some(retry_at) = starts
+            .iter()
+            .filter(|(i, _, _)| i == id)
+            .nth(1)
+            .map(|(_, at, _)| *at)
+        else {
+            continue;
+        };
+        let ahead = firsts
+            .iter()
+            .filter(|(i, at)| *at > *due_ms && *at < retry_at && first_at.get(i) == Some(at))
+            .count();
+        worst_retry_wait = worst_retry_wait.max(ahead);
+    }
+    let due_ms = due.timestamp_millis();
+    let kth = [1, 100, 250, 500, 750, 1000]
+        .iter()
+        .filter_map(|k| {
+            let (_, at) = firsts.get(k - 1)?;
+            Some((*k, (*at - due_ms) as f64 / 1000.0, *k as f64 / f64::from(RATE)))
+        })
+        .collect();
+    Ok(Monday {
+        meetings: firsts.len(),
+        succeeded,
+        twice: successes.values().filter(|n| **n > 1).count(),
+        max_any_second,
+        min_full_second: per_second.iter().copied().min().unwrap_or(0),
+        max_full_second: per_second.iter().copied().max().unwrap_or(0),
+        out_of_order,
+        retries: retry_due.len(),
+        worst_retry_wait,
+        kth,
+    })
 }
 
 struct RateRun {
@@ -828,24 +1003,82 @@ async fn run(smoke: bool) -> R<()> {
         }
     }
 
-    // Rate-limited burst.
-    let (rn, rate) = if smoke { (100, 20) } else { (2_000, 20) };
-    let mut rr = Vec::new();
-    for _ in 0..runs {
-        rr.push(rate_limited(&bin, rn, rate).await?);
+    // Rate-limited bursts.
+    let paced: &[(usize, u32)] = if smoke {
+        &[(100, 20), (2_000, 1_000)]
+    } else {
+        &[(2_000, 20), (10_000, 1_000), (10_000, 2_000)]
+    };
+    say("\n## Rate-limited bursts: N due at once, calls counted at the fake\n".into());
+    say("| N | rate_limit | calls seen by the fake | max calls in any 1 s window | min calls in a full 1 s window | first to last call (s) | calls/s reached (% of the limit) |".into());
+    say("|---|---|---|---|---|---|---|".into());
+    for &(rn, rate) in paced {
+        let mut rr = Vec::new();
+        for _ in 0..runs {
+            rr.push(rate_limited(&bin, rn, rate).await?);
+        }
+        let reached = agg(&rr
+            .iter()
+            .map(|r| (r.calls.saturating_sub(1)) as f64 / r.total_s.max(1e-9))
+            .collect::<Vec<_>>());
+        say(format!(
+            "| {rn} | {rate} | {} | {} | {} | {} | {} ({:.0} %) |",
+            agg(&rr.iter().map(|r| r.calls as f64).collect::<Vec<_>>()),
+            agg(&rr.iter().map(|r| r.max_window as f64).collect::<Vec<_>>()),
+            agg(&rr.iter().map(|r| r.min_full_window as f64).collect::<Vec<_>>()),
+            agg(&rr.iter().map(|r| r.total_s).collect::<Vec<_>>()),
+            reached,
+            100.0 * reached.med / f64::from(rate)
+        ));
+        if rr.iter().any(|r| r.max_window > rate as usize || r.calls != rn) {
+            return Err(format!(
+                "rate-limited burst of {rn} at {rate}/s: over the limit or not every call made"
+            ));
+        }
     }
+
+    // 09:00 Monday.
+    let mut ms = Vec::new();
+    for _ in 0..runs {
+        ms.push(monday(&bin).await?);
+    }
+    say("\n## 09:00 Monday: 10,000 policies, 1,000 meetings due at 09:00:00, rate_limit: 20; 5 % answer systemError once, 2 % are throttled once (retry after 2 s)\n".into());
+    say("| meetings called | succeeded | started twice | max starts in any 1 s | starts per full second (min–max) | first calls out of due order | retries | most first attempts a due retry waited behind |".into());
+    say("|---|---|---|---|---|---|---|---|".into());
+    let m = |f: fn(&Monday) -> f64| agg(&ms.iter().map(f).collect::<Vec<_>>());
     say(format!(
-        "\n## Rate-limited burst: {rn} due at once, rate_limit: {rate}\n"
+        "| {} | {} | {} | {} | {}–{} | {} | {} | {} |",
+        m(|x| x.meetings as f64),
+        m(|x| x.succeeded as f64),
+        m(|x| x.twice as f64),
+        m(|x| x.max_any_second as f64),
+        m(|x| x.min_full_second as f64),
+        m(|x| x.max_full_second as f64),
+        m(|x| x.out_of_order as f64),
+        m(|x| x.retries as f64),
+        m(|x| x.worst_retry_wait as f64),
     ));
-    say("| calls seen by the fake | max calls in any 1 s window | min calls in a full 1 s window | total time (s) |".into());
-    say("|---|---|---|---|".into());
-    say(format!(
-        "| {} | {} | {} | {} |",
-        agg(&rr.iter().map(|r| r.calls as f64).collect::<Vec<_>>()),
-        agg(&rr.iter().map(|r| r.max_window as f64).collect::<Vec<_>>()),
-        agg(&rr.iter().map(|r| r.min_full_window as f64).collect::<Vec<_>>()),
-        agg(&rr.iter().map(|r| r.total_s).collect::<Vec<_>>()),
-    ));
+    say(
+        "\n| k-th meeting | its first call's arrival after 09:00:00 (s) | ideal k/20 (s) |\n|---|---|---|"
+            .into(),
+    );
+    if let Some(first) = ms.first() {
+        for (i, (k, _, ideal)) in first.kth.iter().enumerate() {
+            let late = agg(&ms
+                .iter()
+                .filter_map(|x| x.kth.get(i).map(|t| t.1))
+                .collect::<Vec<_>>());
+            say(format!("| {k} | {late} | {ideal:.2} |"));
+        }
+    }
+    for x in &ms {
+        if x.max_any_second > 20 || x.meetings != 1_000 || x.succeeded != 1_000 || x.twice != 0 {
+            return Err(format!(
+                "09:00 Monday is wrong: {} in one second, {} of 1000 called, {} succeeded, {} started twice",
+                x.max_any_second, x.meetings, x.succeeded, x.twice
+            ));
+        }
+    }
 
     // apply.
     let an = if smoke { 1_000 } else { 10_000 };
