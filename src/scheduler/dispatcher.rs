@@ -3,8 +3,9 @@
 //! [`Dispatcher::dispatch_due`] is one step: claim due occurrences (earliest first) together with
 //! their attempts' intent rows in one transaction, and queue them for the workers. Claiming is
 //! the decision to fire and does not wait for an HTTP slot: from idle, a first claim of one worker
-//! pool lets the first calls of a burst leave at once; the next claims take the rest of 10,000
-//! meetings at 09:00:00 within a fraction of a second, served by at most `max_in_flight` workers.
+//! pool lets the first calls of a burst leave at once; the next claims, each four times what is in
+//! flight, take the rest of 10,000 meetings at 09:00:00 within a fraction of a second, served by at
+//! most `max_in_flight` workers.
 //! With a rate limit, at most one second of sends (or one worker pool) is claimed ahead, one
 //! transaction per claim, due retries first; the workers take turns to take the next attempt and
 //! wait for the limiter, so sends leave in claim order, one period apart.
@@ -44,10 +45,11 @@ const MAX_QUEUE: usize = 200_000;
 const WRITE_BATCH: usize = 1024;
 
 /// A limiter that never lets more than `per_second` calls through in any one-second window: one
-/// call per period, no burst, with a millisecond of slack against network jitter.
+/// call per period, no burst, the period 1 % longer than `1 s / per_second` as slack against
+/// network jitter (a fixed millisecond of slack would halve a rate of 1,000/s).
 pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
     let n = NonZeroU32::new(per_second)?;
-    let period = Duration::from_nanos(1_000_000_000 / u64::from(n.get())) + Duration::from_millis(1);
+    let period = Duration::from_nanos(1_010_000_000 / u64::from(n.get()));
     Quota::with_period(period).map(RateLimiter::direct)
 }
 
@@ -121,6 +123,8 @@ pub struct Dispatcher {
     loading: tokio::sync::Mutex<()>,
     /// Under a rate limit, held by the worker whose turn it is to take the next attempt.
     pace: tokio::sync::Mutex<()>,
+    /// Attempts taken by a worker whose outcome is not handed to the writer yet.
+    sending: std::sync::atomic::AtomicUsize,
     /// Set by [`Dispatcher::drain`]: attempts read back after it are not sent.
     stopping: std::sync::atomic::AtomicBool,
     inflight: Arc<Semaphore>,
@@ -181,6 +185,7 @@ impl Dispatcher {
             queue: std::sync::Mutex::new(Queue::default()),
             loading: tokio::sync::Mutex::new(()),
             pace: tokio::sync::Mutex::new(()),
+            sending: std::sync::atomic::AtomicUsize::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             inflight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
@@ -213,6 +218,7 @@ impl Dispatcher {
         };
         let _turn = self.pace.lock().await;
         let c = self.next().await?;
+        self.sending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         limiter.until_ready().await;
         Some(c)
     }
@@ -352,7 +358,7 @@ impl Dispatcher {
     /// for room in the queue.
     pub fn has_room(&self) -> bool {
         if self.limiter.is_some() {
-            self.in_flight() < self.ahead()
+            self.paced_room() > 0
         } else {
             self.queued() < MAX_QUEUE
         }
@@ -362,6 +368,19 @@ impl Dispatcher {
     /// second of sends, at most one worker pool).
     fn ahead(&self) -> usize {
         self.max_in_flight.min(self.rate as usize).max(1)
+    }
+
+    /// Under a rate limit, how many to claim now: nothing until half of [`Self::ahead`] is free
+    /// (or nothing is in flight), so that claims are few and larger, not one transaction per send.
+    fn paced_room(&self) -> usize {
+        let in_flight = self.queued() + self.sending.load(std::sync::atomic::Ordering::SeqCst);
+        let ahead = self.ahead();
+        let room = ahead.saturating_sub(in_flight);
+        if in_flight == 0 || room * 2 >= ahead {
+            room
+        } else {
+            0
+        }
     }
 
     /// Attempts claimed and not finished: queued or in a call.
@@ -384,6 +403,9 @@ impl Dispatcher {
                         Err(panic) => me.panicked(&c, panic.as_ref()),
                     };
                     let _ = me.writer.send(done);
+                    if me.limiter.is_some() {
+                        me.sending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
                 me.notify.notify_one();
             });
@@ -421,17 +443,18 @@ impl Dispatcher {
             return Ok(0);
         }
         let mut want = room;
-        if self.limiter.is_none() && self.in_flight() == 0 {
+        if self.limiter.is_none() {
             // First calls first: from idle, claim one worker pool's worth, so that the first
-            // calls of a burst leave after a small commit; the rest of the burst is claimed by the
-            // next pass, while those calls are out.
-            want = want.min(self.max_in_flight.max(1));
+            // calls of a burst leave after a small commit; then claims grow fourfold with what is
+            // in flight (a pool, 4 pools, 20 pools, …), each commit small next to the calls it
+            // queues, until they reach CLAIM_BATCH.
+            want = want.min((4 * self.in_flight()).max(self.max_in_flight).max(1));
         }
         if self.limiter.is_some() {
             // Paced: claims keep at most one second of sends (or one worker pool) claimed and not
             // finished, in one transaction each; the workers space the sends. A retry that comes
             // due is claimed first, so it waits behind at most one second of first attempts.
-            let room = self.ahead().saturating_sub(self.in_flight());
+            let room = self.paced_room();
             if room == 0 {
                 return Ok(0);
             }
