@@ -779,15 +779,8 @@ async fn big_database(
 
 // ---------- the baseline: tokio-cron-scheduler ----------
 
-#[derive(Default)]
 struct Baseline {
-    fired: u64,
-    missed: u64,
-    duplicated: u64,
-    early: u64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    calls: Arrivals,
     rss_mb: f64,
 }
 
@@ -890,15 +883,8 @@ async fn baseline(bin: &Path, n: usize) -> R<Baseline> {
     let v: serde_json::Value =
         serde_json::from_str(text.lines().last().unwrap_or("{}")).map_err(e("baseline output"))?;
     let due_ms = v["due_ms"].as_i64().ok_or("baseline: no due instant")?;
-    let a = arrivals_after(&start_arrivals(&f.url).await?, due_ms, n);
     Ok(Baseline {
-        fired: a.fired,
-        missed: a.missed,
-        duplicated: a.duplicated,
-        early: a.early,
-        p50_ms: a.p50_ms,
-        p99_ms: a.p99_ms,
-        max_ms: a.max_ms,
+        calls: arrivals_after(&start_arrivals(&f.url).await?, due_ms, n),
         rss_mb: v["rss_mb"].as_f64().unwrap_or(f64::NAN),
     })
 }
@@ -1160,7 +1146,7 @@ async fn run(smoke: bool) -> R<()> {
             bs.push(baseline(&bin, n).await?);
         }
         let a = |f: fn(&Baseline) -> f64| agg(&bs.iter().map(f).collect::<Vec<_>>());
-        let p99 = a(|b| b.p99_ms);
+        let p99 = a(|b| b.calls.p99_ms);
         let rss = a(|b| b.rss_mb);
         let dp99 = dingrec_p99.get(&n).copied().unwrap_or(f64::NAN);
         let drss = dingrec_rss.get(&n).copied().unwrap_or(f64::NAN);
@@ -1174,13 +1160,13 @@ async fn run(smoke: bool) -> R<()> {
         };
         say(format!(
             "| {n} | {} | {} | {} | {} | {} / {} / {} | {} | {ratio} | {:.2} |",
-            a(|b| b.fired as f64),
-            a(|b| b.missed as f64),
-            a(|b| b.duplicated as f64),
-            a(|b| b.early as f64),
-            a(|b| b.p50_ms),
+            a(|b| b.calls.fired as f64),
+            a(|b| b.calls.missed as f64),
+            a(|b| b.calls.duplicated as f64),
+            a(|b| b.calls.early as f64),
+            a(|b| b.calls.p50_ms),
             p99,
-            a(|b| b.max_ms),
+            a(|b| b.calls.max_ms),
             rss,
             rss.med / drss
         ));
