@@ -3,9 +3,9 @@
 //! [`Dispatcher::dispatch_due`] is one step: claim due occurrences (earliest first) together with
 //! their attempts' intent rows in one transaction, and queue them for the workers. Claiming is
 //! the decision to fire and does not wait for an HTTP slot: from idle, a first claim of one worker
-//! pool lets the first calls of a burst leave at once; the next claims, each four times what is in
-//! flight, take the rest of 10,000 meetings at 09:00:00 within a fraction of a second, served by at
-//! most `max_in_flight` workers.
+//! pool lets the first calls of a burst leave at once; the next claims, each four times the last,
+//! take the rest of 10,000 meetings at 09:00:00 within a fraction of a second, served by at most
+//! `max_in_flight` workers.
 //! With a rate limit, at most one second of sends (or one worker pool) is claimed ahead, one
 //! transaction per claim, due retries first; the workers take turns to take the next attempt and
 //! wait for the limiter, so sends leave in claim order, one period apart.
@@ -125,6 +125,8 @@ pub struct Dispatcher {
     pace: tokio::sync::Mutex<()>,
     /// Attempts taken by a worker whose outcome is not handed to the writer yet.
     sending: std::sync::atomic::AtomicUsize,
+    /// How many rows the last claim took (0: nothing was due).
+    last_claim: std::sync::atomic::AtomicUsize,
     /// Set by [`Dispatcher::drain`]: attempts read back after it are not sent.
     stopping: std::sync::atomic::AtomicBool,
     inflight: Arc<Semaphore>,
@@ -186,6 +188,7 @@ impl Dispatcher {
             loading: tokio::sync::Mutex::new(()),
             pace: tokio::sync::Mutex::new(()),
             sending: std::sync::atomic::AtomicUsize::new(0),
+            last_claim: std::sync::atomic::AtomicUsize::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             inflight: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
@@ -444,11 +447,12 @@ impl Dispatcher {
         }
         let mut want = room;
         if self.limiter.is_none() {
-            // First calls first: from idle, claim one worker pool's worth, so that the first
-            // calls of a burst leave after a small commit; then claims grow fourfold with what is
-            // in flight (a pool, 4 pools, 20 pools, …), each commit small next to the calls it
-            // queues, until they reach CLAIM_BATCH.
-            want = want.min((4 * self.in_flight()).max(self.max_in_flight).max(1));
+            // First calls first: a burst's first claim takes one worker pool, so that its first
+            // calls leave after a small commit; each next claim four times the last (a pool, 4,
+            // 16, 64 pools, …), each commit small next to the calls already queued, up to
+            // CLAIM_BATCH. A pass that claims nothing starts over.
+            let last = self.last_claim.load(std::sync::atomic::Ordering::SeqCst);
+            want = want.min((4 * last).max(self.max_in_flight).max(1));
         }
         if self.limiter.is_some() {
             // Paced: claims keep at most one second of sends (or one worker pool) claimed and not
@@ -476,6 +480,7 @@ impl Dispatcher {
         }
         let claimed = claim.tickets;
         let n = claimed.len();
+        self.last_claim.store(n, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut q) = self.queue.lock() {
             if q.tickets.is_empty() {
                 // Takes the claim's buffer as it is: a 10,000-row burst is not copied.

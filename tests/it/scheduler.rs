@@ -300,8 +300,9 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
 }
 
 #[tokio::test]
-async fn a_burst_larger_than_the_workers_is_claimed_at_once_and_each_call_carries_its_own_policy() {
-    // 300 meetings at one instant, 4 workers: the claim (the decision to fire) does not wait
+async fn a_burst_larger_than_the_workers_is_claimed_without_waiting_for_them_and_each_call_carries_its_own_policy()
+ {
+    // 300 meetings at one instant, 4 workers: the claims (the decision to fire) do not wait
     // for a worker, and each call, read back from the database in the workers' small batches,
     // carries its own policy's host and layout.
     const LAYOUTS: [&str; 3] = ["grid", "speech", "full_screen"];
@@ -334,9 +335,14 @@ async fn a_burst_larger_than_the_workers_is_claimed_at_once_and_each_call_carrie
         rows.iter()
             .all(|o| o.state == OccurrenceState::Succeeded && o.attempts.len() == 1)
     );
+    // Claims of 4, 16, 64 and the remaining 216: four steps at most (two in the same millisecond
+    // show as one), never one per worker's call (75).
     let claimed: std::collections::BTreeSet<&str> =
         rows.iter().map(|o| o.attempts[0].started_at.as_str()).collect();
-    assert_eq!(claimed.len(), 1, "all 300 claimed in one step: {claimed:?}");
+    assert!(
+        claimed.len() <= 4,
+        "300 claimed in at most four steps: {claimed:?}"
+    );
     let starts = app.fake.start_requests();
     assert_eq!(starts.len(), 300, "each meeting called once");
     let mut seen = std::collections::BTreeSet::new();
@@ -1000,7 +1006,16 @@ async fn an_attempt_closed_before_its_call_does_not_use_up_maximum_attempts() {
     .await;
     clock.set(parse_t("2030-01-07T08:00:01Z"));
     let until = tokio::time::Instant::now() + HANG;
-    while app.fake.start_requests().is_empty() {
+    // The first call held at the fake, the second attempt claimed (its intent row written).
+    while app.fake.start_requests().is_empty()
+        || app
+            .history()
+            .await
+            .iter()
+            .map(|o| o.attempts.len())
+            .sum::<usize>()
+            < 2
+    {
         assert!(tokio::time::Instant::now() < until, "no first call");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
