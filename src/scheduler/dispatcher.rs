@@ -5,10 +5,10 @@
 //! the decision to fire and does not wait for an HTTP slot: from idle, a first claim of one worker
 //! pool lets the first calls of a burst leave at once; the next claims, each four times the last,
 //! take the rest of 10,000 meetings at 09:00:00 within a fraction of a second, served by at most
-//! `max_in_flight` workers.
-//! With a rate limit, at most one second of sends (or one worker pool) is claimed ahead, one
-//! transaction per claim, due retries first; the workers take turns to take the next attempt and
-//! wait for the limiter, so sends leave in claim order, one period apart.
+//! `max_in_flight` workers. With a rate limit, one worker pool (a quarter second of sends at high
+//! rates, never more than one second) is claimed ahead, one transaction per claim, due retries
+//! first; the workers take turns to take the next attempt and wait for the limiter, so sends leave
+//! in claim order, one period apart.
 //! The queue holds only the claimed attempts' ids; workers read what the calls need back from
 //! the database ahead of need, `2 × max_in_flight` attempts per read, one read at a time.
 //! Each call's outcome goes to one writer task that commits outcomes in batches (many attempts
@@ -367,10 +367,13 @@ impl Dispatcher {
         }
     }
 
-    /// Under a rate limit: how many attempts may be claimed and not finished at once (one
-    /// second of sends, at most one worker pool).
+    /// Under a rate limit: how many attempts may be claimed and not finished at once: one worker
+    /// pool, or a quarter second of sends at high rates (so that a claim's commit never leaves the
+    /// workers without work), never more than one second of sends (a due retry waits behind at
+    /// most that).
     fn ahead(&self) -> usize {
-        self.max_in_flight.min(self.rate as usize).max(1)
+        let rate = self.rate as usize;
+        self.max_in_flight.max(rate / 4).min(rate).max(1)
     }
 
     /// Under a rate limit, how many to claim now: nothing until half of [`Self::ahead`] is free
