@@ -44,13 +44,15 @@ const MAX_QUEUE: usize = 200_000;
 /// Most outcomes one writer transaction commits.
 const WRITE_BATCH: usize = 1024;
 
-/// A limiter that never lets more than `per_second` calls through in any one-second window: one
-/// call per period, no burst, the period 1 % longer than `1 s / per_second` as slack against
-/// network jitter (a fixed millisecond of slack would halve a rate of 1,000/s).
+/// The pacing limiter: one call per period, the period 1 % longer than `1 s / per_second` as slack
+/// against network jitter (a fixed millisecond of slack would halve a rate of 1,000/s). At high
+/// rates it lets 20 ms of calls catch up at once, since a timer wakes a millisecond late and would
+/// otherwise lose a tenth of the rate; the [`SendWindow`] keeps every second at or below the limit.
 pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
     let n = NonZeroU32::new(per_second)?;
     let period = Duration::from_nanos(1_010_000_000 / u64::from(n.get()));
-    Quota::with_period(period).map(RateLimiter::direct)
+    let burst = NonZeroU32::new(per_second / 50).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period).map(|q| RateLimiter::direct(q.allow_burst(burst)))
 }
 
 /// A hard guard behind the pacing limiter: at most `limit` StartCloudRecord sends in any second
@@ -369,8 +371,8 @@ impl Dispatcher {
 
     /// Under a rate limit: how many attempts may be claimed and not finished at once: one worker
     /// pool, or a quarter second of sends at high rates (so that a claim's commit never leaves the
-    /// workers without work), never more than one second of sends (a due retry waits behind at
-    /// most that).
+    /// workers without work), never more than one second of sends (what a due retry waits behind,
+    /// besides calls already leaving).
     fn ahead(&self) -> usize {
         let rate = self.rate as usize;
         self.max_in_flight.max(rate / 4).min(rate).max(1)
