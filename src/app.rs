@@ -441,8 +441,8 @@ mod tests {
 
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::domain::PolicyDefaults;
     use crate::domain::time::{fmt_utc, parse_utc};
+    use crate::domain::{AttemptOutcome, OccurrenceState, PolicyDefaults};
     use crate::fake::{FakeDingTalk, Scenario};
     use crate::scheduler::dispatcher::PANIC_IN_ATTEMPT_OF;
 
@@ -488,15 +488,15 @@ mod tests {
         .expect("the daemon stops by itself");
         let why = ended.expect_err("a panic is a failure: run exits non-zero");
         assert!(why.contains("an attempt failed inside dingrec"), "{why}");
-        let (state, outcome): (String, String) = sqlx::query_as(
+        let (state, outcome): (OccurrenceState, AttemptOutcome) = sqlx::query_as(
             "SELECT o.state, a.outcome FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id",
         )
         .fetch_one(store.pool())
         .await
         .expect("rows");
         assert_eq!(
-            (state.as_str(), outcome.as_str()),
-            ("retry_wait", "interrupted"),
+            (state, outcome),
+            (OccurrenceState::RetryWait, AttemptOutcome::Interrupted),
             "closed, never left running; retried at the next start"
         );
         assert!(clock.now() > t0);
