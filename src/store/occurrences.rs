@@ -909,3 +909,56 @@ mod plans {
         store.close().await;
     }
 }
+
+#[cfg(test)]
+mod meeting_at_migration {
+    use sqlx::Connection;
+
+    /// Rows written before `meeting_at` existed get it from the policy's offset, to the millisecond;
+    /// manual rows keep NULL.
+    #[tokio::test]
+    async fn old_rows_get_their_meeting_start_from_the_policy_offset() {
+        let mut db = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("db");
+        for sql in [
+            include_str!("../../migrations/20261126000001_initial.sql"),
+            include_str!("../../migrations/20261202000001_audit_indexes.sql"),
+            include_str!("../../migrations/20261202000002_uncalled_attempts.sql"),
+        ] {
+            sqlx::raw_sql(sql)
+                .execute(&mut db)
+                .await
+                .expect("earlier migrations");
+        }
+        sqlx::raw_sql(
+            "INSERT INTO policies (id, name, conference_id, host_union_id, layout, small_window_position, at, \
+             timezone, start_offset_ms, window_ms, retry, source, created_at, updated_at) VALUES \
+             (1, 'p', 'c', 'h', 'grid', 'relative_right', '2030-01-07T08:00:00Z', 'UTC', 90500, 1800000, '{}', 'f', 'x', 'x'); \
+             INSERT INTO occurrences (id, policy_id, policy_name, due_at, window_ends_at, trigger, created_at, updated_at) VALUES \
+             (1, 1, 'p', '2030-01-07T08:01:30.500Z', '2030-01-07T08:30:00.000Z', 'schedule', 'x', 'x'), \
+             (2, 1, 'p', '2030-01-01T00:00:30.250Z', '2030-01-01T00:30:00.000Z', 'catch_up', 'x', 'x'), \
+             (3, 1, 'p', '2030-01-07T09:00:00.000Z', '2030-01-07T09:30:00.000Z', 'manual', 'x', 'x');",
+        )
+        .execute(&mut db)
+        .await
+        .expect("rows");
+        sqlx::raw_sql(include_str!("../../migrations/20261202000003_meeting_start.sql"))
+            .execute(&mut db)
+            .await
+            .expect("the migration");
+        let got: Vec<(i64, Option<String>)> =
+            sqlx::query_as("SELECT id, meeting_at FROM occurrences ORDER BY id")
+                .fetch_all(&mut db)
+                .await
+                .expect("read");
+        assert_eq!(
+            got,
+            [
+                (1, Some("2030-01-07T08:00:00.000Z".to_owned())),
+                (2, Some("2029-12-31T23:58:59.750Z".to_owned())),
+                (3, None),
+            ]
+        );
+    }
+}
