@@ -7,7 +7,7 @@ use dingrec::dingtalk::client::StartRequest;
 use dingrec::fake::{FakeDingTalk, Scenario};
 
 use crate::support::replay::{Replay, Scripted};
-use crate::support::{client, dingtalk_settings, internal_credentials, live, step};
+use crate::support::{client, dingtalk_settings, internal_credentials, live, refusing_addr, step};
 
 async fn fake(scenario: Scenario) -> FakeDingTalk {
     FakeDingTalk::start("127.0.0.1:0".parse().expect("addr"), scenario)
@@ -147,10 +147,7 @@ async fn broken_connections_have_their_own_codes() {
         .await
         .expect("then fine");
     // Nobody listening: a connect error.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (_held, closed) = refusing_addr();
     let c = client(
         &dingtalk_settings(&format!("http://{closed}")),
         Some(internal_credentials("k", "s")),

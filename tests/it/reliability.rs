@@ -14,7 +14,7 @@ use dingrec::fake::{FakeDingTalk, MeetingSpec, Scenario, UnknownConferences};
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{Daemon, write_config};
-use crate::support::{HANG, live, sqlite, step};
+use crate::support::{HANG, live, refusing_addr, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
 fn wall() -> chrono::DateTime<Utc> {
@@ -518,9 +518,7 @@ async fn every_fault_ends_within_the_timeout_with_its_own_code_and_health_stays_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_a_connect_error_and_retried() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("addr");
+    let (_held, closed) = refusing_addr();
     let app = TestApp::start_with(
         Scenario::default(),
         Arc::new(dingrec::clock::SystemClock),
@@ -535,7 +533,9 @@ async fn a_refused_connection_is_a_connect_error_and_retried() {
     assert!(
         o.attempts
             .iter()
-            .all(|a| a.code.as_deref() == Some("connect_error") && a.http_status == Some(0))
+            .all(|a| a.code.as_deref() == Some("connect_error") && a.http_status == Some(0)),
+        "{:?}",
+        o.attempts
     );
 }
 

@@ -89,3 +89,15 @@ pub fn sqlite(db: &std::path::Path, sql: &str) -> String {
         .expect("sqlite3 is installed (see .ci/run)");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// A loopback address where nobody listens, held for as long as the returned socket lives:
+/// bound but not listening, so a connection is refused and no other test can take the port
+/// (a listener dropped right away frees its port for the next test that binds one).
+pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
+}
