@@ -2,6 +2,8 @@
 //!
 //!     cargo run --release -p dingrec-bench            # everything; writes BENCHMARKS.md
 //!     cargo run --release -p dingrec-bench -- --smoke # seconds long (CI), prints only
+//!     cargo run --release -p dingrec-bench -- --burst 10000 | --paced 10000 2000 | --monday
+//!                                                     # one scenario, printed (for tuning)
 //!
 //! dingrec runs as its real release binary (`dingrec run`) against the fake DingTalk as its own
 //! process (`dingrec fake-dingtalk`, answering success at once), with a real SQLite file: the
@@ -317,7 +319,7 @@ impl std::fmt::Display for Agg {
 
 // ---------- scenarios ----------
 
-#[derive(Default, Clone)]
+#[derive(Debug, Default, Clone)]
 struct Burst {
     total_s: f64,
     per_s: f64,
@@ -327,6 +329,11 @@ struct Burst {
     max_ms: f64,
     /// The p50 of the first 100 arrivals.
     first100_p50_ms: f64,
+    /// The first arrival.
+    first_ms: f64,
+    /// The p50 of the first 100 `sent_at` (dingrec's clock just before the request), for
+    /// telling the daemon's time from the network's and the fake's.
+    first100_sent_p50_ms: f64,
     /// The claim's lateness (the intent row's `started_at` − due): dingrec's decision, not the call.
     claim_p50_ms: f64,
     rss_mb: f64,
@@ -379,6 +386,17 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
     .map(|r| r.get::<f64, _>(0))
     .collect();
     claims.sort_by(|a, b| a.total_cmp(b));
+    let first100_sent: Vec<f64> = sqlx::query(
+        "SELECT (julianday(a.sent_at) - julianday(o.due_at)) * 86400000.0 AS late \
+         FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE a.attempt_no = 1 \
+         ORDER BY a.sent_at LIMIT 100",
+    )
+    .fetch_all(&db)
+    .await
+    .map_err(e("sent lateness"))?
+    .iter()
+    .map(|r| r.get::<f64, _>(0))
+    .collect();
     // The figure: each call's arrival at the fake after the due instant.
     let arrivals = start_arrivals(&f.url).await?;
     let due_ms = due.timestamp_millis();
@@ -412,6 +430,8 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
         p99_ms: pct(&sorted, 99.0),
         max_ms: sorted.last().copied().unwrap_or(f64::NAN),
         first100_p50_ms: pct(&first100, 50.0),
+        first_ms: first100.first().copied().unwrap_or(f64::NAN),
+        first100_sent_p50_ms: pct(&first100_sent, 50.0),
         claim_p50_ms: pct(&claims, 50.0),
         rss_mb: rss,
         attempts: scalar(&db, "SELECT COUNT(*) FROM attempts").await,
@@ -440,6 +460,7 @@ async fn start_arrivals(fake_url: &str) -> R<Vec<(String, i64)>> {
 
 /// "09:00 Monday": 10,000 policies, 1,000 of them due at one instant, `rate_limit: 20`; 5 % of the
 /// meetings answer `systemError` once, 2 % are throttled once (retries after 2 s).
+#[derive(Debug)]
 struct Monday {
     meetings: usize,
     succeeded: i64,
@@ -609,6 +630,7 @@ async fn monday(bin: &Path) -> R<Monday> {
     })
 }
 
+#[derive(Debug)]
 struct RateRun {
     max_window: usize,
     min_full_window: usize,
@@ -916,6 +938,37 @@ async fn main() {
         }
         return;
     }
+    // One scenario on its own, printed, for tuning: `--burst N`, `--paced N RATE`, `--monday`.
+    let num = |k: usize| args.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let one = match args.get(1).map(String::as_str) {
+        Some("--burst") => Some(
+            burst(&bin_or_exit(), num(2), 0, "full")
+                .await
+                .map(|b| format!("{b:?}")),
+        ),
+        Some("--paced") => Some(
+            rate_limited(&bin_or_exit(), num(2), num(3) as u32)
+                .await
+                .map(|r| {
+                    format!(
+                        "{r:?} reached {:.0}/s",
+                        r.calls.saturating_sub(1) as f64 / r.total_s.max(1e-9)
+                    )
+                }),
+        ),
+        Some("--monday") => Some(monday(&bin_or_exit()).await.map(|m| format!("{m:?}"))),
+        _ => None,
+    };
+    if let Some(one) = one {
+        match one {
+            Ok(line) => println!("{line}"),
+            Err(err) => {
+                eprintln!("bench: {err}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let smoke = args.iter().any(|a| a == "--smoke");
     match run(smoke).await {
         Ok(()) => {}
@@ -924,6 +977,13 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+fn bin_or_exit() -> PathBuf {
+    dingrec_bin().unwrap_or_else(|err| {
+        eprintln!("bench: {err}");
+        std::process::exit(1);
+    })
 }
 
 async fn run(smoke: bool) -> R<()> {
@@ -947,8 +1007,8 @@ async fn run(smoke: bool) -> R<()> {
         &[1_000, 10_000, 100_000]
     };
     say("## Burst: N one-off occurrences due at the same instant\n".into());
-    say("| N | last attempt committed after due (s) | attempts/s | call arrival after due p50 / p99 / max (ms) | arrival p50 of the first 100 (ms) | claim p50 (ms) | peak RSS (MB) | correct |".into());
-    say("|---|---|---|---|---|---|---|---|".into());
+    say("| N | last attempt committed after due (s) | attempts/s | call arrival after due p50 / p99 / max (ms) | first call's arrival / arrival p50 of the first 100 (ms) | `sent_at` p50 of the first 100 (ms) | claim p50 (ms) | peak RSS (MB) | correct |".into());
+    say("|---|---|---|---|---|---|---|---|---|".into());
     let mut burst10k_full = Vec::new();
     let mut dingrec_p99 = std::collections::BTreeMap::new();
     let mut dingrec_rss = std::collections::BTreeMap::new();
@@ -962,13 +1022,15 @@ async fn run(smoke: bool) -> R<()> {
             b.attempts == n as i64 && b.succeeded == n as i64 && b.early == 0 && b.fake_starts == n as i64
         });
         say(format!(
-            "| {n} | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
+            "| {n} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} |",
             a(|b| b.total_s),
             a(|b| b.per_s),
             a(|b| b.p50_ms),
             a(|b| b.p99_ms),
             a(|b| b.max_ms),
+            a(|b| b.first_ms),
             a(|b| b.first100_p50_ms),
+            a(|b| b.first100_sent_p50_ms),
             a(|b| b.claim_p50_ms),
             a(|b| b.rss_mb),
             if correct {

@@ -138,6 +138,8 @@ pub struct Dispatcher {
     writer: mpsc::UnboundedSender<Completion>,
     /// Set when a worker panicked: the daemon must stop and exit non-zero.
     fatal: std::sync::Mutex<Option<String>>,
+    /// The due time the access token was last made ready for ([`Dispatcher::warm_token`]).
+    warmed_for: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -196,8 +198,29 @@ impl Dispatcher {
             max_in_flight,
             writer: tx,
             fatal: std::sync::Mutex::new(None),
+            warmed_for: std::sync::Mutex::new(None),
         });
         (d, Writer { task: writer, stop })
+    }
+
+    /// Make the access token ready before `due` (the loop calls this when the next due time is
+    /// within [`TOKEN_AHEAD`]), once per due time, so that the first call of a burst does not
+    /// wait for a token round trip. Costs nothing when the cached token is still good: the
+    /// cache only fetches when the token is missing or due for refresh, as the first call would.
+    pub fn warm_token(&self, due: DateTime<Utc>) {
+        let Ok(mut warmed) = self.warmed_for.lock() else {
+            return;
+        };
+        if *warmed == Some(due) {
+            return;
+        }
+        *warmed = Some(due);
+        let client = self.client.clone();
+        // A failure is the token cache's to report (once, with /readyz); the attempt that needs
+        // the token tries again.
+        tokio::spawn(async move {
+            let _ = client.token().await;
+        });
     }
 
     fn queued(&self) -> usize {
@@ -211,9 +234,6 @@ impl Dispatcher {
         self.queue.lock().ok().and_then(|mut q| q.ready.pop_front())
     }
 
-    /// The next attempt to send. Attempts are read back from the database ahead of need: when
-    /// fewer than `max_in_flight` are ready and no other worker is reading, this one reads the
-    /// next `2 × max_in_flight` before its own call, so the others rarely wait on a read.
     /// The next attempt to send, in due order. Under a rate limit, the workers take turns (a fair
     /// lock): each takes the next attempt, waits for its period of the limiter and lets the next
     /// worker on, so sends leave in the order they were claimed, one period apart.
@@ -228,6 +248,9 @@ impl Dispatcher {
         Some(c)
     }
 
+    /// The next attempt to send. Attempts are read back from the database ahead of need: when
+    /// fewer than `max_in_flight` are ready and no other worker is reading, this one reads the
+    /// next `2 × max_in_flight` before its own call, so the others rarely wait on a read.
     async fn next(&self) -> Option<Claimed> {
         loop {
             let (c, low) = match self.queue.lock() {

@@ -28,6 +28,9 @@ use crate::store::occurrences::{FinalEvent, PolicyPlan};
 /// The longest the loop sleeps without looking around (new policies, manual triggers, sweeps).
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// How long before the next due time the access token is made ready.
+pub const TOKEN_AHEAD: Duration = Duration::from_secs(3);
+
 /// How many policies one planning transaction covers.
 const PLAN_BATCH: i64 = 1_000;
 
@@ -280,6 +283,9 @@ impl Scheduler {
                         // wakes the loop after every batch) or the tick, not in a busy loop.
                     } else if let Ok(Some(next)) = self.store.next_due_at().await {
                         let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                        if wait <= TOKEN_AHEAD {
+                            self.dispatcher.warm_token(next);
+                        }
                         sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
                     }
                 }

@@ -1171,3 +1171,32 @@ async fn the_audit_log_measures_lateness_from_the_call_not_the_claim() {
     let expected = (parse_t(&sent) - parse_t(&due)).num_milliseconds();
     assert_eq!(lateness, Some(expected), "lateness is sent_at − due_at");
 }
+
+#[tokio::test]
+async fn the_access_token_is_fetched_before_the_due_time_not_by_the_first_call() {
+    // 08:00:00 now; the meeting is due at 08:00:02, within TOKEN_AHEAD: the daemon fetches the
+    // token while the clock stands still, before anything is due.
+    let (app, clock) = on_manual_clock(vec![live("conf-1", vec![])], |_| {
+        format!(
+            "policies:\n{}",
+            policy("board", "conf-1", "2030-01-07T08:00:02Z", "")
+        )
+    })
+    .await;
+    let deadline = std::time::Instant::now() + HANG;
+    while app.fake.token_calls() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no token fetched ahead of the due time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.fake.starts_for("conf-1"), 0, "nothing is due yet");
+    app.drive_until_final(&clock, TimeDelta::seconds(1), 1).await;
+    assert_eq!(app.fake.starts_for("conf-1"), 1);
+    assert_eq!(
+        app.fake.token_calls(),
+        1,
+        "the start used the token fetched ahead"
+    );
+}
