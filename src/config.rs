@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::outcome::RetryClass;
-use crate::domain::{Layout, PolicyDefaults, RetryPolicy, WindowPosition, Zone};
+use crate::domain::{Layout, PolicyDefaults, RetryPolicy, Verify, WindowPosition, Zone};
 
 /// Everything `dingrec` reads from config.yaml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -208,6 +208,38 @@ pub struct DefaultSettings {
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     pub retry: RetryPolicy,
+    /// `verify` for every policy: the settings, or `false` (off).
+    #[serde(with = "verify_switch")]
+    pub verify: Option<Verify>,
+}
+
+/// `defaults.verify`: `false`, `true` (the built-in settings), or the settings.
+mod verify_switch {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::domain::Verify;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Switch(bool),
+        Settings(Verify),
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Verify>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => Repr::Settings(*v).serialize(s),
+            None => Repr::Switch(false).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Verify>, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Switch(false) => None,
+            Repr::Switch(true) => Some(Verify::default()),
+            Repr::Settings(v) => Some(v),
+        })
+    }
 }
 
 impl Default for DefaultSettings {
@@ -219,6 +251,7 @@ impl Default for DefaultSettings {
             start_offset: Duration::ZERO,
             window: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
+            verify: Some(Verify::default()),
         }
     }
 }
@@ -242,6 +275,13 @@ impl DefaultSettings {
                     .check()
                     .map_err(|e| ConfigError::Invalid(format!("defaults.{}", e)))?;
                 self.retry
+            },
+            verify: {
+                if let Some(v) = &self.verify {
+                    v.check()
+                        .map_err(|e| ConfigError::Invalid(format!("defaults.{}", e)))?;
+                }
+                self.verify
             },
         })
     }
@@ -839,7 +879,8 @@ mod repo_config {
                     format!("{prefix}.{k}")
                 };
                 out.push(path.clone());
-                if path != "defaults.retry" && path != "dingtalk.classification" {
+                if path != "defaults.retry" && path != "defaults.verify" && path != "dingtalk.classification"
+                {
                     keys(&path, child, out);
                 }
             }

@@ -25,12 +25,10 @@ const DEADLINE: Duration = Duration::from_secs(50);
 
 fn meeting(id: &str, state: MeetingState, script: Vec<Step>) -> MeetingSpec {
     MeetingSpec {
-        conference_id: id.into(),
         host_union_id: Some("demo-host-union-id".into()),
         state: Some(state),
-        live_after: None,
-        ends_after: None,
         script,
+        ..MeetingSpec::live(id)
     }
 }
 
@@ -50,6 +48,13 @@ fn scenario() -> Scenario {
                 }],
             ),
             meeting("conf-already-ended", MeetingState::Ended, vec![]),
+            // A participant stops the recording 8 s in; the watch finds it and dingrec starts
+            // it again; the meeting ends at 25 s.
+            MeetingSpec {
+                stop_after: Some(Duration::from_secs(8)),
+                ends_after: Some(Duration::from_secs(25)),
+                ..meeting("conf-quarterly-review", MeetingState::Live, vec![])
+            },
         ],
         schedules: vec![ScheduleSpec {
             schedule_conference_id: "sched-weekly-sync".into(),
@@ -95,6 +100,11 @@ policies:
     conference_id: conf-already-ended
     host_union_id: demo-host-union-id
     at: "{b}"
+  - name: quarterly-review         # a participant stops the recording: the watch sees it, dingrec restarts it
+    conference_id: conf-quarterly-review
+    host_union_id: demo-host-union-id
+    at: "{a}"
+    verify: {{ watch: 10s, video: true }}
   - name: weekly-sync              # a scheduled meeting that goes live a few seconds late
     schedule_conference_id: sched-weekly-sync
     host_union_id: demo-host-union-id
@@ -142,13 +152,21 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
     settings.http.listen = ([127, 0, 0, 1], 0).into();
     settings.policies.paths = vec![policies.clone()];
     settings.defaults.timezone = "Asia/Shanghai".into();
+    // Every start is checked (the default), two seconds after DingTalk accepted it.
+    settings.defaults.verify = Some(crate::domain::Verify {
+        after: Duration::from_secs(2),
+        ..crate::domain::Verify::default()
+    });
 
     println!(
         "dingrec demo: fake DingTalk at {}, database {}",
         fake.base_url(),
         settings.database.path.display()
     );
-    println!("Five meetings start in 2-3 seconds; watch the log below, the audit log follows.\n");
+    println!(
+        "Six meetings start in 2-3 seconds, each start checked 2 s later; a participant stops one recording and\n\
+         dingrec starts it again. Watch the log below (about 30 s); the audit log follows.\n"
+    );
 
     let db = settings.database.clone();
     let app = App::build(settings, None, clock.clone(), Notifier::disabled())
@@ -167,7 +185,8 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
             .history(&HistoryFilter::default())
             .await
             .map_err(|e| fail("database", &e))?;
-        if rows.len() >= 5 && rows.iter().all(|o| !o.state.is_live()) {
+        let checks_pending = store.checks_pending().await.map_err(|e| fail("database", &e))?;
+        if rows.len() >= 7 && rows.iter().all(|o| !o.state.is_live()) && !checks_pending {
             finished = true;
             break;
         }
@@ -191,13 +210,18 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
     print!("{}", crate::output::render_history(&rows, false));
     let count = |s: OccurrenceState| rows.iter().filter(|o| o.state == s).count();
     println!(
-        "\n{} occurrences: {} succeeded, {} failed, {} expired, {} missed. DingTalk (the fake) saw {} StartCloudRecord calls.",
+        "\n{} occurrences: {} succeeded ({} confirmed recording by a check), {} failed, {} expired, {} missed; {} restarted after a participant stopped the recording. DingTalk (the fake) saw {} StartCloudRecord calls and {} checks.",
         rows.len(),
         count(OccurrenceState::Succeeded),
+        rows.iter().filter(|o| o.verified_at.is_some()).count(),
         count(OccurrenceState::Failed),
         count(OccurrenceState::Expired),
         count(OccurrenceState::Missed),
-        fake.start_requests().len()
+        rows.iter()
+            .filter(|o| o.trigger == crate::domain::Trigger::Restart)
+            .count(),
+        fake.start_requests().len(),
+        fake.info_calls() + fake.video_calls()
     );
     if !finished {
         return Err(Failure::new(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use metrics::{Key, Label, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
-use crate::domain::{AttemptOutcome, OccurrenceState};
+use crate::domain::{AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState};
 
 pub const ATTEMPTS_TOTAL: &str = "dingrec_attempts_total";
 pub const OCCURRENCES_TOTAL: &str = "dingrec_occurrences_total";
@@ -19,6 +19,7 @@ pub const TOKEN_REFRESHES: &str = "dingrec_token_refreshes_total";
 pub const LAST_SUCCESS: &str = "dingrec_last_success_timestamp_seconds";
 pub const RELOADS_TOTAL: &str = "dingrec_reloads_total";
 pub const BUILD_INFO: &str = "dingrec_build_info";
+pub const CHECKS_TOTAL: &str = "dingrec_checks_total";
 
 const LATENESS_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -98,6 +99,14 @@ impl Metrics {
         self.recorder
             .register_counter(&key(name, labels), &META)
             .increment(1);
+    }
+
+    /// A check of a recording and what it found.
+    pub fn check(&self, kind: CheckKind, outcome: CheckOutcome) {
+        self.count(
+            CHECKS_TOTAL,
+            &[("kind", kind.as_str()), ("outcome", outcome.as_str())],
+        );
     }
 
     pub fn attempt(&self, outcome: AttemptOutcome, code: &str) {

@@ -174,6 +174,38 @@ pub fn render_history(occurrences: &[OccurrenceRow], as_csv: bool) -> String {
                 msg.to_owned(),
             ]));
         }
+        // Checks under their occurrence, in the same columns: ATTEMPT says `check:<kind>`, the
+        // message what DingTalk said about the recording.
+        for c in &o.checks {
+            let said = match (c.cloud_record_status, &c.video_duration_ms) {
+                (Some(st), _) => format!(
+                    "meeting status {}, cloudRecordStatus {st}{}",
+                    opt(&c.meeting_status),
+                    c.owner_union_id
+                        .as_deref()
+                        .map(|o| format!(", owner {o}"))
+                        .unwrap_or_default()
+                ),
+                (None, Some(ms)) => format!("video {} s, {} bytes", ms / 1000, opt(&c.video_file_size)),
+                (None, None) => c.message.clone().unwrap_or_default(),
+            };
+            let said = if as_csv {
+                said
+            } else {
+                truncate_width(&said, MESSAGE_CELLS).to_owned()
+            };
+            rows.push(base([
+                format!("check:{}", c.kind),
+                c.at.clone(),
+                opt(&c.duration_ms),
+                opt(&c.http_status),
+                opt(&c.code),
+                opt(&c.outcome),
+                opt(&o.conference_id),
+                "-".to_owned(),
+                said,
+            ]));
+        }
     }
     if as_csv {
         csv(&HISTORY_HEADERS, &rows)

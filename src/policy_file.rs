@@ -21,7 +21,8 @@ use crate::domain::PolicyDefaults;
 use crate::domain::policy::{ScheduleConferenceId, check_timing};
 use crate::domain::schedule::{At, CronExpr};
 use crate::domain::{
-    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, WindowPosition, Zone,
+    ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, Verify, WindowPosition,
+    Zone,
 };
 use crate::domain::{Invalid, did_you_mean};
 
@@ -377,6 +378,7 @@ raw_policy! {
     window: String,
     skip_dates: Vec<S<String>>,
     retry: RawRetry,
+    verify: RawVerify,
     enabled: bool,
 }
 
@@ -387,6 +389,42 @@ struct RawRetry {
     backoff_coefficient: Option<S<f64>>,
     maximum_interval: Option<S<String>>,
     maximum_attempts: Option<S<u32>>,
+}
+
+/// `verify:` is `false` (off), `true` (the defaults) or a mapping of fields over the defaults.
+enum RawVerify {
+    Switch(bool),
+    Fields(Box<RawVerifyFields>),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVerifyFields {
+    after: Option<S<String>>,
+    checks: Option<S<u32>>,
+    watch: Option<S<String>>,
+    restart: Option<S<bool>>,
+    video: Option<S<bool>>,
+}
+
+impl<'de> Deserialize<'de> for RawVerify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawVerify;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("false, true, or a mapping with after, checks, watch, restart, video")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawVerify, E> {
+                Ok(RawVerify::Switch(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<RawVerify, A::Error> {
+                RawVerifyFields::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|f| RawVerify::Fields(Box::new(f)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl<'de> Deserialize<'de> for RawPolicy {
@@ -538,6 +576,7 @@ impl Checker<'_> {
         let (start_offset, window) = self.timing(&e, &raw, defaults);
         let skip_dates = self.skip_dates(&e, &raw.skip_dates);
         let retry = self.retry(&raw.retry, defaults.retry, &|k| e.key(k));
+        let verify = self.verify(&raw.verify, defaults.verify, &|k| e.key(k));
         let enabled = raw.enabled.as_ref().is_none_or(|v| v.value);
 
         if self.errors.len() > before {
@@ -557,6 +596,7 @@ impl Checker<'_> {
                 window: window?,
                 skip_dates: skip_dates?,
                 retry: retry?,
+                verify: verify?,
                 enabled,
             },
             source: format!("{}:{line}", self.file.display()),
@@ -746,6 +786,53 @@ impl Checker<'_> {
             return None;
         }
         Some(out)
+    }
+}
+
+impl Checker<'_> {
+    /// `verify`: `None` is an error (reported); `Some(None)` is `verify: false`.
+    fn verify(
+        &mut self,
+        raw: &Option<S<RawVerify>>,
+        base: Option<Verify>,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<Option<Verify>> {
+        let Some(r) = raw else { return Some(base) };
+        let f = match &r.value {
+            RawVerify::Switch(false) => return Some(None),
+            RawVerify::Switch(true) => return Some(Some(base.unwrap_or_default())),
+            RawVerify::Fields(f) => f,
+        };
+        // Fields override the defaults, or the built-in ones when the defaults turn verify off.
+        let mut out = base.unwrap_or_default();
+        let before = self.errors.len();
+        if let Some(Some(d)) = self.field(&f.after, || key("verify.after"), parse_duration) {
+            out.after = d;
+        }
+        if let Some(Some(d)) = self.field(&f.watch, || key("verify.watch"), parse_duration) {
+            out.watch = d;
+        }
+        if let Some(n) = &f.checks {
+            out.checks = n.value;
+        }
+        if let Some(b) = &f.restart {
+            out.restart = b.value;
+        }
+        if let Some(b) = &f.video {
+            out.video = b.value;
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        if let Err(e) = out.check() {
+            self.push(
+                r,
+                key(&format!("verify.{}", e.field())),
+                Invalid::new(e.to_string()),
+            );
+            return None;
+        }
+        Some(Some(out))
     }
 }
 

@@ -87,6 +87,23 @@ pub struct ConfInfo {
     pub schedule_conference_id: Option<String>,
     #[serde(default)]
     pub cloud_record_status: Option<i64>,
+    /// Whose recording it is (empty when none runs).
+    #[serde(default)]
+    pub cloud_record_owner_union_id: Option<String>,
+}
+
+/// One video of a meeting (`QueryCloudRecordVideo`'s `videoList` item), the fields dingrec keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Video {
+    #[serde(default)]
+    pub record_id: String,
+    /// Milliseconds.
+    #[serde(default)]
+    pub duration: i64,
+    /// Bytes.
+    #[serde(default)]
+    pub file_size: i64,
 }
 
 /// The client. Cheap to share (`Arc`).
@@ -392,6 +409,25 @@ impl DingTalkClient {
             .send(Self::with_token(self.http.get(self.url(&path)), token)?)
             .await?;
         field(&raw, "confInfo")
+    }
+
+    /// A meeting's videos (QueryCloudRecordVideo) for the host `union_id`; DingTalk answers 400
+    /// `cloudRecordNotFound` when no recording was made.
+    pub async fn cloud_record_videos_with(
+        &self,
+        token: &SecretString,
+        conference_id: &str,
+        union_id: &str,
+    ) -> Result<Vec<Video>, DingTalkError> {
+        let path = format!(
+            "/v1.0/conference/videoConferences/{}/cloudRecords/getVideos?unionId={}",
+            utf8_percent_encode(conference_id, SEGMENT),
+            utf8_percent_encode(union_id, SEGMENT)
+        );
+        let raw = self
+            .send(Self::with_token(self.http.get(self.url(&path)), token)?)
+            .await?;
+        field(&raw, "videoList")
     }
 
     /// The meetings of a scheduled meeting (DingTalk returns the latest one).

@@ -9,10 +9,12 @@ pub mod retry;
 pub mod schedule;
 pub mod state;
 pub mod time;
+pub mod verify;
 
 pub use invalid::{Invalid, did_you_mean};
 pub use outcome::{Classification, RetryClass};
 pub use policy::{ConferenceId, Layout, Policy, PolicyDefaults, PolicyName, Target, UnionId, WindowPosition};
 pub use retry::RetryPolicy;
 pub use schedule::{Schedule, Zone};
-pub use state::{AttemptOutcome, OccurrenceState, Trigger};
+pub use state::{AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
+pub use verify::Verify;

@@ -18,6 +18,15 @@ pub mod codes {
     pub const INVALID_AUTHENTICATION: &str = "InvalidAuthentication";
     /// The occurrence's window ended while the attempt waited to be sent: no call was made.
     pub const WINDOW_PASSED: &str = "window_passed";
+    /// StartCloudRecord: "record is already started", or "conference is not started".
+    pub const RECORD_START_ERROR: &str = "recordStartError";
+    /// Checks found no recording after DingTalk accepted StartCloudRecord.
+    pub const NOT_RECORDING: &str = "notRecording";
+    /// QueryCloudRecordVideo: no recording was made.
+    pub const CLOUD_RECORD_NOT_FOUND: &str = "cloudRecordNotFound";
+    /// QueryConferenceInfo: the meeting is gone.
+    pub const ROOM_NOT_FOUND: &str = "roomNotFound";
+    pub const ROOM_CLOSED: &str = "roomClosed";
 }
 
 /// What to do after an attempt with a given code.

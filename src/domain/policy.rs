@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::invalid::{Invalid, did_you_mean};
 use super::retry::RetryPolicy;
 use super::schedule::{Schedule, Zone};
+use super::verify::Verify;
 
 /// A policy's unique name: letters, digits, `-` and `_`; 1 to 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -189,6 +190,8 @@ pub struct Policy {
     /// Local dates on which no occurrence is made.
     pub skip_dates: BTreeSet<NaiveDate>,
     pub retry: RetryPolicy,
+    /// How the recording is checked (`None`: `verify: false`).
+    pub verify: Option<Verify>,
     pub enabled: bool,
 }
 
@@ -233,6 +236,7 @@ pub struct PolicyDefaults {
     pub start_offset: Duration,
     pub window: Duration,
     pub retry: RetryPolicy,
+    pub verify: Option<Verify>,
 }
 
 impl Default for PolicyDefaults {
@@ -244,6 +248,7 @@ impl Default for PolicyDefaults {
             start_offset: Duration::ZERO,
             window: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
+            verify: Some(Verify::default()),
         }
     }
 }

@@ -69,6 +69,10 @@ text_enum!(
         Running => "running",
         /// The last attempt can be retried; `next_attempt_at` says when.
         RetryWait => "retry_wait",
+        /// DingTalk accepted StartCloudRecord; checks that the recording runs are pending
+        /// (`next_check_at` says when). Only with `verify` on.
+        Verifying => "verifying",
+        /// The recording runs: confirmed by a check (`verified_at`), or, with `verify: false`,
         /// DingTalk accepted StartCloudRecord.
         Succeeded => "succeeded",
         /// DingTalk answered with a code that retrying cannot fix.
@@ -88,12 +92,16 @@ impl OccurrenceState {
         OccurrenceState::Scheduled,
         OccurrenceState::Running,
         OccurrenceState::RetryWait,
+        OccurrenceState::Verifying,
     ];
 
-    /// Will this occurrence still see attempts?
+    /// Will this occurrence still see attempts (or the checks that may lead to one)?
     pub const fn is_live(self) -> bool {
         match self {
-            OccurrenceState::Scheduled | OccurrenceState::Running | OccurrenceState::RetryWait => true,
+            OccurrenceState::Scheduled
+            | OccurrenceState::Running
+            | OccurrenceState::RetryWait
+            | OccurrenceState::Verifying => true,
             OccurrenceState::Succeeded
             | OccurrenceState::Failed
             | OccurrenceState::Expired
@@ -109,6 +117,7 @@ impl OccurrenceState {
             OccurrenceState::Scheduled
             | OccurrenceState::Running
             | OccurrenceState::RetryWait
+            | OccurrenceState::Verifying
             | OccurrenceState::Succeeded
             | OccurrenceState::Cancelled => false,
         }
@@ -124,6 +133,44 @@ text_enum!(
         CatchUp => "catch_up",
         /// `dingrec trigger`.
         Manual => "manual",
+        /// A watch check found the recording of a succeeded occurrence stopped while the meeting
+        /// was in progress (`verify.restart`): a new occurrence, due at once.
+        Restart => "restart",
+    }
+);
+
+text_enum!(
+    /// What a check asked (`checks.kind`).
+    CheckKind, "check kind", {
+        /// After StartCloudRecord answered 200 (or after a crash left a call's outcome unknown):
+        /// does the recording run?
+        Start => "start",
+        /// While the meeting is in progress (`verify.watch`): does it still run?
+        Watch => "watch",
+        /// After the meeting (`verify.video`): is there a video?
+        Video => "video",
+    }
+);
+
+text_enum!(
+    /// What a check found (`checks.outcome`; NULL while its call is in flight).
+    CheckOutcome, "check outcome", {
+        /// `cloudRecordStatus` 1: recording.
+        Recording => "recording",
+        /// `cloudRecordStatus` 0: not recording.
+        NotRecording => "not_recording",
+        /// `cloudRecordStatus` 2: paused by a participant.
+        Paused => "paused",
+        /// `cloudRecordStatus` 3: the recording ended while the meeting goes on.
+        Stopped => "stopped",
+        /// The meeting is over (`status` 1, `roomClosed`, `roomNotFound`).
+        MeetingEnded => "meeting_ended",
+        /// QueryCloudRecordVideo listed the meeting's videos.
+        VideoFound => "video_found",
+        /// QueryCloudRecordVideo answered `cloudRecordNotFound`.
+        NoVideo => "no_video",
+        /// The check could not be made (timeout, 5xx, throttled, dingrec stopped): tried again.
+        Error => "error",
     }
 );
 
@@ -156,6 +203,12 @@ mod tests {
         }
         for o in AttemptOutcome::ALL {
             assert_eq!(o.as_str().parse::<AttemptOutcome>(), Ok(*o));
+        }
+        for k in CheckKind::ALL {
+            assert_eq!(k.as_str().parse::<CheckKind>(), Ok(*k));
+        }
+        for o in CheckOutcome::ALL {
+            assert_eq!(o.as_str().parse::<CheckOutcome>(), Ok(*o));
         }
         assert_eq!(OccurrenceState::NAMES.len(), OccurrenceState::ALL.len());
         assert!("Succeeded".parse::<OccurrenceState>().is_err());

@@ -5,11 +5,14 @@
 //! hang, reset the connection, trickle one byte a second, or close half-way through a body.
 //! Admin API under `/_fake/` (see README): `GET /_fake/requests`, `GET /_fake/starts`, `DELETE /_fake/requests`,
 //! `POST /_fake/scenario`, `POST /_fake/meetings`, `POST /_fake/expire-tokens`,
-//! `POST /_fake/token-outage?seconds=N`, `GET /_fake/stats`.
+//! `POST /_fake/token-outage?seconds=N`, `GET /_fake/stats`,
+//! `POST /_fake/recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video`.
 
 pub mod scenario;
 mod server;
 mod state;
 
-pub use scenario::{MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step, UnknownConferences};
+pub use scenario::{
+    MeetingSpec, MeetingState, RecordingAction, Scenario, ScheduleSpec, Silent, Step, UnknownConferences,
+};
 pub use server::{FakeDingTalk, LoggedRequest};

@@ -68,6 +68,83 @@ pub struct MeetingSpec {
     /// Answers to StartCloudRecord, in order, before the meeting's own logic.
     #[serde(default)]
     pub script: Vec<Step>,
+    /// Accepted starts (200) that do not record: `once` (the first) or `always`.
+    #[serde(default)]
+    pub silent: Option<Silent>,
+    /// A participant pauses the recording this long after load (if it runs then).
+    #[serde(default, with = "humantime_serde")]
+    pub pause_after: Option<Duration>,
+    /// A participant stops the recording this long after load (if it runs then).
+    #[serde(default, with = "humantime_serde")]
+    pub stop_after: Option<Duration>,
+    /// Someone other than the host already records the meeting (their unionId).
+    #[serde(default)]
+    pub recording_owner: Option<String>,
+    /// A meeting that recorded has a video afterwards (default true).
+    #[serde(default = "yes")]
+    pub video: bool,
+    /// Answers to QueryConferenceInfo, in order, before the meeting's own (`systemError`,
+    /// `hang`, …).
+    #[serde(default)]
+    pub info_script: Vec<Step>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MeetingSpec {
+    /// A live meeting anyone may record, with nothing scripted.
+    pub fn live(conference_id: &str) -> Self {
+        Self {
+            conference_id: conference_id.to_owned(),
+            host_union_id: None,
+            state: None,
+            live_after: None,
+            ends_after: None,
+            script: Vec::new(),
+            silent: None,
+            pause_after: None,
+            stop_after: None,
+            recording_owner: None,
+            video: true,
+            info_script: Vec::new(),
+        }
+    }
+}
+
+/// Which accepted starts silently do not record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Silent {
+    Once,
+    Always,
+}
+
+/// A live change to a meeting's recording (`POST /_fake/recording?conference_id=…&action=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingAction {
+    /// A participant pauses the recording.
+    Pause,
+    /// A participant resumes it.
+    Resume,
+    /// A participant stops it.
+    Stop,
+    /// The meeting ends now.
+    End,
+    /// The next accepted start does not record.
+    SilentOnce,
+    /// No accepted start records.
+    SilentAlways,
+    /// The meeting will have no video.
+    NoVideo,
+}
+
+impl RecordingAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
 }
 
 /// A scheduled (recurring) meeting whose live meeting appears at a set time.

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::scenario::{MeetingSpec, Scenario};
+use super::scenario::{MeetingSpec, RecordingAction, Scenario};
 use super::state::{Reply, State, new_request_id, unix_ms};
 
 const MAX_HEAD: usize = 16 * 1024;
@@ -160,6 +160,21 @@ impl FakeDingTalk {
 
     pub fn token_outage(&self, d: Duration) {
         self.with_state(|s| s.token_outage(d));
+    }
+
+    /// Change a meeting's recording now (false: no such meeting).
+    pub fn recording(&self, conference_id: &str, action: RecordingAction) -> bool {
+        self.with_state(|s| s.recording(conference_id, action))
+    }
+
+    /// QueryConferenceInfo calls seen.
+    pub fn info_calls(&self) -> u64 {
+        self.with_state(|s| s.info_calls)
+    }
+
+    /// QueryCloudRecordVideo calls seen.
+    pub fn video_calls(&self) -> u64 {
+        self.with_state(|s| s.video_calls)
     }
 
     pub fn token_calls(&self) -> u64 {
@@ -394,6 +409,14 @@ fn redacted_body(json: &Value, raw: &[u8]) -> String {
     }
 }
 
+/// A query parameter's decoded value.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| decode(v))
+    })
+}
+
 fn decode(seg: &str) -> String {
     percent_encoding::percent_decode_str(seg)
         .decode_utf8_lossy()
@@ -458,7 +481,17 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
                     ("GET", [id]) => {
                         let id = decode(id);
                         entry.id = Some(id.clone());
-                        st.info(&id, request_id)
+                        let (r, d) = st.info(&id, request_id);
+                        if d.is_some() {
+                            return (r, d, entry);
+                        }
+                        r
+                    }
+                    ("GET", [id, "cloudRecords", "getVideos"]) => {
+                        let id = decode(id);
+                        entry.id = Some(id.clone());
+                        let union_id = query_param(&req.query, "unionId").unwrap_or_default();
+                        st.videos(&id, &union_id, request_id)
                     }
                     _ => not_found(request_id),
                 }
@@ -550,11 +583,33 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
         }
         ("GET", "stats") => {
             let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            ok(json!({"token_calls": st.token_calls, "start_calls": st.start_calls}))
+            ok(
+                json!({"token_calls": st.token_calls, "start_calls": st.start_calls,
+                "info_calls": st.info_calls, "video_calls": st.video_calls}),
+            )
+        }
+        ("POST", "recording") => {
+            let conf = query_param(&req.query, "conference_id").unwrap_or_default();
+            let action = query_param(&req.query, "action").unwrap_or_default();
+            match RecordingAction::parse(&action) {
+                Some(a)
+                    if shared
+                        .state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .recording(&conf, a) =>
+                {
+                    ok(json!({"conference_id": conf, "action": action}))
+                }
+                Some(_) => bad(format!("no meeting '{conf}'")),
+                None => bad(format!(
+                    "unknown action '{action}': pause, resume, stop, end, silent_once, silent_always, no_video"
+                )),
+            }
         }
         _ => Reply::Json {
             status: 404,
-            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats"]}),
+            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats", "POST recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video"]}),
         },
     }
 }

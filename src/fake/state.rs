@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
-use super::scenario::{MeetingState, Scenario, Step, UnknownConferences};
+use super::scenario::{MeetingState, RecordingAction, Scenario, Silent, Step, UnknownConferences};
 use crate::clock::SharedClock;
 
 /// What to send back.
@@ -39,13 +39,49 @@ struct Meeting {
     initial: MeetingState,
     live_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
-    recording: bool,
+    /// `cloudRecordStatus`: 0 not recording, 1 recording, 2 paused, 3 ended.
+    record_status: i64,
+    record_owner: Option<String>,
+    /// A recording ran at some point (so there is a video, unless `video` is false).
+    recorded: bool,
+    video: bool,
+    /// Accepted starts left that do not record.
+    silent_left: u32,
+    pause_at: Option<DateTime<Utc>>,
+    stop_at: Option<DateTime<Utc>>,
     script: VecDeque<Step>,
+    info_script: VecDeque<Step>,
     schedule_id: Option<String>,
     start_time_ms: i64,
 }
 
 impl Meeting {
+    /// Apply what happened by `now`: a pause or stop that came due (to a running recording),
+    /// the meeting's end (which ends its recording).
+    fn advance(&mut self, now: DateTime<Utc>) {
+        if self.pause_at.is_some_and(|t| now >= t) {
+            self.pause_at = None;
+            if self.record_status == 1 {
+                self.record_status = 2;
+            }
+        }
+        if self.stop_at.is_some_and(|t| now >= t) {
+            self.stop_at = None;
+            if matches!(self.record_status, 1 | 2) {
+                self.record_status = 3;
+            }
+        }
+        if self.state(now) == MeetingState::Ended && matches!(self.record_status, 1 | 2) {
+            self.record_status = 3;
+        }
+    }
+
+    /// Is a recording running (or paused) at `now`?
+    fn recording_at(&mut self, now: DateTime<Utc>) -> bool {
+        self.advance(now);
+        matches!(self.record_status, 1 | 2)
+    }
+
     fn state(&self, now: DateTime<Utc>) -> MeetingState {
         if self.ends_at.is_some_and(|t| now >= t) {
             return MeetingState::Ended;
@@ -74,6 +110,9 @@ pub struct State {
     token_outage_until: Option<DateTime<Utc>>,
     pub token_calls: u64,
     pub start_calls: u64,
+    /// QueryConferenceInfo and QueryCloudRecordVideo calls.
+    pub info_calls: u64,
+    pub video_calls: u64,
     /// The next StartCloudRecord takes effect but is never answered (the caller dies waiting).
     pub hang_next_start: bool,
     /// StartCloudRecord calls left hanging so far.
@@ -208,6 +247,8 @@ impl State {
             token_outage_until: None,
             token_calls: 0,
             start_calls: 0,
+            info_calls: 0,
+            video_calls: 0,
             hang_next_start: false,
             hung_starts: 0,
         };
@@ -229,12 +270,11 @@ impl State {
                 .insert(s.schedule_conference_id.clone(), s.conference_id.clone());
             self.add_meeting(
                 super::scenario::MeetingSpec {
-                    conference_id: s.conference_id.clone(),
                     host_union_id: s.host_union_id.clone(),
-                    state: None,
                     live_after: s.live_after,
                     ends_after: s.ends_after,
                     script: s.script.clone(),
+                    ..super::scenario::MeetingSpec::live(&s.conference_id)
                 },
                 Some(s.schedule_conference_id.clone()),
             );
@@ -264,8 +304,19 @@ impl State {
                 initial,
                 live_at: m.live_after.map(|d| self.after(d)),
                 ends_at: m.ends_after.map(|d| self.after(d)),
-                recording: false,
+                record_status: if m.recording_owner.is_some() { 1 } else { 0 },
+                recorded: m.recording_owner.is_some(),
+                record_owner: m.recording_owner,
+                video: m.video,
+                silent_left: match m.silent {
+                    None => 0,
+                    Some(Silent::Once) => 1,
+                    Some(Silent::Always) => u32::MAX,
+                },
+                pause_at: m.pause_after.map(|d| self.after(d)),
+                stop_at: m.stop_after.map(|d| self.after(d)),
                 script: m.script.into_iter().collect(),
+                info_script: m.info_script.into_iter().collect(),
                 schedule_id,
                 start_time_ms: unix_ms(),
             },
@@ -411,7 +462,9 @@ impl State {
         {
             return (r, delay);
         }
-        let reply = match m.state(self.clock.now()) {
+        let now = self.clock.now();
+        m.advance(now);
+        let reply = match m.state(now) {
             MeetingState::Ended => error("roomClosed", Some(400), request_id),
             MeetingState::NotStarted => error_msg(
                 "recordStartError",
@@ -422,10 +475,16 @@ impl State {
             MeetingState::Live => {
                 if m.host.as_deref().is_some_and(|h| h != union_id) {
                     error("recordStartPermissionError", Some(404), request_id)
-                } else if m.recording {
+                } else if matches!(m.record_status, 1 | 2) {
                     error("recordStartError", Some(404), request_id)
+                } else if m.silent_left > 0 {
+                    // Accepted, and nothing records: what a check is for.
+                    m.silent_left -= 1;
+                    ok()
                 } else {
-                    m.recording = true;
+                    m.record_status = 1;
+                    m.record_owner = Some(union_id.to_owned());
+                    m.recorded = true;
                     ok()
                 }
             }
@@ -435,18 +494,20 @@ impl State {
 
     /// `POST …/cloudRecords/stop`.
     pub fn stop(&mut self, conference_id: &str, request_id: &str) -> Reply {
-        match self.meetings.get_mut(conference_id) {
-            Some(m) if m.recording => {
-                m.recording = false;
-                ok()
-            }
-            Some(_) => error_msg(
+        let now = self.clock.now();
+        let Some(m) = self.meetings.get_mut(conference_id) else {
+            return error("paramsError", Some(400), request_id);
+        };
+        if m.recording_at(now) {
+            m.record_status = 3;
+            ok()
+        } else {
+            error_msg(
                 "recordStopError",
                 Some(404),
                 request_id,
                 "recordStopError:record is not started",
-            ),
-            None => error("paramsError", Some(400), request_id),
+            )
         }
     }
 
@@ -458,24 +519,103 @@ impl State {
         }
     }
 
-    /// `GET /v1.0/conference/videoConferences/{id}`.
-    pub fn info(&self, conference_id: &str, request_id: &str) -> Reply {
-        let Some(m) = self.meetings.get(conference_id) else {
-            return error("paramsError", Some(400), request_id);
+    /// `GET /v1.0/conference/videoConferences/{id}` (QueryConferenceInfo).
+    pub fn info(&mut self, conference_id: &str, request_id: &str) -> (Reply, Option<Duration>) {
+        self.info_calls += 1;
+        let now = self.clock.now();
+        let Some(m) = self.meetings.get_mut(conference_id) else {
+            return (
+                error_msg(
+                    "roomNotFound",
+                    Some(404),
+                    request_id,
+                    "roomNotFound:conference not found",
+                ),
+                None,
+            );
         };
-        Reply::Json {
+        if let Some(step) = pop(&mut m.info_script)
+            && let Some(r) = scripted(&step, request_id)
+        {
+            return (r, step.delay);
+        }
+        m.advance(now);
+        let reply = Reply::Json {
             status: 200,
             body: json!({"confInfo": {
                 "conferenceId": conference_id,
                 "title": "Meeting",
-                "status": Self::status_code(m.state(self.clock.now())),
+                "status": Self::status_code(m.state(now)),
                 "creatorId": m.host.clone().unwrap_or_default(),
                 "startTime": m.start_time_ms,
                 "endTime": 0,
                 "scheduleConferenceId": m.schedule_id.clone().unwrap_or_default(),
-                "cloudRecordStatus": i64::from(m.recording),
+                "cloudRecordStatus": m.record_status,
+                "cloudRecordOwnerUnionId": m.record_owner.clone().filter(|_| m.record_status != 0).unwrap_or_default(),
             }}),
+        };
+        (reply, None)
+    }
+
+    /// `GET …/{id}/cloudRecords/getVideos?unionId=` (QueryCloudRecordVideo).
+    pub fn videos(&mut self, conference_id: &str, union_id: &str, request_id: &str) -> Reply {
+        self.video_calls += 1;
+        let now = self.clock.now();
+        let Some(m) = self.meetings.get_mut(conference_id) else {
+            return error_msg(
+                "roomNotFound",
+                Some(404),
+                request_id,
+                "roomNotFound:conference not found",
+            );
+        };
+        m.advance(now);
+        let owner = m.record_owner.as_deref().or(m.host.as_deref());
+        if !(m.recorded && m.video) || owner.is_some_and(|o| o != union_id) {
+            return error_msg(
+                "cloudRecordNotFound",
+                Some(400),
+                request_id,
+                "cloudRecordNotFound:no cloud record found",
+            );
         }
+        Reply::Json {
+            status: 200,
+            body: json!({"videoList": [{
+                "recordId": format!("rec-{conference_id}"),
+                "unionId": union_id,
+                "startTime": m.start_time_ms,
+                "endTime": unix_ms(),
+                "recordType": 0,
+                "duration": 1_800_000,
+                "fileSize": 104_857_600,
+                "mediaId": "media-1",
+                "regionId": "cn-hangzhou"
+            }]}),
+        }
+    }
+
+    /// A live change to a meeting's recording (the admin API, tests).
+    pub fn recording(&mut self, conference_id: &str, action: RecordingAction) -> bool {
+        let now = self.clock.now();
+        let Some(m) = self.meetings.get_mut(conference_id) else {
+            return false;
+        };
+        m.advance(now);
+        match action {
+            RecordingAction::Pause if m.record_status == 1 => m.record_status = 2,
+            RecordingAction::Resume if m.record_status == 2 => m.record_status = 1,
+            RecordingAction::Stop if matches!(m.record_status, 1 | 2) => m.record_status = 3,
+            RecordingAction::End => {
+                m.ends_at = Some(now);
+                m.advance(now);
+            }
+            RecordingAction::SilentOnce => m.silent_left = m.silent_left.saturating_add(1),
+            RecordingAction::SilentAlways => m.silent_left = u32::MAX,
+            RecordingAction::NoVideo => m.video = false,
+            RecordingAction::Pause | RecordingAction::Resume | RecordingAction::Stop => {}
+        }
+        true
     }
 
     /// `GET /v1.0/conference/videoConferences/scheduleConferences/{id}`.

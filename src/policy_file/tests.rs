@@ -501,3 +501,67 @@ fn durations_and_dates_beyond_their_bounds_are_located_errors() {
         assert!(d.message.contains(says), "{tail}: {d:?}");
     }
 }
+
+#[test]
+fn verify_is_off_on_or_fields_over_the_defaults() {
+    let at = "    at: 2030-01-01T00:00:00\n";
+    let get = |tail: &str| {
+        parse(&format!("{VALID_HEAD}{at}{tail}")).expect("valid")[0]
+            .policy
+            .verify
+    };
+    assert_eq!(get(""), Some(Verify::default()), "on by default");
+    assert_eq!(get("    verify: false\n"), None);
+    assert_eq!(get("    verify: true\n"), Some(Verify::default()));
+    assert_eq!(
+        get("    verify: { watch: 5m, video: true }\n"),
+        Some(Verify {
+            watch: Duration::from_secs(300),
+            video: true,
+            ..Verify::default()
+        })
+    );
+    // Fields turn it on even when the defaults have it off.
+    let off = PolicyDefaults {
+        verify: None,
+        ..PolicyDefaults::default()
+    };
+    let ps = parse_str(
+        Path::new("policies.yaml"),
+        &format!("{VALID_HEAD}{at}    verify: {{ after: 30s }}\n"),
+        &off,
+    )
+    .expect("valid");
+    assert_eq!(
+        ps[0].policy.verify.map(|v| v.after),
+        Some(Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn verify_values_beyond_their_bounds_are_located_errors() {
+    let at = "    at: 2030-01-01T00:00:00\n";
+    for (tail, key, says) in [
+        ("    verify: { after: 0s }\n", "verify.after", "from 1s to 1h"),
+        ("    verify: { checks: 0 }\n", "verify.checks", "from 1 to 10"),
+        ("    verify: { watch: 1s }\n", "verify.watch", "from 10s to 24h"),
+        (
+            "    verify: { after: 1h, checks: 10 }\n",
+            "verify.checks",
+            "within 24h",
+        ),
+    ] {
+        let d = one_error(&format!("{VALID_HEAD}{at}{tail}"));
+        assert_eq!(d.line, 6, "{tail}: {d:?}");
+        assert!(
+            d.key.as_deref().is_some_and(|k| k.ends_with(key)),
+            "{tail}: {d:?}"
+        );
+        assert!(d.message.contains(says), "{tail}: {d:?}");
+    }
+    let d = one_error(&format!("{VALID_HEAD}{at}    verify: {{ aftre: 10s }}\n"));
+    assert_eq!(d.line, 6, "{d:?}");
+    assert!(d.message.contains("aftre"), "{d:?}");
+    let d = one_error(&format!("{VALID_HEAD}{at}    verify: sometimes\n"));
+    assert_eq!(d.line, 6, "{d:?}");
+}

@@ -223,6 +223,28 @@ impl Dispatcher {
         });
     }
 
+    /// Wait for a turn of the rate limit (and the send window) for a call that is not a start:
+    /// checks share DingTalk's rate with starts.
+    pub async fn pace_other_call(&self) {
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        if let Some(w) = &self.window {
+            w.acquire().await;
+        }
+    }
+
+    /// No claimed start waits for a worker.
+    pub fn nothing_queued(&self) -> bool {
+        self.queued() == 0
+    }
+
+    /// Under a rate limit, how many other calls may be claimed at once (a quarter second of
+    /// sends); without one, `None`.
+    pub fn rate(&self) -> Option<u32> {
+        (self.rate > 0).then_some(self.rate)
+    }
+
     fn queued(&self) -> usize {
         self.queue
             .lock()
@@ -352,6 +374,8 @@ impl Dispatcher {
             throttled: false,
             called,
             sent_at: None,
+            next_check_at: None,
+            settle: false,
         }
     }
 
@@ -375,6 +399,14 @@ impl Dispatcher {
             self.clock.now(),
             true,
         )
+    }
+
+    /// Another task of the scheduler failed (a check panicked): the daemon must stop, non-zero.
+    pub fn set_fatal(&self, why: String) {
+        if let Ok(mut f) = self.fatal.lock() {
+            f.get_or_insert(why);
+        }
+        self.notify.notify_one();
     }
 
     /// Why the dispatcher cannot go on, if it cannot.
@@ -564,7 +596,25 @@ impl Dispatcher {
             previous_was_reauth: c.previous_was_reauth,
         };
         let (outcome, next) = decide(class, &c.retry, ctx, rand::rng().random::<f64>());
+        // With verify on, a 200 is "accepted": checks follow, the first after `verify.after`.
+        // An answer that leaves open whether a recording runs (the call may have taken effect
+        // though it timed out or lost its connection; DingTalk says a recording is already
+        // started) is settled by one check, now, before the retry it asks for: recording, and
+        // there is no second start.
+        let settle = c.verify.is_some()
+            && matches!(next, Next::RetryAt(_))
+            && matches!(
+                code.as_str(),
+                codes::RECORD_START_ERROR | codes::TIMEOUT | crate::dingtalk::error::CONNECTION_LOST
+            );
+        let next_check_at = match (next, &c.verify) {
+            (Next::Succeeded, Some(v)) => crate::domain::time::add(now, v.after),
+            _ if settle => Some(now),
+            _ => None,
+        };
         let (state, next_at) = match next {
+            Next::RetryAt(t) if settle => (OccurrenceState::Verifying, Some(t)),
+            Next::Succeeded if next_check_at.is_some() => (OccurrenceState::Verifying, None),
             Next::Succeeded => (OccurrenceState::Succeeded, None),
             Next::Failed => (OccurrenceState::Failed, None),
             Next::Expired => (OccurrenceState::Expired, None),
@@ -587,7 +637,7 @@ impl Dispatcher {
         if !state.is_live() {
             self.metrics.occurrence(state);
         }
-        if state == OccurrenceState::Succeeded {
+        if matches!(state, OccurrenceState::Succeeded | OccurrenceState::Verifying) {
             self.metrics.last_success(now.timestamp_millis() as f64 / 1000.0);
         }
         Completion {
@@ -606,6 +656,8 @@ impl Dispatcher {
             throttled: class == RetryClass::Throttle,
             called,
             sent_at,
+            next_check_at,
+            settle,
         }
     }
 
@@ -720,6 +772,16 @@ impl Dispatcher {
             OccurrenceState::Succeeded => info!(
                 policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
                 code, http_status, duration_ms, outcome, trigger = %c.trigger, "recording started"
+            ),
+            OccurrenceState::Verifying if code != codes::SUCCESS => warn!(
+                policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
+                code, http_status, duration_ms, outcome, error = message,
+                "attempt failed in a way that may have started the recording; checking before the next start"
+            ),
+            OccurrenceState::Verifying => info!(
+                policy = %c.policy_name, conference_id = conf, occurrence = c.occurrence_id, attempt = c.attempt_no,
+                code, http_status, duration_ms, outcome, trigger = %c.trigger,
+                "recording started (DingTalk accepted); checking that it runs"
             ),
             // No token: logged at ERROR once by the token cache; each attempt quietly.
             OccurrenceState::RetryWait if token_error => tracing::debug!(

@@ -5,6 +5,7 @@
 //! planning, settles what passed its window, and dispatches what is due. It never scans all
 //! policies: every question it asks on a tick is an indexed range query.
 
+pub mod checker;
 pub mod dispatcher;
 pub mod health;
 pub mod planner;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use self::checker::Checker;
 use self::dispatcher::{Dispatcher, Writer};
 use self::health::Health;
 use crate::clock::SharedClock;
@@ -36,6 +38,7 @@ const PLAN_BATCH: i64 = 1_000;
 
 pub struct Scheduler {
     pub dispatcher: Arc<Dispatcher>,
+    checker: Checker,
     writer: Option<Writer>,
     store: Store,
     clock: SharedClock,
@@ -84,6 +87,7 @@ impl Scheduler {
     ) -> Self {
         let tick = notifier.watchdog_interval().map_or(TICK, |w| w.min(TICK));
         Self {
+            checker: Checker::new(dispatcher.clone()),
             dispatcher,
             writer: Some(writer),
             store,
@@ -121,9 +125,12 @@ impl Scheduler {
     /// At start: close interrupted attempts, resume, catch up or mark missed.
     pub async fn recover(&self) -> crate::store::Result<()> {
         let rec = self.store.recover(self.clock.now()).await?;
-        if rec.interrupted_attempts > 0 || rec.resumed > 0 || rec.caught_up > 0 {
+        if rec.interrupted_attempts > 0 || rec.resumed > 0 || rec.caught_up > 0 || rec.interrupted_checks > 0
+        {
             warn!(
                 interrupted_attempts = rec.interrupted_attempts,
+                checked_before_starting_again = rec.settling,
+                interrupted_checks = rec.interrupted_checks,
                 resumed = rec.resumed,
                 caught_up = rec.caught_up,
                 "recovered from an earlier stop"
@@ -271,6 +278,16 @@ impl Scheduler {
             } else {
                 self.dispatcher.dispatch_due().await
             };
+            if let Err(why) = self.checker.reap() {
+                error!(error = %why, "stopping: a check failed inside dingrec");
+                self.dispatcher.set_fatal(why);
+                break;
+            }
+            // Checks only when no start is due or queued: starts go first.
+            let step = match step {
+                Ok(0) => self.checker.run_due().await.map(|_| 0),
+                other => other,
+            };
             match step {
                 Ok(started) => {
                     db_backoff = Duration::from_millis(100);
@@ -281,12 +298,18 @@ impl Scheduler {
                     } else if !self.dispatcher.has_room() {
                         // Due but no free worker: sleep until one frees up (the outcome writer
                         // wakes the loop after every batch) or the tick, not in a busy loop.
-                    } else if let Ok(Some(next)) = self.store.next_due_at().await {
-                        let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
-                        if wait <= TOKEN_AHEAD {
-                            self.dispatcher.warm_token(next);
+                    } else {
+                        if let Ok(Some(next)) = self.store.next_due_at().await {
+                            let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                            if wait <= TOKEN_AHEAD {
+                                self.dispatcher.warm_token(next);
+                            }
+                            sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
                         }
-                        sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
+                        if let Ok(Some(next)) = self.store.next_check_at().await {
+                            let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                            sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
+                        }
                     }
                 }
                 Err(e) => {
@@ -320,6 +343,9 @@ impl Scheduler {
                 in_flight = self.dispatcher.in_flight(),
                 "calls still in flight at the shutdown bound; they will be recorded as interrupted at the next start"
             );
+        }
+        if let Err(why) = self.checker.drain(drain).await {
+            self.dispatcher.set_fatal(why);
         }
         self.finish().await;
         self.dispatcher.fatal().map_or(Ok(()), Err)

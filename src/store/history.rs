@@ -1,12 +1,12 @@
 //! Audit reads: occurrences with their attempts (`dingrec history`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Result, Store};
 use crate::domain::time::fmt_utc;
-use crate::domain::{AttemptOutcome, OccurrenceState, Trigger};
+use crate::domain::{AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
 
 /// Filters of `dingrec history` (`docs/operations.md`).
 #[derive(Debug, Clone, Default)]
@@ -49,6 +49,30 @@ pub struct OccurrenceRow {
     pub attempt_count: i64,
     pub last_code: Option<String>,
     pub attempts: Vec<AttemptRow>,
+    /// When a check confirmed the recording (`None`: not confirmed, or verify off).
+    pub verified_at: Option<String>,
+    /// For a `restart` occurrence: the one whose recording stopped.
+    pub restart_of: Option<i64>,
+    /// Its checks, oldest first.
+    pub checks: Vec<CheckRow>,
+}
+
+/// One check, as `history` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRow {
+    pub kind: CheckKind,
+    pub at: String,
+    pub duration_ms: Option<i64>,
+    pub http_status: Option<i64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub meeting_status: Option<i64>,
+    pub cloud_record_status: Option<i64>,
+    pub owner_union_id: Option<String>,
+    pub video_duration_ms: Option<i64>,
+    pub video_file_size: Option<i64>,
+    /// `None` while its call is in flight.
+    pub outcome: Option<CheckOutcome>,
 }
 
 impl Store {
@@ -58,6 +82,12 @@ impl Store {
         let mut sql = String::from(
             "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.conference_id, o.state, o.trigger, \
              o.attempt_count, o.last_code, \
+             o.verified_at, o.restart_of, \
+             (SELECT json_group_array(json_object('kind', c.kind, 'at', c.at, 'duration_ms', c.duration_ms, \
+                'http_status', c.http_status, 'code', c.code, 'message', c.message, 'meeting_status', c.meeting_status, \
+                'cloud_record_status', c.cloud_record_status, 'owner_union_id', c.owner_union_id, \
+                'video_duration_ms', c.video_duration_ms, 'video_file_size', c.video_file_size, 'outcome', c.outcome)) \
+              FROM (SELECT * FROM checks WHERE occurrence_id = o.id ORDER BY id) c) AS checks, \
              (SELECT json_group_array(json_object('attempt_no', a.attempt_no, 'started_at', a.started_at, \
                 'finished_at', a.finished_at, 'duration_ms', a.duration_ms, 'conference_id', a.conference_id, \
                 'http_status', a.http_status, 'code', a.code, 'message', a.message, 'request_id', a.request_id, \
@@ -105,6 +135,7 @@ impl Store {
             .map(|r| {
                 let id: i64 = r.try_get("id")?;
                 let attempts: &str = r.try_get("attempts")?;
+                let checks: &str = r.try_get("checks")?;
                 Ok(OccurrenceRow {
                     id,
                     policy: r.try_get("policy_name")?,
@@ -117,6 +148,10 @@ impl Store {
                     last_code: r.try_get("last_code")?,
                     attempts: serde_json::from_str(attempts)
                         .map_err(|e| super::StoreError::Data(format!("attempts of occurrence {id}: {e}")))?,
+                    verified_at: r.try_get("verified_at")?,
+                    restart_of: r.try_get("restart_of")?,
+                    checks: serde_json::from_str(checks)
+                        .map_err(|e| super::StoreError::Data(format!("checks of occurrence {id}: {e}")))?,
                 })
             })
             .collect()

@@ -2,6 +2,7 @@
 //! `busy_timeout`, foreign keys on. Every writing transaction starts with `BEGIN IMMEDIATE`, so a
 //! busy database waits (up to `busy_timeout`) instead of failing half-way.
 
+pub mod checks;
 pub mod history;
 pub mod lock;
 pub mod occurrences;
@@ -83,6 +84,12 @@ impl WriteTx {
         self.tx.rollback().await?;
         Ok(())
     }
+}
+
+/// `policies.verify`: JSON settings, or NULL for `verify: false`.
+pub(crate) fn verify_column(v: Option<&str>) -> std::result::Result<Option<crate::domain::Verify>, String> {
+    v.map(|s| serde_json::from_str(s).map_err(|e: serde_json::Error| e.to_string()))
+        .transpose()
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

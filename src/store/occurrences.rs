@@ -16,7 +16,7 @@ use crate::domain::RetryPolicy;
 use crate::domain::outcome::codes;
 use crate::domain::policy::{Layout, WindowPosition};
 use crate::domain::time::{fmt_utc, parse_utc};
-use crate::domain::{AttemptOutcome, OccurrenceState, Trigger};
+use crate::domain::{AttemptOutcome, OccurrenceState, Trigger, Verify};
 
 /// One outcome of a batch, as the JSON object [`Store::complete`] hands SQLite (named keys: the
 /// SQL reads them by name, so a field added here cannot shift another).
@@ -37,6 +37,8 @@ struct OutcomeRow<'a> {
     throttled: i64,
     uncalled: i64,
     sent_at: Option<String>,
+    next_check_at: Option<String>,
+    settle: bool,
 }
 
 impl<'a> From<&'a Completion> for OutcomeRow<'a> {
@@ -57,6 +59,8 @@ impl<'a> From<&'a Completion> for OutcomeRow<'a> {
             throttled: i64::from(c.throttled),
             uncalled: i64::from(!c.called),
             sent_at: c.sent_at.map(fmt_utc),
+            next_check_at: c.next_check_at.map(fmt_utc),
+            settle: c.settle,
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct Claimed {
     pub previous_was_reauth: bool,
     /// Its policy is still enabled (an apply may have disabled it since the claim).
     pub policy_enabled: bool,
+    /// How its recording is checked (`None`: `verify: false`).
+    pub verify: Option<Verify>,
 }
 
 impl Claimed {
@@ -204,6 +210,11 @@ pub struct Completion {
     pub called: bool,
     /// When StartCloudRecord was sent (`attempts.sent_at`); `None` when it was not, or unknown.
     pub sent_at: Option<DateTime<Utc>>,
+    /// With the state `verifying`: when the first start check is due.
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// The answer left open whether a recording runs: one check decides (recording: succeeded;
+    /// not: the retry at `next_attempt_at`).
+    pub settle: bool,
 }
 
 /// An occurrence that reached a final failure state outside the dispatcher (sweeps, recovery).
@@ -221,6 +232,10 @@ pub struct FinalEvent {
 #[derive(Debug, Default, Clone)]
 pub struct Recovery {
     pub interrupted_attempts: u64,
+    /// Occurrences whose interrupted call may have started the recording: a check first.
+    pub settling: u64,
+    /// Checks in flight at the stop, redone.
+    pub interrupted_checks: u64,
     pub resumed: u64,
     pub caught_up: u64,
     pub finals: Vec<FinalEvent>,
@@ -293,7 +308,53 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
         previous_was_reauth: r.try_get::<Option<&str>, _>("last_code")?
             == Some(codes::INVALID_AUTHENTICATION),
         policy_enabled: r.try_get::<i64, _>("enabled")? != 0,
+        verify: super::verify_column(r.try_get("verify")?).map_err(|e| data("verify", e))?,
     })
+}
+
+/// An occurrence due now (`manual`, `restart`): should the policy already have one due at this
+/// very millisecond (a scheduled one, or another trigger), the next free millisecond.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_due_now(
+    tx: &mut super::WriteTx,
+    policy_id: i64,
+    policy_name: &str,
+    now: DateTime<Utc>,
+    window_ends_at: DateTime<Utc>,
+    conference_id: Option<&str>,
+    trigger: Trigger,
+    restart_of: Option<i64>,
+) -> Result<i64> {
+    let now_s = fmt_utc(now);
+    let mut due = now;
+    for _ in 0..1_000 {
+        let due_s = fmt_utc(due);
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
+             next_attempt_at, trigger, restart_of, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?) \
+             ON CONFLICT (policy_id, due_at) DO NOTHING RETURNING id",
+        )
+        .bind(policy_id)
+        .bind(policy_name)
+        .bind(&due_s)
+        .bind(fmt_utc(window_ends_at))
+        .bind(conference_id)
+        .bind(&due_s)
+        .bind(trigger)
+        .bind(restart_of)
+        .bind(&now_s)
+        .bind(&now_s)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = id {
+            return Ok(id);
+        }
+        due += chrono::TimeDelta::milliseconds(1);
+    }
+    Err(StoreError::Data(format!(
+        "policy '{policy_name}' has an occurrence due at every millisecond from {now_s} on"
+    )))
 }
 
 /// Due occurrences, earliest first: the claim reads their ids (and, for the fire-lateness
@@ -311,7 +372,7 @@ pub(crate) const CLAIM_RETRIES_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_
 
 /// Enabled policies whose rows reach less far than `?1`, the least planned first.
 pub(crate) const PLAN_CANDIDATES: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
-     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, source, \
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, skip_dates, enabled, source, \
      planned_until FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?";
 
 /// The earliest instant an occurrence wants an attempt.
@@ -328,7 +389,7 @@ pub(crate) const LAST_SUCCESS: &str = "SELECT MAX(finished_at) AS t FROM attempt
 /// Claimed attempts (a JSON array of attempt ids) with what their calls need, in array order.
 pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
-     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry, p.enabled \
+     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry, p.enabled, p.verify \
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 
@@ -589,7 +650,12 @@ impl Store {
                ELSE j.value ->> '$.next_attempt_at' END, \
              last_code = j.value ->> '$.code', conference_id = COALESCE(j.value ->> '$.conference_id', occurrences.conference_id), \
              throttled_count = throttled_count + (j.value ->> '$.throttled'), \
-             uncalled_count = uncalled_count + (j.value ->> '$.uncalled'), updated_at = ? \
+             uncalled_count = uncalled_count + (j.value ->> '$.uncalled'), \
+             next_check_at = j.value ->> '$.next_check_at', \
+             next_check_kind = CASE WHEN j.value ->> '$.next_check_at' IS NULL THEN NULL ELSE 'start' END, \
+             check_count = CASE WHEN j.value ->> '$.settle' THEN \
+               MAX(0, (SELECT verify ->> '$.checks' FROM policies WHERE id = occurrences.policy_id) - 1) ELSE 0 END, \
+             check_failures = 0, updated_at = ? \
              FROM json_each(?) AS j WHERE occurrences.id = j.value ->> '$.occurrence_id' AND occurrences.state = 'running'",
         )
         .bind(&now_s)
@@ -616,6 +682,19 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // A call may have gone out and started the recording: with verify on, one check settles
+        // it before any new StartCloudRecord (recording: succeeded; not: started again).
+        rec.settling = sqlx::query(
+            "UPDATE occurrences SET state = 'verifying', next_check_at = ?1, next_check_kind = 'start', \
+             check_count = MAX(0, (SELECT verify ->> '$.checks' FROM policies WHERE id = occurrences.policy_id) - 1), \
+             check_failures = 0, last_code = 'interrupted', updated_at = ?1 \
+             WHERE state = 'running' AND (SELECT verify FROM policies WHERE id = occurrences.policy_id) IS NOT NULL",
+        )
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        rec.interrupted_checks = Self::recover_checks(&mut tx, &now_s).await?;
         rec.resumed = sqlx::query(
             "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?, last_code = 'interrupted', updated_at = ? \
              WHERE state = 'running' AND window_ends_at > ?",
@@ -688,37 +767,20 @@ impl Store {
         window_ends_at: DateTime<Utc>,
         conference_id: Option<&str>,
     ) -> Result<i64> {
-        let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
-        // Due now; should the policy already have an occurrence due at this very millisecond (a
-        // scheduled one, or another trigger), the next free millisecond.
-        let mut due = now;
-        for _ in 0..1_000 {
-            let due_s = fmt_utc(due);
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
-                 next_attempt_at, trigger, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, 'manual', ?, ?) \
-                 ON CONFLICT (policy_id, due_at) DO NOTHING RETURNING id",
-            )
-            .bind(policy_id)
-            .bind(policy_name)
-            .bind(&due_s)
-            .bind(fmt_utc(window_ends_at))
-            .bind(conference_id)
-            .bind(&due_s)
-            .bind(&now_s)
-            .bind(&now_s)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = id {
-                tx.commit().await?;
-                return Ok(id);
-            }
-            due += chrono::TimeDelta::milliseconds(1);
-        }
-        Err(StoreError::Data(format!(
-            "policy '{policy_name}' has an occurrence due at every millisecond from {now_s} on"
-        )))
+        let id = insert_due_now(
+            &mut tx,
+            policy_id,
+            policy_name,
+            now,
+            window_ends_at,
+            conference_id,
+            Trigger::Manual,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;

@@ -30,6 +30,8 @@ pub struct PolicyRecord {
     pub start_offset_ms: i64,
     pub window_ms: i64,
     pub retry: String,
+    /// JSON, or `None` for `verify: false`.
+    pub verify: Option<String>,
     pub skip_dates: String,
     pub enabled: bool,
     pub source: String,
@@ -63,6 +65,9 @@ impl PolicyRecord {
             start_offset_ms: ms(p.start_offset),
             window_ms: ms(p.window),
             retry: serde_json::to_string(&p.retry).unwrap_or_else(|_| "{}".into()),
+            verify: p
+                .verify
+                .map(|v| serde_json::to_string(&v).unwrap_or_else(|_| "{}".into())),
             skip_dates: serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into()),
             enabled: p.enabled,
             source: source.to_owned(),
@@ -99,6 +104,7 @@ impl PolicyRecord {
             .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| bad("skip_dates", &e)))
             .collect::<Result<BTreeSet<_>>>()?;
         let retry: RetryPolicy = serde_json::from_str(&self.retry).map_err(|e| bad("retry", &e))?;
+        let verify = super::verify_column(self.verify.as_deref()).map_err(|e| bad("verify", &e))?;
         let dur = |v: i64| std::time::Duration::from_millis(u64::try_from(v).unwrap_or(0));
         Ok(Policy {
             name: PolicyName::parse(&self.name).map_err(|e| bad("name", &e))?,
@@ -113,6 +119,7 @@ impl PolicyRecord {
             window: dur(self.window_ms),
             skip_dates,
             retry,
+            verify,
             enabled: self.enabled,
         })
     }
@@ -132,6 +139,7 @@ impl PolicyRecord {
             ("start_offset_ms", self.start_offset_ms.to_string()),
             ("window_ms", self.window_ms.to_string()),
             ("retry", self.retry.clone()),
+            ("verify", self.verify.clone().unwrap_or_else(|| "false".into())),
             ("skip_dates", self.skip_dates.clone()),
             ("enabled", self.enabled.to_string()),
             ("source", self.source.clone()),
@@ -153,6 +161,7 @@ impl PolicyRecord {
             start_offset_ms: r.try_get("start_offset_ms")?,
             window_ms: r.try_get("window_ms")?,
             retry: r.try_get("retry")?,
+            verify: r.try_get("verify")?,
             skip_dates: r.try_get("skip_dates")?,
             enabled: r.try_get::<i64, _>("enabled")? != 0,
             source: r.try_get("source")?,
@@ -204,7 +213,7 @@ impl Change {
 }
 
 const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
-     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, enabled, \
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, skip_dates, enabled, \
      source, created_at, updated_at FROM policies";
 
 fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
@@ -308,9 +317,9 @@ impl Store {
                     let r = by_name[name.as_str()];
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
-                         small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, skip_dates, \
+                         small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, skip_dates, \
                          enabled, source, created_at, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(&r.name);
                     bind_fields(q, r)
@@ -326,7 +335,7 @@ impl Store {
                     let q = sqlx::query(
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
                          layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
-                         start_offset_ms = ?, window_ms = ?, retry = ?, skip_dates = ?, enabled = ?, source = ?, \
+                         start_offset_ms = ?, window_ms = ?, retry = ?, verify = ?, skip_dates = ?, enabled = ?, source = ?, \
                          updated_at = ?, planned_until = CASE WHEN ? THEN '' ELSE planned_until END \
                          WHERE name = ?",
                     );
@@ -376,6 +385,7 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(r.start_offset_ms)
         .bind(r.window_ms)
         .bind(&r.retry)
+        .bind(&r.verify)
         .bind(&r.skip_dates)
         .bind(r.enabled)
         .bind(&r.source)

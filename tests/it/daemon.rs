@@ -432,7 +432,21 @@ async fn the_demo_shows_every_case_and_exits_0() {
         line("weekly-sync", "meetingNotLive") && line("weekly-sync", "conf-weekly-sync-live"),
         "resolved: {text}"
     );
-    assert!(text.contains("4 succeeded, 1 failed"), "{text}");
+    // Six policies and one restart: the quarterly review's recording was stopped by a
+    // participant, found by the watch, and started again.
+    assert!(
+        text.contains("7 occurrences: 6 succeeded (6 confirmed recording by a check), 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 restarted after a participant stopped the recording"),
+        "{text}"
+    );
+    assert!(
+        line("quarterly-review", "check:watch") && line("quarterly-review", "stopped"),
+        "the watch saw it stopped: {text}"
+    );
+    assert!(line("quarterly-review", "video_found"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

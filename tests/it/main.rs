@@ -10,3 +10,4 @@ mod layout;
 mod reliability;
 mod scheduler;
 mod sim;
+mod verify;

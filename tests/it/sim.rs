@@ -409,7 +409,12 @@ impl World {
     async fn apply_model(&mut self) -> Check {
         let yaml = self.model_yaml();
         std::fs::write(&self.policy_file, &yaml).map_err(|e| e.to_string())?;
-        let parsed = dingrec::policy_file::parse_str(&self.policy_file, &yaml, &PolicyDefaults::default())
+        // As the daemon reads the file: with the config's defaults (verify off, SIM_CONFIG).
+        let defaults = PolicyDefaults {
+            verify: None,
+            ..PolicyDefaults::default()
+        };
+        let parsed = dingrec::policy_file::parse_str(&self.policy_file, &yaml, &defaults)
             .map_err(|e| format!("the simulation wrote a bad file: {e:?}"))?;
         let records: Vec<PolicyRecord> = parsed
             .iter()
@@ -675,7 +680,7 @@ impl World {
     }
 }
 
-const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n";
+const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n  verify: false\n";
 
 /// Run one history; the number of the operation that broke an invariant, and why.
 async fn play(h: &History, ops: &[Op]) -> Result<(), (usize, String)> {

@@ -64,6 +64,7 @@ pub fn settings_for(fake: &FakeDingTalk, dir: &std::path::Path) -> Settings {
     s.http.listen = ([127, 0, 0, 1], 0).into();
     s.policies.paths = vec![];
     s.defaults.timezone = "UTC".into();
+    s.defaults.verify = None;
     s
 }
 
@@ -72,8 +73,11 @@ pub async fn apply(store: &Store, clock: &dyn Clock, yaml: &str) {
     let ps = parse_str(
         std::path::Path::new("test.yaml"),
         yaml,
+        // Verification off unless a test's policy asks for it (`verify: {...}`): the tests of
+        // starts look at the start, and a check 15 s later would only slow them down.
         &PolicyDefaults {
             timezone: dingrec::domain::Zone::parse("UTC").expect("zone"),
+            verify: None,
             ..PolicyDefaults::default()
         },
     )
@@ -308,7 +312,7 @@ impl TestApp {
     }
 
     /// With a manual clock: whenever nothing is in flight and nothing is due at the clock's time,
-    /// move the clock to the next due time (at most `step` ahead) and wake the scheduler; until
+    /// move the clock to the next due time (of an attempt or a check) (at most `step` ahead) and wake the scheduler; until
     /// `n` occurrences are final. Time passes only between attempts, so what happens depends on
     /// the schedule and the answers alone, never on how fast this machine is.
     pub async fn drive_until_final(
@@ -317,6 +321,27 @@ impl TestApp {
         step: TimeDelta,
         n: usize,
     ) -> Vec<OccurrenceRow> {
+        self.drive_until(clock, step, n, false).await
+    }
+
+    /// As [`TestApp::drive_until_final`], and until no check is pending either (a succeeded
+    /// occurrence may still be watched, or its video looked up).
+    pub async fn drive_until_settled(
+        &self,
+        clock: &ManualClock,
+        step: TimeDelta,
+        n: usize,
+    ) -> Vec<OccurrenceRow> {
+        self.drive_until(clock, step, n, true).await
+    }
+
+    async fn drive_until(
+        &self,
+        clock: &ManualClock,
+        step: TimeDelta,
+        n: usize,
+        no_checks_pending: bool,
+    ) -> Vec<OccurrenceRow> {
         let until = tokio::time::Instant::now() + HANG;
         loop {
             assert!(
@@ -324,12 +349,27 @@ impl TestApp {
                 "not final: {:#?}",
                 self.history().await
             );
+            // One statement, one snapshot: a claim moves a check from "due" to "open" in one commit.
+            let (open_checks, due_checks): (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM checks WHERE outcome IS NULL), \
+                 (SELECT COUNT(*) FROM occurrences WHERE next_check_at IS NOT NULL)",
+            )
+            .fetch_one(self.store.pool())
+            .await
+            .expect("checks");
+            let checks_pending = no_checks_pending && open_checks + due_checks > 0;
             let rows = self.history().await;
-            if rows.len() >= n && rows.iter().all(|o| !o.state.is_live()) {
+            if rows.len() >= n && rows.iter().all(|o| !o.state.is_live()) && !checks_pending {
                 return rows;
             }
-            let running = rows.iter().any(|o| o.state == OccurrenceState::Running);
-            let next = self.store.next_due_at().await.expect("next due");
+            let running = open_checks > 0 || rows.iter().any(|o| o.state == OccurrenceState::Running);
+            let next = [
+                self.store.next_due_at().await.expect("next due"),
+                self.store.next_check_at().await.expect("next check"),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let now = clock.now();
             if running || next.is_some_and(|t| t <= now) {
                 // Something is in flight or due: let the daemon get on with it.

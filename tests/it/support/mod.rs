@@ -60,12 +60,10 @@ pub fn client(settings: &DingTalkSettings, creds: Option<Credentials>) -> DingTa
 /// A live meeting hosted by `host-1`, answering `script` first.
 pub fn live(id: &str, script: Vec<dingrec::fake::Step>) -> dingrec::fake::MeetingSpec {
     dingrec::fake::MeetingSpec {
-        conference_id: id.into(),
         host_union_id: Some("host-1".into()),
         state: Some(dingrec::fake::MeetingState::Live),
-        live_after: None,
-        ends_after: None,
         script,
+        ..dingrec::fake::MeetingSpec::live(id)
     }
 }
 

@@ -1,0 +1,342 @@
+//! The `checks` table (`docs/database.md`): claimed like attempts (the intent row, `outcome` NULL, before the
+//! call; the outcome and the occurrence's next step after it, in one transaction), so a check in
+//! flight at a crash is redone at the next start, not lost.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::occurrences::{FinalEvent, insert_due_now};
+use super::{Result, Store, StoreError, verify_column};
+use crate::domain::time::{fmt_utc, parse_utc};
+use crate::domain::verify::CheckNext;
+use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger, Verify};
+
+/// A claimed check with what its call and its decision need.
+#[derive(Debug, Clone)]
+pub struct DueCheck {
+    pub check_id: i64,
+    pub kind: CheckKind,
+    pub occurrence_id: i64,
+    pub policy_id: i64,
+    pub policy_name: Box<str>,
+    pub state: OccurrenceState,
+    /// The meeting: the occurrence's (the conference called), else the policy's.
+    pub conference_id: Option<Box<str>>,
+    pub host_union_id: Arc<str>,
+    pub due_at: DateTime<Utc>,
+    pub window_ends_at: DateTime<Utc>,
+    /// `None` when the policy no longer verifies (`verify: false` applied since): no check is made.
+    pub verify: Option<Verify>,
+    pub retry: RetryPolicy,
+    pub check_count: u32,
+    pub check_failures: u32,
+    /// Another StartCloudRecord would still be within `maximum_attempts`.
+    pub attempts_left: bool,
+    pub policy_enabled: bool,
+    /// The policy's window after its offset: a `restart` occurrence's window.
+    pub restart_window_ms: i64,
+}
+
+/// A check's result and the occurrence's next step, written together.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckResult {
+    pub duration_ms: i64,
+    pub http_status: u16,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub request_id: Option<String>,
+    pub meeting_status: Option<i64>,
+    pub cloud_record_status: Option<i64>,
+    pub owner_union_id: Option<String>,
+    /// JSON array of the videos found.
+    pub videos: Option<String>,
+    pub video_duration_ms: Option<i64>,
+    pub video_file_size: Option<i64>,
+}
+
+/// What [`Store::complete_check`] did to the occurrence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckEffect {
+    /// Nothing changed state (checked again later, or nothing more to do).
+    None,
+    /// The occurrence reached this state.
+    State(OccurrenceState),
+    /// A `restart` occurrence was made (its id).
+    Restarted(i64),
+}
+
+/// Occurrences whose next check is due, earliest first.
+pub(crate) const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, at) \
+     SELECT id, next_check_kind, ?1 FROM occurrences INDEXED BY occurrences_next_check \
+     WHERE next_check_at <= ?1 AND next_check_kind IS NOT NULL ORDER BY next_check_at, id LIMIT ?2 \
+     RETURNING id";
+
+/// The earliest due check.
+pub(crate) const NEXT_CHECK: &str = "SELECT MIN(next_check_at) FROM occurrences INDEXED BY occurrences_next_check \
+     WHERE next_check_at IS NOT NULL";
+
+const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o.policy_name, o.state, \
+     COALESCE(o.conference_id, p.conference_id) AS conference_id, o.due_at, o.window_ends_at, o.check_count, \
+     o.check_failures, o.attempt_count - o.throttled_count - o.uncalled_count AS counted, p.host_union_id, p.retry, \
+     p.verify, p.enabled, p.window_ms - p.start_offset_ms AS restart_window_ms \
+     FROM json_each(?) AS j CROSS JOIN checks c ON c.id = j.value JOIN occurrences o ON o.id = c.occurrence_id \
+     JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
+
+fn bad(col: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Data(format!("{col}: {e}"))
+}
+
+impl Store {
+    /// Claim up to `limit` due checks: their intent rows are written and their occurrences' next
+    /// check cleared (one in flight at a time), in one transaction.
+    pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(CLAIM_CHECKS)
+            .bind(&now_s)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        if ids.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(&ids).map_err(|e| bad("check ids", e))?;
+        sqlx::query(
+            "UPDATE occurrences SET next_check_at = NULL, next_check_kind = NULL \
+             WHERE id IN (SELECT occurrence_id FROM checks WHERE id IN (SELECT value FROM json_each(?)))",
+        )
+        .bind(&list)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(LOAD_CHECKS).bind(&list).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let time = |col: &str| -> Result<DateTime<Utc>> {
+                let s: &str = r.try_get(col)?;
+                parse_utc(s).map_err(|e| bad(col, e))
+            };
+            let retry: &str = r.try_get("retry")?;
+            let retry: RetryPolicy = serde_json::from_str(retry).unwrap_or_default();
+            let counted: i64 = r.try_get("counted")?;
+            let host: &str = r.try_get("host_union_id")?;
+            let conf: Option<&str> = r.try_get("conference_id")?;
+            let name: &str = r.try_get("policy_name")?;
+            out.push(DueCheck {
+                check_id: r.try_get("check_id")?,
+                kind: r.try_get("kind")?,
+                occurrence_id: r.try_get("id")?,
+                policy_id: r.try_get("policy_id")?,
+                policy_name: name.into(),
+                state: r.try_get("state")?,
+                conference_id: conf.map(Box::from),
+                host_union_id: host.into(),
+                due_at: time("due_at")?,
+                window_ends_at: time("window_ends_at")?,
+                verify: verify_column(r.try_get("verify")?).map_err(|e| bad("verify", e))?,
+                retry,
+                check_count: u32::try_from(r.try_get::<i64, _>("check_count")?).unwrap_or(0),
+                check_failures: u32::try_from(r.try_get::<i64, _>("check_failures")?).unwrap_or(0),
+                attempts_left: counted < i64::from(retry.maximum_attempts),
+                policy_enabled: r.try_get::<i64, _>("enabled")? != 0,
+                restart_window_ms: r.try_get("restart_window_ms")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Is any check due later or in flight? (One statement: a claim moves a check from one to
+    /// the other in one commit.)
+    pub async fn checks_pending(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM checks INDEXED BY checks_open WHERE outcome IS NULL) \
+             OR EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_next_check WHERE next_check_at IS NOT NULL)",
+        )
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// When the next check is due, if any is pending.
+    pub async fn next_check_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<String> = sqlx::query_scalar(NEXT_CHECK).fetch_one(self.pool()).await?;
+        t.map(|s| parse_utc(&s).map_err(|e| bad("next_check_at", e)))
+            .transpose()
+    }
+
+    /// Record a check's outcome and take the occurrence's next step, in one transaction.
+    pub async fn complete_check(
+        &self,
+        c: &DueCheck,
+        result: &CheckResult,
+        outcome: CheckOutcome,
+        next: CheckNext,
+        now: DateTime<Utc>,
+    ) -> Result<CheckEffect> {
+        let now_s = fmt_utc(now);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE checks SET duration_ms = ?, http_status = ?, code = ?, message = ?, request_id = ?, \
+             meeting_status = ?, cloud_record_status = ?, owner_union_id = ?, videos = ?, video_duration_ms = ?, \
+             video_file_size = ?, outcome = ? WHERE id = ? AND outcome IS NULL",
+        )
+        .bind(result.duration_ms)
+        .bind(result.http_status)
+        .bind(&result.code)
+        .bind(&result.message)
+        .bind(&result.request_id)
+        .bind(result.meeting_status)
+        .bind(result.cloud_record_status)
+        .bind(&result.owner_union_id)
+        .bind(&result.videos)
+        .bind(result.video_duration_ms)
+        .bind(result.video_file_size)
+        .bind(outcome)
+        .bind(c.check_id)
+        .execute(&mut *tx)
+        .await?;
+        let failed = outcome == CheckOutcome::Error;
+        let counts = c.kind == CheckKind::Start && !failed;
+        let set_next = |t: Option<(CheckKind, DateTime<Utc>)>| (t.map(|x| fmt_utc(x.1)), t.map(|x| x.0));
+        let effect = match next {
+            CheckNext::Again(kind, at) => {
+                let (at, kind) = set_next(Some((kind, at)));
+                sqlx::query(
+                    "UPDATE occurrences SET next_check_at = ?, next_check_kind = ?, \
+                     check_count = check_count + ?, check_failures = CASE WHEN ? THEN check_failures + 1 ELSE 0 END, \
+                     updated_at = ? WHERE id = ?",
+                )
+                .bind(at)
+                .bind(kind)
+                .bind(i64::from(counts))
+                .bind(failed)
+                .bind(&now_s)
+                .bind(c.occurrence_id)
+                .execute(&mut *tx)
+                .await?;
+                CheckEffect::None
+            }
+            CheckNext::Confirmed(_) | CheckNext::Unconfirmed if c.state == OccurrenceState::Verifying => {
+                let then = match next {
+                    CheckNext::Confirmed(then) => then,
+                    _ => None,
+                };
+                let (at, kind) = set_next(then);
+                let verified = matches!(next, CheckNext::Confirmed(_)).then_some(&now_s);
+                sqlx::query(
+                    "UPDATE occurrences SET state = 'succeeded', verified_at = ?, next_check_at = ?, next_check_kind = ?, next_attempt_at = NULL, \
+                     check_count = check_count + ?, check_failures = 0, updated_at = ? WHERE id = ? AND state = 'verifying'",
+                )
+                .bind(verified)
+                .bind(at)
+                .bind(kind)
+                .bind(i64::from(counts))
+                .bind(&now_s)
+                .bind(c.occurrence_id)
+                .execute(&mut *tx)
+                .await?;
+                CheckEffect::State(OccurrenceState::Succeeded)
+            }
+            CheckNext::StartAgain if c.state == OccurrenceState::Verifying => {
+                // A new StartCloudRecord now, unless the policy was disabled meanwhile.
+                let state = if c.policy_enabled {
+                    OccurrenceState::RetryWait
+                } else {
+                    OccurrenceState::Cancelled
+                };
+                // After a 200 the retry is now; after an answer that was settled by this check, the
+                // retry that answer asked for (its backoff), and its code stays the last one.
+                sqlx::query(
+                    "UPDATE occurrences SET state = ?1, \
+                     next_attempt_at = CASE WHEN ?2 THEN MAX(?3, COALESCE(next_attempt_at, ?3)) END, \
+                     last_code = CASE WHEN next_attempt_at IS NULL THEN ?4 ELSE last_code END, \
+                     check_count = check_count + ?5, check_failures = 0, updated_at = ?3 \
+                     WHERE id = ?6 AND state = 'verifying'",
+                )
+                .bind(state)
+                .bind(c.policy_enabled)
+                .bind(&now_s)
+                .bind(crate::domain::outcome::codes::NOT_RECORDING)
+                .bind(i64::from(counts))
+                .bind(c.occurrence_id)
+                .execute(&mut *tx)
+                .await?;
+                CheckEffect::State(state)
+            }
+            CheckNext::Expired if c.state == OccurrenceState::Verifying => {
+                sqlx::query(
+                    "UPDATE occurrences SET state = 'expired', \
+                     last_code = CASE WHEN next_attempt_at IS NULL THEN ?1 ELSE last_code END, next_attempt_at = NULL, \
+                     check_count = check_count + ?2, updated_at = ?3 WHERE id = ?4 AND state = 'verifying'",
+                )
+                .bind(crate::domain::outcome::codes::NOT_RECORDING)
+                .bind(i64::from(counts))
+                .bind(&now_s)
+                .bind(c.occurrence_id)
+                .execute(&mut *tx)
+                .await?;
+                CheckEffect::State(OccurrenceState::Expired)
+            }
+            CheckNext::Restart if c.policy_enabled => {
+                let window = chrono::TimeDelta::milliseconds(c.restart_window_ms.max(1));
+                let ends = now.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let id = insert_due_now(
+                    &mut tx,
+                    c.policy_id,
+                    &c.policy_name,
+                    now,
+                    ends,
+                    c.conference_id.as_deref(),
+                    Trigger::Restart,
+                    Some(c.occurrence_id),
+                )
+                .await?;
+                CheckEffect::Restarted(id)
+            }
+            // Nothing more to check: a watch that ended, a video found or not, or a step that no
+            // longer applies (the occurrence moved on, or its policy was disabled).
+            CheckNext::Done
+            | CheckNext::Confirmed(_)
+            | CheckNext::Unconfirmed
+            | CheckNext::StartAgain
+            | CheckNext::Expired
+            | CheckNext::Restart => CheckEffect::None,
+        };
+        tx.commit().await?;
+        Ok(effect)
+    }
+
+    /// At start: checks left without an outcome are closed as `error` and redone now.
+    pub(crate) async fn recover_checks(tx: &mut super::WriteTx, now_s: &str) -> Result<u64> {
+        sqlx::query(
+            "UPDATE occurrences SET next_check_at = ?1, next_check_kind = ( \
+               SELECT c.kind FROM checks c WHERE c.occurrence_id = occurrences.id AND c.outcome IS NULL ORDER BY c.id DESC LIMIT 1) \
+             WHERE id IN (SELECT occurrence_id FROM checks INDEXED BY checks_open WHERE outcome IS NULL)",
+        )
+        .bind(now_s)
+        .execute(&mut **tx)
+        .await?;
+        Ok(sqlx::query(
+            "UPDATE checks SET outcome = 'error', code = 'interrupted', http_status = 0, \
+             message = 'dingrec stopped before this check had an outcome; checked again' WHERE outcome IS NULL",
+        )
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+    }
+}
+
+/// An occurrence that reached a final state through a check, for the log and the metrics.
+pub fn final_event(c: &DueCheck, state: OccurrenceState) -> FinalEvent {
+    FinalEvent {
+        occurrence_id: c.occurrence_id,
+        policy_name: c.policy_name.to_string(),
+        conference_id: c.conference_id.as_deref().map(str::to_owned),
+        state,
+        last_code: Some(crate::domain::outcome::codes::NOT_RECORDING.to_owned()),
+        due_at: fmt_utc(c.due_at),
+    }
+}
