@@ -56,7 +56,7 @@ impl Checker {
     pub async fn run_due(&mut self) -> crate::store::Result<usize> {
         let d = &self.dispatcher;
         let room = self.room();
-        if room == 0 || !d.nothing_queued() {
+        if room == 0 || !d.starts_idle() {
             return Ok(0);
         }
         let now = d.clock.now();

@@ -234,9 +234,9 @@ impl Dispatcher {
         }
     }
 
-    /// No claimed start waits for a worker.
-    pub fn nothing_queued(&self) -> bool {
-        self.queued() == 0
+    /// No claimed start waits for a worker, for the rate limiter or for its answer.
+    pub fn starts_idle(&self) -> bool {
+        self.queued() == 0 && self.sending.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 
     /// Under a rate limit, how many other calls may be claimed at once (a quarter second of
@@ -264,8 +264,12 @@ impl Dispatcher {
             return self.next().await;
         };
         let _turn = self.pace.lock().await;
-        let c = self.next().await?;
+        // Counted before it leaves the queue, so that a start is always either queued or sending.
         self.sending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let Some(c) = self.next().await else {
+            self.sending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            return None;
+        };
         limiter.until_ready().await;
         Some(c)
     }

@@ -78,7 +78,7 @@ pub(crate) const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, 
 pub(crate) const NEXT_CHECK: &str = "SELECT MIN(next_check_at) FROM occurrences INDEXED BY occurrences_next_check \
      WHERE next_check_at IS NOT NULL";
 
-const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o.policy_name, o.state, \
+pub(crate) const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o.policy_name, o.state, \
      COALESCE(o.conference_id, p.conference_id) AS conference_id, o.due_at, o.window_ends_at, o.check_count, \
      o.check_failures, o.attempt_count - o.throttled_count - o.uncalled_count AS counted, p.host_union_id, p.retry, \
      p.verify, p.enabled, p.window_ms - p.start_offset_ms AS restart_window_ms \

@@ -935,6 +935,21 @@ mod plans {
             ("cancel unfinished", CANCEL_UNFINISHED, "occurrences_by_policy"),
             ("plan insert", PLAN_INSERT, "occurrences_by_meeting"),
             (
+                "claim checks",
+                super::super::checks::CLAIM_CHECKS,
+                "occurrences_next_check",
+            ),
+            (
+                "next check",
+                super::super::checks::NEXT_CHECK,
+                "occurrences_next_check",
+            ),
+            (
+                "read checks back",
+                super::super::checks::LOAD_CHECKS,
+                "INTEGER PRIMARY KEY",
+            ),
+            (
                 "started meeting covered",
                 STARTED_MEETING_COVERED,
                 "occurrences_by_policy",

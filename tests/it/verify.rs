@@ -373,3 +373,69 @@ async fn the_fake_admin_api_stops_a_recording_live() {
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_rate_limit_every_start_goes_before_any_check_and_no_second_holds_more_than_the_limit() {
+    // 200 meetings due at once, rate_limit 20: ten seconds of starts. Each start's check comes
+    // due a second after it, while later starts still wait: the checks must wait for them.
+    const N: usize = 200;
+    let app = TestApp::start_with(
+        Scenario {
+            meetings: (0..N).map(|i| live(&format!("conf-{i}"), vec![])).collect(),
+            ..Scenario::default()
+        },
+        Arc::new(dingrec::clock::SystemClock),
+        |s| s.dingtalk.rate_limit = 20,
+        |c| {
+            let at = (c.now() + TimeDelta::milliseconds(1500))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut y = String::from("policies:\n");
+            for i in 0..N {
+                y.push_str(&format!(
+                    "  - name: m{i}\n    conference_id: conf-{i}\n    host_union_id: host-1\n    at: \"{at}\"\n    verify: {{ after: 1s, checks: 1 }}\n"
+                ));
+            }
+            y
+        },
+    )
+    .await;
+    let rows = app.wait_final(N, HANG).await;
+    let unconfirmed: Vec<_> = rows
+        .iter()
+        .filter(|o| !(o.state == OccurrenceState::Succeeded && o.verified_at.is_some()))
+        .collect();
+    assert!(
+        unconfirmed.is_empty(),
+        "every one started and confirmed: {unconfirmed:#?}"
+    );
+    let calls: Vec<_> = app
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1.0/conference/"))
+        .collect();
+    let starts: Vec<i64> = calls.iter().filter(|r| r.is_start()).map(|r| r.at_ms).collect();
+    let checks: Vec<i64> = calls
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.at_ms)
+        .collect();
+    assert_eq!((starts.len(), checks.len()), (N, N));
+    let last_start = starts.iter().max().copied().unwrap_or_default();
+    let first_check = checks.iter().min().copied().unwrap_or_default();
+    assert!(
+        last_start <= first_check,
+        "a check arrived {} ms before the last start",
+        last_start - first_check
+    );
+    // Starts and checks together: never more than 20 in any second at the fake.
+    let mut all: Vec<i64> = calls.iter().map(|r| r.at_ms).collect();
+    all.sort_unstable();
+    let most = all
+        .iter()
+        .enumerate()
+        .map(|(i, t)| all[i..].iter().take_while(|u| **u < t + 1000).count())
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 20, "{most} calls in one second");
+}
