@@ -9,7 +9,10 @@
 //! of the seeds start an hour before a DST change in Berlin (spring forward or fall back). Each
 //! meeting of the fake DingTalk answers a script drawn from the same seed (success, final errors,
 //! retryable errors, throttling, a bad token, a call that never answers), some go live late, and
-//! tokens expire every 15 minutes of the injected clock. The real daemon runs all of it: planner,
+//! tokens expire every 15 minutes of the injected clock. Policies verify the recording (the
+//! checks: off, start checks, a watch with restarts and the video look-up) against meetings whose
+//! starts silently do not record, whose recordings a participant pauses or stops, that end, that
+//! leave no video, and whose meeting-info answers fail or hang. The real daemon runs all of it: planner,
 //! dispatcher, store on a real SQLite file, retry logic, the HTTP client against the fake.
 //!
 //! Time only moves between operations and only when nothing is in flight, so a history's outcome
@@ -18,12 +21,13 @@
 //! operation the invariants are checked against the database, the fake's request log and a small
 //! model of what was applied:
 //!
-//! 1. no attempt after an attempt of the same occurrence succeeded; never two occurrences (other
-//!    than cancelled or manual ones) for the same policy and meeting start;
+//! 1. no attempt after an attempt of the same occurrence succeeded, unless a check found it not
+//!    recording; never two occurrences (other than cancelled, manual or restart ones) for the same
+//!    policy and meeting start; a restart only of a succeeded occurrence of its policy, once;
 //! 2. no call for a policy after the apply that disabled or pruned it committed;
 //! 3. no attempt claimed before its occurrence's due time or after its window;
-//! 4. once its window has passed, every occurrence is final; nothing is `running` at rest, and
-//!    every attempt has an outcome;
+//! 4. once its window has passed, every occurrence is final; nothing is `running` at rest, every
+//!    attempt and every check has an outcome, and every `verifying` occurrence has its check pending;
 //! 5. every call the fake saw has its attempt row;
 //! 6. every firing of a policy (one-off or cron, by an independent model of the schedule and its
 //!    DST rules) whose meeting starts after the policy was last applied (after the latest time
@@ -41,7 +45,7 @@ use dingrec::app::App;
 use dingrec::clock::{Clock, ManualClock};
 use dingrec::domain::PolicyDefaults;
 use dingrec::domain::time::fmt_utc;
-use dingrec::fake::{MeetingSpec, Scenario, Step};
+use dingrec::fake::{MeetingSpec, Scenario, Silent, Step};
 use dingrec::notify::Notifier;
 use dingrec::store::policies::PolicyRecord;
 use futures_util::StreamExt;
@@ -75,8 +79,17 @@ struct Spec {
     start_offset_s: i64,
     window_min: i64,
     layout: &'static str,
+    /// The policy's `verify` (YAML): off, start checks, a watch with restarts and the video.
+    verify: &'static str,
     enabled: bool,
 }
+
+const VERIFY: [&str; 4] = [
+    "false",
+    "{ after: 20s, checks: 2 }",
+    "{ after: 20s, watch: 2m, video: true }",
+    "{ after: 30s, checks: 1, watch: 5m, restart: false }",
+];
 
 impl Spec {
     fn yaml(&self, slot: usize, t0: DateTime<Utc>) -> String {
@@ -86,8 +99,8 @@ impl Spec {
             (None, None) => unreachable!("a spec has a schedule"),
         };
         format!(
-            "  - name: p{slot}\n    conference_id: conf-{slot}\n    host_union_id: host-1\n{when}    timezone: {}\n    start_offset: {}s\n    window: {}m\n    layout: {}\n    enabled: {}\n    retry: {{ initial_interval: 20s, maximum_interval: 2m, maximum_attempts: 6 }}\n",
-            self.zone, self.start_offset_s, self.window_min, self.layout, self.enabled
+            "  - name: p{slot}\n    conference_id: conf-{slot}\n    host_union_id: host-1\n{when}    timezone: {}\n    start_offset: {}s\n    window: {}m\n    layout: {}\n    enabled: {}\n    verify: {}\n    retry: {{ initial_interval: 20s, maximum_interval: 2m, maximum_attempts: 6 }}\n",
+            self.zone, self.start_offset_s, self.window_min, self.layout, self.enabled, self.verify
         )
     }
 }
@@ -139,6 +152,7 @@ fn random_spec(rng: &mut StdRng) -> Spec {
         start_offset_s: [0, 0, 30, 90][rng.random_range(0..4)],
         window_min: [5, 10, 30][rng.random_range(0..3)],
         layout: ["speech", "grid"][rng.random_range(0..2)],
+        verify: VERIFY[rng.random_range(0..VERIFY.len())],
         enabled: true,
     }
 }
@@ -180,6 +194,39 @@ fn history(seed: u64) -> History {
             if rng.random_bool(0.25) {
                 m.state = None;
                 m.live_after = Some(std::time::Duration::from_secs(60 * rng.random_range(5..90)));
+            }
+            // What checks are for: starts that silently do not record, participants who pause or
+            // stop the recording, meetings that end, videos that are missing, checks that fail.
+            let minutes = |rng: &mut StdRng, lo: u64, hi: u64| {
+                Some(std::time::Duration::from_secs(60 * rng.random_range(lo..hi)))
+            };
+            m.silent = match rng.random_range(0..20) {
+                0..3 => Some(Silent::Once),
+                3 => Some(Silent::Always),
+                _ => None,
+            };
+            if rng.random_bool(0.15) {
+                m.stop_after = minutes(&mut rng, 5, 90);
+            }
+            if rng.random_bool(0.1) {
+                m.pause_after = minutes(&mut rng, 5, 90);
+            }
+            if rng.random_bool(0.3) {
+                m.ends_after = minutes(&mut rng, 30, 180);
+            }
+            m.video = rng.random_bool(0.8);
+            if rng.random_bool(0.1) {
+                m.info_script = vec![Step {
+                    answer: [
+                        "systemError",
+                        "hang",
+                        "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+                    ][rng.random_range(0..3)]
+                    .into(),
+                    status: None,
+                    times: 1,
+                    delay: None,
+                }];
             }
             m
         })
@@ -358,6 +405,8 @@ impl World {
                  + (SELECT COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'retry_wait') \
                     AND (next_attempt_at <= '{now}' OR window_ends_at <= '{now}')) \
                  + (SELECT COUNT(*) FROM attempts WHERE outcome IS NULL) \
+                 + (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) \
+                 + (SELECT COUNT(*) FROM occurrences WHERE next_check_at <= '{now}') \
                  + (SELECT COUNT(*) FROM policies WHERE enabled = 1 AND planned_until < '{horizon}')"
                 ))
                 .await;
@@ -382,7 +431,13 @@ impl World {
             if self.settle(hung).await? {
                 return Ok(true);
             }
-            let next = self.app.store.next_due_at().await.map_err(|e| e.to_string())?;
+            let next = [
+                self.app.store.next_due_at().await.map_err(|e| e.to_string())?,
+                self.app.store.next_check_at().await.map_err(|e| e.to_string())?,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let now = self.now();
             if now >= target {
                 return Ok(false);
@@ -409,12 +464,7 @@ impl World {
     async fn apply_model(&mut self) -> Check {
         let yaml = self.model_yaml();
         std::fs::write(&self.policy_file, &yaml).map_err(|e| e.to_string())?;
-        // As the daemon reads the file: with the config's defaults (verify off, SIM_CONFIG).
-        let defaults = PolicyDefaults {
-            verify: None,
-            ..PolicyDefaults::default()
-        };
-        let parsed = dingrec::policy_file::parse_str(&self.policy_file, &yaml, &defaults)
+        let parsed = dingrec::policy_file::parse_str(&self.policy_file, &yaml, &PolicyDefaults::default())
             .map_err(|e| format!("the simulation wrote a bad file: {e:?}"))?;
         let records: Vec<PolicyRecord> = parsed
             .iter()
@@ -572,16 +622,30 @@ impl World {
         if self
             .q(
                 "SELECT COUNT(*) FROM attempts a JOIN attempts s ON s.occurrence_id = a.occurrence_id \
-              AND s.outcome = 'success' AND a.attempt_no > s.attempt_no",
+              AND s.outcome = 'success' AND a.attempt_no > s.attempt_no \
+              WHERE NOT EXISTS (SELECT 1 FROM checks c WHERE c.occurrence_id = a.occurrence_id \
+                AND c.kind = 'start' AND c.outcome IN ('not_recording', 'stopped'))",
             )
             .await
             != "0"
         {
-            return Err("1: an attempt after a success".into());
+            return Err("1: an attempt after a success that no check found not recording".into());
+        }
+        let restarted = self
+            .q(
+                "SELECT COUNT(*) FROM occurrences r LEFT JOIN occurrences o ON o.id = r.restart_of \
+                 WHERE r.trigger = 'restart' AND (o.id IS NULL OR o.state != 'succeeded' OR o.policy_id != r.policy_id \
+                   OR (SELECT COUNT(*) FROM occurrences x WHERE x.restart_of = r.restart_of) > 1)",
+            )
+            .await;
+        if restarted != "0" {
+            return Err(format!(
+                "1: {restarted} restarts not of one succeeded occurrence of their policy, or twice"
+            ));
         }
         let twice = self.q(
             "SELECT group_concat(policy_name || ' ' || meeting_at, ', ') FROM (SELECT policy_name, meeting_at \
-             FROM occurrences WHERE trigger != 'manual' AND state != 'cancelled' \
+             FROM occurrences WHERE trigger NOT IN ('manual', 'restart') AND state != 'cancelled' \
              GROUP BY policy_id, meeting_at HAVING COUNT(*) > 1)",
         ).await;
         if !twice.is_empty() {
@@ -619,6 +683,17 @@ impl World {
         {
             return Err(format!(
                 "4: {stuck} occurrences live past their window, or an attempt without outcome"
+            ));
+        }
+        let unchecked = self
+            .q(
+                "SELECT (SELECT COUNT(*) FROM occurrences WHERE state = 'verifying' AND next_check_at IS NULL) \
+                 + (SELECT COUNT(*) FROM checks WHERE outcome IS NULL)",
+            )
+            .await;
+        if unchecked != "0" {
+            return Err(format!(
+                "4: {unchecked} verifying occurrences with no check pending, or checks without outcome at rest"
             ));
         }
         let starts = self.app.fake.start_requests();
@@ -680,7 +755,7 @@ impl World {
     }
 }
 
-const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n  verify: false\n";
+const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n";
 
 /// Run one history; the number of the operation that broke an invariant, and why.
 async fn play(h: &History, ops: &[Op]) -> Result<(), (usize, String)> {
@@ -694,6 +769,7 @@ async fn play(h: &History, ops: &[Op]) -> Result<(), (usize, String)> {
         Arc::new(clock.clone()),
         |s| {
             s.defaults.timezone = "UTC".into();
+            s.defaults.verify = Some(dingrec::domain::Verify::default());
             s.dingtalk.request_timeout = REQUEST_TIMEOUT;
             s.policies.prune = true;
         },
@@ -739,9 +815,24 @@ async fn play(h: &History, ops: &[Op]) -> Result<(), (usize, String)> {
             );
         }
     }
+    // What the history exercised, for the run's summary (checks by outcome, restarts).
+    let seen = world
+        .q(
+            "SELECT outcome || ' ' || COUNT(*) FROM checks GROUP BY outcome UNION ALL \
+            SELECT 'restart ' || COUNT(*) FROM occurrences WHERE trigger = 'restart'",
+        )
+        .await;
+    if let Ok(mut tally) = TALLY.lock() {
+        for (k, n) in seen.lines().filter_map(|l| l.rsplit_once(' ')) {
+            *tally.entry(k.to_owned()).or_default() += n.parse::<u64>().unwrap_or(0);
+        }
+    }
     world.app.stop().await;
     Ok(())
 }
+
+/// Checks by outcome and restarts, over every history of the run.
+static TALLY: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
 
 /// Drop operations one at a time while the history still fails: the shortest it can find.
 async fn shrink(h: &History) -> (Vec<Op>, String) {
@@ -809,13 +900,30 @@ async fn random_histories_of_daily_operations_keep_every_promise() {
             failed.insert(seed);
         }
     }
+    let tally = TALLY.lock().map(|t| t.clone()).unwrap_or_default();
     eprintln!(
-        "simulation: {} seeds, {} operations each, {} failed",
+        "simulation: {} seeds, {} operations each, {} failed; checks and restarts seen: {tally:?}",
         seeds.len(),
         OPS,
         failed.len()
     );
     assert!(failed.is_empty(), "seeds that broke a promise: {failed:?}");
+    if seeds.len() >= 100 {
+        // The histories must exercise verification, or they prove nothing about it.
+        for what in [
+            "recording",
+            "not_recording",
+            "stopped",
+            "meeting_ended",
+            "error",
+            "restart",
+        ] {
+            assert!(
+                tally.get(what).is_some_and(|n| *n > 0),
+                "no history saw '{what}': {tally:?}"
+            );
+        }
+    }
 }
 
 #[test]
