@@ -718,6 +718,31 @@ mod tests {
     }
 
     #[test]
+    fn defaults_verify_is_off_or_fields_over_the_built_in_ones() {
+        jailed(|jail| {
+            jail.create_file("off.yaml", "defaults:\n  verify: false\n")?;
+            let s = Settings::load(Some(Path::new("off.yaml"))).expect("loads");
+            assert_eq!(s.defaults.verify, None);
+            assert_eq!(s.defaults.typed().expect("valid").verify, None);
+            jail.create_file("watch.yaml", "defaults:\n  verify: { watch: 1m }\n")?;
+            let s = Settings::load(Some(Path::new("watch.yaml"))).expect("loads");
+            assert_eq!(
+                s.defaults.verify,
+                Some(Verify {
+                    watch: Duration::from_secs(60),
+                    ..Verify::default()
+                })
+            );
+            jail.create_file("bad.yaml", "defaults:\n  verify: { after: 0s }\n")?;
+            let err = Settings::load(Some(Path::new("bad.yaml")))
+                .expect_err("after 0s")
+                .to_string();
+            assert!(err.contains("defaults.verify.after"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn nested_environment_keys_reach_deep_settings() {
         jailed(|jail| {
             jail.set_env("DINGREC_DEFAULTS__RETRY__MAXIMUM_ATTEMPTS", "7");

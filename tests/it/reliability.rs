@@ -219,6 +219,65 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
     );
 }
 
+// 4 of the verification issue: kill -9 while StartCloudRecord calls are in flight; with verify on,
+// the restarted daemon settles each interrupted attempt with a check, so no meeting that was in
+// fact recording is started twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_with_verify_starts_no_meeting_twice() {
+    let n = 400;
+    let prefix = "kv";
+    let f = fake(Scenario {
+        // Real meetings, which record when started (unknown ones do not).
+        meetings: (0..n)
+            .map(|i| live(&format!("{prefix}-conf-{i:05}"), vec![]))
+            .collect(),
+        delay: Some(Duration::from_millis(60)),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        dir.path(),
+        &f.base_url(),
+        "scheduler:\n  max_in_flight: 64\n  shutdown_timeout: 5s\n",
+    );
+    let db = dir.path().join("dingrec.db");
+    oneoffs(
+        dir.path(),
+        prefix,
+        n,
+        wall() + TimeDelta::milliseconds(3000),
+        "    window: 10m\n    verify: { after: 1s, checks: 1 }\n",
+    );
+    let mut d = Daemon::spawn(&cfg, &[]);
+    d.wait_http(HANG).await;
+    let conf = format!("{prefix}-conf-");
+    let want = 1 + (rand_u64() % (n as u64 / 2)) as usize;
+    let until = tokio::time::Instant::now() + HANG;
+    while f.starts_for(&conf) < want {
+        assert!(tokio::time::Instant::now() < until, "no burst");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    d.signal("KILL");
+    d.wait(HANG).await;
+    let last = Daemon::spawn(&cfg, &[]);
+    last.wait_http(HANG).await;
+    wait_until("every occurrence confirmed", HANG, || {
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded' AND verified_at IS NOT NULL",
+        ) == n.to_string()
+    })
+    .await;
+    let starts = starts_by_conference(&f);
+    let twice: Vec<_> = starts.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(twice.is_empty(), "meetings started twice: {twice:?}");
+    assert_eq!(starts.len(), n, "every meeting started once");
+    let interrupted = sqlite(&db, "SELECT COUNT(*) FROM attempts WHERE outcome = 'interrupted'");
+    assert_ne!(interrupted, "0", "the kill interrupted calls in flight");
+    eprintln!("kill -9 with verify: {interrupted} interrupted attempts, settled by checks, 0 second starts");
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
