@@ -297,3 +297,78 @@ async fn check_not_corrupt(path: &Path) -> Result<()> {
         })
     }
 }
+
+#[cfg(test)]
+mod hot_statements {
+    use sqlx::Row;
+
+    use super::Store;
+    use super::checks::{CLAIM_CHECKS, LOAD_CHECKS, NEXT_CHECK};
+    use super::occurrences::*;
+    use super::policies::{CANCEL_FUTURE, CANCEL_UNFINISHED};
+
+    /// The statements dingrec runs on every tick, every claim, every apply or every readiness
+    /// probe search an index: none reads a whole table (a json_each batch aside).
+    #[tokio::test]
+    async fn every_hot_statement_searches_an_index() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let settings = crate::config::DatabaseSettings {
+            path: dir.path().join("d.db"),
+            ..crate::config::DatabaseSettings::default()
+        };
+        let store = Store::open(&settings).await.expect("store");
+        let history_by_policy =
+            "SELECT o.id FROM occurrences o WHERE 1 = 1 AND o.policy_name = ? ORDER BY o.due_at, o.id";
+        // Each with the index it must use, where a wrong one would still "search" but read every
+        // row of a state (a policy's cancel by state alone reads all future rows of all policies).
+        let statements = [
+            ("claim", CLAIM_SELECT, "occurrences_next_due"),
+            ("claim retries", CLAIM_RETRIES_SELECT, "occurrences_retry_due"),
+            ("read back", LOAD_CLAIMED, "INTEGER PRIMARY KEY"),
+            ("next due", NEXT_DUE, "occurrences_next_due"),
+            ("sweep check", SWEEP_ANY, "occurrences_window"),
+            ("last success", LAST_SUCCESS, "attempts_succeeded"),
+            ("plan candidates", PLAN_CANDIDATES, "policies_to_plan"),
+            ("cancel future", CANCEL_FUTURE, "occurrences_by_policy"),
+            ("cancel unfinished", CANCEL_UNFINISHED, "occurrences_by_policy"),
+            ("plan insert", PLAN_INSERT, "occurrences_by_meeting"),
+            ("claim checks", CLAIM_CHECKS, "occurrences_next_check"),
+            ("next check", NEXT_CHECK, "occurrences_next_check"),
+            ("read checks back", LOAD_CHECKS, "INTEGER PRIMARY KEY"),
+            (
+                "started meeting covered",
+                STARTED_MEETING_COVERED,
+                "occurrences_by_policy",
+            ),
+            (
+                "history --policy",
+                history_by_policy,
+                "occurrences_by_policy_name",
+            ),
+        ];
+        for (what, sql, index) in statements {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(store.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            for step in &plan {
+                let scans_a_table = step.starts_with("SCAN ")
+                    && !step.starts_with("SCAN j")
+                    && !step.contains("json_each")
+                    && !step.contains("COVERING INDEX")
+                    && step != "SCAN CONSTANT ROW";
+                assert!(!scans_a_table, "{what} scans a table: {plan:#?}");
+            }
+            assert!(
+                plan.iter().any(|p| p.split_whitespace().any(|w| w == index)
+                    || (index.contains(' ') && p.contains(index))),
+                "{what} does not use {index}: {plan:#?}"
+            );
+        }
+        store.close().await;
+    }
+}
