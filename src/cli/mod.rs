@@ -23,8 +23,9 @@ Makes sure DingTalk video meetings get recorded.
 
 Ops teams write recording policies in YAML (which meeting, which host, which layout, when).
 dingrec keeps them in SQLite, calls DingTalk's StartCloudRecord at each meeting's start time,
-retries with backoff until the recording runs or there is no point any more, and writes every
-attempt and its error code to SQLite for audit.
+retries with backoff until the recording runs or there is no point any more, checks that it
+really records (and, with `verify.watch`, keeps recording: a stopped recording is started again),
+and writes every attempt, every check and its error code to SQLite for audit.
 
 First steps:
   dingrec demo                      a tour against the bundled fake DingTalk (no credentials)
@@ -108,7 +109,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableOrJson,
     },
-    /// The audit log: occurrences with their attempts.
+    /// The audit log: occurrences with their attempts and their checks (`check:start`,
+    /// `check:watch`, `check:video` rows in the table; `checks` in JSON).
     History {
         #[arg(long, value_name = "NAME")]
         policy: Option<String>,
