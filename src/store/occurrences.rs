@@ -821,7 +821,7 @@ impl Store {
     /// Live occurrences by state, for `/readyz`.
     pub async fn live_counts(&self) -> Result<Vec<(OccurrenceState, i64)>> {
         let rows = sqlx::query(
-            "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait') GROUP BY state",
+            "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait', 'verifying') GROUP BY state",
         )
         .fetch_all(self.pool())
         .await?;
@@ -844,7 +844,7 @@ impl Store {
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
-            "DELETE FROM occurrences WHERE due_at < ? AND state NOT IN ('scheduled', 'running', 'retry_wait')",
+            "DELETE FROM occurrences WHERE due_at < ? AND state NOT IN ('scheduled', 'running', 'retry_wait', 'verifying')",
         )
         .bind(fmt_utc(before))
         .execute(&mut *tx)

@@ -133,8 +133,9 @@ async fn a_meeting_that_never_records_expires_with_not_recording() {
 
 #[tokio::test]
 async fn a_check_that_fails_is_tried_again_and_is_not_a_reason_to_start_again() {
+    // One check never answered (the request timeout ends it), one answered 500.
     let meeting = MeetingSpec {
-        info_script: vec![step("systemError", 2)],
+        info_script: vec![step("hang", 1), step("systemError", 1)],
         ..live("conf-1", vec![])
     };
     let (app, clock) = on_clock(
@@ -154,7 +155,8 @@ async fn a_check_that_fails_is_tried_again_and_is_not_a_reason_to_start_again() 
             (CheckKind::Start, Some(CheckOutcome::Recording)),
         ]
     );
-    assert_eq!(o.checks[0].code.as_deref(), Some("systemError"));
+    assert_eq!(o.checks[0].code.as_deref(), Some("timeout"));
+    assert_eq!(o.checks[1].code.as_deref(), Some("systemError"));
 }
 
 #[tokio::test]
