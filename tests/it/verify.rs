@@ -52,19 +52,22 @@ fn outcomes(o: &OccurrenceRow) -> Vec<(CheckKind, Option<CheckOutcome>)> {
 
 const STEP: TimeDelta = TimeDelta::seconds(5);
 
+/// The one-meeting case: `board` on `conf-1` with `verify`, driven until final.
+async fn board_until_final(meeting: MeetingSpec, verify: &str) -> (TestApp, OccurrenceRow) {
+    let (app, clock) = on_clock(vec![meeting], policy("board", "conf-1", verify, "")).await;
+    let rows = app.drive_until_final(&clock, STEP, 1).await;
+    let o = TestApp::occurrence(&rows, "board").clone();
+    (app, o)
+}
+
 #[tokio::test]
 async fn a_start_that_silently_does_not_record_is_started_again_and_then_confirmed() {
     let meeting = MeetingSpec {
         silent: Some(Silent::Once),
         ..live("conf-1", vec![])
     };
-    let (app, clock) = on_clock(
-        vec![meeting],
-        policy("board", "conf-1", "{ after: 10s, checks: 2 }", ""),
-    )
-    .await;
-    let rows = app.drive_until_final(&clock, STEP, 1).await;
-    let o = TestApp::occurrence(&rows, "board");
+    let (app, o) = board_until_final(meeting, "{ after: 10s, checks: 2 }").await;
+    let o = &o;
     assert_eq!(o.state, OccurrenceState::Succeeded, "{o:#?}");
     assert!(o.verified_at.is_some(), "confirmed by a check");
     assert_eq!(
@@ -98,13 +101,8 @@ async fn a_meeting_that_never_records_expires_with_not_recording() {
         silent: Some(Silent::Always),
         ..live("conf-1", vec![])
     };
-    let (app, clock) = on_clock(
-        vec![meeting],
-        policy("board", "conf-1", "{ after: 10s, checks: 1 }", ""),
-    )
-    .await;
-    let rows = app.drive_until_final(&clock, STEP, 1).await;
-    let o = TestApp::occurrence(&rows, "board");
+    let (app, o) = board_until_final(meeting, "{ after: 10s, checks: 1 }").await;
+    let o = &o;
     assert_eq!(o.state, OccurrenceState::Expired, "{o:#?}");
     assert_eq!(o.last_code.as_deref(), Some("notRecording"));
     assert_eq!(o.attempts.len(), 5, "maximum_attempts starts, each checked once");
@@ -138,13 +136,8 @@ async fn a_check_that_fails_is_tried_again_and_is_not_a_reason_to_start_again() 
         info_script: vec![step("hang", 1), step("systemError", 1)],
         ..live("conf-1", vec![])
     };
-    let (app, clock) = on_clock(
-        vec![meeting],
-        policy("board", "conf-1", "{ after: 10s, checks: 1 }", ""),
-    )
-    .await;
-    let rows = app.drive_until_final(&clock, STEP, 1).await;
-    let o = TestApp::occurrence(&rows, "board");
+    let (_app, o) = board_until_final(meeting, "{ after: 10s, checks: 1 }").await;
+    let o = &o;
     assert_eq!(o.state, OccurrenceState::Succeeded, "{o:#?}");
     assert_eq!(o.attempts.len(), 1, "no second start");
     assert_eq!(
