@@ -184,6 +184,17 @@ fn failed(mut r: CheckResult, e: &DingTalkError, started: tokio::time::Instant) 
 /// stays open meanwhile, and a restart would redo it).
 async fn check(d: &Dispatcher, c: DueCheck) {
     let (outcome, next, result) = match c.verify {
+        // A disabled or pruned policy's watch and video end without a call (its start checks
+        // still settle the start DingTalk accepted).
+        Some(_) if !c.policy_enabled && c.kind != CheckKind::Start => (
+            CheckOutcome::Error,
+            CheckNext::Done,
+            CheckResult {
+                code: Some("policy_disabled".into()),
+                message: Some("the policy was disabled; no more checks".into()),
+                ..CheckResult::default()
+            },
+        ),
         Some(v) => {
             let (seen, result) = seen_from(c.kind, d, &c).await;
             let ctx = CheckContext {

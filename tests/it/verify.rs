@@ -434,3 +434,36 @@ async fn under_a_rate_limit_every_start_goes_before_any_check_and_no_second_hold
         .unwrap_or(0);
     assert!(most <= 20, "{most} calls in one second");
 }
+
+#[tokio::test]
+async fn disabling_a_watched_policy_ends_its_watch_without_another_call() {
+    let verify = "{ after: 10s, watch: 1m }";
+    let (app, clock) = on_clock(
+        vec![live("conf-1", vec![])],
+        policy("board", "conf-1", verify, ""),
+    )
+    .await;
+    let rows = app.drive_until_final(&clock, STEP, 1).await;
+    assert_eq!(rows[0].state, OccurrenceState::Succeeded);
+    let calls = app.fake.info_calls();
+    crate::support::app::apply(
+        &app.store,
+        &clock,
+        &format!(
+            "policies:\n{}",
+            policy("board", "conf-1", verify, "    enabled: false\n")
+        ),
+    )
+    .await;
+    let rows = app.drive_until_settled(&clock, TimeDelta::seconds(30), 1).await;
+    let last = rows[0].checks.last().expect("the watch's last check");
+    assert_eq!(
+        (last.kind, last.outcome, last.code.as_deref()),
+        (
+            CheckKind::Watch,
+            Some(CheckOutcome::Error),
+            Some("policy_disabled")
+        )
+    );
+    assert_eq!(app.fake.info_calls(), calls, "no call after the disable");
+}
