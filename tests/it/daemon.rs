@@ -126,7 +126,13 @@ async fn sigterm_closes_claimed_attempts_not_yet_sent_as_interrupted_without_cal
     let mut d = Daemon::spawn(&cfg, &[]);
     wait_for("the first call", HANG, || !f.start_requests().is_empty()).await;
     let db = dir.path().join("dingrec.db");
-    assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM attempts"), "2", "both claimed");
+    // A burst's first claim takes one worker pool (here one), the next claim the rest: wait for
+    // it, while the first call is still in flight (1.5 s).
+    wait_for("both claimed", HANG, || {
+        sqlite(&db, "SELECT COUNT(*) FROM attempts") == "2"
+    })
+    .await;
+    assert_eq!(f.start_requests().len(), 1, "the second is claimed, not sent");
     d.signal("TERM");
     assert_eq!(d.wait(HANG).await, Some(0), "{}", d.stderr());
     assert_eq!(f.start_requests().len(), 1, "the queued attempt was never sent");
