@@ -171,6 +171,15 @@ fn ms(started: tokio::time::Instant) -> i64 {
     i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A check closed without a call: dingrec's own code and why.
+fn no_call(code: &str, why: &str) -> CheckResult {
+    CheckResult {
+        code: Some(code.to_owned()),
+        message: Some(why.to_owned()),
+        ..CheckResult::default()
+    }
+}
+
 fn failed(mut r: CheckResult, e: &DingTalkError, started: tokio::time::Instant) -> CheckResult {
     r.http_status = e.http_status();
     r.code = Some(e.code().to_owned());
@@ -189,11 +198,7 @@ async fn check(d: &Dispatcher, c: DueCheck) {
         Some(_) if !c.policy_enabled && c.kind != CheckKind::Start => (
             CheckOutcome::Error,
             CheckNext::Done,
-            CheckResult {
-                code: Some("policy_disabled".into()),
-                message: Some("the policy was disabled; no more checks".into()),
-                ..CheckResult::default()
-            },
+            no_call("policy_disabled", "the policy was disabled; no more checks"),
         ),
         Some(v) => {
             let (seen, result) = seen_from(c.kind, d, &c).await;
@@ -211,11 +216,10 @@ async fn check(d: &Dispatcher, c: DueCheck) {
         None => (
             CheckOutcome::Error,
             CheckNext::Unconfirmed,
-            CheckResult {
-                code: Some("verify_off".into()),
-                message: Some("verify was turned off for this policy; no check was made".into()),
-                ..CheckResult::default()
-            },
+            no_call(
+                "verify_off",
+                "verify was turned off for this policy; no check was made",
+            ),
         ),
     };
     d.metrics.check(c.kind, outcome);
