@@ -7,7 +7,6 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use dingrec::app::App;
 use dingrec::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use dingrec::config::Settings;
-use dingrec::domain::OccurrenceState;
 use dingrec::domain::PolicyDefaults;
 use dingrec::fake::{FakeDingTalk, Scenario};
 use dingrec::notify::Notifier;
@@ -349,27 +348,32 @@ impl TestApp {
                 "not final: {:#?}",
                 self.history().await
             );
-            // One statement, one snapshot: a claim moves a check from "due" to "open" in one commit.
-            let (open_checks, due_checks): (i64, i64) = sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM checks WHERE outcome IS NULL), \
-                 (SELECT COUNT(*) FROM occurrences WHERE next_check_at IS NOT NULL)",
-            )
-            .fetch_one(self.store.pool())
-            .await
-            .expect("checks");
-            let checks_pending = no_checks_pending && open_checks + due_checks > 0;
+            // One statement, one snapshot: a claim moves an attempt from "due" to "running", a
+            // check from "due" to "open", in one commit; read apart, a claim between two reads
+            // would look like nothing in flight and nothing due, and the clock would move on.
+            let (in_flight, due_checks, next_due, next_check): (i64, i64, Option<String>, Option<String>) =
+                sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) \
+                       + (SELECT COUNT(*) FROM occurrences WHERE state = 'running'), \
+                     (SELECT COUNT(*) FROM occurrences WHERE next_check_at IS NOT NULL), \
+                     (SELECT MIN(next_attempt_at) FROM occurrences WHERE state IN ('scheduled', 'retry_wait')), \
+                     (SELECT MIN(next_check_at) FROM occurrences WHERE next_check_at IS NOT NULL)",
+                )
+                .fetch_one(self.store.pool())
+                .await
+                .expect("at rest?");
+            let checks_pending = no_checks_pending && in_flight + due_checks > 0;
             let rows = self.history().await;
-            if rows.len() >= n && rows.iter().all(|o| !o.state.is_live()) && !checks_pending {
+            if rows.len() >= n && rows.iter().all(|o| !o.state.is_live()) && !checks_pending && in_flight == 0
+            {
                 return rows;
             }
-            let running = open_checks > 0 || rows.iter().any(|o| o.state == OccurrenceState::Running);
-            let next = [
-                self.store.next_due_at().await.expect("next due"),
-                self.store.next_check_at().await.expect("next check"),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let running = in_flight > 0;
+            let next = [next_due, next_check]
+                .into_iter()
+                .flatten()
+                .map(|t| parse_t(&t))
+                .min();
             let now = clock.now();
             if running || next.is_some_and(|t| t <= now) {
                 // Something is in flight or due: let the daemon get on with it.
