@@ -133,6 +133,15 @@ impl App {
         // Before anything touches the database: one daemon per file.
         let instance_lock = InstanceLock::acquire(&settings.database.path)?;
         let store = Store::open(&settings.database).await?;
+        let alerts = &settings.alerts;
+        store
+            .set_alert_routing(
+                &alerts.default,
+                &alerts.events,
+                !alerts.destinations.is_empty(),
+                clock.now(),
+            )
+            .await?;
         let tick = notifier
             .watchdog_interval()
             .map_or(crate::scheduler::TICK, |w| w.min(crate::scheduler::TICK));
@@ -210,7 +219,7 @@ impl App {
         if settings.policies.paths.is_empty() {
             return true;
         }
-        let defaults = match settings.defaults.typed() {
+        let defaults = match settings.policy_defaults() {
             Ok(d) => d,
             Err(e) => {
                 self.reload_failed(e.to_string());
@@ -292,6 +301,12 @@ impl App {
                         }
                     }
                 }
+                // Alert destinations are the running sender's until the next start: policies may
+                // name only those.
+                let new = Settings {
+                    alerts: self.settings.alerts.clone(),
+                    ..new
+                };
                 let ok = self.apply_policy_files(&new).await;
                 if ok {
                     self.settings.policies = new.policies;
@@ -320,6 +335,7 @@ impl App {
             health: self.health.clone(),
             metrics: self.metrics.clone(),
             token: self.client.token_status(),
+            clock: self.clock.clone(),
         };
         let http_cancel = CancellationToken::new();
         let addr = self.http_addr();
@@ -335,6 +351,15 @@ impl App {
         let drain = self.settings.scheduler.shutdown_timeout;
         let scheduler_cancel = cancel.child_token();
         let mut loop_task = tokio::spawn(scheduler.run_until_stopped(scheduler_cancel, drain));
+        let sender = crate::alerts::sender::Sender::new(
+            &self.settings.alerts,
+            self.store.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.client.token_status(),
+        )?;
+        let mut alert_task = tokio::spawn(sender.run_until_stopped(cancel.child_token()));
+        let mut alerts_done = false;
         self.health.beat();
         info!(http = %addr, "dingrec is running");
         self.notifier.ready("scheduler started");
@@ -352,6 +377,15 @@ impl App {
                         Ok(Ok(())) => "the scheduler loop ended unexpectedly".to_owned(),
                         Ok(Err(why)) => format!("the scheduler stopped: {why}"),
                         Err(e) => format!("the scheduler loop failed: {e}"),
+                    });
+                    break;
+                }
+                ended = &mut alert_task => {
+                    alerts_done = true;
+                    failure = Some(match ended {
+                        Ok(Ok(())) => "the alert sender ended unexpectedly".to_owned(),
+                        Ok(Err(why)) => format!("the alert sender stopped: {why}"),
+                        Err(e) => format!("the alert sender failed: {e}"),
                     });
                     break;
                 }
@@ -380,6 +414,17 @@ impl App {
                 }
                 Err(e) => {
                     failure.get_or_insert(format!("the scheduler loop failed: {e}"));
+                }
+            }
+        }
+        if !alerts_done {
+            match alert_task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    failure.get_or_insert(format!("the alert sender stopped: {why}"));
+                }
+                Err(e) => {
+                    failure.get_or_insert(format!("the alert sender failed: {e}"));
                 }
             }
         }

@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::outcome::RetryClass;
-use crate::domain::{Layout, PolicyDefaults, RetryPolicy, Verify, WindowPosition, Zone};
+use crate::domain::{AlertEvent, Layout, PolicyDefaults, RetryPolicy, Verify, WindowPosition, Zone};
 
 /// Everything `dingrec` reads from config.yaml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -32,6 +32,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+    pub alerts: AlertSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +284,8 @@ impl DefaultSettings {
                 }
                 self.verify
             },
+            // `Settings::policy_defaults` adds `alerts.destinations`.
+            alert_destinations: Default::default(),
         })
     }
 }
@@ -347,6 +350,205 @@ impl Default for LogSettings {
             format: LogFormat::Text,
             level: "info".into(),
         }
+    }
+}
+
+/// `alerts`: where dingrec sends word of what went wrong (docs/alerts.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// By name: a DingTalk group robot or a webhook.
+    pub destinations: BTreeMap<String, Destination>,
+    /// Where alerts go when a policy names none (`alert:` in the policy).
+    pub default: Vec<String>,
+    /// The events that are sent at all.
+    pub events: Vec<AlertEvent>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            destinations: BTreeMap::new(),
+            default: Vec::new(),
+            events: AlertEvent::ALL
+                .iter()
+                .copied()
+                .filter(|e| *e != AlertEvent::Test)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationType {
+    /// A DingTalk group's custom robot (`POST /robot/send?access_token=…`).
+    DingtalkRobot,
+    /// A JSON POST signed as Standard Webhooks does.
+    Webhook,
+}
+
+/// The robot's endpoint when `url` is not set.
+pub const ROBOT_URL: &str = "https://oapi.dingtalk.com/robot/send";
+
+/// Most `at_mobiles` one robot destination may name.
+pub const MAX_AT_MOBILES: usize = 20;
+
+/// One alert destination. Its secrets are read from files (or `$CREDENTIALS_DIRECTORY/<name>_token`
+/// and `<name>_secret`) and never print.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    #[serde(rename = "type")]
+    pub kind: DestinationType,
+    /// The robot's endpoint (default [`ROBOT_URL`]) or the webhook's URL; https, or http to
+    /// loopback only.
+    #[serde(default)]
+    pub url: String,
+    /// The robot's `access_token`.
+    #[serde(default)]
+    pub access_token_file: PathBuf,
+    #[serde(skip)]
+    pub access_token: Option<SecretString>,
+    /// The robot's `SEC…` signing secret (optional), or the webhook's secret (required).
+    #[serde(default)]
+    pub secret_file: PathBuf,
+    #[serde(skip)]
+    pub secret: Option<SecretString>,
+    /// The robot @-mentions these phone numbers in every alert.
+    #[serde(default)]
+    pub at_mobiles: Vec<String>,
+}
+
+impl Destination {
+    /// The URL to post to: `url`, or the robot's default.
+    pub fn endpoint(&self) -> &str {
+        match (self.kind, self.url.is_empty()) {
+            (DestinationType::DingtalkRobot, true) => ROBOT_URL,
+            _ => &self.url,
+        }
+    }
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        let secret = |a: &Option<SecretString>, b: &Option<SecretString>| {
+            a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
+        };
+        secret(&self.access_token, &other.access_token)
+            && secret(&self.secret, &other.secret)
+            && serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<SecretString>| if s.is_some() { "[REDACTED]" } else { "None" };
+        f.debug_struct("Destination")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("access_token_file", &self.access_token_file)
+            .field("access_token", &redact(&self.access_token))
+            .field("secret_file", &self.secret_file)
+            .field("secret", &redact(&self.secret))
+            .field("at_mobiles", &self.at_mobiles)
+            .finish()
+    }
+}
+
+impl AlertSettings {
+    /// Names, URLs, secrets and routes that serde cannot check.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, why: String| ConfigError::Invalid(format!("{key}: {why}"));
+        for (name, d) in &self.destinations {
+            let key = format!("alerts.destinations.{name}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(bad(
+                    key,
+                    "a destination name is 1 to 64 letters, digits, '-' or '_'".into(),
+                ));
+            }
+            check_url(&format!("{key}.url"), d.endpoint())?;
+            match d.kind {
+                DestinationType::DingtalkRobot => {
+                    if d.access_token.is_none() {
+                        return Err(bad(
+                            key,
+                            format!(
+                                "the robot's access token is missing: set access_token_file, or put it in $CREDENTIALS_DIRECTORY/{name}_token"
+                            ),
+                        ));
+                    }
+                    if d.at_mobiles.len() > MAX_AT_MOBILES {
+                        return Err(bad(
+                            format!("{key}.at_mobiles"),
+                            format!("{} numbers; at most {MAX_AT_MOBILES}", d.at_mobiles.len()),
+                        ));
+                    }
+                    if let Some((i, m)) = d.at_mobiles.iter().enumerate().find(|(_, m)| {
+                        m.is_empty()
+                            || m.len() > 20
+                            || !m.chars().all(|c| c.is_ascii_digit() || c == '+' || c == '-')
+                    }) {
+                        return Err(bad(
+                            format!("{key}.at_mobiles[{i}]"),
+                            format!("'{m}' is not a phone number (digits, '+' and '-')"),
+                        ));
+                    }
+                }
+                DestinationType::Webhook => {
+                    if d.url.is_empty() {
+                        return Err(bad(format!("{key}.url"), "a webhook needs its url".into()));
+                    }
+                    if d.secret.is_none() {
+                        return Err(bad(
+                            key,
+                            format!(
+                                "the webhook's signing secret is missing: set secret_file, or put it in $CREDENTIALS_DIRECTORY/{name}_secret"
+                            ),
+                        ));
+                    }
+                    if !d.access_token_file.as_os_str().is_empty() || !d.at_mobiles.is_empty() {
+                        return Err(bad(
+                            key,
+                            "access_token_file and at_mobiles are for dingtalk_robot destinations".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, name) in self.default.iter().enumerate() {
+            if !self.destinations.contains_key(name) {
+                let hint = crate::domain::did_you_mean(name, self.destinations.keys().map(String::as_str))
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                return Err(bad(
+                    format!("alerts.default[{i}]"),
+                    format!("'{name}' is not one of alerts.destinations{hint}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_secrets(&mut self, credentials_dir: &Option<PathBuf>) -> Result<(), ConfigError> {
+        for (name, d) in &mut self.destinations {
+            if d.kind == DestinationType::DingtalkRobot {
+                d.access_token = read_secret(
+                    &d.access_token_file,
+                    credentials_dir,
+                    &format!("{name}_token"),
+                    None,
+                )?;
+            }
+            d.secret = read_secret(&d.secret_file, credentials_dir, &format!("{name}_secret"), None)?;
+        }
+        Ok(())
     }
 }
 
@@ -421,9 +623,22 @@ pub fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
             &new.dingtalk.suite_ticket,
         ),
     ];
+    let same = |a: &Option<SecretString>, b: &Option<SecretString>| {
+        a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
+    };
     for (name, a, b) in secrets {
-        if a.as_ref().map(ExposeSecret::expose_secret) != b.as_ref().map(ExposeSecret::expose_secret) {
+        if !same(a, b) {
             out.push(name.to_owned());
+        }
+    }
+    for (name, a) in &old.alerts.destinations {
+        if let Some(b) = new.alerts.destinations.get(name) {
+            if !same(&a.access_token, &b.access_token) {
+                out.push(format!("alerts.destinations.{name}.access_token"));
+            }
+            if !same(&a.secret, &b.secret) {
+                out.push(format!("alerts.destinations.{name}.secret"));
+            }
         }
     }
     out
@@ -494,12 +709,20 @@ impl Settings {
             "suite_ticket",
             d.suite_ticket.take(),
         )?;
-        Ok(())
+        self.alerts.resolve_secrets(credentials_dir)
+    }
+
+    /// The policy defaults (`defaults`), with the alert destinations a policy may name.
+    pub fn policy_defaults(&self) -> Result<PolicyDefaults, ConfigError> {
+        let mut d = self.defaults.typed()?;
+        d.alert_destinations = self.alerts.destinations.keys().cloned().collect();
+        Ok(d)
     }
 
     /// Checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_base_url(&self.dingtalk.base_url)?;
+        self.alerts.validate()?;
         self.defaults.typed()?;
         if self.dingtalk.request_timeout.is_zero() || self.dingtalk.connect_timeout.is_zero() {
             return Err(ConfigError::Invalid(
@@ -658,7 +881,12 @@ fn read_secret(
 
 /// HTTPS always; plain HTTP only to a loopback address (the fake DingTalk, tests, the demo).
 pub fn check_base_url(url: &str) -> Result<(), ConfigError> {
-    let bad = |why: &str| ConfigError::Invalid(format!("dingtalk.base_url '{url}': {why}"));
+    check_url("dingtalk.base_url", url)
+}
+
+/// `key`'s URL: https, or plain http to a loopback address only.
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid(format!("{key} '{url}': {why}"));
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     match parsed.scheme() {
         "https" => Ok(()),
@@ -804,6 +1032,83 @@ mod tests {
             DefaultSettings::default().typed().expect("valid"),
             PolicyDefaults::default()
         );
+    }
+
+    #[test]
+    fn alert_destinations_read_their_secrets_from_files_or_credentials_and_never_print_them() {
+        jailed(|jail| {
+            let dir = jail.directory().to_owned();
+            jail.create_file("robot_token", "TOKEN-CANARY\n")?;
+            jail.create_dir("creds")?;
+            jail.create_file("creds/ops_secret", "SEC-CANARY\n")?;
+            jail.create_file("creds/pager_secret", "whsec_Zm9v\n")?;
+            jail.create_file(
+                "config.yaml",
+                &format!(
+                    "alerts:\n  destinations:\n    ops:\n      type: dingtalk_robot\n      access_token_file: {}/robot_token\n    pager:\n      type: webhook\n      url: http://127.0.0.1:9/hook\n  default: [ops]\n",
+                    dir.display()
+                ),
+            )?;
+            jail.set_env("CREDENTIALS_DIRECTORY", dir.join("creds").display());
+            let s = Settings::load(Some(Path::new("config.yaml"))).expect("loads");
+            let ops = &s.alerts.destinations["ops"];
+            assert_eq!(ops.endpoint(), ROBOT_URL);
+            assert_eq!(
+                ops.access_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned())
+                    .as_deref(),
+                Some("TOKEN-CANARY")
+            );
+            assert_eq!(
+                ops.secret
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned())
+                    .as_deref(),
+                Some("SEC-CANARY")
+            );
+            assert_eq!(s.alerts.events.len(), 9, "every event but `test` by default");
+            let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap_or_default());
+            assert!(!shown.contains("CANARY") && !shown.contains("Zm9v"), "{shown}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_alert_settings_name_the_key() {
+        let base = "dingtalk:\n  app_key: k\n";
+        for (yaml, says) in [
+            (
+                "alerts:\n  destinations:\n    ops:\n      type: dingtalk_robot\n",
+                "alerts.destinations.ops: the robot's access token is missing",
+            ),
+            (
+                "alerts:\n  destinations:\n    pager:\n      type: webhook\n      url: http://example.com/h\n",
+                "alerts.destinations.pager.url 'http://example.com/h': plain http:// is allowed only to a loopback address",
+            ),
+            (
+                "alerts:\n  destinations:\n    pager:\n      type: webhook\n      url: https://example.com/h\n",
+                "alerts.destinations.pager: the webhook's signing secret is missing",
+            ),
+            (
+                "alerts:\n  default: [ops]\n",
+                "alerts.default[0]: 'ops' is not one of alerts.destinations",
+            ),
+            ("alerts:\n  events: [failed, exploded]\n", "alerts.events"),
+            (
+                "alerts:\n  destinations:\n    ops:\n      type: pager_duty\n",
+                "alerts.destinations.ops",
+            ),
+        ] {
+            jailed(|jail| {
+                jail.create_file("config.yaml", &format!("{base}{yaml}"))?;
+                let e = Settings::load(Some(Path::new("config.yaml")))
+                    .expect_err(yaml)
+                    .to_string();
+                assert!(e.contains(says), "{yaml}: {e}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

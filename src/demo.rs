@@ -64,9 +64,18 @@ fn scenario() -> Scenario {
             ends_after: None,
             script: vec![],
         }],
+        robots: vec![crate::fake::RobotSpec {
+            access_token: DEMO_ROBOT_TOKEN.into(),
+            secret: Some(DEMO_ROBOT_SECRET.into()),
+            ..crate::fake::RobotSpec::default()
+        }],
         ..Scenario::default()
     }
 }
+
+/// The ops group's robot on the fake (made-up credentials: nothing here is real).
+const DEMO_ROBOT_TOKEN: &str = "demo-robot-access-token";
+const DEMO_ROBOT_SECRET: &str = "SECdemo-robot-signing-secret";
 
 fn policies_yaml(clock: &dyn Clock) -> String {
     let at = |secs: i64| {
@@ -157,6 +166,20 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
         after: Duration::from_secs(2),
         ..crate::domain::Verify::default()
     });
+    // Failures go to the ops team's DingTalk group, through its robot (on the fake).
+    settings.alerts.destinations.insert(
+        "ops-group".into(),
+        crate::config::Destination {
+            kind: crate::config::DestinationType::DingtalkRobot,
+            url: format!("{}/robot/send", fake.base_url()),
+            access_token_file: Default::default(),
+            access_token: Some(SecretString::from(DEMO_ROBOT_TOKEN.to_owned())),
+            secret_file: Default::default(),
+            secret: Some(SecretString::from(DEMO_ROBOT_SECRET.to_owned())),
+            at_mobiles: vec![],
+        },
+    );
+    settings.alerts.default = vec!["ops-group".into()];
 
     println!(
         "dingrec demo: fake DingTalk at {}, database {}",
@@ -186,7 +209,12 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
             .await
             .map_err(|e| fail("database", &e))?;
         let checks_pending = store.checks_pending().await.map_err(|e| fail("database", &e))?;
-        if rows.len() >= 7 && rows.iter().all(|o| !o.state.is_live()) && !checks_pending {
+        let alerts = store.alerts_pending().await.map_err(|e| fail("database", &e))?;
+        if rows.len() >= 7
+            && rows.iter().all(|o| !o.state.is_live())
+            && !checks_pending
+            && alerts.pending == 0
+        {
             finished = true;
             break;
         }
@@ -223,6 +251,22 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
         fake.start_requests().len(),
         fake.info_calls() + fake.video_calls()
     );
+    let messages = fake.robot_messages();
+    let shown: Vec<_> = messages
+        .iter()
+        .filter(|m| m.errcode == 0 && !m.duplicate)
+        .collect();
+    println!(
+        "\nThe ops group's DingTalk chat got {} alert message(s) from dingrec's robot:",
+        shown.len()
+    );
+    for m in shown {
+        println!("\n  ┌ {}", m.title);
+        for line in m.text.lines() {
+            println!("  │ {line}");
+        }
+    }
+    println!();
     if !finished {
         return Err(Failure::new(
             EXIT_FAILURE,

@@ -3,6 +3,7 @@
 //! The data goes one way: policy YAML → [`policy_file`] → [`store`] (SQLite) → [`scheduler`] →
 //! [`dingtalk`] client → attempt row. See README.md for the design notes.
 
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod clock;

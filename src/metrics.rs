@@ -20,6 +20,8 @@ pub const LAST_SUCCESS: &str = "dingrec_last_success_timestamp_seconds";
 pub const RELOADS_TOTAL: &str = "dingrec_reloads_total";
 pub const BUILD_INFO: &str = "dingrec_build_info";
 pub const CHECKS_TOTAL: &str = "dingrec_checks_total";
+pub const ALERTS_TOTAL: &str = "dingrec_alerts_total";
+pub const ALERTS_PENDING: &str = "dingrec_alerts_pending";
 
 const LATENESS_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -107,6 +109,21 @@ impl Metrics {
             CHECKS_TOTAL,
             &[("kind", kind.as_str()), ("outcome", outcome.as_str())],
         );
+    }
+
+    /// Alerts to `destination` that were sent, will be tried again, or failed for good.
+    pub fn alerts(&self, destination: &str, result: &str, n: usize) {
+        self.recorder
+            .register_counter(
+                &key(ALERTS_TOTAL, &[("destination", destination), ("result", result)]),
+                &META,
+            )
+            .increment(n as u64);
+    }
+
+    /// Alerts not delivered yet.
+    pub fn alerts_pending(&self, n: i64) {
+        self.gauge(ALERTS_PENDING, &[], n as f64);
     }
 
     pub fn attempt(&self, outcome: AttemptOutcome, code: &str) {

@@ -379,6 +379,7 @@ raw_policy! {
     skip_dates: Vec<S<String>>,
     retry: RawRetry,
     verify: RawVerify,
+    alert: Vec<S<String>>,
     enabled: bool,
 }
 
@@ -577,6 +578,7 @@ impl Checker<'_> {
         let skip_dates = self.skip_dates(&e, &raw.skip_dates);
         let retry = self.retry(&raw.retry, defaults.retry, &|k| e.key(k));
         let verify = self.verify(&raw.verify, defaults.verify, &|k| e.key(k));
+        let alert = self.alert(&e, &raw.alert, &defaults.alert_destinations);
         let enabled = raw.enabled.as_ref().is_none_or(|v| v.value);
 
         if self.errors.len() > before {
@@ -597,6 +599,7 @@ impl Checker<'_> {
                 skip_dates: skip_dates?,
                 retry: retry?,
                 verify: verify?,
+                alert: alert?,
                 enabled,
             },
             source: format!("{}:{line}", self.file.display()),
@@ -714,6 +717,43 @@ impl Checker<'_> {
     }
 
     /// `skip_dates`: local dates, `YYYY-MM-DD`.
+    /// `alert: [names]`: each a destination of config.yaml's `alerts.destinations`; `None` (no
+    /// key) routes to `alerts.default`.
+    fn alert(
+        &mut self,
+        e: &Entry,
+        raw: &Option<S<Vec<S<String>>>>,
+        known: &BTreeSet<String>,
+    ) -> Option<Option<Vec<String>>> {
+        let Some(list) = raw else { return Some(None) };
+        let before = self.errors.len();
+        let mut names = Vec::new();
+        for (j, n) in list.value.iter().enumerate() {
+            if known.contains(&n.value) {
+                if !names.contains(&n.value) {
+                    names.push(n.value.clone());
+                }
+                continue;
+            }
+            let hint = did_you_mean(&n.value, known.iter().map(String::as_str)).or_else(|| {
+                Some(if known.is_empty() {
+                    "config.yaml defines no alerts.destinations".into()
+                } else {
+                    format!(
+                        "alerts.destinations in config.yaml: {}",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })
+            });
+            self.push(
+                n,
+                e.key(&format!("alert[{j}]")),
+                Invalid::new(format!("unknown alert destination '{}'", n.value)).with_hint(hint),
+            );
+        }
+        (self.errors.len() == before).then_some(Some(names))
+    }
+
     fn skip_dates(&mut self, e: &Entry, raw: &Option<S<Vec<S<String>>>>) -> Option<BTreeSet<NaiveDate>> {
         let mut dates = BTreeSet::new();
         let before = self.errors.len();

@@ -1,6 +1,7 @@
 //! The command line (`docs/operations.md` lists the commands and exit codes): clap's definitions
 //! and the dispatch to one module per command. Data goes to stdout, diagnostics to stderr.
 
+mod alerts;
 mod fake;
 mod history;
 mod next;
@@ -126,6 +127,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: HistoryFormat,
     },
+    /// Alerts and their delivery (newest first): what was told to whom, and whether it arrived.
+    /// `dingrec alerts test NAME` sends a test message to one destination of config.yaml.
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsAction>,
+        /// Only alerts raised within this long before now (humantime: 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+        since: Duration,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
     /// Start recording now for one policy: a manual occurrence, logged like any other. Retries
     /// as the policy says, until the recording runs or the policy's window passes.
     Trigger {
@@ -152,6 +164,17 @@ pub enum Command {
         /// A scenario file (YAML): meetings, scripted answers, throttling, token lifetime.
         #[arg(long, value_name = "FILE")]
         scenario: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsAction {
+    /// Send a test message to destination NAME (of `alerts.destinations`) the way the daemon
+    /// sends alerts. Exit 0 only when it was delivered; otherwise what the destination answered
+    /// (a robot's errcode) and what it means.
+    Test {
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }
 
@@ -217,6 +240,15 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             format,
         } => history::run(settings, policy, conference, since, state, format).await,
         Command::FakeDingtalk { listen, scenario } => fake::run(listen, scenario.as_deref()).await,
+        Command::Alerts {
+            action: Some(AlertsAction::Test { name }),
+            ..
+        } => alerts::test(settings, &name).await,
+        Command::Alerts {
+            action: None,
+            since,
+            format,
+        } => alerts::list(settings, since, format).await,
         Command::Trigger {
             policy,
             conference_id,

@@ -28,8 +28,7 @@ pub fn print_diagnostics(ds: &[Diagnostic]) {
 
 fn load_policies(paths: &[PathBuf], settings: &Settings) -> Result<Vec<SourcedPolicy>, Failure> {
     let defaults = settings
-        .defaults
-        .typed()
+        .policy_defaults()
         .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
     policy_file::load_paths(paths, &defaults).map_err(|ds| {
         print_diagnostics(&ds);

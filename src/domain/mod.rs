@@ -2,6 +2,7 @@
 //! next attempt, what DingTalk's answer means, and the states an occurrence goes through. Nothing
 //! here imports the rest of the crate.
 
+pub mod alert;
 pub mod invalid;
 pub mod outcome;
 pub mod policy;
@@ -16,5 +17,5 @@ pub use outcome::{Classification, RetryClass};
 pub use policy::{ConferenceId, Layout, Policy, PolicyDefaults, PolicyName, Target, UnionId, WindowPosition};
 pub use retry::RetryPolicy;
 pub use schedule::{Schedule, Zone};
-pub use state::{AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
+pub use state::{AlertEvent, AlertState, AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
 pub use verify::Verify;

@@ -192,6 +192,8 @@ pub struct Policy {
     pub retry: RetryPolicy,
     /// How the recording is checked (`None`: `verify: false`).
     pub verify: Option<Verify>,
+    /// Where its alerts go: destination names of `alerts.destinations` (`None`: `alerts.default`).
+    pub alert: Option<Vec<String>>,
     pub enabled: bool,
 }
 
@@ -237,6 +239,8 @@ pub struct PolicyDefaults {
     pub window: Duration,
     pub retry: RetryPolicy,
     pub verify: Option<Verify>,
+    /// The destination names a policy's `alert:` may use (`alerts.destinations`).
+    pub alert_destinations: BTreeSet<String>,
 }
 
 impl Default for PolicyDefaults {
@@ -249,6 +253,7 @@ impl Default for PolicyDefaults {
             window: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
             verify: Some(Verify::default()),
+            alert_destinations: BTreeSet::new(),
         }
     }
 }

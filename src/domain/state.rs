@@ -188,6 +188,45 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What an alert is about (`alerts.event`, config.yaml's `alerts.events`). The migration's
+    /// triggers write the occurrence and check events; `auth_broken` and `quota` come from code.
+    AlertEvent, "alert event", {
+        /// An occurrence failed for good (a code that no retry can fix).
+        Failed => "failed",
+        /// An occurrence's window passed before the recording could be started.
+        Expired => "expired",
+        /// A start passed while dingrec was not running, and its window too.
+        Missed => "missed",
+        /// The start checks did not see the recording run after a 200.
+        NotRecording => "not_recording",
+        /// A watch check saw the recording paused.
+        Paused => "paused",
+        /// A watch check saw the recording stopped while the meeting goes on.
+        RecordingStopped => "recording_stopped",
+        /// The meeting ended and left no video.
+        NoVideo => "no_video",
+        /// DingTalk refuses dingrec's credentials: no call can be made.
+        AuthBroken => "auth_broken",
+        /// The organisation's monthly API quota is running out, or spent.
+        Quota => "quota",
+        /// `dingrec alerts test`: a message that checks the way to a destination.
+        Test => "test",
+    }
+);
+
+text_enum!(
+    /// Where an alert's delivery stands (`alerts.state`).
+    AlertState, "alert state", {
+        /// Not delivered yet: the sender tries (again) at `next_attempt_at`.
+        Pending => "pending",
+        /// The destination accepted it.
+        Sent => "sent",
+        /// Given up: refused for good, or not delivered within 24 hours.
+        Failed => "failed",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +248,12 @@ mod tests {
         }
         for o in CheckOutcome::ALL {
             assert_eq!(o.as_str().parse::<CheckOutcome>(), Ok(*o));
+        }
+        for e in AlertEvent::ALL {
+            assert_eq!(e.as_str().parse::<AlertEvent>(), Ok(*e));
+        }
+        for a in AlertState::ALL {
+            assert_eq!(a.as_str().parse::<AlertState>(), Ok(*a));
         }
         assert_eq!(OccurrenceState::NAMES.len(), OccurrenceState::ALL.len());
         assert!("Succeeded".parse::<OccurrenceState>().is_err());

@@ -8,10 +8,12 @@
 //! `POST /_fake/token-outage?seconds=N`, `GET /_fake/stats`,
 //! `POST /_fake/recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video`.
 
+mod robot;
 pub mod scenario;
 mod server;
 mod state;
 
+pub use robot::{RobotMessage, RobotSpec};
 pub use scenario::{
     MeetingSpec, MeetingState, RecordingAction, Scenario, ScheduleSpec, Silent, Step, UnknownConferences,
 };

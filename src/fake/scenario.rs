@@ -185,6 +185,8 @@ pub struct Scenario {
     pub default_script: Vec<Step>,
     pub meetings: Vec<MeetingSpec>,
     pub schedules: Vec<ScheduleSpec>,
+    /// Custom group robots (`POST /robot/send`) the fake accepts messages for.
+    pub robots: Vec<super::robot::RobotSpec>,
 }
 
 impl Scenario {

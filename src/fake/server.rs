@@ -168,6 +168,17 @@ impl FakeDingTalk {
     }
 
     /// QueryConferenceInfo calls seen.
+    /// Every message the robots got (accepted or not), in order.
+    pub fn robot_messages(&self) -> Vec<super::RobotMessage> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .robots
+            .messages
+            .clone()
+    }
+
     pub fn info_calls(&self) -> u64 {
         self.with_state(|s| s.info_calls)
     }
@@ -447,6 +458,19 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
     let delay = st.global_delay();
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     let reply = match (req.method.as_str(), segs.as_slice()) {
+        ("POST", ["robot", "send"]) => {
+            let query: std::collections::HashMap<String, String> = req
+                .query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), decode(v)))
+                .collect();
+            // The log keeps neither the robot's token nor the signature.
+            entry.query = String::new();
+            let now = st.now();
+            let (body, delay) = st.robots.send(now, &query, &body);
+            return (Reply::Json { status: 200, body }, delay, entry);
+        }
         ("POST", ["v1.0", "oauth2", "accessToken"]) => st.token(false, &body, request_id),
         ("POST", ["v1.0", "oauth2", "corpAccessToken"]) => st.token(true, &body, request_id),
         (m, ["v1.0", "conference", "videoConferences", rest @ ..]) => {
@@ -520,6 +544,10 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
         ("GET", "requests") => {
             let log = shared.log.lock().map(|l| l.clone()).unwrap_or_default();
             ok(serde_json::to_value(log).unwrap_or(Value::Null))
+        }
+        ("GET", "robot/messages") => {
+            let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            ok(serde_json::to_value(&st.robots.messages).unwrap_or(Value::Null))
         }
         ("GET", "starts") => {
             // StartCloudRecord arrivals only, compact: what a benchmark measures lateness by.

@@ -117,6 +117,7 @@ pub struct State {
     pub hang_next_start: bool,
     /// StartCloudRecord calls left hanging so far.
     pub hung_starts: u64,
+    pub robots: super::robot::Robots,
 }
 
 fn status_for(code: &str) -> u16 {
@@ -251,9 +252,14 @@ impl State {
             video_calls: 0,
             hang_next_start: false,
             hung_starts: 0,
+            robots: super::robot::Robots::default(),
         };
         s.load(scenario);
         s
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Replace the scenario (tokens stay valid).
@@ -262,6 +268,7 @@ impl State {
         self.meetings.clear();
         self.schedules.clear();
         self.default_script = scenario.default_script.iter().cloned().collect();
+        self.robots.load(&scenario.robots);
         for m in &scenario.meetings {
             self.add_meeting(m.clone(), None);
         }

@@ -27,6 +27,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// The access token's state, as the DingTalk client publishes it.
     pub token: tokio::sync::watch::Receiver<TokenStatus>,
+    /// For the age of the oldest pending alert.
+    pub clock: crate::clock::SharedClock,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -71,6 +73,18 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         .ok()
         .and_then(Result::ok)
         .flatten();
+    let alerts = tokio::time::timeout(timeout, s.store.alerts_pending())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|a| {
+            let now = s.clock.now();
+            json!({
+                "pending": a.pending,
+                "oldest_pending_at": a.oldest_created_at.map(fmt_utc),
+                "oldest_pending_age_ms": a.oldest_created_at.map(|t| (now - t).num_milliseconds().max(0)),
+            })
+        });
     let mut occurrences = serde_json::Map::new();
     for st in OccurrenceState::LIVE {
         occurrences.insert(st.to_string(), json!(0));
@@ -99,6 +113,7 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         "occurrences": occurrences,
         "last_success_at": last_success.map(fmt_utc),
         "last_reload_error": s.health.reload_error(),
+        "alerts": alerts,
     });
     (ready, body)
 }

@@ -565,3 +565,47 @@ fn verify_values_beyond_their_bounds_are_located_errors() {
     let d = one_error(&format!("{VALID_HEAD}{at}    verify: sometimes\n"));
     assert_eq!(d.line, 6, "{d:?}");
 }
+
+#[test]
+fn alert_names_destinations_of_the_config_and_an_unknown_one_is_a_located_error() {
+    let with = PolicyDefaults {
+        alert_destinations: ["ops-group".to_owned(), "pager".to_owned()].into(),
+        ..PolicyDefaults::default()
+    };
+    let at = "    at: 2030-01-01T00:00:00\n";
+    let ps = parse_str(
+        Path::new("policies.yaml"),
+        &format!("{VALID_HEAD}{at}    alert: [pager, pager, ops-group]\n"),
+        &with,
+    )
+    .expect("valid");
+    assert_eq!(
+        ps[0].policy.alert,
+        Some(vec!["pager".to_owned(), "ops-group".to_owned()])
+    );
+    let ps = parse_str(Path::new("policies.yaml"), &format!("{VALID_HEAD}{at}"), &with).expect("valid");
+    assert_eq!(ps[0].policy.alert, None, "no key: alerts.default");
+
+    let es = parse_str(
+        Path::new("policies.yaml"),
+        &format!("{VALID_HEAD}{at}    alert: [pager, ops-grop]\n"),
+        &with,
+    )
+    .expect_err("unknown destination");
+    assert_eq!(es.len(), 1, "{es:#?}");
+    let d = &es[0];
+    assert_eq!((d.line, d.column), (6, 20), "{d:?}");
+    assert!(d.key.as_deref().is_some_and(|k| k.ends_with("alert[1]")), "{d:?}");
+    assert!(
+        d.message.contains("unknown alert destination 'ops-grop'"),
+        "{d:?}"
+    );
+    assert!(
+        format!("{d}").contains("ops-group"),
+        "a hint names the near miss: {d}"
+    );
+
+    // A config without destinations: any name is unknown, and the hint says why.
+    let d = one_error(&format!("{VALID_HEAD}{at}    alert: [pager]\n"));
+    assert!(format!("{d}").contains("defines no alerts.destinations"), "{d}");
+}

@@ -2,6 +2,7 @@
 //! `busy_timeout`, foreign keys on. Every writing transaction starts with `BEGIN IMMEDIATE`, so a
 //! busy database waits (up to `busy_timeout`) instead of failing half-way.
 
+pub mod alerts;
 pub mod checks;
 pub mod history;
 pub mod lock;

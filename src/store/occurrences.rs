@@ -372,8 +372,8 @@ pub(crate) const CLAIM_RETRIES_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_
 
 /// Enabled policies whose rows reach less far than `?1`, the least planned first.
 pub(crate) const PLAN_CANDIDATES: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
-     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, skip_dates, enabled, source, \
-     planned_until FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?";
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, enabled, \
+     source, planned_until FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?";
 
 /// The earliest instant an occurrence wants an attempt.
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) AS t FROM occurrences INDEXED BY occurrences_next_due \
@@ -840,7 +840,8 @@ impl Store {
         opt_time(&row, "t")
     }
 
-    /// Drop occurrences (and their attempts) that ended before `before`.
+    /// Drop occurrences (and their attempts and checks) that ended before `before`, and the
+    /// alerts raised before it that are no longer pending.
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
@@ -850,6 +851,10 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        sqlx::query("DELETE FROM alerts WHERE created_at < ? AND state != 'pending'")
+            .bind(fmt_utc(before))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(n)
     }

@@ -32,6 +32,8 @@ pub struct PolicyRecord {
     pub retry: String,
     /// JSON, or `None` for `verify: false`.
     pub verify: Option<String>,
+    /// JSON array of destination names, or `None` for `alerts.default`.
+    pub alert: Option<String>,
     pub skip_dates: String,
     pub enabled: bool,
     pub source: String,
@@ -68,6 +70,10 @@ impl PolicyRecord {
             verify: p
                 .verify
                 .map(|v| serde_json::to_string(&v).unwrap_or_else(|_| "{}".into())),
+            alert: p
+                .alert
+                .as_ref()
+                .map(|a| serde_json::to_string(a).unwrap_or_else(|_| "[]".into())),
             skip_dates: serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into()),
             enabled: p.enabled,
             source: source.to_owned(),
@@ -105,6 +111,12 @@ impl PolicyRecord {
             .collect::<Result<BTreeSet<_>>>()?;
         let retry: RetryPolicy = serde_json::from_str(&self.retry).map_err(|e| bad("retry", &e))?;
         let verify = super::verify_column(self.verify.as_deref()).map_err(|e| bad("verify", &e))?;
+        let alert = self
+            .alert
+            .as_deref()
+            .map(serde_json::from_str::<Vec<String>>)
+            .transpose()
+            .map_err(|e| bad("alert", &e))?;
         let dur = |v: i64| std::time::Duration::from_millis(u64::try_from(v).unwrap_or(0));
         Ok(Policy {
             name: PolicyName::parse(&self.name).map_err(|e| bad("name", &e))?,
@@ -120,6 +132,7 @@ impl PolicyRecord {
             skip_dates,
             retry,
             verify,
+            alert,
             enabled: self.enabled,
         })
     }
@@ -140,6 +153,7 @@ impl PolicyRecord {
             ("window_ms", self.window_ms.to_string()),
             ("retry", self.retry.clone()),
             ("verify", self.verify.clone().unwrap_or_else(|| "false".into())),
+            ("alert", self.alert.clone().unwrap_or_else(|| "default".into())),
             ("skip_dates", self.skip_dates.clone()),
             ("enabled", self.enabled.to_string()),
             ("source", self.source.clone()),
@@ -162,6 +176,7 @@ impl PolicyRecord {
             window_ms: r.try_get("window_ms")?,
             retry: r.try_get("retry")?,
             verify: r.try_get("verify")?,
+            alert: r.try_get("alert")?,
             skip_dates: r.try_get("skip_dates")?,
             enabled: r.try_get::<i64, _>("enabled")? != 0,
             source: r.try_get("source")?,
@@ -213,8 +228,8 @@ impl Change {
 }
 
 const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
-     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, skip_dates, enabled, \
-     source, created_at, updated_at FROM policies";
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, \
+     enabled, source, created_at, updated_at FROM policies";
 
 fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
     Ok(StoredPolicy {
@@ -317,9 +332,9 @@ impl Store {
                     let r = by_name[name.as_str()];
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
-                         small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, skip_dates, \
-                         enabled, source, created_at, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
+                         skip_dates, enabled, source, created_at, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(&r.name);
                     bind_fields(q, r)
@@ -331,11 +346,13 @@ impl Store {
                 Change::Changed { name, fields } => {
                     let r = by_name[name.as_str()];
                     let id = existing.get(name).map(|p| p.id);
-                    let replan = fields.iter().any(|f| f.field != "source");
+                    // Where a policy comes from and where its alerts go do not change its occurrences.
+                    let replan = fields.iter().any(|f| !matches!(f.field, "source" | "alert"));
                     let q = sqlx::query(
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
                          layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
-                         start_offset_ms = ?, window_ms = ?, retry = ?, verify = ?, skip_dates = ?, enabled = ?, source = ?, \
+                         start_offset_ms = ?, window_ms = ?, retry = ?, verify = ?, alert = ?, skip_dates = ?, enabled = ?, \
+                         source = ?, \
                          updated_at = ?, planned_until = CASE WHEN ? THEN '' ELSE planned_until END \
                          WHERE name = ?",
                     );
@@ -386,6 +403,7 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(r.window_ms)
         .bind(&r.retry)
         .bind(&r.verify)
+        .bind(&r.alert)
         .bind(&r.skip_dates)
         .bind(r.enabled)
         .bind(&r.source)

@@ -450,10 +450,13 @@ async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
     assert!(rows.iter().all(|o| o.state == OccurrenceState::Succeeded));
     let starts = app.fake.start_requests();
     assert_eq!(starts.len(), 200);
-    let times: Vec<i64> = starts.iter().map(|r| r.at_ms).collect();
+    // The limit is dingrec's promise about its sends; arrivals at the fake can bunch by the
+    // fake's own scheduling on a loaded machine (the benchmark measures them on a quiet one).
+    let times = app.send_times().await;
+    assert_eq!(times.len(), 200);
     for (i, t) in times.iter().enumerate() {
         let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
-        assert!(in_window <= 20, "{in_window} calls in the second from {t}");
+        assert!(in_window <= 20, "{in_window} calls sent in the second from {t}");
     }
     let ids: Vec<String> = starts.iter().filter_map(|r| r.id.clone()).collect();
     let mut sorted = ids.clone();
@@ -515,12 +518,12 @@ async fn under_a_rate_limit_a_due_retry_is_not_held_back_by_the_rest_of_the_burs
         first_attempts_ahead <= 2 * rate as usize,
         "the retry waited behind {first_attempts_ahead} first attempts (one second is {rate})"
     );
-    let times: Vec<i64> = starts.iter().map(|r| r.at_ms).collect();
+    let times = app.send_times().await;
     for (i, t) in times.iter().enumerate() {
         let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
         assert!(
             in_window <= rate as usize,
-            "{in_window} calls in the second from {t}"
+            "{in_window} calls sent in the second from {t}"
         );
     }
 }

@@ -69,6 +69,16 @@ pub fn settings_for(fake: &FakeDingTalk, dir: &std::path::Path) -> Settings {
 
 /// Write policies (YAML text) to the database, as `dingrec apply` does.
 pub async fn apply(store: &Store, clock: &dyn Clock, yaml: &str) {
+    apply_with(store, clock, yaml, Default::default()).await
+}
+
+/// As [`apply`], with the alert destinations that policies may name.
+pub async fn apply_with(
+    store: &Store,
+    clock: &dyn Clock,
+    yaml: &str,
+    alert_destinations: std::collections::BTreeSet<String>,
+) {
     let ps = parse_str(
         std::path::Path::new("test.yaml"),
         yaml,
@@ -77,6 +87,7 @@ pub async fn apply(store: &Store, clock: &dyn Clock, yaml: &str) {
         &PolicyDefaults {
             timezone: dingrec::domain::Zone::parse("UTC").expect("zone"),
             verify: None,
+            alert_destinations,
             ..PolicyDefaults::default()
         },
     )
@@ -128,7 +139,8 @@ impl TestApp {
         let store = Store::open(&settings.database).await.expect("store");
         let yaml = policies(clock.as_ref());
         if !yaml.trim().is_empty() {
-            apply(&store, clock.as_ref(), &yaml).await;
+            let names = settings.alerts.destinations.keys().cloned().collect();
+            apply_with(&store, clock.as_ref(), &yaml, names).await;
         }
         TestApp {
             fake,
@@ -285,6 +297,16 @@ impl TestApp {
         if let Some(w) = &self.waker {
             w.notify_one();
         }
+    }
+
+    /// When each StartCloudRecord left dingrec (`attempts.sent_at`), in ms, in order.
+    pub async fn send_times(&self) -> Vec<i64> {
+        let sent: Vec<(String,)> =
+            sqlx::query_as("SELECT sent_at FROM attempts WHERE sent_at IS NOT NULL ORDER BY sent_at")
+                .fetch_all(self.store.pool())
+                .await
+                .expect("sent_at");
+        sent.iter().map(|(t,)| parse_t(t).timestamp_millis()).collect()
     }
 
     pub async fn history(&self) -> Vec<OccurrenceRow> {

@@ -1,0 +1,306 @@
+//! The daemon's alert sender: delivers the outbox's pending rows, a robot's several alerts as one
+//! message within its 20 a minute, with backoff for up to 24 hours; raises `auth_broken` when
+//! DingTalk refuses the credentials.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::deliver::{self, Delivery};
+use crate::clock::SharedClock;
+use crate::config::{AlertSettings, Destination, DestinationType};
+use crate::dingtalk::token::TokenStatus;
+use crate::domain::alert::Facts;
+use crate::domain::{AlertEvent, AlertState};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::alerts::{AlertEnd, AlertRow, GIVE_UP_AFTER};
+
+/// How often the sender looks for due alerts.
+pub const POLL: Duration = Duration::from_millis(500);
+/// A robot takes 20 messages a minute (`dingtalk/WIRE.md`); over it, it is muted for 10 minutes.
+pub const ROBOT_PER_MINUTE: usize = 20;
+/// The minute, stretched by a second against clock and network jitter.
+const ROBOT_WINDOW: TimeDelta = TimeDelta::seconds(61);
+/// Most alerts in one robot message (a phone screen's worth, far below DingTalk's 20,000
+/// characters).
+pub const MAX_PER_MESSAGE: usize = 25;
+/// First retry after 10 s, doubling, at most 10 min apart.
+const FIRST_RETRY: TimeDelta = TimeDelta::seconds(10);
+const MAX_RETRY: TimeDelta = TimeDelta::minutes(10);
+/// After `410100`, a robot is left alone for the 10 minutes DingTalk mutes it.
+const SLOW_DOWN: TimeDelta = TimeDelta::minutes(10);
+
+/// `dingrec_alerts_total`'s result for a send that will be tried again (beside `sent` and
+/// `failed`, the alert states).
+const RETRIED: &str = "retried";
+
+/// The token codes that mean the credentials are wrong (not a network problem).
+const AUTH_CODES: &[&str] = &["invalidClientIdOrSecret", "invalidSuiteKey", "invalidSuiteTicket"];
+
+#[derive(Default)]
+struct Robot {
+    sent: VecDeque<DateTime<Utc>>,
+    paused_until: Option<DateTime<Utc>>,
+}
+
+impl Robot {
+    /// Whether one more message may go now.
+    fn may_send(&mut self, now: DateTime<Utc>) -> bool {
+        while self.sent.front().is_some_and(|t| now - *t >= ROBOT_WINDOW) {
+            self.sent.pop_front();
+        }
+        self.paused_until.is_none_or(|p| now >= p) && self.sent.len() < ROBOT_PER_MINUTE
+    }
+}
+
+pub struct Sender {
+    store: Store,
+    clock: SharedClock,
+    destinations: BTreeMap<String, Destination>,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    token: watch::Receiver<TokenStatus>,
+    robots: HashMap<String, Robot>,
+}
+
+/// When to try again after `attempts` tries.
+pub fn backoff(attempts: i64) -> TimeDelta {
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    FIRST_RETRY
+        .checked_mul(1 << doublings.min(16))
+        .unwrap_or(MAX_RETRY)
+        .min(MAX_RETRY)
+}
+
+impl Sender {
+    pub fn new(
+        settings: &AlertSettings,
+        store: Store,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        token: watch::Receiver<TokenStatus>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            store,
+            clock,
+            destinations: settings.destinations.clone(),
+            http: deliver::http_client()?,
+            metrics,
+            token,
+            robots: HashMap::new(),
+        })
+    }
+
+    /// Deliver until `cancel`; an error (the database failed) ends the daemon.
+    pub async fn run_until_stopped(mut self, cancel: CancellationToken) -> Result<(), String> {
+        let mut last_auth: Option<String> = None;
+        loop {
+            let status = self.token.borrow_and_update().clone();
+            self.auth_broken(&status, &mut last_auth).await?;
+            self.round(&cancel).await.map_err(|e| format!("alerts: {e}"))?;
+            let stats = self.store.alerts_pending().await.map_err(|e| e.to_string())?;
+            self.metrics.alerts_pending(stats.pending);
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(POLL) => {}
+                _ = self.token.changed() => {}
+            }
+        }
+    }
+
+    /// Raise `auth_broken` once when the token call starts failing with a credentials code.
+    async fn auth_broken(&self, status: &TokenStatus, last: &mut Option<String>) -> Result<(), String> {
+        match status {
+            TokenStatus::Error { code } if AUTH_CODES.contains(&code.as_str()) => {
+                if last.as_deref() == Some(code) {
+                    return Ok(());
+                }
+                *last = Some(code.clone());
+                let facts = Facts {
+                    last_code: Some(code.clone()),
+                    text: Some(format!(
+                        "DingTalk refuses the app's credentials ({code}): no recording can start until this is fixed"
+                    )),
+                    ..Facts::default()
+                };
+                self.store
+                    .raise_alert(AlertEvent::AuthBroken, None, &facts, self.clock.now())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            TokenStatus::Valid { .. } => *last = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One pass over the due alerts.
+    async fn round(&mut self, cancel: &CancellationToken) -> crate::store::Result<()> {
+        let now = self.clock.now();
+        let due = self.store.alerts_due(now, 1000).await?;
+        let mut by_dest: BTreeMap<String, Vec<AlertRow>> = BTreeMap::new();
+        for row in due {
+            by_dest.entry(row.destination.clone()).or_default().push(row);
+        }
+        for (name, rows) in by_dest {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let Some(dest) = self.destinations.get(&name).cloned() else {
+                let error = format!("destination '{name}' is not in config.yaml's alerts.destinations");
+                self.finish(&name, &rows, &Delivery::Refused { error }).await?;
+                continue;
+            };
+            let (expired, rows): (Vec<AlertRow>, Vec<AlertRow>) = rows.into_iter().partition(|r| {
+                crate::domain::time::parse_utc(&r.created_at).is_ok_and(|c| now - c >= GIVE_UP_AFTER)
+            });
+            for r in &expired {
+                let error = format!(
+                    "not delivered within 24 hours; last error: {}",
+                    r.last_error.as_deref().unwrap_or("none")
+                );
+                self.finish(&name, std::slice::from_ref(r), &Delivery::Refused { error })
+                    .await?;
+            }
+            for (batch, rows) in batches(&dest, rows) {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                if dest.kind == DestinationType::DingtalkRobot
+                    && !self.robots.entry(name.clone()).or_default().may_send(now)
+                {
+                    break;
+                }
+                self.send(&name, &dest, &batch, &rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        name: &str,
+        dest: &Destination,
+        batch: &str,
+        rows: &[AlertRow],
+    ) -> crate::store::Result<()> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let alerts = rows
+            .iter()
+            .map(AlertRow::alert)
+            .collect::<crate::store::Result<Vec<_>>>()?;
+        // The batch is committed before the call: after a crash the same message goes again.
+        self.store.start_alert_send(&ids, batch).await?;
+        if dest.kind == DestinationType::DingtalkRobot {
+            self.robots
+                .entry(name.to_owned())
+                .or_default()
+                .sent
+                .push_back(self.clock.now());
+        }
+        let delivery = deliver::send(&self.http, dest, batch, &alerts).await;
+        let rows: Vec<AlertRow> = rows
+            .iter()
+            .map(|r| AlertRow {
+                attempts: r.attempts + 1,
+                ..r.clone()
+            })
+            .collect();
+        self.finish(name, &rows, &delivery).await
+    }
+
+    /// Record how a send ended, log it and count it.
+    async fn finish(
+        &mut self,
+        name: &str,
+        rows: &[AlertRow],
+        delivery: &Delivery,
+    ) -> crate::store::Result<()> {
+        let now = self.clock.now();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let policies: Vec<&str> = rows.iter().filter_map(|r| r.policy_name.as_deref()).collect();
+        match delivery {
+            Delivery::Delivered => {
+                self.store.finish_alert_send(&ids, AlertEnd::Sent, now).await?;
+                self.metrics.alerts(name, AlertState::Sent.as_str(), ids.len());
+                tracing::info!(destination = name, alerts = ids.len(), policies = ?policies, "alert delivered");
+            }
+            Delivery::Retry { error, slow_down } => {
+                let mut at = now + backoff(rows.iter().map(|r| r.attempts).max().unwrap_or(1));
+                if *slow_down {
+                    self.robots.entry(name.to_owned()).or_default().paused_until = Some(now + SLOW_DOWN);
+                    at = at.max(now + SLOW_DOWN);
+                }
+                self.store
+                    .finish_alert_send(&ids, AlertEnd::Retry { error, at }, now)
+                    .await?;
+                self.metrics.alerts(name, RETRIED, ids.len());
+                tracing::warn!(destination = name, alerts = ids.len(), error = %error, next_try_at = %crate::domain::time::fmt_utc(at), "alert not delivered; will try again");
+            }
+            Delivery::Refused { error } => {
+                self.store
+                    .finish_alert_send(&ids, AlertEnd::Failed { error }, now)
+                    .await?;
+                self.metrics.alerts(name, AlertState::Failed.as_str(), ids.len());
+                tracing::error!(destination = name, alerts = ids.len(), policies = ?policies, error = %error, "alert could not be delivered; given up");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The messages to send to `dest`: alerts already sent together once go together again (same
+/// batch, same `msgUuid`); new ones to a robot are grouped up to [`MAX_PER_MESSAGE`], to a
+/// webhook one each. A batch is named after its first alert, which belongs to no other.
+fn batches(dest: &Destination, rows: Vec<AlertRow>) -> Vec<(String, Vec<AlertRow>)> {
+    let mut out: Vec<(String, Vec<AlertRow>)> = Vec::new();
+    let mut fresh: Vec<AlertRow> = Vec::new();
+    for r in rows {
+        match &r.batch {
+            Some(b) => match out.iter_mut().find(|(name, _)| name == b) {
+                Some((_, v)) => v.push(r),
+                None => out.push((b.clone(), vec![r])),
+            },
+            None => fresh.push(r),
+        }
+    }
+    let size = match dest.kind {
+        DestinationType::DingtalkRobot => MAX_PER_MESSAGE,
+        DestinationType::Webhook => 1,
+    };
+    for chunk in fresh.chunks(size) {
+        out.push((format!("dingrec-alert-{}", chunk[0].id), chunk.to_vec()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_ten_seconds_to_ten_minutes() {
+        assert_eq!(backoff(1), TimeDelta::seconds(10));
+        assert_eq!(backoff(2), TimeDelta::seconds(20));
+        assert_eq!(backoff(7), TimeDelta::minutes(10));
+        assert_eq!(backoff(1000), TimeDelta::minutes(10));
+        assert_eq!(backoff(0), TimeDelta::seconds(10));
+    }
+
+    #[test]
+    fn a_robot_takes_twenty_messages_a_minute() {
+        let t0 = crate::domain::time::parse_utc("2026-12-07T01:00:00Z").expect("t");
+        let mut r = Robot::default();
+        for i in 0..ROBOT_PER_MINUTE {
+            assert!(r.may_send(t0), "{i}");
+            r.sent.push_back(t0);
+        }
+        assert!(!r.may_send(t0 + TimeDelta::seconds(60)));
+        assert!(r.may_send(t0 + ROBOT_WINDOW));
+    }
+}

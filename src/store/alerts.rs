@@ -1,0 +1,229 @@
+//! Table `alerts`, the outbox (SPEC §10, docs/alerts.md). The migration's triggers write a row
+//! per destination in the same transaction as the state change; this module routes (table
+//! `alert_routing`), hands due rows to the sender, and records each delivery.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Result, Store, StoreError};
+use crate::domain::alert::{Alert, Facts};
+use crate::domain::time::{fmt_utc, parse_utc};
+use crate::domain::{AlertEvent, AlertState};
+
+/// One row of `alerts`, for the sender and `dingrec alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    pub id: i64,
+    pub created_at: String,
+    pub event: AlertEvent,
+    pub policy_name: Option<String>,
+    pub occurrence_id: Option<i64>,
+    pub destination: String,
+    pub state: AlertState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub batch: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+impl AlertRow {
+    fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Self> {
+        let text = |c: &str| -> Result<String> { Ok(r.try_get::<String, _>(c)?) };
+        let bad = |c: &str, e: &dyn std::fmt::Display| StoreError::Data(format!("alerts.{c}: {e}"));
+        Ok(Self {
+            id: r.try_get("id")?,
+            created_at: text("created_at")?,
+            event: text("event")?.parse().map_err(|e| bad("event", &e))?,
+            policy_name: r.try_get("policy_name")?,
+            occurrence_id: r.try_get("occurrence_id")?,
+            destination: text("destination")?,
+            state: text("state")?.parse().map_err(|e| bad("state", &e))?,
+            attempts: r.try_get("attempts")?,
+            last_error: r.try_get("last_error")?,
+            sent_at: r.try_get("sent_at")?,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            batch: r.try_get("batch")?,
+            payload: serde_json::from_str(&text("payload")?).map_err(|e| bad("payload", &e))?,
+        })
+    }
+
+    /// The alert as the message code reads it.
+    pub fn alert(&self) -> Result<Alert> {
+        Ok(Alert {
+            id: self.id,
+            created_at: parse_utc(&self.created_at).map_err(|e| StoreError::Data(e.to_string()))?,
+            event: self.event,
+            facts: serde_json::from_value::<Facts>(self.payload.clone())
+                .map_err(|e| StoreError::Data(format!("alerts.payload: {e}")))?,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT id, created_at, event, policy_name, occurrence_id, destination, state, attempts, \
+     last_error, sent_at, next_attempt_at, batch, payload FROM alerts";
+
+/// Pending alerts and the age of the oldest (for `/readyz` and the metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PendingStats {
+    pub pending: i64,
+    pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Route events as config.yaml says: `destinations` when a policy names none, only `events`.
+    /// With no destination at all, nothing is written (the row goes: no alerts).
+    pub async fn set_alert_routing(
+        &self,
+        default: &[String],
+        events: &[AlertEvent],
+        any_destination: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        if any_destination {
+            sqlx::query(
+                "INSERT INTO alert_routing (id, destinations, events, updated_at) VALUES (1, ?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET destinations = ?1, events = ?2, updated_at = ?3",
+            )
+            .bind(serde_json::to_string(default).unwrap_or_else(|_| "[]".into()))
+            .bind(serde_json::to_string(events).unwrap_or_else(|_| "[]".into()))
+            .bind(fmt_utc(now))
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM alert_routing").execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Raise an alert that no state change writes (`auth_broken`, `quota`, `test`): one row per
+    /// destination, routed like the others (`destinations`: explicit ones, else the default).
+    pub async fn raise_alert(
+        &self,
+        event: AlertEvent,
+        destinations: Option<&[String]>,
+        facts: &Facts,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let payload = serde_json::to_string(facts).map_err(|e| StoreError::Data(e.to_string()))?;
+        let now_s = fmt_utc(now);
+        let explicit = destinations.map(|d| serde_json::to_string(d).unwrap_or_else(|_| "[]".into()));
+        let n = sqlx::query(
+            "INSERT INTO alerts (created_at, event, policy_name, destination, payload, next_attempt_at) \
+             SELECT ?1, ?2, ?3, d.value, ?4, ?1 \
+             FROM alert_routing r JOIN json_each(COALESCE(?5, r.destinations)) d \
+             WHERE ?5 IS NOT NULL OR ?2 IN (SELECT value FROM json_each(r.events))",
+        )
+        .bind(&now_s)
+        .bind(event.as_str())
+        .bind(&facts.policy)
+        .bind(&payload)
+        .bind(&explicit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Pending alerts due at `now`, oldest first (at most `limit`).
+    pub async fn alerts_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
+        let q = format!(
+            "{SELECT} WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(fmt_utc(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(AlertRow::from_row).collect()
+    }
+
+    /// The alerts of one robot message (a batch being sent again).
+    pub async fn alert_batch(&self, batch: &str) -> Result<Vec<AlertRow>> {
+        let q = format!("{SELECT} WHERE batch = ? AND state = 'pending' ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(batch)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(AlertRow::from_row).collect()
+    }
+
+    /// Before a send: the alerts go out together as `batch`, one more attempt each. Committed
+    /// before the call, so that a crash mid-send sends the same message (same `msgUuid`) again.
+    pub async fn start_alert_send(&self, ids: &[i64], batch: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE alerts SET batch = ?, attempts = attempts + 1 WHERE id = ? AND state = 'pending'",
+            )
+            .bind(batch)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// After a send: delivered (`Ok`), tried again at `retry_at`, or given up.
+    pub async fn finish_alert_send(&self, ids: &[i64], end: AlertEnd<'_>, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now_s = fmt_utc(now);
+        for id in ids {
+            let q = match end {
+                AlertEnd::Sent => sqlx::query(
+                    "UPDATE alerts SET state = 'sent', sent_at = ?1, next_attempt_at = NULL, last_error = NULL \
+                     WHERE id = ?2",
+                )
+                .bind(&now_s),
+                AlertEnd::Retry { error, at } => {
+                    sqlx::query("UPDATE alerts SET last_error = ?1, next_attempt_at = ?2 WHERE id = ?3")
+                        .bind(error)
+                        .bind(fmt_utc(at))
+                }
+                AlertEnd::Failed { error } => sqlx::query(
+                    "UPDATE alerts SET state = 'failed', last_error = ?1, next_attempt_at = NULL WHERE id = ?2",
+                )
+                .bind(error),
+            };
+            q.bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Alerts created at or after `since`, newest first.
+    pub async fn alerts_since(&self, since: DateTime<Utc>) -> Result<Vec<AlertRow>> {
+        let q = format!("{SELECT} WHERE created_at >= ? ORDER BY id DESC");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(fmt_utc(since))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(AlertRow::from_row).collect()
+    }
+
+    pub async fn alerts_pending(&self) -> Result<PendingStats> {
+        let (pending, oldest): (i64, Option<String>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM alerts WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(PendingStats {
+            pending,
+            oldest_created_at: oldest.as_deref().and_then(|t| parse_utc(t).ok()),
+        })
+    }
+}
+
+/// How a send of some alerts ended, for [`Store::finish_alert_send`].
+#[derive(Debug, Clone, Copy)]
+pub enum AlertEnd<'a> {
+    Sent,
+    Retry { error: &'a str, at: DateTime<Utc> },
+    Failed { error: &'a str },
+}
+
+/// How long the sender keeps trying an alert.
+pub const GIVE_UP_AFTER: TimeDelta = TimeDelta::hours(24);
