@@ -1,4 +1,4 @@
--- Alerts (SPEC §10, docs/alerts.md): an outbox. Each event that someone must hear about becomes one
+-- Alerts (docs/alerts.md): an outbox. Each event that someone must hear about becomes one
 -- row per destination, written by a trigger in the same transaction as the state change that
 -- caused it: no path that makes an occurrence final can forget its alert, an alert is never lost
 -- to a crash, and never sent for a change that did not commit. The sender (src/alerts) delivers

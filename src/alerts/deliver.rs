@@ -26,7 +26,7 @@ pub enum Delivery {
     },
 }
 
-/// What a robot's `errcode` means (`dingtalk/WIRE.md`), for errors and `dingrec alerts test`.
+/// What a robot's `errcode` means (docs/dingtalk.md), for errors and `dingrec alerts test`.
 pub fn robot_errcode_meaning(code: i64) -> &'static str {
     match code {
         0 => "ok",

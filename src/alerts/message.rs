@@ -117,14 +117,23 @@ fn markdown_block(a: &Alert, out: &mut String) {
     if let Some(d) = due_text(f) {
         out.push_str(&format!("- due: {d}\n"));
     }
-    if let Some(s) = &f.state {
-        out.push_str(&format!("- state: {}\n", plain(s)));
+    match &f.check {
+        // A check's alert is about the recording, not the start (which succeeded).
+        Some(c) => {
+            let msg = f.check_message.as_deref().map(|m| format!(": {}", plain(m)));
+            out.push_str(&format!("- found: {}{}\n", plain(c), msg.unwrap_or_default()));
+        }
+        None => {
+            if let Some(s) = &f.state {
+                out.push_str(&format!("- state: {}\n", plain(s)));
+            }
+        }
     }
-    if let Some(c) = &f.check {
-        let msg = f.check_message.as_deref().map(|m| format!(" ({})", plain(m)));
-        out.push_str(&format!("- check: {}{}\n", plain(c), msg.unwrap_or_default()));
-    }
-    if let Some(code) = &f.last_code {
+    if let Some(code) = f
+        .last_code
+        .as_ref()
+        .filter(|c| c.as_str() != crate::domain::outcome::codes::SUCCESS)
+    {
         let msg = f.message.as_deref().map(|m| format!(": {}", plain(m)));
         out.push_str(&format!(
             "- last code: **{}**{}\n",
@@ -152,7 +161,12 @@ pub fn robot_markdown(alerts: &[Alert], at_mobiles: &[String]) -> (String, Strin
         ),
         many => format!("dingrec: {} recordings need attention", many.len()),
     };
-    let mut text = format!("### {}\n\n", plain(&title));
+    // One alert: its own heading says it all; several: a heading that counts them.
+    let mut text = if alerts.len() > 1 {
+        format!("### {}\n\n", plain(&title))
+    } else {
+        String::new()
+    };
     for (i, a) in alerts.iter().enumerate() {
         if i > 0 {
             text.push_str("\n---\n\n");

@@ -22,7 +22,7 @@ use crate::store::alerts::{AlertEnd, AlertRow, GIVE_UP_AFTER};
 
 /// How often the sender looks for due alerts.
 pub const POLL: Duration = Duration::from_millis(500);
-/// A robot takes 20 messages a minute (`dingtalk/WIRE.md`); over it, it is muted for 10 minutes.
+/// A robot takes 20 messages a minute (docs/dingtalk.md); over it, it is muted for 10 minutes.
 pub const ROBOT_PER_MINUTE: usize = 20;
 /// The minute, stretched by a second against clock and network jitter.
 const ROBOT_WINDOW: TimeDelta = TimeDelta::seconds(61);

@@ -1,4 +1,4 @@
-//! The fake's DingTalk custom group robots (`POST /robot/send`, `dingtalk/WIRE.md`): the access
+//! The fake's DingTalk custom group robots (`POST /robot/send`, docs/dingtalk.md): the access
 //! token, the signature and its timestamp's age, the `errcode` answers, 20 messages a minute (then
 //! muted for 10 minutes), `msgUuid` dropping repeats, and a record of every message.
 

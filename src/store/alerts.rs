@@ -1,4 +1,4 @@
-//! Table `alerts`, the outbox (SPEC §10, docs/alerts.md). The migration's triggers write a row
+//! Table `alerts`, the outbox (docs/alerts.md). The migration's triggers write a row
 //! per destination in the same transaction as the state change; this module routes (table
 //! `alert_routing`), hands due rows to the sender, and records each delivery.
 

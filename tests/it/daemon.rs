@@ -448,6 +448,17 @@ async fn the_demo_shows_every_case_and_exits_0() {
         text.contains("1 restarted after a participant stopped the recording"),
         "{text}"
     );
+    // The ops group heard of the failure and of the stopped recording, through its robot.
+    assert!(text.contains("The ops group's DingTalk chat got"), "{text}");
+    assert!(
+        line("│ #### already-ended", "recording could not be started"),
+        "the failure's alert: {text}"
+    );
+    assert!(line("│ - last code:", "roomClosed"), "{text}");
+    assert!(
+        line("│ #### quarterly-review", "recording stopped during the meeting"),
+        "the stop's alert: {text}"
+    );
     assert!(
         line("quarterly-review", "check:watch") && line("quarterly-review", "stopped"),
         "the watch saw it stopped: {text}"

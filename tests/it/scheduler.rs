@@ -850,6 +850,22 @@ async fn an_attempt_whose_window_passed_in_the_queue_expires_without_a_call() {
         assert!(tokio::time::Instant::now() < until, "no first call");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // A burst's first claim is one worker pool (one row here); the second row is claimed right
+    // after it. Wait for that claim: the test is about a claimed attempt whose window passes.
+    loop {
+        let claimed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
+            .fetch_one(app.store.pool())
+            .await
+            .expect("count");
+        if claimed == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the second attempt was never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     clock.set(parse_t("2030-01-07T08:10:00Z"));
     let rows = app.wait_final(2, HANG).await;
     let starts = app.fake.start_requests();
