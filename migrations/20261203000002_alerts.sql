@@ -77,13 +77,12 @@ CREATE TRIGGER alert_on_final_update AFTER UPDATE OF state ON occurrences
 WHEN NEW.state IN ('failed', 'expired', 'missed') AND OLD.state IS NOT NEW.state
 BEGIN
     INSERT INTO alerts (created_at, event, policy_name, occurrence_id, destination, payload, next_attempt_at)
-    SELECT NEW.updated_at, ev.event, f.policy_name, f.occurrence_id, d.value, f.payload, NEW.updated_at
-    FROM (SELECT CASE WHEN OLD.state = 'verifying' AND NEW.state = 'expired' THEN 'not_recording' ELSE NEW.state END AS event) ev
-    JOIN alert_routing r
+    SELECT NEW.updated_at, NEW.state, f.policy_name, f.occurrence_id, d.value, f.payload, NEW.updated_at
+    FROM alert_routing r
     JOIN alert_facts f ON f.occurrence_id = NEW.id
     JOIN policies p ON p.id = f.policy_id
     JOIN json_each(COALESCE(p.alert, r.destinations)) d
-    WHERE ev.event IN (SELECT value FROM json_each(r.events));
+    WHERE NEW.state IN (SELECT value FROM json_each(r.events));
 END;
 
 CREATE TRIGGER alert_on_missed_insert AFTER INSERT ON occurrences
@@ -99,9 +98,11 @@ BEGIN
 END;
 
 -- The start checks did not see the recording: the occurrence goes back to `retry_wait` for another
--- StartCloudRecord (past its window it expires, above).
+-- StartCloudRecord. Said once per occurrence, while the meeting is on; if it never records, its
+-- expiry (above) says so again, for good.
 CREATE TRIGGER alert_on_not_recording AFTER UPDATE OF state ON occurrences
 WHEN OLD.state = 'verifying' AND NEW.state = 'retry_wait'
+    AND NOT EXISTS (SELECT 1 FROM alerts WHERE occurrence_id = NEW.id AND event = 'not_recording')
 BEGIN
     INSERT INTO alerts (created_at, event, policy_name, occurrence_id, destination, payload, next_attempt_at)
     SELECT NEW.updated_at, 'not_recording', f.policy_name, f.occurrence_id, d.value, f.payload, NEW.updated_at

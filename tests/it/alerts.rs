@@ -271,7 +271,7 @@ async fn a_crash_mid_send_sends_the_same_message_again_and_the_group_sees_it_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_routes_its_alerts_and_events_not_listed_are_not_sent() {
+async fn a_policy_routes_its_alerts_to_its_own_destination() {
     let clock = ManualClock::new(parse_t(T0));
     let app = TestApp::start_with(
         Scenario {
@@ -514,4 +514,78 @@ async fn no_robot_token_or_secret_in_logs_database_or_metrics() {
         }
         assert!(!stored.contains(secret), "{secret} in the database");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_never_records_is_told_once_while_it_retries_and_once_when_it_expires() {
+    let clock = ManualClock::new(parse_t(T0));
+    let app = TestApp::start_with(
+        Scenario {
+            meetings: vec![dingrec::fake::MeetingSpec {
+                silent: Some(dingrec::fake::Silent::Always),
+                ..live("conf-00", vec![])
+            }],
+            robots: vec![robot(vec![], None)],
+            ..Scenario::default()
+        },
+        Arc::new(clock.clone()),
+        with_robot(SECRET),
+        |_| {
+            refused_policies(1).replace(
+                "    window: 30m\n",
+                "    window: 30m\n    verify: { after: 10s, checks: 1 }\n    retry: { initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }\n",
+            )
+        },
+    )
+    .await;
+    let rows = app.drive_until_final(&clock, TimeDelta::seconds(5), 1).await;
+    assert_eq!(rows[0].state, OccurrenceState::Expired);
+    assert_eq!(rows[0].attempts.len(), 5);
+    let alerts = wait_alerts(&app, "both delivered", |r| {
+        r.len() == 2 && r.iter().all(|a| a.state == AlertState::Sent)
+    })
+    .await;
+    let mut events: Vec<AlertEvent> = alerts.iter().map(|a| a.event).collect();
+    events.sort();
+    assert_eq!(events, vec![AlertEvent::Expired, AlertEvent::NotRecording]);
+    let texts: String = app.fake.robot_messages().iter().map(|m| m.text.clone()).collect();
+    assert!(texts.contains("notRecording"), "{texts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_one_auth_broken_alert() {
+    let clock = ManualClock::new(parse_t(T0));
+    let app = TestApp::start_with(
+        Scenario {
+            meetings: refusing_meetings(1),
+            app_secret: Some("the-right-secret".into()),
+            robots: vec![robot(vec![], None)],
+            ..Scenario::default()
+        },
+        Arc::new(clock.clone()),
+        with_robot(SECRET),
+        |_| refused_policies(1),
+    )
+    .await;
+    clock.set(parse_t("2030-01-07T08:00:31Z"));
+    app.wake();
+    let rows = wait_alerts(&app, "auth_broken delivered", |r| {
+        r.iter()
+            .any(|a| a.event == AlertEvent::AuthBroken && a.state == AlertState::Sent)
+    })
+    .await;
+    // The attempts go on failing (each a token call): still one alert.
+    for s in 1..4 {
+        clock.set(parse_t("2030-01-07T08:00:31Z") + TimeDelta::seconds(30 * s));
+        app.wake();
+        tokio::time::sleep(dingrec::alerts::sender::POLL * 2).await;
+    }
+    let rows2 = alerts(&app).await;
+    assert_eq!(
+        rows2.iter().filter(|a| a.event == AlertEvent::AuthBroken).count(),
+        1,
+        "{rows:#?}"
+    );
+    let m = app.fake.robot_messages();
+    assert!(m[0].text.contains("invalidClientIdOrSecret"), "{}", m[0].text);
 }
