@@ -43,13 +43,15 @@ CREATE INDEX alerts_pending ON alerts (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX alerts_by_created ON alerts (created_at);
 CREATE INDEX alerts_by_batch ON alerts (batch) WHERE batch IS NOT NULL;
 
--- The facts of an occurrence's alert, as JSON. A view so that the triggers below say only which
--- event it is.
-CREATE VIEW alert_facts AS
+-- Where one occurrence's alerts go, with what they say: one row per destination (the policy's own,
+-- else the default), with the events that are routed at all. Each trigger below inserts from it,
+-- saying only which event it is.
+CREATE VIEW alert_routes AS
 SELECT
     o.id AS occurrence_id,
-    o.policy_id AS policy_id,
     o.policy_name AS policy_name,
+    d.value AS destination,
+    r.events AS events,
     json_object(
         'policy', o.policy_name,
         'occurrence_id', o.id,
@@ -68,33 +70,24 @@ SELECT
         'restart_of', o.restart_of
     ) AS payload
 FROM occurrences o
-JOIN policies p ON p.id = o.policy_id;
-
--- Rows for one event of one occurrence: one per destination, when the event is routed at all.
--- (SQLite triggers cannot call a function; each trigger repeats this INSERT with its own event.)
+JOIN policies p ON p.id = o.policy_id
+JOIN alert_routing r
+JOIN json_each(COALESCE(p.alert, r.destinations)) d;
 
 CREATE TRIGGER alert_on_final_update AFTER UPDATE OF state ON occurrences
 WHEN NEW.state IN ('failed', 'expired', 'missed') AND OLD.state IS NOT NEW.state
 BEGIN
     INSERT INTO alerts (created_at, event, policy_name, occurrence_id, destination, payload, next_attempt_at)
-    SELECT NEW.updated_at, NEW.state, f.policy_name, f.occurrence_id, d.value, f.payload, NEW.updated_at
-    FROM alert_routing r
-    JOIN alert_facts f ON f.occurrence_id = NEW.id
-    JOIN policies p ON p.id = f.policy_id
-    JOIN json_each(COALESCE(p.alert, r.destinations)) d
-    WHERE NEW.state IN (SELECT value FROM json_each(r.events));
+    SELECT NEW.updated_at, NEW.state, policy_name, occurrence_id, destination, payload, NEW.updated_at
+    FROM alert_routes WHERE occurrence_id = NEW.id AND NEW.state IN (SELECT value FROM json_each(events));
 END;
 
 CREATE TRIGGER alert_on_missed_insert AFTER INSERT ON occurrences
 WHEN NEW.state = 'missed'
 BEGIN
     INSERT INTO alerts (created_at, event, policy_name, occurrence_id, destination, payload, next_attempt_at)
-    SELECT NEW.updated_at, 'missed', f.policy_name, f.occurrence_id, d.value, f.payload, NEW.updated_at
-    FROM alert_routing r
-    JOIN alert_facts f ON f.occurrence_id = NEW.id
-    JOIN policies p ON p.id = f.policy_id
-    JOIN json_each(COALESCE(p.alert, r.destinations)) d
-    WHERE 'missed' IN (SELECT value FROM json_each(r.events));
+    SELECT NEW.updated_at, 'missed', policy_name, occurrence_id, destination, payload, NEW.updated_at
+    FROM alert_routes WHERE occurrence_id = NEW.id AND 'missed' IN (SELECT value FROM json_each(events));
 END;
 
 -- The start checks did not see the recording: the occurrence goes back to `retry_wait` for another
@@ -105,12 +98,8 @@ WHEN OLD.state = 'verifying' AND NEW.state = 'retry_wait'
     AND NOT EXISTS (SELECT 1 FROM alerts WHERE occurrence_id = NEW.id AND event = 'not_recording')
 BEGIN
     INSERT INTO alerts (created_at, event, policy_name, occurrence_id, destination, payload, next_attempt_at)
-    SELECT NEW.updated_at, 'not_recording', f.policy_name, f.occurrence_id, d.value, f.payload, NEW.updated_at
-    FROM alert_routing r
-    JOIN alert_facts f ON f.occurrence_id = NEW.id
-    JOIN policies p ON p.id = f.policy_id
-    JOIN json_each(COALESCE(p.alert, r.destinations)) d
-    WHERE 'not_recording' IN (SELECT value FROM json_each(r.events));
+    SELECT NEW.updated_at, 'not_recording', policy_name, occurrence_id, destination, payload, NEW.updated_at
+    FROM alert_routes WHERE occurrence_id = NEW.id AND 'not_recording' IN (SELECT value FROM json_each(events));
 END;
 
 -- A watch or video check's outcome: paused (once, not again while it stays paused), stopped or not
@@ -121,15 +110,12 @@ WHEN OLD.outcome IS NULL AND (
     OR (NEW.kind = 'video' AND NEW.outcome = 'no_video'))
 BEGIN
     INSERT INTO alerts (created_at, event, policy_name, occurrence_id, destination, payload, next_attempt_at)
-    SELECT NEW.at, ev.event, f.policy_name, f.occurrence_id, d.value,
-           json_set(f.payload, '$.check', NEW.outcome, '$.check_message', NEW.message), NEW.at
+    SELECT NEW.at, ev.event, a.policy_name, a.occurrence_id, a.destination,
+           json_set(a.payload, '$.check', NEW.outcome, '$.check_message', NEW.message), NEW.at
     FROM (SELECT CASE NEW.outcome WHEN 'paused' THEN 'paused' WHEN 'no_video' THEN 'no_video'
                  ELSE 'recording_stopped' END AS event) ev
-    JOIN alert_routing r
-    JOIN alert_facts f ON f.occurrence_id = NEW.occurrence_id
-    JOIN policies p ON p.id = f.policy_id
-    JOIN json_each(COALESCE(p.alert, r.destinations)) d
-    WHERE ev.event IN (SELECT value FROM json_each(r.events))
+    JOIN alert_routes a ON a.occurrence_id = NEW.occurrence_id
+    WHERE ev.event IN (SELECT value FROM json_each(a.events))
       AND NOT (NEW.outcome = 'paused' AND COALESCE((
           SELECT c.outcome FROM checks c
           WHERE c.occurrence_id = NEW.occurrence_id AND c.id < NEW.id AND c.kind = 'watch'

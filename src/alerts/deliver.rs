@@ -113,25 +113,10 @@ pub async fn to_robot(http: &reqwest::Client, d: &Destination, batch: &str, aler
             q.append_pair("sign", &robot_sign(secret.expose_secret(), ts));
         }
     }
-    let resp = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await;
-    let resp = match resp {
-        Ok(r) => r,
-        // reqwest's error text carries the URL, and the URL carries the token: say what failed
-        // without it.
-        Err(e) => {
-            return Delivery::Retry {
-                error: transport_error(e),
-                slow_down: false,
-            };
-        }
+    let (status, text) = match post(http.post(url).body(body.to_string())).await {
+        Ok(answer) => answer,
+        Err(retry) => return retry,
     };
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
     if status != 200 {
         let error = format!("HTTP {status}: {}", excerpt(&text));
         return if status >= 500 || status == 408 || status == 429 {
@@ -187,32 +172,20 @@ pub async fn to_webhook(http: &reqwest::Client, d: &Destination, alert: &Alert) 
     let id = webhook_id(alert.id);
     let ts = wall_ms() / 1000;
     let signature = webhook_sign(secret.expose_secret(), &id, ts, &body);
-    let resp = http
+    let req = http
         .post(d.endpoint())
-        .header("content-type", "application/json")
         .header("webhook-id", &id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await;
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => {
-            return Delivery::Retry {
-                error: transport_error(e),
-                slow_down: false,
-            };
-        }
+        .body(body);
+    let (status, text) = match post(req).await {
+        Ok(answer) => answer,
+        Err(retry) => return retry,
     };
-    let status = resp.status().as_u16();
-    if resp.status().is_success() {
+    if (200..300).contains(&status) {
         return Delivery::Delivered;
     }
-    let error = format!(
-        "HTTP {status}: {}",
-        excerpt(&resp.text().await.unwrap_or_default())
-    );
+    let error = format!("HTTP {status}: {}", excerpt(&text));
     if (400..500).contains(&status) && status != 408 && status != 429 {
         Delivery::Refused { error }
     } else {
@@ -221,6 +194,21 @@ pub async fn to_webhook(http: &reqwest::Client, d: &Destination, alert: &Alert) 
             slow_down: status == 429,
         }
     }
+}
+
+/// Send a JSON POST; its status and body, or a retry when it never got an answer. reqwest's
+/// error text carries the URL, and a robot's URL carries its token: the error leaves it out.
+async fn post(req: reqwest::RequestBuilder) -> Result<(u16, String), Delivery> {
+    let resp = req
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .map_err(|e| Delivery::Retry {
+            error: transport_error(e),
+            slow_down: false,
+        })?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.unwrap_or_default()))
 }
 
 /// Send to whichever kind `d` is: a robot gets all of `alerts` in one message, a webhook one

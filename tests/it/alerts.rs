@@ -589,3 +589,84 @@ async fn refused_credentials_are_one_auth_broken_alert() {
     let m = app.fake.robot_messages();
     assert!(m[0].text.contains("invalidClientIdOrSecret"), "{}", m[0].text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_is_told_once_and_a_meeting_without_video_is_told() {
+    let clock = ManualClock::new(parse_t(T0));
+    let app = TestApp::start_with(
+        Scenario {
+            meetings: vec![dingrec::fake::MeetingSpec {
+                pause_after: Some(Duration::from_secs(60)),
+                ends_after: Some(Duration::from_secs(600)),
+                video: false,
+                ..live("conf-00", vec![])
+            }],
+            robots: vec![robot(vec![], None)],
+            ..Scenario::default()
+        },
+        Arc::new(clock.clone()),
+        with_robot(SECRET),
+        |_| {
+            refused_policies(1).replace(
+                "    window: 30m\n",
+                "    window: 30m\n    verify: { after: 10s, watch: 1m, video: true }\n",
+            )
+        },
+    )
+    .await;
+    let rows = app.drive_until_settled(&clock, TimeDelta::seconds(5), 1).await;
+    assert_eq!(rows[0].state, OccurrenceState::Succeeded);
+    let paused_checks = rows[0]
+        .checks
+        .iter()
+        .filter(|c| c.outcome == Some(dingrec::domain::CheckOutcome::Paused))
+        .count();
+    assert!(
+        paused_checks >= 3,
+        "the watch saw the pause several times: {rows:#?}"
+    );
+    let alerts = wait_alerts(&app, "delivered", |r| {
+        r.len() == 2 && r.iter().all(|a| a.state == AlertState::Sent)
+    })
+    .await;
+    let mut events: Vec<AlertEvent> = alerts.iter().map(|a| a.event).collect();
+    events.sort();
+    assert_eq!(events, vec![AlertEvent::Paused, AlertEvent::NoVideo]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_missed_while_down_is_told() {
+    // Planned while up at 08:00, down across 08:00:30, back at 08:10: the 5-minute window is over.
+    let clock = ManualClock::new(parse_t(T0));
+    let mut app = TestApp::start_with(
+        Scenario {
+            robots: vec![robot(vec![], None)],
+            ..Scenario::default()
+        },
+        Arc::new(clock.clone()),
+        with_robot(SECRET),
+        |_| refused_policies(1).replace("    window: 30m\n", "    window: 5m\n"),
+    )
+    .await;
+    let until = tokio::time::Instant::now() + HANG;
+    while app.history().await.is_empty() {
+        assert!(tokio::time::Instant::now() < until, "never planned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.stop().await);
+    clock.set(parse_t("2030-01-07T08:10:00Z"));
+    app.run().await;
+    let rows = app.wait_final(1, HANG).await;
+    assert_eq!(rows[0].state, OccurrenceState::Missed);
+    let alerts = wait_alerts(&app, "delivered", |r| {
+        r.len() == 1 && r[0].state == AlertState::Sent
+    })
+    .await;
+    assert_eq!(alerts[0].event, AlertEvent::Missed);
+    let m = app.fake.robot_messages();
+    assert!(
+        m[0].text.contains("start missed while dingrec was down"),
+        "{}",
+        m[0].text
+    );
+}
