@@ -130,6 +130,10 @@ impl App {
         let credentials = settings
             .credentials()
             .map_err(|e| BuildError::Config(e.to_string()))?;
+        settings
+            .alerts
+            .check_secrets()
+            .map_err(|e| BuildError::Config(e.to_string()))?;
         // Before anything touches the database: one daemon per file.
         let instance_lock = InstanceLock::acquire(&settings.database.path)?;
         let store = Store::open(&settings.database).await?;

@@ -476,14 +476,6 @@ impl AlertSettings {
             check_url(&format!("{key}.url"), d.endpoint())?;
             match d.kind {
                 DestinationType::DingtalkRobot => {
-                    if d.access_token.is_none() {
-                        return Err(bad(
-                            key,
-                            format!(
-                                "the robot's access token is missing: set access_token_file, or put it in $CREDENTIALS_DIRECTORY/{name}_token"
-                            ),
-                        ));
-                    }
                     if d.at_mobiles.len() > MAX_AT_MOBILES {
                         return Err(bad(
                             format!("{key}.at_mobiles"),
@@ -505,14 +497,6 @@ impl AlertSettings {
                     if d.url.is_empty() {
                         return Err(bad(format!("{key}.url"), "a webhook needs its url".into()));
                     }
-                    if d.secret.is_none() {
-                        return Err(bad(
-                            key,
-                            format!(
-                                "the webhook's signing secret is missing: set secret_file, or put it in $CREDENTIALS_DIRECTORY/{name}_secret"
-                            ),
-                        ));
-                    }
                     if !d.access_token_file.as_os_str().is_empty() || !d.at_mobiles.is_empty() {
                         return Err(bad(
                             key,
@@ -531,6 +515,26 @@ impl AlertSettings {
                     format!("alerts.default[{i}]"),
                     format!("'{name}' is not one of alerts.destinations{hint}"),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The secrets each destination needs, for what sends alerts (the daemon, `alerts test`):
+    /// other commands run outside the unit, without `$CREDENTIALS_DIRECTORY`, and need none.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for (name, d) in &self.destinations {
+            let missing = match d.kind {
+                DestinationType::DingtalkRobot if d.access_token.is_none() => Some(format!(
+                    "the robot's access token is missing: set access_token_file, or put it in $CREDENTIALS_DIRECTORY/{name}_token"
+                )),
+                DestinationType::Webhook if d.secret.is_none() => Some(format!(
+                    "the webhook's signing secret is missing: set secret_file, or put it in $CREDENTIALS_DIRECTORY/{name}_secret"
+                )),
+                _ => None,
+            };
+            if let Some(why) = missing {
+                return Err(ConfigError::Invalid(format!("alerts.destinations.{name}: {why}")));
             }
         }
         Ok(())
@@ -1075,20 +1079,34 @@ mod tests {
     }
 
     #[test]
-    fn bad_alert_settings_name_the_key() {
-        let base = "dingtalk:\n  app_key: k\n";
+    fn a_destination_without_its_secret_loads_for_commands_and_is_refused_for_sending() {
         for (yaml, says) in [
             (
                 "alerts:\n  destinations:\n    ops:\n      type: dingtalk_robot\n",
                 "alerts.destinations.ops: the robot's access token is missing",
             ),
             (
-                "alerts:\n  destinations:\n    pager:\n      type: webhook\n      url: http://example.com/h\n",
-                "alerts.destinations.pager.url 'http://example.com/h': plain http:// is allowed only to a loopback address",
-            ),
-            (
                 "alerts:\n  destinations:\n    pager:\n      type: webhook\n      url: https://example.com/h\n",
                 "alerts.destinations.pager: the webhook's signing secret is missing",
+            ),
+        ] {
+            jailed(|jail| {
+                jail.create_file("config.yaml", yaml)?;
+                let s = Settings::load(Some(Path::new("config.yaml"))).expect(yaml);
+                let e = s.alerts.check_secrets().expect_err(yaml).to_string();
+                assert!(e.contains(says), "{yaml}: {e}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn bad_alert_settings_name_the_key() {
+        let base = "dingtalk:\n  app_key: k\n";
+        for (yaml, says) in [
+            (
+                "alerts:\n  destinations:\n    pager:\n      type: webhook\n      url: http://example.com/h\n",
+                "alerts.destinations.pager.url 'http://example.com/h': plain http:// is allowed only to a loopback address",
             ),
             (
                 "alerts:\n  default: [ops]\n",

@@ -80,6 +80,10 @@ pub async fn test(settings: &Settings, name: &str) -> CmdResult {
             ),
         ));
     };
+    settings
+        .alerts
+        .check_secrets()
+        .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
     let now = SystemClock.now();
     let alert = Alert {
         id: now.timestamp_millis(),

@@ -499,6 +499,27 @@ async fn no_robot_token_or_secret_in_logs_database_or_metrics() {
     d.signal("TERM");
     d.wait(HANG).await;
     let logs = d.stderr();
+    // `dingrec alerts` lists it, with its delivery.
+    let out = cli(&config, &["alerts", "--format", "json"])
+        .output()
+        .expect("alerts");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed[0]["event"], "failed");
+    assert_eq!(listed[0]["destination"], "ops");
+    assert_eq!(listed[0]["state"], "sent");
+    assert_eq!(listed[0]["attempts"], 2);
+    let table = cli(&config, &["alerts"]).output().expect("alerts");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("DESTINATION") && table.contains("board-00"),
+        "{table}"
+    );
     assert!(logs.contains("alert not delivered; will try again"), "{logs}");
     assert!(logs.contains("alert delivered"), "{logs}");
     let mut stored = Vec::new();
@@ -509,7 +530,12 @@ async fn no_robot_token_or_secret_in_logs_database_or_metrics() {
     }
     let stored = String::from_utf8_lossy(&stored);
     for secret in [TOKEN, SECRET] {
-        for (place, text) in [("logs", &logs), ("metrics", &metrics), ("readyz", &ready)] {
+        for (place, text) in [
+            ("logs", &logs),
+            ("metrics", &metrics),
+            ("readyz", &ready),
+            ("dingrec alerts", &table.to_string()),
+        ] {
             assert!(!text.contains(secret), "{secret} in {place}");
         }
         assert!(!stored.contains(secret), "{secret} in the database");
