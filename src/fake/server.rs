@@ -167,18 +167,12 @@ impl FakeDingTalk {
         self.with_state(|s| s.recording(conference_id, action))
     }
 
-    /// QueryConferenceInfo calls seen.
     /// Every message the robots got (accepted or not), in order.
     pub fn robot_messages(&self) -> Vec<super::RobotMessage> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .robots
-            .messages
-            .clone()
+        self.with_state(|s| s.robots.messages.clone())
     }
 
+    /// QueryConferenceInfo calls seen.
     pub fn info_calls(&self) -> u64 {
         self.with_state(|s| s.info_calls)
     }

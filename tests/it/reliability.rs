@@ -95,20 +95,37 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
 
     // Audit reads during writes: sqlite3 -readonly in a loop, with a busy timeout.
     let stop = Arc::new(AtomicBool::new(false));
+    // Reads begin once the first daemon has created and migrated the database: a file being
+    // created has no audit log yet, and that says nothing about reads during writes.
+    let schema_ready = Arc::new(AtomicBool::new(false));
     let (reads, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let why = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let reader = {
-        let (stop, reads, failed, db) = (stop.clone(), reads.clone(), failed.clone(), db.clone());
+        let (stop, ready, reads, failed, why, db) = (
+            stop.clone(),
+            schema_ready.clone(),
+            reads.clone(),
+            failed.clone(),
+            why.clone(),
+            db.clone(),
+        );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if db.exists() {
+                if ready.load(Ordering::Relaxed) {
                     let out = std::process::Command::new("sqlite3")
                         .args(["-readonly", "-bail", "-cmd", ".timeout 5000"])
                         .arg(&db)
                         .arg("SELECT COUNT(*), MAX(started_at) FROM audit_log;")
                         .output();
                     reads.fetch_add(1, Ordering::Relaxed);
-                    if !out.map(|o| o.status.success()).unwrap_or(false) {
+                    let error = match out {
+                        Ok(o) if o.status.success() => None,
+                        Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(e) = error {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        why.lock().unwrap_or_else(|p| p.into_inner()).push(e);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(30));
@@ -127,6 +144,7 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
         }
         let mut d = Daemon::spawn(&cfg, &[]);
         d.wait_http(HANG).await;
+        schema_ready.store(true, Ordering::Relaxed);
         // The previous round's interrupted occurrences are caught up first.
         wait_until("the earlier rounds' occurrences final", HANG, || {
             sqlite(
@@ -205,9 +223,10 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
-        "{} of {} audit reads failed",
+        "{} of {} audit reads failed: {:?}",
         failed.load(Ordering::Relaxed),
-        reads.load(Ordering::Relaxed)
+        reads.load(Ordering::Relaxed),
+        why.lock().unwrap_or_else(|p| p.into_inner())
     );
     assert!(reads.load(Ordering::Relaxed) > 10);
     eprintln!(
