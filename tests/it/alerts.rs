@@ -80,18 +80,22 @@ async fn start(
     robots: Vec<RobotSpec>,
     tweak: impl FnOnce(&mut Settings),
 ) -> (TestApp, ManualClock) {
+    let scenario = Scenario {
+        meetings: refusing_meetings(n),
+        robots,
+        ..Scenario::default()
+    };
+    start_scenario(scenario, tweak, refused_policies(n)).await
+}
+
+/// The daemon at 08:00 on a manual clock, against `scenario`, with `policies` applied.
+async fn start_scenario(
+    scenario: Scenario,
+    tweak: impl FnOnce(&mut Settings),
+    policies: String,
+) -> (TestApp, ManualClock) {
     let clock = ManualClock::new(parse_t(T0));
-    let app = TestApp::start_with(
-        Scenario {
-            meetings: refusing_meetings(n),
-            robots,
-            ..Scenario::default()
-        },
-        Arc::new(clock.clone()),
-        tweak,
-        move |_| refused_policies(n),
-    )
-    .await;
+    let app = TestApp::start_with(scenario, Arc::new(clock.clone()), tweak, move |_| policies).await;
     (app, clock)
 }
 
@@ -544,8 +548,7 @@ async fn no_robot_token_or_secret_in_logs_database_or_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_that_never_records_is_told_once_while_it_retries_and_once_when_it_expires() {
-    let clock = ManualClock::new(parse_t(T0));
-    let app = TestApp::start_with(
+    let (app, clock) = start_scenario(
         Scenario {
             meetings: vec![dingrec::fake::MeetingSpec {
                 silent: Some(dingrec::fake::Silent::Always),
@@ -554,14 +557,11 @@ async fn a_start_that_never_records_is_told_once_while_it_retries_and_once_when_
             robots: vec![robot(vec![], None)],
             ..Scenario::default()
         },
-        Arc::new(clock.clone()),
         with_robot(SECRET),
-        |_| {
-            refused_policies(1).replace(
-                "    window: 30m\n",
-                "    window: 30m\n    verify: { after: 10s, checks: 1 }\n    retry: { initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }\n",
-            )
-        },
+        refused_policies(1).replace(
+            "    window: 30m\n",
+            "    window: 30m\n    verify: { after: 10s, checks: 1 }\n    retry: { initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }\n",
+        ),
     )
     .await;
     let rows = app.drive_until_final(&clock, TimeDelta::seconds(5), 1).await;
@@ -618,8 +618,7 @@ async fn refused_credentials_are_one_auth_broken_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_is_told_once_and_a_meeting_without_video_is_told() {
-    let clock = ManualClock::new(parse_t(T0));
-    let app = TestApp::start_with(
+    let (app, clock) = start_scenario(
         Scenario {
             meetings: vec![dingrec::fake::MeetingSpec {
                 pause_after: Some(Duration::from_secs(60)),
@@ -630,14 +629,11 @@ async fn a_pause_is_told_once_and_a_meeting_without_video_is_told() {
             robots: vec![robot(vec![], None)],
             ..Scenario::default()
         },
-        Arc::new(clock.clone()),
         with_robot(SECRET),
-        |_| {
-            refused_policies(1).replace(
-                "    window: 30m\n",
-                "    window: 30m\n    verify: { after: 10s, watch: 1m, video: true }\n",
-            )
-        },
+        refused_policies(1).replace(
+            "    window: 30m\n",
+            "    window: 30m\n    verify: { after: 10s, watch: 1m, video: true }\n",
+        ),
     )
     .await;
     let rows = app.drive_until_settled(&clock, TimeDelta::seconds(5), 1).await;
