@@ -64,6 +64,10 @@ pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
 pub struct SendWindow {
     limit: usize,
     sent: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+    /// Waiters take their turn first come, first served (tokio's mutex is fair): a worker that
+    /// waits for room is not overtaken by one that arrives when room frees up, so sends leave in
+    /// the order the pacing handed them out (a CI run saw one start overtaken by 43 others).
+    turn: tokio::sync::Mutex<()>,
 }
 
 const WINDOW: Duration = Duration::from_millis(1_030);
@@ -73,11 +77,13 @@ impl SendWindow {
         (limit > 0).then(|| Self {
             limit: limit as usize,
             sent: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            turn: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Wait until one more send fits in the window, and count it.
     pub async fn acquire(&self) {
+        let _turn = self.turn.lock().await;
         loop {
             let wait = {
                 let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());

@@ -458,10 +458,12 @@ async fn two_hundred_meetings_at_once_respect_the_rate_limit_in_due_order() {
         let in_window = times[i..].iter().take_while(|u| **u < t + 1000).count();
         assert!(in_window <= 20, "{in_window} calls sent in the second from {t}");
     }
-    let ids: Vec<String> = starts.iter().filter_map(|r| r.id.clone()).collect();
+    // Due order is the order dingrec sends in; at the fake, two calls 50 ms apart can still
+    // arrive swapped when the machine is loaded.
+    let ids: Vec<String> = app.sends().await.into_iter().map(|(_, id)| id).collect();
     let mut sorted = ids.clone();
     sorted.sort();
-    assert_eq!(ids, sorted, "in due order");
+    assert_eq!(ids, sorted, "sent in due order");
 }
 
 #[tokio::test]

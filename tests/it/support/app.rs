@@ -301,12 +301,20 @@ impl TestApp {
 
     /// When each StartCloudRecord left dingrec (`attempts.sent_at`), in ms, in order.
     pub async fn send_times(&self) -> Vec<i64> {
-        let sent: Vec<(String,)> =
-            sqlx::query_as("SELECT sent_at FROM attempts WHERE sent_at IS NOT NULL ORDER BY sent_at")
-                .fetch_all(self.store.pool())
-                .await
-                .expect("sent_at");
-        sent.iter().map(|(t,)| parse_t(t).timestamp_millis()).collect()
+        self.sends().await.iter().map(|(t, _)| *t).collect()
+    }
+
+    /// Every call dingrec sent, in the order it sent them: (`sent_at` in ms, conference id).
+    pub async fn sends(&self) -> Vec<(i64, String)> {
+        let sent: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT sent_at, conference_id FROM attempts WHERE sent_at IS NOT NULL ORDER BY sent_at, id",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .expect("sent_at");
+        sent.into_iter()
+            .map(|(t, c)| (parse_t(&t).timestamp_millis(), c.unwrap_or_default()))
+            .collect()
     }
 
     pub async fn history(&self) -> Vec<OccurrenceRow> {
