@@ -74,6 +74,15 @@ impl Engine {
             )
             .map_err(BuildError::Config)?,
         );
+        let counter_store = store.clone();
+        let counter_clock = clock.clone();
+        client.count_tokens_with(Arc::new(move || {
+            let (store, clock) = (counter_store.clone(), counter_clock.clone());
+            Box::pin(async move {
+                let calls = crate::domain::quota::Calls::one(crate::domain::quota::Api::Token);
+                store.add_usage(&calls, clock.now()).await.is_ok()
+            })
+        }));
         let health = Arc::new(Health::new(tick));
         let (dispatcher, writer) = Dispatcher::new(
             store.clone(),
@@ -109,6 +118,8 @@ pub struct App {
     scheduler: Option<Scheduler>,
     /// Held for the daemon's life: no second daemon on the same database.
     _instance_lock: InstanceLock,
+    /// Tells the quota task that the policies changed: forecast again.
+    replan: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for App {
@@ -136,7 +147,13 @@ impl App {
             .map_err(|e| BuildError::Config(e.to_string()))?;
         // Before anything touches the database: one daemon per file.
         let instance_lock = InstanceLock::acquire(&settings.database.path)?;
-        let store = Store::open(&settings.database).await?;
+        let quota = settings
+            .dingtalk
+            .quota()
+            .map_err(|e| BuildError::Config(e.to_string()))?;
+        let store = Store::open(&settings.database)
+            .await?
+            .with_quota_timezone(quota.timezone);
         let alerts = &settings.alerts;
         store
             .set_alert_routing(
@@ -199,6 +216,7 @@ impl App {
             listener: Some(listener),
             scheduler: Some(scheduler),
             _instance_lock: instance_lock,
+            replan: Arc::new(tokio::sync::Notify::new()),
         };
         app.apply_policy_files(&app.settings).await;
         Ok(app)
@@ -320,6 +338,7 @@ impl App {
             }
         };
         self.metrics.reload(ok);
+        self.replan.notify_one();
         if ok {
             info!("reloaded");
         }
@@ -334,18 +353,20 @@ impl App {
         cancel: CancellationToken,
         mut reload: mpsc::Receiver<()>,
     ) -> Result<(), String> {
+        let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take()) else {
+            return Err("run_until_stopped called twice".into());
+        };
+        let quota_state = scheduler.dispatcher.quota.clone();
         let state = HttpState {
             store: self.store.clone(),
             health: self.health.clone(),
             metrics: self.metrics.clone(),
             token: self.client.token_status(),
             clock: self.clock.clone(),
+            quota: quota_state.clone(),
         };
         let http_cancel = CancellationToken::new();
         let addr = self.http_addr();
-        let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take()) else {
-            return Err("run_until_stopped called twice".into());
-        };
         let http_stop = http_cancel.clone();
         let mut http = tokio::spawn(async move {
             axum::serve(listener, router(state))
@@ -362,7 +383,25 @@ impl App {
             self.metrics.clone(),
             self.client.token_status(),
         )?;
-        let mut alert_task = tokio::spawn(sender.run_until_stopped(cancel.child_token()));
+        let quota = crate::scheduler::quota::QuotaWatch {
+            store: self.store.clone(),
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            quota: self.settings.dingtalk.quota().map_err(|e| e.to_string())?,
+            token_life: crate::scheduler::quota::token_life(self.settings.dingtalk.token_refresh_margin),
+            state: quota_state,
+            replan: self.replan.clone(),
+        };
+        // The alert sender and the quota task: either one failing ends the daemon.
+        let (alerts_cancel, quota_cancel) = (cancel.child_token(), cancel.child_token());
+        let mut alert_task = tokio::spawn(async move {
+            tokio::try_join!(
+                sender.run_until_stopped(alerts_cancel),
+                quota.run_until_stopped(quota_cancel)
+            )
+            .map(|_| ())
+        });
         let mut alerts_done = false;
         self.health.beat();
         info!(http = %addr, "dingrec is running");
@@ -387,9 +426,9 @@ impl App {
                 ended = &mut alert_task => {
                     alerts_done = true;
                     failure = Some(match ended {
-                        Ok(Ok(())) => "the alert sender ended unexpectedly".to_owned(),
-                        Ok(Err(why)) => format!("the alert sender stopped: {why}"),
-                        Err(e) => format!("the alert sender failed: {e}"),
+                        Ok(Ok(())) => "the alert sender or the quota task ended unexpectedly".to_owned(),
+                        Ok(Err(why)) => format!("the alert sender or the quota task stopped: {why}"),
+                        Err(e) => format!("the alert sender or the quota task failed: {e}"),
                     });
                     break;
                 }
@@ -425,10 +464,10 @@ impl App {
             match alert_task.await {
                 Ok(Ok(())) => {}
                 Ok(Err(why)) => {
-                    failure.get_or_insert(format!("the alert sender stopped: {why}"));
+                    failure.get_or_insert(format!("the alert sender or the quota task stopped: {why}"));
                 }
                 Err(e) => {
-                    failure.get_or_insert(format!("the alert sender failed: {e}"));
+                    failure.get_or_insert(format!("the alert sender or the quota task failed: {e}"));
                 }
             }
         }

@@ -102,6 +102,13 @@ pub struct DingTalkSettings {
     pub token_refresh_margin: Duration,
     /// Overrides of the retry class of a code: `{ recordStartError: fail }`.
     pub classification: BTreeMap<String, RetryClass>,
+    /// The organisation's API calls a month (DingTalk's standard edition: 5,000); 0: unlimited.
+    pub monthly_quota: u32,
+    /// Where DingTalk's month begins.
+    pub quota_timezone: String,
+    /// The share of the quota kept for starts and start checks: above `1 - quota_reserve` of it,
+    /// watch checks and video look-ups stop. A fraction: 0.1 is 10 %.
+    pub quota_reserve: f64,
 }
 
 /// Secrets compare by value (a changed secret file is a changed setting), without printing them.
@@ -137,7 +144,55 @@ impl fmt::Debug for DingTalkSettings {
             .field("rate_limit", &self.rate_limit)
             .field("token_refresh_margin", &self.token_refresh_margin)
             .field("classification", &self.classification)
+            .field("monthly_quota", &self.monthly_quota)
+            .field("quota_timezone", &self.quota_timezone)
+            .field("quota_reserve", &self.quota_reserve)
             .finish()
+    }
+}
+
+/// The quota's settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    /// 0: unlimited.
+    pub limit: u32,
+    pub timezone: chrono_tz::Tz,
+    pub reserve: f64,
+}
+
+/// A month of 10 million calls is far above any DingTalk edition; more is a typo.
+const MAX_MONTHLY_QUOTA: u32 = 10_000_000;
+
+impl DingTalkSettings {
+    /// `monthly_quota`, `quota_timezone` and `quota_reserve`, checked.
+    pub fn quota(&self) -> Result<Quota, ConfigError> {
+        let bad = |key: &str, why: String| ConfigError::Invalid(format!("dingtalk.{key}: {why}"));
+        if self.monthly_quota > MAX_MONTHLY_QUOTA {
+            return Err(bad(
+                "monthly_quota",
+                format!(
+                    "{} is more than {MAX_MONTHLY_QUOTA} (0 turns the budget off)",
+                    self.monthly_quota
+                ),
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.quota_reserve) {
+            return Err(bad(
+                "quota_reserve",
+                format!(
+                    "{} is not a fraction from 0 to 0.5 (0.1 keeps 10 % for starts)",
+                    self.quota_reserve
+                ),
+            ));
+        }
+        let timezone = crate::domain::Zone::parse(&self.quota_timezone)
+            .map_err(|e| bad("quota_timezone", e.message))?
+            .tz();
+        Ok(Quota {
+            limit: self.monthly_quota,
+            timezone,
+            reserve: self.quota_reserve,
+        })
     }
 }
 
@@ -160,6 +215,9 @@ impl Default for DingTalkSettings {
             rate_limit: 20,
             token_refresh_margin: Duration::from_secs(200),
             classification: BTreeMap::new(),
+            monthly_quota: 5000,
+            quota_timezone: "Asia/Shanghai".into(),
+            quota_reserve: 0.1,
         }
     }
 }
@@ -733,6 +791,7 @@ impl Settings {
                 "dingtalk.connect_timeout and dingtalk.request_timeout must be more than 0".into(),
             ));
         }
+        self.dingtalk.quota()?;
         if self.scheduler.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "scheduler.max_in_flight must be at least 1".into(),

@@ -22,6 +22,9 @@ pub const BUILD_INFO: &str = "dingrec_build_info";
 pub const CHECKS_TOTAL: &str = "dingrec_checks_total";
 pub const ALERTS_TOTAL: &str = "dingrec_alerts_total";
 pub const ALERTS_PENDING: &str = "dingrec_alerts_pending";
+pub const DINGTALK_CALLS: &str = "dingrec_dingtalk_calls_total";
+pub const QUOTA_USED: &str = "dingrec_quota_used_ratio";
+pub const QUOTA_FORECAST: &str = "dingrec_quota_forecast_ratio";
 
 const LATENESS_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -157,6 +160,17 @@ impl Metrics {
 
     pub fn last_success(&self, unix_seconds: f64) {
         self.gauge(LAST_SUCCESS, &[], unix_seconds);
+    }
+
+    /// A call DingTalk counts against the monthly quota.
+    pub fn dingtalk_call(&self, api: crate::domain::quota::Api) {
+        self.count(DINGTALK_CALLS, &[("api", api.as_str())]);
+    }
+
+    /// The month's quota: used and forecast, as shares of the limit (0 without a limit).
+    pub fn quota(&self, used: f64, forecast: f64) {
+        self.gauge(QUOTA_USED, &[], used);
+        self.gauge(QUOTA_FORECAST, &[], forecast);
     }
 
     pub fn token_refresh(&self, ok: bool) {

@@ -6,6 +6,7 @@ mod fake;
 mod history;
 mod next;
 mod policies;
+mod quota;
 mod trigger;
 
 use std::path::PathBuf;
@@ -138,6 +139,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableOrJson,
     },
+    /// DingTalk's monthly API quota: calls used this month by API, the limit, and the forecast
+    /// to the month's end (the planned firings' expected calls). See docs/quota.md.
+    Quota {
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
     /// Start recording now for one policy: a manual occurrence, logged like any other. Retries
     /// as the policy says, until the recording runs or the policy's window passes.
     Trigger {
@@ -249,6 +256,7 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             since,
             format,
         } => alerts::list(settings, since, format).await,
+        Command::Quota { format } => quota::run(settings, format).await,
         Command::Trigger {
             policy,
             conference_id,

@@ -104,6 +104,10 @@ pub async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdRes
     }
     print_changes(&changes);
     println!("Plan: {}.", summary(&changes));
+    let policies: Vec<crate::domain::Policy> = ps.iter().map(|p| p.policy.clone()).collect();
+    for line in super::quota::plan_cost(settings, &policies, prune).await? {
+        println!("{line}");
+    }
     Ok(EXIT_CHANGES)
 }
 

@@ -24,7 +24,13 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
     let credentials = settings
         .credentials()
         .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
-    let store = Store::open(&settings.database).await?;
+    let quota = settings
+        .dingtalk
+        .quota()
+        .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
+    let store = Store::open(&settings.database)
+        .await?
+        .with_quota_timezone(quota.timezone);
     let stored = store
         .policy_by_name(name)
         .await?

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::error::{DingTalkError, RawResponse, TransportKind, parse};
+use super::error::{DingTalkError, RawResponse, TransportKind, counted, parse};
 use super::token::{Token, TokenCache, TokenStatus};
 use crate::config::{Credentials, DingTalkSettings};
+use crate::domain::quota::Api;
 use crate::metrics::Metrics;
 
 /// Path segments keep only RFC 3986 unreserved characters; everything else is escaped, so an id
@@ -115,7 +116,16 @@ pub struct DingTalkClient {
     tokens: TokenCache,
     metrics: Option<Arc<Metrics>>,
     clock: SharedClock,
+    /// Token fetches DingTalk counted and the database has not yet (see [`Self::take_token_calls`]).
+    token_calls: std::sync::atomic::AtomicU32,
+    /// Writes a counted token fetch at once (the daemon's `api_usage`); `false` when it could
+    /// not, and the fetch waits in `token_calls`.
+    token_counter: std::sync::OnceLock<TokenCounter>,
 }
+
+/// See [`DingTalkClient::count_tokens_with`].
+pub type TokenCounter =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
 
 impl std::fmt::Debug for DingTalkClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,7 +207,35 @@ impl DingTalkClient {
             tokens: TokenCache::default(),
             metrics,
             clock,
+            token_calls: std::sync::atomic::AtomicU32::new(0),
+            token_counter: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Count each token fetch DingTalk counts with `f`, before the token is used: a token
+    /// belongs to no attempt or check, and a crash right after the fetch must not lose it.
+    pub fn count_tokens_with(&self, f: TokenCounter) {
+        let _ = self.token_counter.set(f);
+    }
+
+    /// Count a call in the metrics if DingTalk counts it; returns whether it does.
+    fn tally<T>(&self, api: Api, r: &Result<T, DingTalkError>) -> bool {
+        let counts = counted(r);
+        if counts && let Some(m) = &self.metrics {
+            m.dingtalk_call(api);
+        }
+        counts
+    }
+
+    /// Token fetches counted since the last call: the daemon adds them to `api_usage` (a token
+    /// belongs to no attempt or check).
+    pub fn take_token_calls(&self) -> u32 {
+        self.token_calls.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Give back token fetches that could not be written (counted at the next try).
+    pub fn untake_token_calls(&self, n: u32) {
+        self.token_calls.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A read-only view of the token's state, for `/readyz` (which never calls DingTalk).
@@ -325,11 +363,14 @@ impl DingTalkClient {
                     let life = Duration::from_secs(secs.clamp(1, 24 * 3600));
                     let margin = self.token_margin.min(life / 2);
                     let now = Instant::now();
+                    let wall = self.clock.now();
+                    let wall_after = |d: Duration| wall + TimeDelta::from_std(d).unwrap_or_default();
                     Ok(Token {
                         value: SecretString::from(t.to_owned()),
                         expires: now + life,
-                        expires_at: self.clock.now() + TimeDelta::from_std(life).unwrap_or_default(),
+                        expires_at: wall_after(life),
                         refresh_at: now + life - margin,
+                        refresh_at_wall: wall_after(life - margin),
                     })
                 }
                 _ => Err(DingTalkError::InvalidResponse {
@@ -343,13 +384,22 @@ impl DingTalkClient {
         if let Some(m) = &self.metrics {
             m.token_refresh(result.is_ok());
         }
+        if self.tally(Api::Token, &result) {
+            let written = match self.token_counter.get() {
+                Some(count) => count().await,
+                None => false,
+            };
+            if !written {
+                self.token_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         result
     }
 
     /// A valid token: cached, or fetched (one fetch at a time).
     pub async fn token(&self) -> Result<SecretString, DingTalkError> {
         self.tokens
-            .get(|| self.fetch_token())
+            .get(self.clock.now(), || self.fetch_token())
             .await
             .map(|t| t.value)
             .map_err(|e| DingTalkError::Token(Box::new(e)))
@@ -372,8 +422,9 @@ impl DingTalkClient {
             union_id: r.union_id,
         };
         let req = Self::with_token(self.post_json(&Self::start_path(r.conference_id), &body), token)?;
-        let raw = self.send(req).await?;
-        expect_code_200(&raw)
+        let result = async { expect_code_200(&self.send(req).await?) }.await;
+        self.tally(Api::StartCloudRecord, &result);
+        result
     }
 
     /// StopCloudRecord with `token`.
@@ -389,10 +440,10 @@ impl DingTalkClient {
         );
         let mut body = Map::new();
         body.insert("unionId".into(), Value::String(union_id.to_owned()));
-        let raw = self
-            .send(Self::with_token(self.post_json(&path, &body), token)?)
-            .await?;
-        expect_code_200(&raw)
+        let req = Self::with_token(self.post_json(&path, &body), token)?;
+        let result = async { expect_code_200(&self.send(req).await?) }.await;
+        self.tally(Api::StopCloudRecord, &result);
+        result
     }
 
     /// A meeting's info, with `token`.
@@ -405,10 +456,7 @@ impl DingTalkClient {
             "/v1.0/conference/videoConferences/{}",
             utf8_percent_encode(conference_id, SEGMENT)
         );
-        let raw = self
-            .send(Self::with_token(self.http.get(self.url(&path)), token)?)
-            .await?;
-        field(&raw, "confInfo")
+        self.get(Api::ConferenceInfo, &path, token, "confInfo").await
     }
 
     /// A meeting's videos (QueryCloudRecordVideo) for the host `union_id`; DingTalk answers 400
@@ -424,10 +472,7 @@ impl DingTalkClient {
             utf8_percent_encode(conference_id, SEGMENT),
             utf8_percent_encode(union_id, SEGMENT)
         );
-        let raw = self
-            .send(Self::with_token(self.http.get(self.url(&path)), token)?)
-            .await?;
-        field(&raw, "videoList")
+        self.get(Api::CloudRecordVideos, &path, token, "videoList").await
     }
 
     /// The meetings of a scheduled meeting (DingTalk returns the latest one).
@@ -440,10 +485,22 @@ impl DingTalkClient {
             "/v1.0/conference/videoConferences/scheduleConferences/{}?maxResults=20&nextToken=0",
             utf8_percent_encode(schedule_conference_id, SEGMENT)
         );
-        let raw = self
-            .send(Self::with_token(self.http.get(self.url(&path)), token)?)
-            .await?;
-        field(&raw, "conferenceList")
+        self.get(Api::ScheduleConference, &path, token, "conferenceList")
+            .await
+    }
+
+    /// A look-up: GET `path`, the answer's field `key`.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        api: Api,
+        path: &str,
+        token: &SecretString,
+        key: &str,
+    ) -> Result<T, DingTalkError> {
+        let req = Self::with_token(self.http.get(self.url(path)), token)?;
+        let result = async { field(&self.send(req).await?, key) }.await;
+        self.tally(api, &result);
+        result
     }
 
     /// The live (`status == 2`) conferenceId of a scheduled meeting, if one is live.

@@ -118,6 +118,29 @@ impl DingTalkError {
     pub fn is_token_error(&self) -> bool {
         matches!(self, DingTalkError::Token(_))
     }
+
+    /// Whether DingTalk counts this failed call against the organisation's monthly quota: every
+    /// answered call does, except refusals for its rate limits (the QPS codes, the IP ban) and
+    /// for the quota itself; a call never answered (or never made: no token) does not.
+    pub fn counted(&self) -> bool {
+        match self {
+            // Status 0: dingrec's own refusal (`window_passed`), no call was made.
+            DingTalkError::Api { status: 0, .. } => false,
+            DingTalkError::Api { code, .. } => {
+                !code.starts_with("Forbidden.AccessDenied.QpsLimitFor") && code != codes::QUOTA_EXHAUSTED
+            }
+            DingTalkError::InvalidResponse { .. } | DingTalkError::NotLive { .. } => true,
+            DingTalkError::IpThrottled { .. }
+            | DingTalkError::Transport { .. }
+            | DingTalkError::Token(_)
+            | DingTalkError::BadToken => false,
+        }
+    }
+}
+
+/// Whether DingTalk counts a call with this result against the monthly quota.
+pub fn counted<T>(r: &Result<T, DingTalkError>) -> bool {
+    r.as_ref().err().is_none_or(DingTalkError::counted)
 }
 
 /// A raw HTTP answer: what the parser needs.

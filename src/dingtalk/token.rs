@@ -24,6 +24,9 @@ pub struct Token {
     pub expires_at: DateTime<Utc>,
     /// When to fetch a new one.
     pub refresh_at: Instant,
+    /// The same, as wall time: a token is fresh while both clocks say so (the monotonic one
+    /// cannot be fooled by a wall clock set back; the wall one follows an injected clock).
+    pub refresh_at_wall: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Token {
@@ -67,7 +70,7 @@ impl Default for TokenCache {
 
 impl TokenCache {
     /// A valid token, fetching one with `fetch` if needed.
-    pub async fn get<F, Fut>(&self, fetch: F) -> Result<Token, DingTalkError>
+    pub async fn get<F, Fut>(&self, wall: DateTime<Utc>, fetch: F) -> Result<Token, DingTalkError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Token, DingTalkError>>,
@@ -76,6 +79,7 @@ impl TokenCache {
         let now = Instant::now();
         if let Some(t) = &st.token
             && now < t.refresh_at
+            && wall < t.refresh_at_wall
         {
             return Ok(t.clone());
         }
@@ -163,6 +167,7 @@ mod tests {
             expires: now + expires_in,
             expires_at: DateTime::<Utc>::MIN_UTC,
             refresh_at: now + refresh_in,
+            refresh_at_wall: DateTime::<Utc>::MAX_UTC,
         }
     }
 
@@ -180,14 +185,19 @@ mod tests {
         let cache = TokenCache::default();
         // A token inside its refresh margin: due for a refresh, valid for another minute.
         let first = cache
-            .get(|| async { Ok(token("old", Duration::ZERO, Duration::from_secs(60))) })
+            .get(DateTime::<Utc>::MIN_UTC, || async {
+                Ok(token("old", Duration::ZERO, Duration::from_secs(60)))
+            })
             .await
             .expect("first");
         assert_eq!(first.value.expose_secret(), "old");
         // The refresh fails: the old token is still handed out, now and right after (within the
         // failure's negative cache), and /readyz still sees a valid token.
         for _ in 0..3 {
-            let t = cache.get(|| async { Err(refused()) }).await.expect("old token");
+            let t = cache
+                .get(DateTime::<Utc>::MIN_UTC, || async { Err(refused()) })
+                .await
+                .expect("old token");
             assert_eq!(t.value.expose_secret(), "old");
         }
         assert!(matches!(*cache.status().borrow(), TokenStatus::Valid { .. }));
@@ -199,7 +209,7 @@ mod tests {
         let calls = std::sync::atomic::AtomicU32::new(0);
         for _ in 0..3 {
             let r = cache
-                .get(|| async {
+                .get(DateTime::<Utc>::MIN_UTC, || async {
                     calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Err(refused())
                 })

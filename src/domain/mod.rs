@@ -6,6 +6,7 @@ pub mod alert;
 pub mod invalid;
 pub mod outcome;
 pub mod policy;
+pub mod quota;
 pub mod retry;
 pub mod schedule;
 pub mod state;

@@ -27,6 +27,10 @@ pub mod codes {
     /// QueryConferenceInfo: the meeting is gone.
     pub const ROOM_NOT_FOUND: &str = "roomNotFound";
     pub const ROOM_CLOSED: &str = "roomClosed";
+    /// The organisation's monthly API quota is spent: every call is refused until the month ends.
+    pub const QUOTA_EXHAUSTED: &str = "Forbidden.AccessDenied.ApiCountLimitForOrg";
+    /// A watch check or video look-up not made: the month's quota is inside its reserve.
+    pub const QUOTA_RESERVE: &str = "quota_reserve";
 }
 
 /// What to do after an attempt with a given code.
@@ -64,7 +68,7 @@ impl Classification {
             | "recordStartPermissionError"
             | "paramsError"
             | "Forbidden.AccessDenied.AccessTokenPermissionDenied"
-            | "Forbidden.AccessDenied.ApiCountLimitForOrg"
+            | codes::QUOTA_EXHAUSTED
             | "AuthenticationFailed.MissingParameter" => RetryClass::Fail,
             "recordStartError" | "systemError" => RetryClass::Retry,
             codes::TIMEOUT | codes::CONNECT_ERROR | codes::INVALID_RESPONSE => RetryClass::Retry,

@@ -187,6 +187,9 @@ pub struct Scenario {
     pub schedules: Vec<ScheduleSpec>,
     /// Custom group robots (`POST /robot/send`) the fake accepts messages for.
     pub robots: Vec<super::robot::RobotSpec>,
+    /// The organisation's API calls a month (a month of `Asia/Shanghai`, by the fake's clock);
+    /// past it every call answers 403 `Forbidden.AccessDenied.ApiCountLimitForOrg`.
+    pub monthly_quota: Option<u64>,
 }
 
 impl Scenario {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::scenario::{MeetingSpec, RecordingAction, Scenario};
 use super::state::{Reply, State, new_request_id, unix_ms};
+use crate::domain::quota::Api;
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
@@ -184,6 +185,12 @@ impl FakeDingTalk {
 
     pub fn token_calls(&self) -> u64 {
         self.with_state(|s| s.token_calls)
+    }
+
+    /// The calls counted against the monthly quota the way DingTalk counts them, per API, all
+    /// months together.
+    pub fn usage(&self) -> std::collections::BTreeMap<Api, u64> {
+        self.with_state(|s| s.usage.clone())
     }
 }
 
@@ -451,6 +458,14 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
     let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     let delay = st.global_delay();
     let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let api = api_of(req.method.as_str(), &segs);
+    if api.is_some()
+        && let Some(refused) = st.over_quota(request_id)
+    {
+        return (refused, delay, entry);
+    }
+    // A start or look-up scripted with its own delay.
+    let mut own_delay = None;
     let reply = match (req.method.as_str(), segs.as_slice()) {
         ("POST", ["robot", "send"]) => {
             let query: std::collections::HashMap<String, String> = req
@@ -481,9 +496,7 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
                         let id = decode(id);
                         entry.id = Some(id.clone());
                         let (r, d) = st.start(&id, &body, request_id);
-                        if d.is_some() {
-                            return (r, d, entry);
-                        }
+                        own_delay = d;
                         r
                     }
                     ("POST", [id, "cloudRecords", "stop"]) => {
@@ -500,9 +513,7 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
                         let id = decode(id);
                         entry.id = Some(id.clone());
                         let (r, d) = st.info(&id, request_id);
-                        if d.is_some() {
-                            return (r, d, entry);
-                        }
+                        own_delay = d;
                         r
                     }
                     ("GET", [id, "cloudRecords", "getVideos"]) => {
@@ -517,7 +528,55 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
         }
         _ => not_found(request_id),
     };
-    (reply, delay, entry)
+    if let Some(api) = api {
+        st.count_call(api, &reply);
+    }
+    (reply, own_delay.or(delay), entry)
+}
+
+/// The DingTalk API a request calls (`None`: the robot, or no API).
+fn api_of(method: &str, segs: &[&str]) -> Option<Api> {
+    Some(match (method, segs) {
+        ("POST", ["v1.0", "oauth2", "accessToken" | "corpAccessToken"]) => Api::Token,
+        (
+            "POST",
+            [
+                "v1.0",
+                "conference",
+                "videoConferences",
+                _,
+                "cloudRecords",
+                "start",
+            ],
+        ) => Api::StartCloudRecord,
+        (
+            "POST",
+            [
+                "v1.0",
+                "conference",
+                "videoConferences",
+                _,
+                "cloudRecords",
+                "stop",
+            ],
+        ) => Api::StopCloudRecord,
+        ("GET", ["v1.0", "conference", "videoConferences", "scheduleConferences", _]) => {
+            Api::ScheduleConference
+        }
+        (
+            "GET",
+            [
+                "v1.0",
+                "conference",
+                "videoConferences",
+                _,
+                "cloudRecords",
+                "getVideos",
+            ],
+        ) => Api::CloudRecordVideos,
+        ("GET", ["v1.0", "conference", "videoConferences", _]) => Api::ConferenceInfo,
+        _ => return None,
+    })
 }
 
 fn not_found(request_id: &str) -> Reply {

@@ -118,6 +118,10 @@ pub struct State {
     /// StartCloudRecord calls left hanging so far.
     pub hung_starts: u64,
     pub robots: super::robot::Robots,
+    /// Calls counted against the monthly quota, per API, all months together.
+    pub usage: std::collections::BTreeMap<crate::domain::quota::Api, u64>,
+    /// This month (`2026-12`) and its calls, for `scenario.monthly_quota`.
+    month: (String, u64),
 }
 
 fn status_for(code: &str) -> u16 {
@@ -141,6 +145,7 @@ fn message_for(code: &str) -> &'static str {
         "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi" => "应用调用该接口的频率超过限制",
         "Forbidden.AccessDenied.QpsLimitForApi" => "该接口的调用频率超过限制",
         "invalidClientIdOrSecret" => "无效的clientId或者clientSecret",
+        QUOTA_EXHAUSTED => "the monthly call quota of the organisation is used up",
         _ => "error",
     }
 }
@@ -253,6 +258,8 @@ impl State {
             hang_next_start: false,
             hung_starts: 0,
             robots: super::robot::Robots::default(),
+            usage: std::collections::BTreeMap::new(),
+            month: (String::new(), 0),
         };
         s.load(scenario);
         s
@@ -653,7 +660,50 @@ impl State {
     pub fn global_delay(&self) -> Option<Duration> {
         self.scenario.delay
     }
+
+    /// The month's calls, reset when the month (of `Asia/Shanghai`, where DingTalk's month
+    /// begins) changes.
+    fn month_calls(&mut self) -> &mut u64 {
+        let month = self
+            .now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .format("%Y-%m")
+            .to_string();
+        if self.month.0 != month {
+            self.month = (month, 0);
+        }
+        &mut self.month.1
+    }
+
+    /// DingTalk's answer once the month's quota is spent.
+    pub fn over_quota(&mut self, request_id: &str) -> Option<Reply> {
+        let limit = self.scenario.monthly_quota?;
+        (*self.month_calls() >= limit).then(|| error(QUOTA_EXHAUSTED, None, request_id))
+    }
+
+    /// Count a call as DingTalk does: every answered call, or one that took effect though its
+    /// answer never left (a hung start), except refusals for the rate limits and the quota.
+    pub fn count_call(&mut self, api: crate::domain::quota::Api, reply: &Reply) {
+        let counted = match reply {
+            Reply::Json { body, .. } | Reply::Trickle { body, .. } => {
+                let code = body.get("code").and_then(Value::as_str).unwrap_or("");
+                // The IP ban's page (`"punish":"deny"`) carries no code.
+                !code.starts_with("Forbidden.AccessDenied.QpsLimitFor")
+                    && code != QUOTA_EXHAUSTED
+                    && body.get("punish").is_none()
+            }
+            Reply::Raw { .. } => true,
+            Reply::Hang => true,
+            Reply::Drop | Reply::Reset | Reply::Partial => false,
+        };
+        if counted {
+            *self.usage.entry(api).or_default() += 1;
+            *self.month_calls() += 1;
+        }
+    }
 }
+
+const QUOTA_EXHAUSTED: &str = crate::domain::outcome::codes::QUOTA_EXHAUSTED;
 
 /// The fake's own wall clock, in epoch milliseconds (DingTalk's time unit); the fake is a stand-in
 /// for another machine, so it does not share dingrec's injected clock.

@@ -29,6 +29,8 @@ pub struct HttpState {
     pub token: tokio::sync::watch::Receiver<TokenStatus>,
     /// For the age of the oldest pending alert.
     pub clock: crate::clock::SharedClock,
+    /// The month's quota, as the quota task last saw it.
+    pub quota: Arc<crate::scheduler::quota::QuotaState>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -114,6 +116,13 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         "last_success_at": last_success.map(fmt_utc),
         "last_reload_error": s.health.reload_error(),
         "alerts": alerts,
+        "quota": s.quota.view().map(|v| json!({
+            "month": v.month.label,
+            "used": v.used,
+            "limit": v.limit,
+            "forecast": v.forecast,
+            "optional_calls_stopped": s.quota.optional_stopped(),
+        })),
     });
     (ready, body)
 }

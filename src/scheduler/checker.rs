@@ -12,7 +12,9 @@ use tracing::{error, info, warn};
 
 use super::dispatcher::Dispatcher;
 use crate::dingtalk::DingTalkError;
+use crate::dingtalk::error::counted;
 use crate::domain::outcome::codes;
+use crate::domain::quota::Api;
 use crate::domain::verify::{CheckContext, CheckNext, Seen, decide_check};
 use crate::domain::{CheckKind, CheckOutcome, OccurrenceState};
 use crate::store::checks::{CheckEffect, CheckResult, DueCheck, final_event};
@@ -122,7 +124,11 @@ async fn seen_from(kind: CheckKind, d: &Dispatcher, c: &DueCheck) -> (Seen, Chec
         };
         let result = match kind {
             CheckKind::Start | CheckKind::Watch => {
-                d.client.conference_info_with(&token, conf).await.map(|info| {
+                let info = d.client.conference_info_with(&token, conf).await;
+                if counted(&info) {
+                    r.calls.add(Api::ConferenceInfo, 1);
+                }
+                info.map(|info| {
                     r.meeting_status = Some(info.status);
                     r.cloud_record_status = info.cloud_record_status;
                     r.owner_union_id = info.cloud_record_owner_union_id.filter(|o| !o.is_empty());
@@ -132,16 +138,21 @@ async fn seen_from(kind: CheckKind, d: &Dispatcher, c: &DueCheck) -> (Seen, Chec
                     }
                 })
             }
-            CheckKind::Video => d
-                .client
-                .cloud_record_videos_with(&token, conf, &c.host_union_id)
-                .await
-                .map(|videos| {
+            CheckKind::Video => {
+                let videos = d
+                    .client
+                    .cloud_record_videos_with(&token, conf, &c.host_union_id)
+                    .await;
+                if counted(&videos) {
+                    r.calls.add(Api::CloudRecordVideos, 1);
+                }
+                videos.map(|videos| {
                     r.video_duration_ms = Some(videos.iter().map(|v| v.duration).sum());
                     r.video_file_size = Some(videos.iter().map(|v| v.file_size).sum());
                     r.videos = serde_json::to_string(&videos).ok();
                     Seen::Videos(videos.len())
-                }),
+                })
+            }
         };
         match result {
             Ok(seen) => {
@@ -199,6 +210,16 @@ async fn check(d: &Dispatcher, c: DueCheck) {
             CheckOutcome::Error,
             CheckNext::Done,
             no_call("policy_disabled", "the policy was disabled; no more checks"),
+        ),
+        // The month's quota is inside its reserve: the optional calls stop (the quota task said
+        // so once); the start DingTalk accepted was confirmed before any watch.
+        Some(_) if c.kind != CheckKind::Start && d.quota.optional_stopped() => (
+            CheckOutcome::Error,
+            CheckNext::Done,
+            no_call(
+                codes::QUOTA_RESERVE,
+                "not made: DingTalk's monthly quota is inside its reserve (dingtalk.quota_reserve); no more watch checks or video look-ups this month",
+            ),
         ),
         Some(v) => {
             let (seen, result) = seen_from(c.kind, d, &c).await;
@@ -334,6 +355,7 @@ fn report(d: &Dispatcher, c: &DueCheck, outcome: CheckOutcome, r: &CheckResult, 
                 occurrence = occ,
                 "the meeting ended; watch over"
             ),
+            CheckOutcome::Error if code == codes::QUOTA_RESERVE => {}
             CheckOutcome::Error => warn!(
                 policy,
                 conference_id = conf,

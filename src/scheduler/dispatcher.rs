@@ -28,8 +28,10 @@ use tracing::{error, info, warn};
 use super::health::Health;
 use crate::clock::SharedClock;
 use crate::dingtalk::client::StartRequest;
+use crate::dingtalk::error::counted;
 use crate::dingtalk::{DingTalkClient, DingTalkError};
 use crate::domain::outcome::{Classification, RetryClass, codes};
+use crate::domain::quota::{Api, Calls};
 use crate::domain::retry::{AttemptContext, Next, decide};
 use crate::domain::time::fmt_utc;
 use crate::domain::{AttemptOutcome, OccurrenceState};
@@ -126,6 +128,8 @@ pub struct Dispatcher {
     pub classification: Classification,
     pub health: Arc<Health>,
     pub notify: Arc<Notify>,
+    /// The monthly quota's budget, kept by the quota task.
+    pub quota: Arc<super::quota::QuotaState>,
     limiter: Option<DefaultDirectRateLimiter>,
     window: Option<SendWindow>,
     /// Claimed attempts waiting for a worker, earliest due first.
@@ -194,6 +198,7 @@ impl Dispatcher {
             classification,
             health,
             notify,
+            quota: Arc::default(),
             limiter: rate_limiter(rate_limit),
             rate: rate_limit,
             window: SendWindow::new(rate_limit),
@@ -389,6 +394,7 @@ impl Dispatcher {
             sent_at: None,
             next_check_at: None,
             settle: false,
+            calls: Calls::default(),
         }
     }
 
@@ -580,6 +586,7 @@ impl Dispatcher {
             result,
             conference_id,
             sent_at,
+            calls,
         } = self.call(c).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let now = self.clock.now();
@@ -671,6 +678,7 @@ impl Dispatcher {
             sent_at,
             next_check_at,
             settle,
+            calls,
         }
     }
 
@@ -690,47 +698,51 @@ impl Dispatcher {
 
     /// The HTTP part: token, meeting resolution, StartCloudRecord.
     async fn call(&self, c: &Claimed) -> Call {
-        let failed = |e: DingTalkError, conference_id: Option<String>| Call {
+        let failed = |e: DingTalkError, conference_id: Option<String>, calls: Calls| Call {
             result: Err(e),
             conference_id,
             sent_at: None,
+            calls,
         };
         if let Err(e) = self.window_open(c) {
-            return failed(e, None);
+            return failed(e, None, Calls::default());
         }
         let token = match self.client.token().await {
             Ok(t) => t,
-            Err(e) => return failed(e, None),
+            Err(e) => return failed(e, None, Calls::default()),
         };
+        let mut calls = Calls::default();
         let conference_id = match &c.meeting {
             Meeting::Conference(id) => id.to_string(),
-            Meeting::Schedule(sched) => match self.client.resolve_live_with(&token, sched).await {
-                Ok(Some(id)) => id,
-                Ok(None) => {
-                    return failed(
-                        DingTalkError::NotLive {
+            Meeting::Schedule(sched) => {
+                let found = self.client.resolve_live_with(&token, sched).await;
+                if counted(&found) {
+                    calls.add(Api::ScheduleConference, 1);
+                }
+                match found {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        let e = DingTalkError::NotLive {
                             schedule_conference_id: sched.to_string(),
-                        },
-                        None,
-                    );
-                }
-                Err(e) => {
-                    if e.code() == codes::INVALID_AUTHENTICATION {
-                        self.client.invalidate_token(&token).await;
+                        };
+                        return failed(e, None, calls);
                     }
-                    return failed(e, None);
+                    Err(e) => {
+                        if e.code() == codes::INVALID_AUTHENTICATION {
+                            self.client.invalidate_token(&token).await;
+                        }
+                        return failed(e, None, calls);
+                    }
                 }
-            },
+            }
             Meeting::Missing => {
-                return failed(
-                    DingTalkError::Api {
-                        status: 0,
-                        code: "paramsError".into(),
-                        message: "the policy names no meeting".into(),
-                        request_id: None,
-                    },
-                    None,
-                );
+                let e = DingTalkError::Api {
+                    status: 0,
+                    code: "paramsError".into(),
+                    message: "the policy names no meeting".into(),
+                    request_id: None,
+                };
+                return failed(e, None, calls);
             }
         };
         let req = StartRequest {
@@ -743,10 +755,13 @@ impl Dispatcher {
             w.acquire().await;
         }
         if let Err(e) = self.window_open(c) {
-            return failed(e, Some(conference_id));
+            return failed(e, Some(conference_id), calls);
         }
         let sent_at = self.clock.now();
         let result = self.client.start_cloud_record_with(&token, &req).await;
+        if counted(&result) {
+            calls.add(Api::StartCloudRecord, 1);
+        }
         if let Err(e) = &result
             && e.code() == codes::INVALID_AUTHENTICATION
         {
@@ -756,6 +771,7 @@ impl Dispatcher {
             result: result.map(|ok| (ok.status, ok.request_id)),
             conference_id: Some(conference_id),
             sent_at: Some(sent_at),
+            calls,
         }
     }
 
@@ -828,6 +844,8 @@ struct Call {
     /// When StartCloudRecord was sent (after the token, the meeting look-up and the rate limiter);
     /// `None` when it was not.
     sent_at: Option<DateTime<Utc>>,
+    /// The calls DingTalk counted against the monthly quota (the token's aside).
+    calls: Calls,
 }
 
 /// Tests only: an attempt of the policy by this name panics, standing for a bug inside an attempt

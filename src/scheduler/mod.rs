@@ -9,6 +9,7 @@ pub mod checker;
 pub mod dispatcher;
 pub mod health;
 pub mod planner;
+pub mod quota;
 
 use std::sync::Arc;
 use std::time::Duration;

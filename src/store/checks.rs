@@ -55,6 +55,9 @@ pub struct CheckResult {
     pub videos: Option<String>,
     pub video_duration_ms: Option<i64>,
     pub video_file_size: Option<i64>,
+    /// The calls DingTalk counted (`api_usage`), written with the outcome.
+    #[serde(skip)]
+    pub calls: crate::domain::quota::Calls,
 }
 
 /// What [`Store::complete_check`] did to the occurrence.
@@ -198,6 +201,7 @@ impl Store {
         .bind(c.check_id)
         .execute(&mut *tx)
         .await?;
+        super::usage::add_calls(&mut tx, &self.usage_day(now), &result.calls).await?;
         let failed = outcome == CheckOutcome::Error;
         let counts = c.kind == CheckKind::Start && !failed;
         let set_next = |t: Option<(CheckKind, DateTime<Utc>)>| (t.map(|x| fmt_utc(x.1)), t.map(|x| x.0));

@@ -8,6 +8,7 @@ pub mod history;
 pub mod lock;
 pub mod occurrences;
 pub mod policies;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -54,6 +55,8 @@ pub struct Store {
     /// SQLite's lock, whose busy handler waits by sleeping in steps of up to 100 ms; with it they
     /// take turns at once. (Other processes, like `dingrec apply`, still meet the busy handler.)
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where DingTalk's month begins: `api_usage.day` is a day of this zone.
+    quota_tz: chrono_tz::Tz,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the process's write turn until it ends.
@@ -177,6 +180,7 @@ impl Store {
             pool,
             path,
             write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            quota_tz: chrono_tz::Asia::Shanghai,
         })
     }
 

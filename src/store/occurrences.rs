@@ -15,6 +15,7 @@ use super::{Result, Store, StoreError};
 use crate::domain::RetryPolicy;
 use crate::domain::outcome::codes;
 use crate::domain::policy::{Layout, WindowPosition};
+use crate::domain::quota::Api;
 use crate::domain::time::{fmt_utc, parse_utc};
 use crate::domain::{AttemptOutcome, OccurrenceState, Trigger, Verify};
 
@@ -215,6 +216,8 @@ pub struct Completion {
     /// The answer left open whether a recording runs: one check decides (recording: succeeded;
     /// not: the retry at `next_attempt_at`).
     pub settle: bool,
+    /// The calls DingTalk counted (`api_usage`), written with the outcome.
+    pub calls: crate::domain::quota::Calls,
 }
 
 /// An occurrence that reached a final failure state outside the dispatcher (sweeps, recovery).
@@ -662,6 +665,11 @@ impl Store {
         .bind(&batch)
         .execute(&mut *tx)
         .await?;
+        let mut calls = crate::domain::quota::Calls::default();
+        for d in done {
+            calls.merge(&d.calls);
+        }
+        super::usage::add_calls(&mut tx, &self.usage_day(now), &calls).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -674,6 +682,30 @@ impl Store {
         let now_s = fmt_utc(now);
         let mut rec = Recovery::default();
         let mut tx = self.begin_write().await?;
+        // The quota: DingTalk may have counted an interrupted call; it is counted here (a call
+        // claimed but not yet sent at a crash is counted too: the count errs high, never low).
+        let (starts, lookups): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(p.schedule_conference_id) FROM attempts a INDEXED BY attempts_open \
+             JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id WHERE a.outcome IS NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let (infos, videos): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE kind <> 'video'), COUNT(*) FILTER (WHERE kind = 'video') \
+             FROM checks INDEXED BY checks_open WHERE outcome IS NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut calls = crate::domain::quota::Calls::default();
+        for (api, n) in [
+            (Api::StartCloudRecord, starts),
+            (Api::ScheduleConference, lookups),
+            (Api::ConferenceInfo, infos),
+            (Api::CloudRecordVideos, videos),
+        ] {
+            calls.add(api, u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        super::usage::add_calls(&mut tx, &self.usage_day(now), &calls).await?;
         rec.interrupted_attempts = sqlx::query(
             "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
              message = 'dingrec stopped before this attempt had an outcome', finished_at = ? WHERE outcome IS NULL",

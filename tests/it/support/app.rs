@@ -287,6 +287,21 @@ impl TestApp {
             .expect("metrics body")
     }
 
+    /// `GET /readyz`'s body.
+    pub async fn readyz(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}/readyz", self.http))
+            .timeout(HANG)
+            .send()
+            .await
+            .expect("readyz")
+            .text()
+            .await
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .expect("readyz body")
+    }
+
     /// The daemon is still running (it has not ended or failed on its own).
     pub fn alive(&self) -> bool {
         self.daemon.as_ref().is_some_and(|d| !d.thread.is_finished())

@@ -1,0 +1,338 @@
+//! The monthly quota (`docs/quota.md`): this month's use from `api_usage`, the forecast to the
+//! month's end from the policies' schedules, the budget that stops optional calls, and the
+//! once-a-month `quota` alerts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::planner::firings_between;
+use crate::clock::SharedClock;
+use crate::config::Quota;
+use crate::dingtalk::DingTalkClient;
+use crate::domain::alert::Facts;
+use crate::domain::quota::{Api, Calls, Month, Observed, firing_cost, month_of, token_fetches};
+use crate::domain::schedule::CronCache;
+use crate::domain::{AlertEvent, Policy};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How many firings of one policy a forecast looks at: a policy that fires every minute has
+/// 44,640 in a month.
+const MAX_FIRINGS: usize = 50_000;
+
+/// What the month looks like: used, forecast, limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaView {
+    pub month: Month,
+    /// 0: unlimited.
+    pub limit: u32,
+    pub by_api: BTreeMap<Api, u64>,
+    pub used: u64,
+    /// Used plus what the planned firings until the month's end are expected to cost.
+    pub forecast: u64,
+}
+
+impl QuotaView {
+    fn ratio(&self, n: u64) -> f64 {
+        if self.limit == 0 {
+            0.0
+        } else {
+            n as f64 / f64::from(self.limit)
+        }
+    }
+
+    pub fn used_ratio(&self) -> f64 {
+        self.ratio(self.used)
+    }
+
+    pub fn forecast_ratio(&self) -> f64 {
+        self.ratio(self.forecast)
+    }
+
+    /// `dingrec quota --format json`'s object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let by_api: serde_json::Map<String, serde_json::Value> = Api::ALL
+            .iter()
+            .map(|a| {
+                (
+                    a.as_str().to_owned(),
+                    json!(self.by_api.get(a).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        json!({
+            "month": self.month.label,
+            "limit": self.limit,
+            "used": self.used,
+            "by_api": by_api,
+            "forecast": self.forecast,
+            "forecast_ratio": (self.forecast_ratio() * 1000.0).round() / 1000.0,
+        })
+    }
+}
+
+/// The calls `policies` are expected to cost from `from` to `until`: each enabled policy's
+/// firings (as `dingrec next` computes them), each at [`firing_cost`], plus the token fetches
+/// those calls need.
+pub fn planned_cost(
+    policies: &[Policy],
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    observed: &Observed,
+    token_life: Duration,
+) -> u64 {
+    let mut cache = CronCache::default();
+    let mut calls = 0.0;
+    let mut dues = Vec::new();
+    for p in policies.iter().filter(|p| p.enabled) {
+        let cost = firing_cost(p, observed.retry_rate());
+        for f in firings_between(p, from, until, MAX_FIRINGS, &mut cache) {
+            if f.due_at > from && f.due_at < until {
+                calls += cost;
+                dues.push(f.due_at);
+            }
+        }
+    }
+    dues.sort_unstable();
+    calls.round() as u64 + token_fetches(&dues, token_life)
+}
+
+/// How long a token serves: DingTalk's 2 h less the refresh margin.
+pub fn token_life(margin: Duration) -> Duration {
+    Duration::from_secs(7200)
+        .saturating_sub(margin)
+        .max(Duration::from_secs(60))
+}
+
+/// This month's view at `now`: used from the database, the forecast from `policies`.
+pub async fn view(
+    store: &Store,
+    policies: &[Policy],
+    quota: &Quota,
+    token_life: Duration,
+    now: DateTime<Utc>,
+) -> crate::store::Result<QuotaView> {
+    let month = month_of(now, quota.timezone)
+        .ok_or_else(|| crate::store::StoreError::Data("the quota's month is outside the calendar".into()))?;
+    let usage = store.usage(&month).await?;
+    let used = usage.used();
+    let forecast = used + planned_cost(policies, now, month.end, &usage.observed, token_life);
+    Ok(QuotaView {
+        month,
+        limit: quota.limit,
+        by_api: usage.by_api,
+        used,
+        forecast,
+    })
+}
+
+/// The enabled policies of the database, as the forecast needs them (a row that cannot be read
+/// is left out: the planner reports it).
+pub async fn stored_policies(store: &Store) -> crate::store::Result<Vec<Policy>> {
+    Ok(store
+        .list_policies()
+        .await?
+        .iter()
+        .filter(|p| p.record.enabled)
+        .filter_map(|p| p.record.to_policy().ok())
+        .collect())
+}
+
+/// The quota as the daemon's tasks see it.
+#[derive(Debug, Default)]
+pub struct QuotaState {
+    /// Above `1 - quota_reserve` of the quota: watch checks and video look-ups are not made.
+    optional_stopped: AtomicBool,
+    view: std::sync::Mutex<Option<QuotaView>>,
+}
+
+impl QuotaState {
+    pub fn optional_stopped(&self) -> bool {
+        self.optional_stopped.load(Ordering::SeqCst)
+    }
+
+    /// The latest view (`None` before the first).
+    pub fn view(&self) -> Option<QuotaView> {
+        self.view.lock().ok().and_then(|v| v.clone())
+    }
+}
+
+/// How often the use is read (and token fetches written); the forecast is made every
+/// [`FORECAST_EVERY`].
+const POLL: Duration = Duration::from_secs(2);
+const FORECAST_EVERY: Duration = Duration::from_secs(300);
+
+/// The daemon's quota task.
+pub struct QuotaWatch {
+    pub store: Store,
+    pub client: Arc<DingTalkClient>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub quota: Quota,
+    pub token_life: Duration,
+    pub state: Arc<QuotaState>,
+    /// Woken by an apply or reload: the forecast is made again.
+    pub replan: Arc<tokio::sync::Notify>,
+}
+
+impl QuotaWatch {
+    /// Until `cancel`; an error (the database failed for good) ends the daemon.
+    pub async fn run_until_stopped(self, cancel: CancellationToken) -> Result<(), String> {
+        let mut forecast_at: Option<tokio::time::Instant> = None;
+        let mut policies: Vec<Policy> = Vec::new();
+        let mut last_forecast = 0;
+        loop {
+            let replan = forecast_at.is_none_or(|t| t.elapsed() >= FORECAST_EVERY);
+            if replan {
+                match stored_policies(&self.store).await {
+                    Ok(p) => {
+                        policies = p;
+                        forecast_at = Some(tokio::time::Instant::now());
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "quota: cannot read the policies for the forecast; trying again")
+                    }
+                }
+            }
+            if let Err(e) = self.round(replan, &policies, &mut last_forecast).await {
+                warn!(error = %e, "quota: cannot read or write this month's use; trying again");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    // Token fetches counted since the last round are written before the end.
+                    let _ = self.flush_tokens().await;
+                    return Ok(());
+                }
+                () = tokio::time::sleep(POLL) => {}
+                () = self.replan.notified() => forecast_at = None,
+            }
+        }
+    }
+
+    async fn flush_tokens(&self) -> crate::store::Result<()> {
+        let n = self.client.take_token_calls();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut calls = Calls::default();
+        calls.add(Api::Token, n);
+        let r = self.store.add_usage(&calls, self.clock.now()).await;
+        if r.is_err() {
+            // Counted next round.
+            self.client.untake_token_calls(n);
+        }
+        r
+    }
+
+    async fn round(
+        &self,
+        replan: bool,
+        policies: &[Policy],
+        last_forecast: &mut u64,
+    ) -> crate::store::Result<()> {
+        self.flush_tokens().await?;
+        let now = self.clock.now();
+        let same_month = self
+            .state
+            .view()
+            .is_some_and(|p| month_of(now, self.quota.timezone).is_some_and(|m| m == p.month));
+        let full = replan || !same_month;
+        let planned: &[Policy] = if full { policies } else { &[] };
+        let mut v = view(&self.store, planned, &self.quota, self.token_life, now).await?;
+        if full {
+            *last_forecast = v.forecast;
+        } else {
+            // Between forecasts the planned calls move from "planned" to "used": the forecast
+            // stands, unless more was used than it planned.
+            v.forecast = (*last_forecast).max(v.used);
+        }
+        self.metrics.quota(v.used_ratio(), v.forecast_ratio());
+        self.budget(&v, now).await?;
+        if let Ok(mut slot) = self.state.view.lock() {
+            *slot = Some(v);
+        }
+        Ok(())
+    }
+
+    /// The budget and the once-a-month alerts.
+    async fn budget(&self, v: &QuotaView, now: DateTime<Utc>) -> crate::store::Result<()> {
+        if v.limit == 0 {
+            self.state.optional_stopped.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        let limit = f64::from(v.limit);
+        let over_reserve = v.used as f64 >= limit * (1.0 - self.quota.reserve);
+        let was = self.state.optional_stopped.swap(over_reserve, Ordering::SeqCst);
+        if over_reserve && !was && self.store.quota_event_once(&v.month, "reserve", now).await? {
+            warn!(
+                used = v.used,
+                limit = v.limit,
+                reserve = self.quota.reserve,
+                "DingTalk's monthly quota is nearly spent: watch checks and video look-ups stop until the month ends; starts and start checks go on"
+            );
+        }
+        let pct = |r: f64| (r * 100.0).round();
+        if v.forecast_ratio() >= 0.8 && self.store.quota_event_once(&v.month, "forecast_80", now).await? {
+            self.alert(
+                v,
+                now,
+                format!(
+                    "the forecast for {} is {} of the {} DingTalk API calls a month ({} %): {} used so far. Look at `dingrec quota` and the policies' retries and watch intervals",
+                    v.month.label,
+                    v.forecast,
+                    v.limit,
+                    pct(v.forecast_ratio()),
+                    v.used
+                ),
+            )
+            .await?;
+        }
+        if v.used_ratio() >= 0.9 && self.store.quota_event_once(&v.month, "used_90", now).await? {
+            self.alert(
+                v,
+                now,
+                format!(
+                    "{} of the {} DingTalk API calls of {} are used ({} %): watch checks and video look-ups stop above {} %; at the limit every call, starts included, is refused until the month ends",
+                    v.used,
+                    v.limit,
+                    v.month.label,
+                    pct(v.used_ratio()),
+                    pct(1.0 - self.quota.reserve)
+                ),
+            )
+            .await?;
+        }
+        let refused = self.store.refused_for_quota(&v.month).await?;
+        if refused > 0 && self.store.quota_event_once(&v.month, "exhausted", now).await? {
+            self.alert(
+                v,
+                now,
+                format!(
+                    "DingTalk refuses every call until {} ends (Forbidden.AccessDenied.ApiCountLimitForOrg): the organisation's monthly API quota is spent. Recordings cannot start; {refused} attempt(s) refused so far. Start them by hand, or raise the organisation's quota",
+                    v.month.label
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn alert(&self, v: &QuotaView, now: DateTime<Utc>, text: String) -> crate::store::Result<()> {
+        error!(month = %v.month.label, used = v.used, forecast = v.forecast, limit = v.limit, "{text}");
+        let facts = Facts {
+            text: Some(text),
+            ..Facts::default()
+        };
+        self.store
+            .raise_alert(AlertEvent::Quota, None, &facts, now)
+            .await?;
+        Ok(())
+    }
+}

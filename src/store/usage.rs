@@ -1,0 +1,125 @@
+//! `api_usage` and `quota_events` (`docs/quota.md`): the calls DingTalk counted against the
+//! monthly quota, per day of the quota's time zone and API, and what was said once a month.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{Result, Store};
+use crate::domain::quota::{Api, Calls, Month, Observed, day_of};
+use crate::domain::time::fmt_utc;
+
+/// Adds `calls` made on `day` (one statement per API that has calls).
+pub(crate) async fn add_calls(conn: &mut sqlx::SqliteConnection, day: &str, calls: &Calls) -> Result<()> {
+    for (api, n) in calls.iter() {
+        sqlx::query(
+            "INSERT INTO api_usage (day, api, calls) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (day, api) DO UPDATE SET calls = calls + excluded.calls",
+        )
+        .bind(day)
+        .bind(api.as_str())
+        .bind(i64::from(n))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A month's use.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub by_api: BTreeMap<Api, u64>,
+    pub observed: Observed,
+}
+
+impl Usage {
+    pub fn used(&self) -> u64 {
+        self.by_api.values().sum()
+    }
+}
+
+impl Store {
+    /// Use this store's days in `tz` (`dingtalk.quota_timezone`).
+    pub fn with_quota_timezone(mut self, tz: chrono_tz::Tz) -> Self {
+        self.quota_tz = tz;
+        self
+    }
+
+    pub fn quota_timezone(&self) -> chrono_tz::Tz {
+        self.quota_tz
+    }
+
+    /// `api_usage.day` for a call at `at`.
+    pub(crate) fn usage_day(&self, at: DateTime<Utc>) -> String {
+        day_of(at, self.quota_tz)
+    }
+
+    /// Count calls that belong to no attempt or check (token fetches), at `at`.
+    pub async fn add_usage(&self, calls: &Calls, at: DateTime<Utc>) -> Result<()> {
+        if calls.total() == 0 {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        add_calls(&mut tx, &self.usage_day(at), calls).await?;
+        tx.commit().await
+    }
+
+    /// The calls counted in `month`, and what its history says about a firing's cost.
+    pub async fn usage(&self, month: &Month) -> Result<Usage> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT api, SUM(calls) FROM api_usage WHERE substr(day, 1, 7) = ? GROUP BY api")
+                .bind(&month.label)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut by_api = BTreeMap::new();
+        for (api, n) in rows {
+            if let Some(a) = Api::parse(&api) {
+                by_api.insert(a, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        // Occurrences of this month that made a call: the retry rate's denominator.
+        let started: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT occurrence_id) FROM attempts \
+             WHERE started_at >= ?1 AND started_at < ?2 AND sent_at IS NOT NULL",
+        )
+        .bind(fmt_utc(month.start))
+        .bind(fmt_utc(month.end))
+        .fetch_one(&self.pool)
+        .await?;
+        let start_calls = by_api.get(&Api::StartCloudRecord).copied().unwrap_or(0);
+        Ok(Usage {
+            by_api,
+            observed: Observed {
+                started: u64::try_from(started).unwrap_or(0),
+                start_calls,
+            },
+        })
+    }
+
+    /// Record that `event` was said in `month`; `false` when it already was.
+    pub async fn quota_event_once(&self, month: &Month, event: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query("INSERT OR IGNORE INTO quota_events (month, event, at) VALUES (?, ?, ?)")
+            .bind(&month.label)
+            .bind(event)
+            .bind(fmt_utc(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    /// Occurrences that failed this month because the quota ran out.
+    pub async fn refused_for_quota(&self, month: &Month) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attempts WHERE code = ?1 AND started_at >= ?2 AND started_at < ?3",
+        )
+        .bind(crate::domain::outcome::codes::QUOTA_EXHAUSTED)
+        .bind(fmt_utc(month.start))
+        .bind(fmt_utc(month.end))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
