@@ -41,6 +41,41 @@ async fn on_clock(
     (app, clock)
 }
 
+/// Alerts go to the fake's robot `robot-token`, as destination `ops`.
+fn ops_robot(s: &mut Settings) {
+    let url = format!("{}/robot/send", s.dingtalk.base_url);
+    s.alerts.destinations.insert(
+        "ops".into(),
+        dingrec::config::Destination {
+            kind: dingrec::config::DestinationType::DingtalkRobot,
+            url,
+            access_token_file: Default::default(),
+            access_token: Some(SecretString::from("robot-token".to_owned())),
+            secret_file: Default::default(),
+            secret: None,
+            at_mobiles: vec![],
+        },
+    );
+    s.alerts.default = vec!["ops".into()];
+}
+
+fn robot() -> Vec<dingrec::fake::RobotSpec> {
+    vec![dingrec::fake::RobotSpec {
+        access_token: "robot-token".into(),
+        ..dingrec::fake::RobotSpec::default()
+    }]
+}
+
+/// The `quota` alerts raised so far: their text.
+async fn quota_alerts(app: &TestApp) -> Vec<String> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT payload ->> '$.text' FROM alerts WHERE event = 'quota' ORDER BY id")
+            .fetch_all(app.store.pool())
+            .await
+            .expect("alerts");
+    rows.into_iter().map(|(t,)| t).collect()
+}
+
 /// `api_usage`, all days together, by API.
 async fn counted(app: &TestApp) -> BTreeMap<String, u64> {
     let rows: Vec<(String, i64)> = sqlx::query_as("SELECT api, SUM(calls) FROM api_usage GROUP BY api")
@@ -303,28 +338,10 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
         Scenario {
             meetings: (0..3).map(|i| live(&format!("conf-{i}"), vec![])).collect(),
             monthly_quota: Some(0),
-            robots: vec![dingrec::fake::RobotSpec {
-                access_token: "robot-token".into(),
-                ..dingrec::fake::RobotSpec::default()
-            }],
+            robots: robot(),
             ..Scenario::default()
         },
-        |s| {
-            let url = format!("{}/robot/send", s.dingtalk.base_url);
-            s.alerts.destinations.insert(
-                "ops".into(),
-                dingrec::config::Destination {
-                    kind: dingrec::config::DestinationType::DingtalkRobot,
-                    url,
-                    access_token_file: Default::default(),
-                    access_token: Some(SecretString::from("robot-token".to_owned())),
-                    secret_file: Default::default(),
-                    secret: None,
-                    at_mobiles: vec![],
-                },
-            );
-            s.alerts.default = vec!["ops".into()];
-        },
+        ops_robot,
         policies,
     )
     .await;
@@ -345,7 +362,6 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
         assert!(tokio::time::Instant::now() < until, "no quota alert arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // Give a second alert every chance to be raised before counting.
     let raised: Vec<(String,)> = sqlx::query_as("SELECT event FROM alerts ORDER BY id")
         .fetch_all(app.store.pool())
         .await
@@ -366,6 +382,67 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
         .await
         .expect("alerts");
     assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn the_forecast_passing_80_and_the_use_passing_90_percent_are_each_said_once() {
+    // A daily meeting with a watch every minute: about 63 calls a day, far more than the month's
+    // 100 leave room for.
+    let (mut app, clock) = on_clock(
+        "2030-01-07T08:00:00Z",
+        Scenario {
+            robots: robot(),
+            ..Scenario::default()
+        },
+        |s| {
+            ops_robot(s);
+            s.dingtalk.monthly_quota = 1000;
+        },
+        "  - name: daily\n    conference_id: conf-1\n    host_union_id: host-1\n    cron: \"0 9 * * *\"\n    verify: { after: 15s, checks: 2, watch: 1m }\n".to_owned(),
+    )
+    .await;
+    let until = tokio::time::Instant::now() + HANG;
+    while quota_alerts(&app).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no forecast alert: {}",
+            app.readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = quota_alerts(&app).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("the forecast for 2030-01 is "), "{first:?}");
+    // 910 of 1,000 used: the second alert, once.
+    let mut spent = Calls::default();
+    spent.add(Api::ConferenceInfo, 910);
+    app.store.add_usage(&spent, clock.now()).await.expect("spent");
+    while quota_alerts(&app).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no use alert: {}",
+            app.readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let both = quota_alerts(&app).await;
+    assert!(
+        both[1].starts_with("910 of the 1000 DingTalk API calls of 2030-01 are used (91 %)"),
+        "{both:?}"
+    );
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("dingrec_quota_used_ratio 0.91"), "{metrics}");
+    assert!(metrics.contains("dingrec_quota_forecast_ratio "), "{metrics}");
+    // Neither is said again, after a restart either.
+    assert!(app.stop().await);
+    app.run().await;
+    let ready_until = tokio::time::Instant::now() + HANG;
+    while app.readyz().await["quota"].is_null() {
+        assert!(tokio::time::Instant::now() < ready_until, "no quota in /readyz");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.stop().await);
+    assert_eq!(quota_alerts(&app).await.len(), 2);
 }
 
 #[tokio::test]
@@ -472,4 +549,73 @@ fn plan_shows_what_a_weekly_policy_and_a_watch_cost_a_month() {
     // Plus a start check and 60 watch checks over the hour each meeting is assumed to last.
     let firings = weekly / 2;
     assert_eq!(watched - weekly, firings * 61, "{weekly} → {watched}");
+}
+
+#[test]
+fn dingrec_quota_shows_the_month_in_json_and_as_a_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    // Before anything was applied there is nothing to read: said, not created.
+    let out = cli(&config, &["quota"]).output().expect("quota");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(!dir.path().join("dingrec.db").exists());
+    crate::support::daemon::write_policies(
+        dir.path(),
+        "daily.yaml",
+        "  - name: daily\n    conference_id: conf-1\n    host_union_id: host-1\n    cron: \"0 9 * * *\"\n",
+    );
+    crate::support::daemon::apply_dir(&config, dir.path());
+    let out = cli(&config, &["quota", "--format", "json"])
+        .output()
+        .expect("quota");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["limit"], serde_json::json!(5000));
+    assert_eq!(v["used"], serde_json::json!(0));
+    let keys: Vec<&str> = v["by_api"]
+        .as_object()
+        .expect("by_api")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "cloud_record_videos",
+            "conference_info",
+            "schedule_conference",
+            "start_cloud_record",
+            "stop_cloud_record",
+            "token"
+        ]
+    );
+    let month = v["month"].as_str().expect("month");
+    assert_eq!(month.len(), 7, "{month}");
+    // The daily meeting's firings left this month (none after 09:00 on its last day): a start
+    // and a token fetch each.
+    let forecast = v["forecast"].as_u64().expect("forecast");
+    assert!(forecast <= 62 && forecast % 2 == 0, "{v}");
+    let ratio = v["forecast_ratio"].as_f64().expect("ratio");
+    assert!((ratio - forecast as f64 / 5000.0).abs() < 0.001, "{v}");
+    let out = cli(&config, &["quota"]).output().expect("quota");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with(&format!(
+            "DingTalk API calls in {month} (Asia/Shanghai): limit 5000 calls"
+        )),
+        "{table}"
+    );
+    assert!(table.contains("start_cloud_record   0"), "{table}");
+    assert!(table.contains(&format!("forecast: {forecast} (")), "{table}");
 }
