@@ -20,6 +20,10 @@ CREATE TABLE quota_events (
     PRIMARY KEY (month, event)
 ) WITHOUT ROWID;
 
+-- Attempts refused because the quota ran out: the quota task looks for them every few seconds.
+CREATE INDEX attempts_quota_refused ON attempts (started_at)
+    WHERE code = 'Forbidden.AccessDenied.ApiCountLimitForOrg';
+
 -- An occurrence refused because the month's quota ran out raises no alert of its own: the one
 -- `quota` alert of the month says it for all of them (otherwise the rest of the month's meetings
 -- would each send one).

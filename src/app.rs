@@ -392,6 +392,7 @@ impl App {
             token_life: crate::scheduler::quota::token_life(self.settings.dingtalk.token_refresh_margin),
             state: quota_state,
             replan: self.replan.clone(),
+            said: Default::default(),
         };
         // The alert sender and the quota task: either one failing ends the daemon.
         let (alerts_cancel, quota_cancel) = (cancel.child_token(), cancel.child_token());

@@ -95,7 +95,7 @@ pub async fn plan_cost(settings: &Settings, after: &[Policy], prune: bool) -> Re
         let before = stored_policies(&store).await?;
         let month = crate::domain::quota::month_of(now, quota.timezone)
             .ok_or_else(|| Failure::new(EXIT_INVALID, "the quota's month is outside the calendar"))?;
-        let usage = store.usage(&month).await?;
+        let usage = store.usage(&month, true).await?;
         store.close().await;
         (before, usage.observed, usage.used())
     } else {

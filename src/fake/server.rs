@@ -598,6 +598,16 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
             let log = shared.log.lock().map(|l| l.clone()).unwrap_or_default();
             ok(serde_json::to_value(log).unwrap_or(Value::Null))
         }
+        ("GET", "usage") => {
+            // The calls counted against the monthly quota, per API (as DingTalk counts them).
+            let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let usage: serde_json::Map<String, Value> = st
+                .usage
+                .iter()
+                .map(|(api, n)| (api.as_str().to_owned(), json!(n)))
+                .collect();
+            ok(Value::Object(usage))
+        }
         ("GET", "robot/messages") => {
             let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             ok(serde_json::to_value(&st.robots.messages).unwrap_or(Value::Null))
@@ -690,7 +700,7 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
         }
         _ => Reply::Json {
             status: 404,
-            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats", "POST recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video"]}),
+            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "GET usage", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats", "POST recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video"]}),
         },
     }
 }

@@ -121,7 +121,7 @@ pub async fn view(
 ) -> crate::store::Result<QuotaView> {
     let month = month_of(now, quota.timezone)
         .ok_or_else(|| crate::store::StoreError::Data("the quota's month is outside the calendar".into()))?;
-    let usage = store.usage(&month).await?;
+    let usage = store.usage(&month, !policies.is_empty()).await?;
     let used = usage.used();
     let forecast = used + planned_cost(policies, now, month.end, &usage.observed, token_life);
     Ok(QuotaView {
@@ -180,6 +180,8 @@ pub struct QuotaWatch {
     pub state: Arc<QuotaState>,
     /// Woken by an apply or reload: the forecast is made again.
     pub replan: Arc<tokio::sync::Notify>,
+    /// What was said this month already (`quota_events`, read through): no write every poll.
+    pub said: std::sync::Mutex<std::collections::BTreeSet<(String, &'static str)>>,
 }
 
 impl QuotaWatch {
@@ -214,6 +216,31 @@ impl QuotaWatch {
                 () = self.replan.notified() => forecast_at = None,
             }
         }
+    }
+
+    /// Say `event` once in `month`: `true` the first time (across restarts).
+    async fn once(
+        &self,
+        month: &Month,
+        event: &'static str,
+        now: DateTime<Utc>,
+    ) -> crate::store::Result<bool> {
+        let key = (month.label.clone(), event);
+        if self.said.lock().is_ok_and(|s| s.contains(&key)) {
+            return Ok(false);
+        }
+        let first = self.store.quota_event_once(month, event, now).await?;
+        if let Ok(mut s) = self.said.lock() {
+            s.insert(key);
+        }
+        Ok(first)
+    }
+
+    /// Whether `event` was said in `month` (as far as this process knows).
+    fn said(&self, month: &Month, event: &'static str) -> bool {
+        self.said
+            .lock()
+            .is_ok_and(|s| s.contains(&(month.label.clone(), event)))
     }
 
     async fn flush_tokens(&self) -> crate::store::Result<()> {
@@ -270,7 +297,7 @@ impl QuotaWatch {
         let limit = f64::from(v.limit);
         let over_reserve = v.used as f64 >= limit * (1.0 - self.quota.reserve);
         let was = self.state.optional_stopped.swap(over_reserve, Ordering::SeqCst);
-        if over_reserve && !was && self.store.quota_event_once(&v.month, "reserve", now).await? {
+        if over_reserve && !was && self.once(&v.month, "reserve", now).await? {
             warn!(
                 used = v.used,
                 limit = v.limit,
@@ -279,7 +306,7 @@ impl QuotaWatch {
             );
         }
         let pct = |r: f64| (r * 100.0).round();
-        if v.forecast_ratio() >= 0.8 && self.store.quota_event_once(&v.month, "forecast_80", now).await? {
+        if v.forecast_ratio() >= 0.8 && self.once(&v.month, "forecast_80", now).await? {
             self.alert(
                 v,
                 now,
@@ -294,7 +321,7 @@ impl QuotaWatch {
             )
             .await?;
         }
-        if v.used_ratio() >= 0.9 && self.store.quota_event_once(&v.month, "used_90", now).await? {
+        if v.used_ratio() >= 0.9 && self.once(&v.month, "used_90", now).await? {
             self.alert(
                 v,
                 now,
@@ -309,8 +336,11 @@ impl QuotaWatch {
             )
             .await?;
         }
+        if self.said(&v.month, "exhausted") {
+            return Ok(());
+        }
         let refused = self.store.refused_for_quota(&v.month).await?;
-        if refused > 0 && self.store.quota_event_once(&v.month, "exhausted", now).await? {
+        if refused > 0 && self.once(&v.month, "exhausted", now).await? {
             self.alert(
                 v,
                 now,

@@ -311,6 +311,7 @@ mod hot_statements {
     use super::checks::{CLAIM_CHECKS, LOAD_CHECKS, NEXT_CHECK};
     use super::occurrences::*;
     use super::policies::{CANCEL_FUTURE, CANCEL_UNFINISHED};
+    use super::usage::{MONTH_CALLS, QUOTA_REFUSED};
 
     /// The statements dingrec runs on every tick, every claim, every apply or every readiness
     /// probe search an index: none reads a whole table (a json_each batch aside).
@@ -350,6 +351,8 @@ mod hot_statements {
                 history_by_policy,
                 "occurrences_by_policy_name",
             ),
+            ("month's calls", MONTH_CALLS, "PRIMARY KEY"),
+            ("quota refusals", QUOTA_REFUSED, "attempts_quota_refused"),
         ];
         for (what, sql, index) in statements {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))

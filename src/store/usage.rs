@@ -9,6 +9,15 @@ use super::{Result, Store};
 use crate::domain::quota::{Api, Calls, Month, Observed, day_of};
 use crate::domain::time::fmt_utc;
 
+/// A month's calls by API (the month's label, `2026-12`): a range of the primary key.
+pub(crate) const MONTH_CALLS: &str = "SELECT api, SUM(calls) FROM api_usage \
+     WHERE day >= ?1 || '-01' AND day <= ?1 || '-31' GROUP BY api";
+
+/// Attempts DingTalk refused because the quota ran out, in a month (its UTC bounds), through a
+/// small partial index (the code is spelled out so that the index applies).
+pub(crate) const QUOTA_REFUSED: &str = "SELECT COUNT(*) FROM attempts INDEXED BY attempts_quota_refused \
+     WHERE code = 'Forbidden.AccessDenied.ApiCountLimitForOrg' AND started_at >= ?1 AND started_at < ?2";
+
 /// Adds `calls` made on `day` (one statement per API that has calls).
 pub(crate) async fn add_calls(conn: &mut sqlx::SqliteConnection, day: &str, calls: &Calls) -> Result<()> {
     for (api, n) in calls.iter() {
@@ -64,18 +73,25 @@ impl Store {
         tx.commit().await
     }
 
-    /// The calls counted in `month`, and what its history says about a firing's cost.
-    pub async fn usage(&self, month: &Month) -> Result<Usage> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT api, SUM(calls) FROM api_usage WHERE substr(day, 1, 7) = ? GROUP BY api")
-                .bind(&month.label)
-                .fetch_all(&self.pool)
-                .await?;
+    /// The calls counted in `month`; with `history`, also what the month's attempts say about a
+    /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
+    pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(MONTH_CALLS)
+            .bind(&month.label)
+            .fetch_all(&self.pool)
+            .await?;
         let mut by_api = BTreeMap::new();
         for (api, n) in rows {
             if let Some(a) = Api::parse(&api) {
                 by_api.insert(a, u64::try_from(n).unwrap_or(0));
             }
+        }
+        let start_calls = by_api.get(&Api::StartCloudRecord).copied().unwrap_or(0);
+        if !history {
+            return Ok(Usage {
+                by_api,
+                observed: Observed::default(),
+            });
         }
         // Occurrences of this month that made a call: the retry rate's denominator.
         let started: i64 = sqlx::query_scalar(
@@ -86,7 +102,6 @@ impl Store {
         .bind(fmt_utc(month.end))
         .fetch_one(&self.pool)
         .await?;
-        let start_calls = by_api.get(&Api::StartCloudRecord).copied().unwrap_or(0);
         Ok(Usage {
             by_api,
             observed: Observed {
@@ -110,16 +125,13 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Occurrences that failed this month because the quota ran out.
+    /// Attempts DingTalk refused this month because the quota ran out.
     pub async fn refused_for_quota(&self, month: &Month) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM attempts WHERE code = ?1 AND started_at >= ?2 AND started_at < ?3",
-        )
-        .bind(crate::domain::outcome::codes::QUOTA_EXHAUSTED)
-        .bind(fmt_utc(month.start))
-        .bind(fmt_utc(month.end))
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = sqlx::query_scalar(QUOTA_REFUSED)
+            .bind(fmt_utc(month.start))
+            .bind(fmt_utc(month.end))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }

@@ -255,7 +255,7 @@ async fn the_month_turns_at_midnight_in_shanghai() {
     let tz = chrono_tz::Asia::Shanghai;
     let feb = month_of(parse_t("2030-01-31T16:00:00Z"), tz).expect("month");
     assert_eq!(feb.label, "2030-02");
-    let usage = app.store.usage(&feb).await.expect("usage");
+    let usage = app.store.usage(&feb, false).await.expect("usage");
     assert_eq!(usage.by_api.get(&Api::StartCloudRecord), Some(&1));
 }
 
