@@ -605,7 +605,7 @@ fn dingrec_quota_shows_the_month_in_json_and_as_a_table() {
     // The daily meeting's firings left this month (none after 09:00 on its last day): a start
     // and a token fetch each.
     let forecast = v["forecast"].as_u64().expect("forecast");
-    assert!(forecast <= 62 && forecast % 2 == 0, "{v}");
+    assert!(forecast <= 62 && forecast.is_multiple_of(2), "{v}");
     let ratio = v["forecast_ratio"].as_f64().expect("ratio");
     assert!((ratio - forecast as f64 / 5000.0).abs() < 0.001, "{v}");
     let out = cli(&config, &["quota"]).output().expect("quota");
