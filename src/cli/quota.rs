@@ -29,7 +29,14 @@ pub async fn run(settings: &Settings, format: TableOrJson) -> CmdResult {
         .with_quota_timezone(quota.timezone);
     let policies = stored_policies(&store).await?;
     let life = token_life(settings.dingtalk.token_refresh_margin);
-    let v = view(&store, &policies, &quota, life, SystemClock.now()).await?;
+    let v = view(
+        &store,
+        std::sync::Arc::new(policies),
+        &quota,
+        life,
+        SystemClock.now(),
+    )
+    .await?;
     store.close().await;
     match format {
         TableOrJson::Json => {

@@ -111,10 +111,12 @@ pub fn token_life(margin: Duration) -> Duration {
         .max(Duration::from_secs(60))
 }
 
-/// This month's view at `now`: used from the database, the forecast from `policies`.
+/// This month's view at `now`: used from the database, the forecast from `policies` (computed
+/// on a blocking thread: ten thousand policies' firings for a month are a few hundred
+/// milliseconds of work the daemon's calls must not wait behind).
 pub async fn view(
     store: &Store,
-    policies: &[Policy],
+    policies: Arc<Vec<Policy>>,
     quota: &Quota,
     token_life: Duration,
     now: DateTime<Utc>,
@@ -123,7 +125,15 @@ pub async fn view(
         .ok_or_else(|| crate::store::StoreError::Data("the quota's month is outside the calendar".into()))?;
     let usage = store.usage(&month, !policies.is_empty()).await?;
     let used = usage.used();
-    let forecast = used + planned_cost(policies, now, month.end, &usage.observed, token_life);
+    let planned = if policies.is_empty() {
+        0
+    } else {
+        let (observed, end) = (usage.observed, month.end);
+        tokio::task::spawn_blocking(move || planned_cost(&policies, now, end, &observed, token_life))
+            .await
+            .map_err(|e| crate::store::StoreError::Data(format!("the forecast failed: {e}")))?
+    };
+    let forecast = used + planned;
     Ok(QuotaView {
         month,
         limit: quota.limit,
@@ -188,14 +198,14 @@ impl QuotaWatch {
     /// Until `cancel`; an error (the database failed for good) ends the daemon.
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> Result<(), String> {
         let mut forecast_at: Option<tokio::time::Instant> = None;
-        let mut policies: Vec<Policy> = Vec::new();
+        let mut policies: Arc<Vec<Policy>> = Arc::default();
         let mut last_forecast = 0;
         loop {
             let replan = forecast_at.is_none_or(|t| t.elapsed() >= FORECAST_EVERY);
             if replan {
                 match stored_policies(&self.store).await {
                     Ok(p) => {
-                        policies = p;
+                        policies = Arc::new(p);
                         forecast_at = Some(tokio::time::Instant::now());
                     }
                     Err(e) => {
@@ -203,7 +213,7 @@ impl QuotaWatch {
                     }
                 }
             }
-            if let Err(e) = self.round(replan, &policies, &mut last_forecast).await {
+            if let Err(e) = self.round(replan, policies.clone(), &mut last_forecast).await {
                 warn!(error = %e, "quota: cannot read or write this month's use; trying again");
             }
             tokio::select! {
@@ -261,7 +271,7 @@ impl QuotaWatch {
     async fn round(
         &self,
         replan: bool,
-        policies: &[Policy],
+        policies: Arc<Vec<Policy>>,
         last_forecast: &mut u64,
     ) -> crate::store::Result<()> {
         self.flush_tokens().await?;
@@ -271,7 +281,7 @@ impl QuotaWatch {
             .view()
             .is_some_and(|p| month_of(now, self.quota.timezone).is_some_and(|m| m == p.month));
         let full = replan || !same_month;
-        let planned: &[Policy] = if full { policies } else { &[] };
+        let planned = if full { policies } else { Arc::default() };
         let mut v = view(&self.store, planned, &self.quota, self.token_life, now).await?;
         if full {
             *last_forecast = v.forecast;

@@ -463,7 +463,7 @@ async fn the_forecast_on_the_first_of_the_month_is_what_the_month_then_used() {
     let quota = app.settings.dingtalk.quota().expect("quota");
     let life = token_life(app.settings.dingtalk.token_refresh_margin);
     let policies = stored_policies(&app.store).await.expect("policies");
-    let at_start = view(&app.store, &policies, &quota, life, clock.now())
+    let at_start = view(&app.store, Arc::new(policies), &quota, life, clock.now())
         .await
         .expect("forecast");
     assert_eq!(at_start.month.label, "2030-03");
@@ -474,9 +474,15 @@ async fn the_forecast_on_the_first_of_the_month_is_what_the_month_then_used() {
         succeeded_on(&app, &clock, due).await;
     }
     assert!(app.stop().await);
-    let at_end = view(&app.store, &[], &quota, life, parse_t("2030-03-31T15:59:00Z"))
-        .await
-        .expect("used");
+    let at_end = view(
+        &app.store,
+        Arc::default(),
+        &quota,
+        life,
+        parse_t("2030-03-31T15:59:00Z"),
+    )
+    .await
+    .expect("used");
     assert_eq!(at_end.month.label, "2030-03");
     let (forecast, used) = (at_start.forecast as f64, at_end.used as f64);
     assert!(used >= 31.0 * 2.0, "a start and a check a day: {at_end:?}");
