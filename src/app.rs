@@ -353,6 +353,8 @@ impl App {
         cancel: CancellationToken,
         mut reload: mpsc::Receiver<()>,
     ) -> Result<(), String> {
+        // Before the listener is taken: the address it is bound to (port 0 picks one).
+        let addr = self.http_addr();
         let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take()) else {
             return Err("run_until_stopped called twice".into());
         };
@@ -366,7 +368,6 @@ impl App {
             quota: quota_state.clone(),
         };
         let http_cancel = CancellationToken::new();
-        let addr = self.http_addr();
         let http_stop = http_cancel.clone();
         let mut http = tokio::spawn(async move {
             axum::serve(listener, router(state))

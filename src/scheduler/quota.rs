@@ -291,11 +291,11 @@ impl QuotaWatch {
             v.forecast = (*last_forecast).max(v.used);
         }
         self.metrics.quota(v.used_ratio(), v.forecast_ratio());
-        self.budget(&v, now).await?;
+        // The view first: whoever sees the budget's decision (`/readyz`) sees the use behind it.
         if let Ok(mut slot) = self.state.view.lock() {
-            *slot = Some(v);
+            *slot = Some(v.clone());
         }
-        Ok(())
+        self.budget(&v, now).await
     }
 
     /// The budget and the once-a-month alerts.
