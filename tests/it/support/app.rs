@@ -273,33 +273,28 @@ impl TestApp {
         }
     }
 
-    /// `GET /metrics`.
-    pub async fn metrics(&self) -> String {
+    /// `GET path`'s body.
+    async fn get(&self, path: &str) -> String {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::new()
-            .get(format!("http://{}/metrics", self.http))
+            .get(format!("http://{}{path}", self.http))
             .timeout(HANG)
             .send()
             .await
-            .expect("metrics")
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
             .text()
             .await
-            .expect("metrics body")
+            .unwrap_or_else(|e| panic!("{path} body: {e}"))
+    }
+
+    /// `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await
     }
 
     /// `GET /readyz`'s body.
     pub async fn readyz(&self) -> serde_json::Value {
-        reqwest::Client::new()
-            .get(format!("http://{}/readyz", self.http))
-            .timeout(HANG)
-            .send()
-            .await
-            .expect("readyz")
-            .text()
-            .await
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .expect("readyz body")
+        serde_json::from_str(&self.get("/readyz").await).expect("readyz body")
     }
 
     /// The daemon is still running (it has not ended or failed on its own).
