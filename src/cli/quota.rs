@@ -15,7 +15,8 @@ use crate::output::table;
 use crate::scheduler::quota::{QuotaView, planned_cost, stored_policies, token_life, view};
 use crate::store::Store;
 
-fn quota_settings(settings: &Settings) -> Result<Quota, Failure> {
+/// The quota's settings, or the command's "invalid config" failure.
+pub(super) fn quota_settings(settings: &Settings) -> Result<Quota, Failure> {
     settings
         .dingtalk
         .quota()

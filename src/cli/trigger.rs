@@ -24,10 +24,7 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
     let credentials = settings
         .credentials()
         .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
-    let quota = settings
-        .dingtalk
-        .quota()
-        .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
+    let quota = super::quota::quota_settings(settings)?;
     let store = Store::open(&settings.database)
         .await?
         .with_quota_timezone(quota.timezone);

@@ -90,8 +90,6 @@ impl Calls {
 pub struct Month {
     /// `2026-12`
     pub label: String,
-    /// `api_usage.day` of its first day: `2026-12-01`.
-    pub first_day: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
@@ -117,7 +115,6 @@ pub fn month_of(at: DateTime<Utc>, tz: Tz) -> Option<Month> {
     let next = first.checked_add_months(chrono::Months::new(1))?;
     Some(Month {
         label: first.format("%Y-%m").to_string(),
-        first_day: first.format("%Y-%m-%d").to_string(),
         start: local_midnight(first, tz)?,
         end: local_midnight(next, tz)?,
     })
@@ -194,7 +191,6 @@ mod tests {
         let tz = chrono_tz::Asia::Shanghai;
         let m = month_of(t("2026-12-31T15:59:59Z"), tz).expect("month");
         assert_eq!(m.label, "2026-12");
-        assert_eq!(m.first_day, "2026-12-01");
         assert_eq!(m.start, t("2026-11-30T16:00:00Z"));
         assert_eq!(m.end, t("2026-12-31T16:00:00Z"));
         let next = month_of(t("2026-12-31T16:00:00Z"), tz).expect("month");
