@@ -14,6 +14,7 @@ pub mod domain;
 pub mod exit;
 pub mod fake;
 pub mod http;
+pub mod instance;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -92,7 +92,7 @@ pub async fn test(settings: &Settings, name: &str) -> CmdResult {
         facts: Facts {
             text: Some(format!(
                 "A test message from dingrec on {}: alerts to '{name}' arrive here.",
-                hostname()
+                crate::instance::hostname()
             )),
             ..Facts::default()
         },
@@ -109,10 +109,4 @@ pub async fn test(settings: &Settings, name: &str) -> CmdResult {
             format!("the test message to '{name}' was not delivered: {error}"),
         )),
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "this machine".into())
 }

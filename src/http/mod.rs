@@ -103,6 +103,8 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
     };
     let body = json!({
         "status": if ready { "ok" } else { "unavailable" },
+        "instance": crate::instance::this(),
+        "engine": "sqlite",
         "database": if db_error.is_none() { "ok" } else { "error" },
         "database_error": db_error,
         "scheduler": {

@@ -46,13 +46,15 @@ const MAX_QUEUE: usize = 200_000;
 /// Most outcomes one writer transaction commits.
 const WRITE_BATCH: usize = 1024;
 
-/// The pacing limiter: one call per period, the period 1 % longer than `1 s / per_second` as slack
-/// against network jitter (a fixed millisecond of slack would halve a rate of 1,000/s). At high
-/// rates it lets 20 ms of calls catch up at once, since a timer wakes a millisecond late and would
-/// otherwise lose a tenth of the rate; the [`SendWindow`] keeps every second at or below the limit.
+/// The pacing limiter: one call per period, the [`SendWindow`]'s stretched second divided by the
+/// rate. The same pace as the window's: a faster limiter would let a backlog of sends build up
+/// at the window, ahead of a retry that comes due (a due retry must wait behind at most one
+/// second of first attempts), and a fixed millisecond of slack would halve a rate of 1,000/s. At
+/// high rates it lets 20 ms of calls catch up at once, since a timer wakes a millisecond late and
+/// would otherwise lose a tenth of the rate; the window keeps every second at or below the limit.
 pub fn rate_limiter(per_second: u32) -> Option<DefaultDirectRateLimiter> {
     let n = NonZeroU32::new(per_second)?;
-    let period = Duration::from_nanos(1_010_000_000 / u64::from(n.get()));
+    let period = WINDOW / n.get();
     let burst = NonZeroU32::new(per_second / 50).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period).map(|q| RateLimiter::direct(q.allow_burst(burst)))
 }
@@ -117,6 +119,9 @@ struct Queue {
     tickets: std::collections::VecDeque<Ticket>,
     /// Read back, waiting for a worker.
     ready: std::collections::VecDeque<Claimed>,
+    /// Taken from `tickets` by a read-back in progress, not yet in `ready`: still queued (a claim
+    /// that did not count them would claim more than its share ahead).
+    reading: usize,
 }
 
 /// Everything an attempt needs.
@@ -262,7 +267,7 @@ impl Dispatcher {
     fn queued(&self) -> usize {
         self.queue
             .lock()
-            .map(|q| q.tickets.len() + q.ready.len())
+            .map(|q| q.tickets.len() + q.ready.len() + q.reading)
             .unwrap_or(0)
     }
 
@@ -321,6 +326,7 @@ impl Dispatcher {
         let tickets: Vec<Ticket> = match self.queue.lock() {
             Ok(mut q) => {
                 let n = q.tickets.len().min(2 * self.max_in_flight);
+                q.reading += n;
                 q.tickets.drain(..n).collect()
             }
             Err(_) => return false,
@@ -342,6 +348,7 @@ impl Dispatcher {
         let not_read =
             |why: &str| format!("dingrec could not read this claimed attempt back ({why}); no call was made");
         let mut loaded = loaded.into_iter().peekable();
+        let reading = tickets.len();
         let mut ready = Vec::with_capacity(tickets.len());
         for t in tickets {
             match loaded.next_if(|(id, _)| *id == t.attempt_id) {
@@ -360,6 +367,7 @@ impl Dispatcher {
             }
         }
         if let Ok(mut q) = self.queue.lock() {
+            q.reading -= reading;
             q.ready.extend(ready);
         }
         true
@@ -557,9 +565,29 @@ impl Dispatcher {
             let late = (now - *due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             self.metrics.fire_lateness(late);
         }
-        let claimed = claim.tickets;
+        let mut claimed = claim.tickets;
         let n = claimed.len();
         self.last_claim.store(n, std::sync::atomic::Ordering::SeqCst);
+        if claim.retries > 0 {
+            // Due retries go before the first attempts already queued: a retry waits behind the
+            // sends in progress, not behind what was claimed before it came due. (Under the
+            // loading lock, so that no read-back in progress lands ahead of them; what was read
+            // back already is read again after them.)
+            let _loading = self.loading.lock().await;
+            let rest = claimed.split_off(claim.retries);
+            if let Ok(mut q) = self.queue.lock() {
+                let ready: Vec<Ticket> = q.ready.drain(..).map(|c| c.ticket()).collect();
+                let queued: Vec<Ticket> = q.tickets.drain(..).collect();
+                q.tickets = claimed
+                    .into_iter()
+                    .chain(ready)
+                    .chain(queued)
+                    .chain(rest)
+                    .collect();
+            }
+            self.ensure_workers();
+            return Ok(n);
+        }
         if let Ok(mut q) = self.queue.lock() {
             if q.tickets.is_empty() {
                 // Takes the claim's buffer as it is: a 10,000-row burst is not copied.

@@ -24,6 +24,8 @@ pub struct HistoryFilter {
 #[serde(deny_unknown_fields)]
 pub struct AttemptRow {
     pub attempt_no: i64,
+    /// The dingrec process that made it (`hostname:pid`); `None` before this was recorded.
+    pub instance: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
@@ -88,7 +90,7 @@ impl Store {
                 'cloud_record_status', c.cloud_record_status, 'owner_union_id', c.owner_union_id, \
                 'video_duration_ms', c.video_duration_ms, 'video_file_size', c.video_file_size, 'outcome', c.outcome)) \
               FROM (SELECT * FROM checks WHERE occurrence_id = o.id ORDER BY id) c) AS checks, \
-             (SELECT json_group_array(json_object('attempt_no', a.attempt_no, 'started_at', a.started_at, \
+             (SELECT json_group_array(json_object('attempt_no', a.attempt_no, 'instance', a.instance, 'started_at', a.started_at, \
                 'finished_at', a.finished_at, 'duration_ms', a.duration_ms, 'conference_id', a.conference_id, \
                 'http_status', a.http_status, 'code', a.code, 'message', a.message, 'request_id', a.request_id, \
                 'outcome', a.outcome, 'next_attempt_at', a.next_attempt_at)) \

@@ -138,6 +138,8 @@ pub struct Claim {
     pub tickets: Vec<Ticket>,
     /// The due times of the claimed first attempts (for the fire-lateness histogram).
     pub first_due: Vec<DateTime<Utc>>,
+    /// How many of the first tickets are due retries, claimed first (`retries_first`).
+    pub retries: usize,
 }
 
 /// A claimed attempt with what its call needs, read just before the call.
@@ -522,6 +524,7 @@ impl Store {
                 ids.push(r.try_get::<i64, _>("id")?);
             }
         }
+        let retry_count = ids.len();
         let retries: std::collections::HashSet<i64> = ids.iter().copied().collect();
         let sql = match only {
             None => CLAIM_SELECT.to_owned(),
@@ -569,12 +572,13 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let written = sqlx::query(
-            "INSERT INTO attempts (id, occurrence_id, attempt_no, started_at, conference_id) \
-             SELECT ? + 1 + j.key, o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id) \
+            "INSERT INTO attempts (id, occurrence_id, attempt_no, started_at, conference_id, instance) \
+             SELECT ? + 1 + j.key, o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id), ? \
              FROM json_each(?) AS j CROSS JOIN occurrences o ON o.id = j.value JOIN policies p ON p.id = o.policy_id",
         )
         .bind(last)
         .bind(&now_s)
+        .bind(crate::instance::this())
         .bind(&ids_json)
         .execute(&mut *tx)
         .await?
@@ -596,6 +600,7 @@ impl Store {
                 })
                 .collect(),
             first_due,
+            retries: retry_count,
         })
     }
 

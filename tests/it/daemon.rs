@@ -346,6 +346,20 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
     }
     assert_eq!(v["status"], "ok");
     assert_eq!(v["database"], "ok");
+    // Which process answers, and on which engine: `hostname:pid`, as its attempts record it.
+    let instance = v["instance"].as_str().expect("instance").to_owned();
+    assert!(
+        instance.ends_with(&format!(":{}", d.child.id())),
+        "{instance} is not this daemon"
+    );
+    assert_eq!(v["engine"], "sqlite");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT DISTINCT instance FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'now'"
+        ),
+        instance
+    );
     assert!(
         v["scheduler"]["heartbeat_age_ms"]
             .as_u64()
@@ -645,17 +659,23 @@ async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_oc
         "1",
         "the intent row was written before the call"
     );
-    let _again = Daemon::spawn(&cfg, &[]);
+    let killed = d.child.id();
+    let again = Daemon::spawn(&cfg, &[]);
     wait_for("the occurrence to finish", HANG, || {
         sqlite(&db, "SELECT state FROM occurrences WHERE policy_name = 'slow'") == "succeeded"
     })
     .await;
+    // Each attempt names the process that made it: the killed daemon's, then the new one's.
+    let host = dingrec::instance::hostname();
     assert_eq!(
         sqlite(
             &db,
-            "SELECT group_concat(code || ':' || outcome, ' ') FROM (SELECT a.code, a.outcome FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'slow' ORDER BY a.attempt_no)"
+            "SELECT group_concat(code || ':' || outcome || ':' || instance, ' ') FROM (SELECT a.code, a.outcome, a.instance FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'slow' ORDER BY a.attempt_no)"
         ),
-        "interrupted:interrupted 200:success"
+        format!(
+            "interrupted:interrupted:{host}:{killed} 200:success:{host}:{}",
+            again.child.id()
+        )
     );
     let done_starts = f
         .start_requests()

@@ -414,8 +414,23 @@ impl World {
                 return Ok(false);
             }
             if tokio::time::Instant::now() > until {
+                let which = self
+                    .q(&format!(
+                        "SELECT 'occurrence ' || id || ' of ' || policy_name || ': ' || state || ', next attempt ' \
+                     || COALESCE(next_attempt_at, '-') || ', window ends ' || window_ends_at || ', next check ' \
+                     || COALESCE(next_check_at, '-') FROM occurrences WHERE state = 'running' \
+                     OR (state IN ('scheduled', 'retry_wait') AND (next_attempt_at <= '{now}' OR window_ends_at <= '{now}')) \
+                     OR next_check_at <= '{now}' \
+                     UNION ALL SELECT 'attempt ' || id || ' of occurrence ' || occurrence_id || ' without outcome, started ' \
+                     || started_at FROM attempts WHERE outcome IS NULL \
+                     UNION ALL SELECT 'check ' || id || ' of occurrence ' || occurrence_id || ' without outcome' \
+                     FROM checks WHERE outcome IS NULL \
+                     UNION ALL SELECT 'policy ' || name || ' planned until ' || planned_until FROM policies \
+                     WHERE enabled = 1 AND planned_until < '{horizon}'"
+                    ))
+                    .await;
                 return Err(format!(
-                    "4: not at rest at {now}: {busy} rows in flight, due or past their window"
+                    "4: not at rest at {now}: {busy} rows in flight, due or past their window:\n{which}"
                 ));
             }
             self.app.wake();
