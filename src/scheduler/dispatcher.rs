@@ -2,9 +2,9 @@
 //!
 //! [`Dispatcher::dispatch_due`] is one step: claim due occurrences (earliest first) together with
 //! their attempts' intent rows in one transaction, and queue them for the workers. Claiming is
-//! the decision to fire and does not wait for an HTTP slot: from idle, a first claim of one worker
-//! pool lets the first calls of a burst leave at once; the next claims, each four times the last,
-//! take the rest of 10,000 meetings at 09:00:00 within a fraction of a second, served by at most
+//! the decision to fire and does not wait for an HTTP slot: from idle, a first claim of one
+//! read-back (two worker pools), read back inside its own transaction, lets the first calls of a
+//! burst leave at its commit; the next claims, each four times the last, take the rest of 10,000 meetings at 09:00:00 within a fraction of a second, served by at most
 //! `max_in_flight` workers. With a rate limit, one worker pool (a quarter second of sends at high
 //! rates, never more than one second) is claimed ahead, one transaction per claim, due retries
 //! first; the workers take turns to take the next attempt and wait for the limiter, so sends leave
@@ -325,7 +325,7 @@ impl Dispatcher {
     async fn load_next(&self) -> bool {
         let tickets: Vec<Ticket> = match self.queue.lock() {
             Ok(mut q) => {
-                let n = q.tickets.len().min(2 * self.max_in_flight);
+                let n = q.tickets.len().min(self.read_back_size());
                 q.reading += n;
                 q.tickets.drain(..n).collect()
             }
@@ -334,7 +334,25 @@ impl Dispatcher {
         if tickets.is_empty() {
             return false;
         }
-        let (loaded, failure) = match self.store.load_claimed(&tickets).await {
+        let reading = tickets.len();
+        let read = self.store.load_claimed(&tickets).await;
+        let ready = self.sort_read_back(tickets, read);
+        if let Ok(mut q) = self.queue.lock() {
+            q.reading -= reading;
+            q.ready.extend(ready);
+        }
+        true
+    }
+
+    /// Claimed attempts as read back: those to send, in the tickets' order. The others are closed
+    /// without a call: their policy was disabled since, dingrec is stopping, or their rows could
+    /// not be read (retried after a pause, so that a lasting fault does not claim in a loop).
+    fn sort_read_back(
+        &self,
+        tickets: Vec<Ticket>,
+        read: crate::store::Result<Vec<(i64, crate::store::Result<Claimed>)>>,
+    ) -> Vec<Claimed> {
+        let (loaded, failure) = match read {
             Ok(loaded) => (loaded, None),
             Err(e) => {
                 error!(error = %e, attempts = tickets.len(), "cannot read claimed attempts back; they will be retried");
@@ -343,12 +361,10 @@ impl Dispatcher {
         };
         let stopping = self.stopping.load(std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.now();
-        // Not read back: retried after a pause, so a lasting fault does not claim in a loop.
         let later = now + READ_BACK_RETRY;
         let not_read =
             |why: &str| format!("dingrec could not read this claimed attempt back ({why}); no call was made");
         let mut loaded = loaded.into_iter().peekable();
-        let reading = tickets.len();
         let mut ready = Vec::with_capacity(tickets.len());
         for t in tickets {
             match loaded.next_if(|(id, _)| *id == t.attempt_id) {
@@ -366,11 +382,7 @@ impl Dispatcher {
                 ),
             }
         }
-        if let Ok(mut q) = self.queue.lock() {
-            q.reading -= reading;
-            q.ready.extend(ready);
-        }
-        true
+        ready
     }
 
     /// Close a claimed attempt that was not sent as `interrupted`; its occurrence is due again at
@@ -534,12 +546,12 @@ impl Dispatcher {
         }
         let mut want = room;
         if self.limiter.is_none() {
-            // First calls first: a burst's first claim takes one worker pool, so that its first
-            // calls leave after a small commit; each next claim four times the last (a pool, 4,
-            // 16, 64 pools, …), each commit small next to the calls already queued, up to
-            // CLAIM_BATCH. A pass that claims nothing starts over.
+            // First calls first: a burst's first claim takes one read-back (two worker pools),
+            // so that its first calls leave after a small commit; each next claim four times the
+            // last (2, 8, 32, 128 pools, …), each commit small next to the calls already queued,
+            // up to CLAIM_BATCH. A pass that claims nothing starts over.
             let last = self.last_claim.load(std::sync::atomic::Ordering::SeqCst);
-            want = want.min((4 * last).max(self.max_in_flight).max(1));
+            want = want.min((4 * last).max(self.read_back_size()));
         }
         if self.limiter.is_some() {
             // Paced: claims keep at most one second of sends (or one worker pool) claimed and not
@@ -556,9 +568,16 @@ impl Dispatcher {
             want = room;
         }
         let now = self.clock.now();
+        // From idle, the claim reads its first attempts back itself, in its transaction: the
+        // first calls of a burst leave right after its commit, without a second query.
+        let idle = self
+            .queue
+            .lock()
+            .is_ok_and(|q| q.tickets.is_empty() && q.ready.is_empty() && q.reading == 0);
+        let read_back = if idle { self.read_back_size() } else { 0 };
         let claim = self
             .store
-            .claim_due(now, want as i64, self.limiter.is_some())
+            .claim_due(now, want as i64, self.limiter.is_some(), read_back)
             .await?;
         // Counted once the claim committed: a claim that failed is tried again, not counted twice.
         for due_at in &claim.first_due {
@@ -568,7 +587,16 @@ impl Dispatcher {
         let mut claimed = claim.tickets;
         let n = claimed.len();
         self.last_claim.store(n, std::sync::atomic::Ordering::SeqCst);
-        if claim.retries > 0 {
+        if read_back > 0 {
+            // The queue was empty (only this loop adds to it): the claim's order, due retries
+            // first, is the queue's.
+            let rest = claimed.split_off(read_back.min(n));
+            let ready = self.sort_read_back(claimed, Ok(claim.loaded));
+            if let Ok(mut q) = self.queue.lock() {
+                q.ready.extend(ready);
+                q.tickets.extend(rest);
+            }
+        } else if claim.retries > 0 {
             // Due retries go before the first attempts already queued: a retry waits behind the
             // sends in progress, not behind what was claimed before it came due. (Under the
             // loading lock, so that no read-back in progress lands ahead of them; what was read
@@ -585,10 +613,7 @@ impl Dispatcher {
                     .chain(rest)
                     .collect();
             }
-            self.ensure_workers();
-            return Ok(n);
-        }
-        if let Ok(mut q) = self.queue.lock() {
+        } else if let Ok(mut q) = self.queue.lock() {
             if q.tickets.is_empty() {
                 // Takes the claim's buffer as it is: a 10,000-row burst is not copied.
                 q.tickets = claimed.into();
@@ -598,6 +623,12 @@ impl Dispatcher {
         }
         self.ensure_workers();
         Ok(n)
+    }
+
+    /// How many attempts one read-back reads: two worker pools, so that the workers rarely wait
+    /// for the next read.
+    fn read_back_size(&self) -> usize {
+        2 * self.max_in_flight
     }
 
     /// One attempt: resolve the meeting if needed, call StartCloudRecord, decide what's next.

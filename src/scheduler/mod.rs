@@ -37,6 +37,9 @@ pub const TOKEN_AHEAD: Duration = Duration::from_secs(3);
 /// How many policies one planning transaction covers.
 const PLAN_BATCH: i64 = 1_000;
 
+/// How long before a due instant the loop wakes, to meet it by yielding rather than on a timer.
+const DUE_EARLY: Duration = Duration::from_millis(2);
+
 pub struct Scheduler {
     pub dispatcher: Arc<Dispatcher>,
     checker: Checker,
@@ -265,6 +268,8 @@ impl Scheduler {
                 break;
             }
             let mut sleep_for = self.tick;
+            // Whether the sleep ends at a due instant (to be met to the millisecond).
+            let mut until_due = false;
             // Planning and sweeping once per tick, even in a burst; dispatching every pass.
             let now = self.clock.now();
             let housekeeping_due = last_housekeeping.is_none_or(|(real, clock)| {
@@ -305,11 +310,23 @@ impl Scheduler {
                             if wait <= TOKEN_AHEAD {
                                 self.dispatcher.warm_token(next);
                             }
-                            sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
+                            if wait.is_zero() {
+                                // Due and not claimable (its window just closed; the sweep
+                                // takes it): look again soon, not in a busy loop.
+                                sleep_for = sleep_for.min(Duration::from_millis(1));
+                            } else if wait < sleep_for {
+                                sleep_for = wait;
+                                until_due = true;
+                            }
                         }
                         if let Ok(Some(next)) = self.store.next_check_at().await {
                             let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
-                            sleep_for = sleep_for.min(wait.max(Duration::from_millis(1)));
+                            let wait = wait.max(Duration::from_millis(1));
+                            if wait < sleep_for {
+                                // A check is not held to the millisecond.
+                                sleep_for = wait;
+                                until_due = false;
+                            }
                         }
                     }
                 }
@@ -324,7 +341,20 @@ impl Scheduler {
                 self.refresh_gauges().await;
                 last_gauges = tokio::time::Instant::now();
             }
-            if sleep_for > Duration::ZERO {
+            if until_due {
+                // A timer fires on a millisecond tick, rounded up, and its thread wakes later
+                // still (1-2 ms late in all): the loop wakes DUE_EARLY before a due instant and
+                // yields until it. (On the monotonic clock: an injected clock cannot hold it.)
+                let at = tokio::time::Instant::now() + sleep_for;
+                let timer = tokio::select! {
+                    () = tokio::time::sleep(sleep_for.saturating_sub(DUE_EARLY)) => true,
+                    () = notify.notified() => false,
+                    () = cancel.cancelled() => false,
+                };
+                while timer && tokio::time::Instant::now() < at {
+                    tokio::task::yield_now().await;
+                }
+            } else if sleep_for > Duration::ZERO {
                 tokio::select! {
                     () = tokio::time::sleep(sleep_for) => {}
                     () = notify.notified() => {}

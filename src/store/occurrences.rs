@@ -133,13 +133,16 @@ pub struct Ticket {
 }
 
 /// What one committed claim took.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Claim {
     pub tickets: Vec<Ticket>,
     /// The due times of the claimed first attempts (for the fire-lateness histogram).
     pub first_due: Vec<DateTime<Utc>>,
     /// How many of the first tickets are due retries, claimed first (`retries_first`).
     pub retries: usize,
+    /// The first tickets' attempts read back inside the claim's transaction (`read_back` of
+    /// them), as [`Store::load_claimed`] reads them.
+    pub loaded: Vec<(i64, Result<Claimed>)>,
 }
 
 /// A claimed attempt with what its call needs, read just before the call.
@@ -398,6 +401,26 @@ pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, 
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 
+/// [`LOAD_CLAIMED`] on a pool or inside a claim's transaction.
+async fn load_claimed<'e, E>(on: E, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let ids: Vec<i64> = tickets.iter().map(|t| t.attempt_id).collect();
+    let ids_json = serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("claimed ids: {e}")))?;
+    let mut rows = sqlx::query(LOAD_CLAIMED).bind(ids_json).fetch(on);
+    let mut shared = Shared::default();
+    let mut out = Vec::with_capacity(tickets.len());
+    while let Some(r) = rows.try_next().await? {
+        // A row whose attempt id itself cannot be read cannot be matched to its ticket: that
+        // attempt is treated as not read back.
+        if let Ok(id) = r.try_get("attempt_id") {
+            out.push((id, claimed_from_row(&r, &mut shared)));
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
@@ -484,18 +507,23 @@ impl Store {
     /// before everything else), and write each one's attempt intent row, all in one transaction.
     /// Nothing is claimed whose window has passed. Returns the tickets and the due times of the
     /// first attempts among them, once the claim committed.
-    pub async fn claim_due(&self, now: DateTime<Utc>, limit: i64, retries_first: bool) -> Result<Claim> {
-        self.claim(now, limit, None, retries_first).await
+    /// The first `read_back` claimed attempts are read back inside the claim's transaction
+    /// ([`Claim::loaded`]): the first calls of a burst do not wait for a second query.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        retries_first: bool,
+        read_back: usize,
+    ) -> Result<Claim> {
+        self.claim(now, limit, None, retries_first, read_back).await
     }
 
     /// Claim one occurrence by id if it is due (`dingrec trigger`), and read it back.
     pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
-        let tickets = self.claim(now, 1, Some(id), false).await?.tickets;
-        if tickets.is_empty() {
-            return Ok(None);
-        }
-        self.load_claimed(&tickets)
+        self.claim(now, 1, Some(id), false, 1)
             .await?
+            .loaded
             .pop()
             .map(|(_, c)| c)
             .transpose()
@@ -509,6 +537,7 @@ impl Store {
         limit: i64,
         only: Option<i64>,
         retries_first: bool,
+        read_back: usize,
     ) -> Result<Claim> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
@@ -589,18 +618,25 @@ impl Store {
                 ids.len()
             )));
         }
+        let tickets: Vec<Ticket> = ids
+            .into_iter()
+            .zip(last + 1..)
+            .map(|(occurrence_id, attempt_id)| Ticket {
+                occurrence_id,
+                attempt_id,
+            })
+            .collect();
+        let loaded = if read_back > 0 {
+            load_claimed(&mut *tx, &tickets[..read_back.min(tickets.len())]).await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
         Ok(Claim {
-            tickets: ids
-                .into_iter()
-                .zip(last + 1..)
-                .map(|(occurrence_id, attempt_id)| Ticket {
-                    occurrence_id,
-                    attempt_id,
-                })
-                .collect(),
+            tickets,
             first_due,
             retries: retry_count,
+            loaded,
         })
     }
 
@@ -609,20 +645,7 @@ impl Store {
     /// writes never cause either: the schema's CHECKs hold the columns, and nothing deletes a
     /// running occurrence or a policy. Only an outside edit of the file can.)
     pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
-        let ids: Vec<i64> = tickets.iter().map(|t| t.attempt_id).collect();
-        let ids_json =
-            serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("claimed ids: {e}")))?;
-        let mut rows = sqlx::query(LOAD_CLAIMED).bind(ids_json).fetch(self.pool());
-        let mut shared = Shared::default();
-        let mut out = Vec::with_capacity(tickets.len());
-        while let Some(r) = rows.try_next().await? {
-            // A row whose attempt id itself cannot be read cannot be matched to its ticket: that
-            // attempt is treated as not read back.
-            if let Ok(id) = r.try_get("attempt_id") {
-                out.push((id, claimed_from_row(&r, &mut shared)));
-            }
-        }
-        Ok(out)
+        load_claimed(self.pool(), tickets).await
     }
 
     /// Write attempt outcomes and occurrence states, many in one transaction.
@@ -996,5 +1019,62 @@ mod meeting_at_migration {
                 (3, None),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod claims {
+    use super::super::Store;
+
+    /// A claim that reads back reads the first `read_back` of the attempts it wrote, in the
+    /// tickets' order, inside its own transaction; the rest are tickets only.
+    #[tokio::test]
+    async fn a_claim_reads_back_the_first_attempts_it_wrote() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let settings = crate::config::DatabaseSettings {
+            path: dir.path().join("d.db"),
+            ..crate::config::DatabaseSettings::default()
+        };
+        let store = Store::open(&settings).await.expect("store");
+        sqlx::raw_sql(
+            "INSERT INTO policies (id, name, conference_id, host_union_id, layout, small_window_position, at, \
+             timezone, start_offset_ms, window_ms, retry, source, created_at, updated_at) VALUES \
+             (1, 'p', 'conf', 'host', 'grid', 'relative_right', '2030-01-07T08:00:00Z', 'UTC', 0, 1800000, '{}', 'f', 'x', 'x'); \
+             INSERT INTO occurrences (id, policy_id, policy_name, due_at, window_ends_at, next_attempt_at, created_at, updated_at) VALUES \
+             (7, 1, 'p', '2030-01-07T08:00:00.000Z', '2030-01-07T08:30:00.000Z', '2030-01-07T08:00:00.000Z', 'x', 'x'), \
+             (8, 1, 'p', '2030-01-07T08:00:01.000Z', '2030-01-07T08:30:00.000Z', '2030-01-07T08:00:01.000Z', 'x', 'x'), \
+             (9, 1, 'p', '2030-01-07T08:00:02.000Z', '2030-01-07T08:30:00.000Z', '2030-01-07T08:00:02.000Z', 'x', 'x');",
+        )
+        .execute(store.pool())
+        .await
+        .expect("rows");
+        let now = crate::domain::time::parse_utc("2030-01-07T08:00:05Z").expect("now");
+        let claim = store.claim_due(now, 10, false, 2).await.expect("claim");
+        let occurrences: Vec<i64> = claim.tickets.iter().map(|t| t.occurrence_id).collect();
+        assert_eq!(occurrences, [7, 8, 9], "due order");
+        let loaded: Vec<(i64, i64, i64)> = claim
+            .loaded
+            .iter()
+            .map(|(id, c)| {
+                let c = c.as_ref().expect("decoded");
+                (*id, c.attempt_id, c.occurrence_id)
+            })
+            .collect();
+        let want: Vec<(i64, i64, i64)> = claim.tickets[..2]
+            .iter()
+            .map(|t| (t.attempt_id, t.attempt_id, t.occurrence_id))
+            .collect();
+        assert_eq!(loaded, want, "the first two, as the tickets name them");
+        let intents: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attempts WHERE outcome IS NULL AND started_at = '2030-01-07T08:00:05.000Z'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+        assert_eq!(intents, 3, "every claimed attempt has its intent row");
+        // Nothing more is due: a second claim takes nothing and reads nothing.
+        let again = store.claim_due(now, 10, false, 2).await.expect("claim");
+        assert!(again.tickets.is_empty() && again.loaded.is_empty());
+        store.close().await;
     }
 }

@@ -335,8 +335,8 @@ async fn a_burst_larger_than_the_workers_is_claimed_without_waiting_for_them_and
         rows.iter()
             .all(|o| o.state == OccurrenceState::Succeeded && o.attempts.len() == 1)
     );
-    // Claims of 4, 16, 64 and the remaining 216: four steps at most (two in the same millisecond
-    // show as one), never one per worker's call (75).
+    // Claims of 8 (one read-back, two worker pools), 32, 128 and the remaining 132: four steps at
+    // most (two in the same millisecond show as one), never one per worker's call (75).
     let claimed: std::collections::BTreeSet<&str> =
         rows.iter().map(|o| o.attempts[0].started_at.as_str()).collect();
     assert!(
@@ -854,8 +854,8 @@ async fn an_attempt_whose_window_passed_in_the_queue_expires_without_a_call() {
         assert!(tokio::time::Instant::now() < until, "no first call");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // A burst's first claim is one worker pool (one row here); the second row is claimed right
-    // after it. Wait for that claim: the test is about a claimed attempt whose window passes.
+    // A burst's first claim is one read-back (two rows here: the worker pool is one); wait for
+    // both rows' claim: the test is about a claimed attempt whose window passes.
     loop {
         let claimed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts")
             .fetch_one(app.store.pool())
