@@ -28,16 +28,8 @@ pub async fn run(settings: &Settings, format: TableOrJson) -> CmdResult {
     let store = Store::open_for_reading(&settings.database)
         .await?
         .with_quota_timezone(quota.timezone);
-    let policies = stored_policies(&store).await?;
     let life = token_life(settings.dingtalk.token_refresh_margin);
-    let v = view(
-        &store,
-        std::sync::Arc::new(policies),
-        &quota,
-        life,
-        SystemClock.now(),
-    )
-    .await?;
+    let v = view(&store, true, &quota, life, SystemClock.now()).await?;
     store.close().await;
     match format {
         TableOrJson::Json => {

@@ -78,9 +78,39 @@ impl QuotaView {
     }
 }
 
-/// The calls `policies` are expected to cost from `from` to `until`: each enabled policy's
-/// firings (as `dingrec next` computes them), each at [`firing_cost`], plus the token fetches
-/// those calls need.
+/// A forecast summed policy by policy: the planned calls, and the distinct instants they are
+/// due at (for the token fetches they need; a thousand policies due at 09:00 are one instant).
+#[derive(Default)]
+pub struct Forecast {
+    calls: f64,
+    dues: std::collections::BTreeSet<DateTime<Utc>>,
+    cache: CronCache,
+}
+
+impl Forecast {
+    /// Add what `p` is expected to cost from `from` to `until`: each firing (as `dingrec next`
+    /// computes them) at [`firing_cost`].
+    pub fn add(&mut self, p: &Policy, from: DateTime<Utc>, until: DateTime<Utc>, observed: &Observed) {
+        if !p.enabled {
+            return;
+        }
+        let cost = firing_cost(p, observed.retry_rate());
+        for f in firings_between(p, from, until, MAX_FIRINGS, &mut self.cache) {
+            if f.due_at > from && f.due_at < until {
+                self.calls += cost;
+                self.dues.insert(f.due_at);
+            }
+        }
+    }
+
+    /// The planned calls plus the token fetches they need.
+    pub fn total(&self, token_life: Duration) -> u64 {
+        let dues: Vec<DateTime<Utc>> = self.dues.iter().copied().collect();
+        self.calls.round() as u64 + token_fetches(&dues, token_life)
+    }
+}
+
+/// The calls `policies` are expected to cost from `from` to `until` ([`Forecast`]).
 pub fn planned_cost(
     policies: &[Policy],
     from: DateTime<Utc>,
@@ -88,20 +118,46 @@ pub fn planned_cost(
     observed: &Observed,
     token_life: Duration,
 ) -> u64 {
-    let mut cache = CronCache::default();
-    let mut calls = 0.0;
-    let mut dues = Vec::new();
-    for p in policies.iter().filter(|p| p.enabled) {
-        let cost = firing_cost(p, observed.retry_rate());
-        for f in firings_between(p, from, until, MAX_FIRINGS, &mut cache) {
-            if f.due_at > from && f.due_at < until {
-                calls += cost;
-                dues.push(f.due_at);
-            }
-        }
+    let mut forecast = Forecast::default();
+    for p in policies {
+        forecast.add(p, from, until, observed);
     }
-    dues.sort_unstable();
-    calls.round() as u64 + token_fetches(&dues, token_life)
+    forecast.total(token_life)
+}
+
+/// How many policies the forecast reads and sums at a time.
+const FORECAST_PAGE: i64 = 1_000;
+
+/// The calls the database's enabled policies are expected to cost from `from` to `until`, read
+/// a page at a time and summed on a blocking thread: the forecast never holds every policy
+/// (100,000 decoded at once were 400 MB), and the daemon's calls never wait behind a month of
+/// firings.
+pub async fn stored_planned_cost(
+    store: &Store,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    observed: Observed,
+    token_life: Duration,
+) -> crate::store::Result<u64> {
+    let mut forecast = Forecast::default();
+    let mut after = 0;
+    loop {
+        let page = store.enabled_policies_after(after, FORECAST_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        forecast = tokio::task::spawn_blocking(move || {
+            // A row that cannot be read is left out: the planner reports it.
+            for p in page.iter().filter_map(|p| p.record.to_policy().ok()) {
+                forecast.add(&p, from, until, &observed);
+            }
+            forecast
+        })
+        .await
+        .map_err(|e| crate::store::StoreError::Data(format!("the forecast failed: {e}")))?;
+    }
+    Ok(forecast.total(token_life))
 }
 
 /// How long a token serves: DingTalk's 2 h less the refresh margin.
@@ -111,27 +167,23 @@ pub fn token_life(margin: Duration) -> Duration {
         .max(Duration::from_secs(60))
 }
 
-/// This month's view at `now`: used from the database, the forecast from `policies` (computed
-/// on a blocking thread: ten thousand policies' firings for a month are a few hundred
-/// milliseconds of work the daemon's calls must not wait behind).
+/// This month's view at `now`: used from the database and, with `forecast`, the forecast from
+/// the enabled policies ([`stored_planned_cost`]); without it, the forecast is the use alone.
 pub async fn view(
     store: &Store,
-    policies: Arc<Vec<Policy>>,
+    forecast: bool,
     quota: &Quota,
     token_life: Duration,
     now: DateTime<Utc>,
 ) -> crate::store::Result<QuotaView> {
     let month = month_of(now, quota.timezone)
         .ok_or_else(|| crate::store::StoreError::Data("the quota's month is outside the calendar".into()))?;
-    let usage = store.usage(&month, !policies.is_empty()).await?;
+    let usage = store.usage(&month, forecast).await?;
     let used = usage.used();
-    let planned = if policies.is_empty() {
-        0
+    let planned = if forecast {
+        stored_planned_cost(store, now, month.end, usage.observed, token_life).await?
     } else {
-        let (observed, end) = (usage.observed, month.end);
-        tokio::task::spawn_blocking(move || planned_cost(&policies, now, end, &observed, token_life))
-            .await
-            .map_err(|e| crate::store::StoreError::Data(format!("the forecast failed: {e}")))?
+        0
     };
     let forecast = used + planned;
     Ok(QuotaView {
@@ -198,23 +250,15 @@ impl QuotaWatch {
     /// Until `cancel`; an error (the database failed for good) ends the daemon.
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> Result<(), String> {
         let mut forecast_at: Option<tokio::time::Instant> = None;
-        let mut policies: Arc<Vec<Policy>> = Arc::default();
         let mut last_forecast = 0;
         loop {
             let replan = forecast_at.is_none_or(|t| t.elapsed() >= FORECAST_EVERY);
-            if replan {
-                match stored_policies(&self.store).await {
-                    Ok(p) => {
-                        policies = Arc::new(p);
-                        forecast_at = Some(tokio::time::Instant::now());
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "quota: cannot read the policies for the forecast; trying again")
-                    }
+            match self.round(replan, &mut last_forecast).await {
+                Ok(()) if replan => forecast_at = Some(tokio::time::Instant::now()),
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(error = %e, "quota: cannot read or write this month's use or the forecast; trying again")
                 }
-            }
-            if let Err(e) = self.round(replan, policies.clone(), &mut last_forecast).await {
-                warn!(error = %e, "quota: cannot read or write this month's use; trying again");
             }
             tokio::select! {
                 () = cancel.cancelled() => {
@@ -268,12 +312,7 @@ impl QuotaWatch {
         r
     }
 
-    async fn round(
-        &self,
-        replan: bool,
-        policies: Arc<Vec<Policy>>,
-        last_forecast: &mut u64,
-    ) -> crate::store::Result<()> {
+    async fn round(&self, replan: bool, last_forecast: &mut u64) -> crate::store::Result<()> {
         self.flush_tokens().await?;
         let now = self.clock.now();
         let same_month = self
@@ -281,8 +320,7 @@ impl QuotaWatch {
             .view()
             .is_some_and(|p| month_of(now, self.quota.timezone).is_some_and(|m| m == p.month));
         let full = replan || !same_month;
-        let planned = if full { policies } else { Arc::default() };
-        let mut v = view(&self.store, planned, &self.quota, self.token_life, now).await?;
+        let mut v = view(&self.store, full, &self.quota, self.token_life, now).await?;
         if full {
             *last_forecast = v.forecast;
         } else {

@@ -287,6 +287,19 @@ impl Store {
         rows.iter().map(stored).collect()
     }
 
+    /// Up to `limit` enabled policies with an id above `after`, by id: the forecast reads the
+    /// policies a page at a time, never all at once.
+    pub async fn enabled_policies_after(&self, after: i64, limit: i64) -> Result<Vec<StoredPolicy>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_POLICY} WHERE enabled = 1 AND id > ? ORDER BY id LIMIT ?"
+        )))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(stored).collect()
+    }
+
     pub async fn policy_by_name(&self, name: &str) -> Result<Option<StoredPolicy>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_POLICY} WHERE name = ?")))
             .bind(name)

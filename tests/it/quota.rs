@@ -12,7 +12,7 @@ use dingrec::config::Settings;
 use dingrec::domain::OccurrenceState;
 use dingrec::domain::quota::{Api, Calls, month_of};
 use dingrec::fake::{Scenario, ScheduleSpec};
-use dingrec::scheduler::quota::{stored_policies, token_life, view};
+use dingrec::scheduler::quota::{planned_cost, stored_policies, token_life, view};
 use secrecy::SecretString;
 
 use crate::support::app::{TestApp, parse_t};
@@ -462,8 +462,7 @@ async fn the_forecast_on_the_first_of_the_month_is_what_the_month_then_used() {
     .await;
     let quota = app.settings.dingtalk.quota().expect("quota");
     let life = token_life(app.settings.dingtalk.token_refresh_margin);
-    let policies = stored_policies(&app.store).await.expect("policies");
-    let at_start = view(&app.store, Arc::new(policies), &quota, life, clock.now())
+    let at_start = view(&app.store, true, &quota, life, clock.now())
         .await
         .expect("forecast");
     assert_eq!(at_start.month.label, "2030-03");
@@ -474,15 +473,9 @@ async fn the_forecast_on_the_first_of_the_month_is_what_the_month_then_used() {
         succeeded_on(&app, &clock, due).await;
     }
     assert!(app.stop().await);
-    let at_end = view(
-        &app.store,
-        Arc::default(),
-        &quota,
-        life,
-        parse_t("2030-03-31T15:59:00Z"),
-    )
-    .await
-    .expect("used");
+    let at_end = view(&app.store, false, &quota, life, parse_t("2030-03-31T15:59:00Z"))
+        .await
+        .expect("used");
     assert_eq!(at_end.month.label, "2030-03");
     let (forecast, used) = (at_start.forecast as f64, at_end.used as f64);
     assert!(used >= 31.0 * 2.0, "a start and a check a day: {at_end:?}");
@@ -624,4 +617,35 @@ fn dingrec_quota_shows_the_month_in_json_and_as_a_table() {
     );
     assert!(table.contains("start_cloud_record   0"), "{table}");
     assert!(table.contains(&format!("forecast: {forecast} (")), "{table}");
+}
+
+#[tokio::test]
+async fn the_forecast_read_a_page_at_a_time_counts_every_policy_once() {
+    // 2,500 policies: more than two of the forecast's pages (it never holds every policy at
+    // once). Read a page at a time, the forecast is what the same policies read at once cost;
+    // 500 instants, each shared by policies on different pages, need their tokens once.
+    let base = parse_t("2030-03-03T00:00:00Z");
+    let policies: String = (0..2500)
+        .map(|i| {
+            let at = base + TimeDelta::hours(i64::from(i % 500));
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            policy(&format!("p{i:04}"), &format!("conf-{i}"), &at, "")
+        })
+        .collect();
+    let (mut app, clock) = on_clock("2030-03-02T00:00:00Z", Scenario::default(), |_| {}, policies).await;
+    let quota = app.settings.dingtalk.quota().expect("quota");
+    let life = token_life(app.settings.dingtalk.token_refresh_margin);
+    let now = clock.now();
+    let paged = view(&app.store, true, &quota, life, now).await.expect("forecast");
+    let all = stored_policies(&app.store).await.expect("policies");
+    assert_eq!(all.len(), 2500);
+    let month = month_of(now, quota.timezone).expect("month");
+    let observed = app.store.usage(&month, true).await.expect("usage").observed;
+    let at_once = planned_cost(&all, now, month.end, &observed, life);
+    assert!(
+        at_once >= 2500,
+        "each one-off costs its start at least: {at_once}"
+    );
+    assert_eq!(paged.forecast, paged.used + at_once);
+    assert!(app.stop().await);
 }
