@@ -230,6 +230,8 @@ impl QuotaState {
 /// [`FORECAST_EVERY`].
 const POLL: Duration = Duration::from_secs(2);
 const FORECAST_EVERY: Duration = Duration::from_secs(300);
+/// How soon a forecast that failed is made again.
+const FORECAST_RETRY: Duration = Duration::from_secs(30);
 
 /// The daemon's quota task.
 pub struct QuotaWatch {
@@ -253,12 +255,18 @@ impl QuotaWatch {
         let mut last_forecast = 0;
         loop {
             let replan = forecast_at.is_none_or(|t| t.elapsed() >= FORECAST_EVERY);
-            match self.round(replan, &mut last_forecast).await {
-                Ok(()) if replan => forecast_at = Some(tokio::time::Instant::now()),
-                Ok(()) => {}
-                Err(e) => {
-                    warn!(error = %e, "quota: cannot read or write this month's use or the forecast; trying again")
-                }
+            let result = self.round(replan, &mut last_forecast).await;
+            if replan {
+                // A failed forecast is made again after FORECAST_RETRY, not at every poll (a full
+                // disk fails the budget's writes while the forecast's reads go on).
+                let now = tokio::time::Instant::now();
+                forecast_at = Some(match result {
+                    Ok(()) => now,
+                    Err(_) => now.checked_sub(FORECAST_EVERY - FORECAST_RETRY).unwrap_or(now),
+                });
+            }
+            if let Err(e) = result {
+                warn!(error = %e, "quota: cannot read or write this month's use or the forecast; trying again");
             }
             tokio::select! {
                 () = cancel.cancelled() => {
