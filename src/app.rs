@@ -16,6 +16,8 @@ use tracing::{error, info, warn};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Credentials, Settings};
 use crate::dingtalk::DingTalkClient;
+use crate::dingtalk::token::{ShelfFuture, TokenShelf};
+use crate::domain::SealedToken;
 use crate::domain::outcome::Classification;
 use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Failure};
 use crate::http::{HttpState, router};
@@ -83,6 +85,7 @@ impl Engine {
                 store.add_usage(&calls, clock.now()).await.is_ok()
             })
         }));
+        client.share_tokens_with(Arc::new(store.clone()));
         let health = Arc::new(Health::new(tick));
         let (dispatcher, writer) = Dispatcher::new(
             store.clone(),
@@ -100,6 +103,31 @@ impl Engine {
             health,
             dispatcher,
             writer,
+        })
+    }
+}
+
+/// The daemon keeps its access token in the database (`access_tokens`), sealed by the client.
+impl TokenShelf for Store {
+    fn load<'a>(&'a self, app: &'a str) -> ShelfFuture<'a, Option<SealedToken>> {
+        Box::pin(async move { self.shared_token(app).await.map_err(|e| e.to_string()) })
+    }
+
+    fn save<'a>(
+        &'a self,
+        app: &'a str,
+        token: &'a SealedToken,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ShelfFuture<'a, ()> {
+        Box::pin(async move { self.share_token(app, token, now).await.map_err(|e| e.to_string()) })
+    }
+
+    fn forget<'a>(&'a self, app: &'a str, sealed: &'a [u8]) -> ShelfFuture<'a, ()> {
+        Box::pin(async move {
+            self.forget_token(app, sealed)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::clock::SharedClock;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -15,8 +15,10 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::error::{DingTalkError, RawResponse, TransportKind, counted, parse};
-use super::token::{Token, TokenCache, TokenStatus};
+use super::seal::Sealer;
+use super::token::{Token, TokenCache, TokenShelf, TokenStatus};
 use crate::config::{Credentials, DingTalkSettings};
+use crate::domain::SealedToken;
 use crate::domain::quota::Api;
 use crate::metrics::Metrics;
 
@@ -121,6 +123,9 @@ pub struct DingTalkClient {
     /// Writes a counted token fetch at once (the daemon's `api_usage`); `false` when it could
     /// not, and the fetch waits in `token_calls`.
     token_counter: std::sync::OnceLock<TokenCounter>,
+    /// Where the token is shared with other processes, and the key it is sealed with (see
+    /// [`Self::share_tokens_with`]).
+    shelf: std::sync::OnceLock<(Arc<dyn TokenShelf>, Sealer)>,
 }
 
 /// See [`DingTalkClient::count_tokens_with`].
@@ -209,6 +214,7 @@ impl DingTalkClient {
             clock,
             token_calls: std::sync::atomic::AtomicU32::new(0),
             token_counter: std::sync::OnceLock::new(),
+            shelf: std::sync::OnceLock::new(),
         })
     }
 
@@ -216,6 +222,15 @@ impl DingTalkClient {
     /// belongs to no attempt or check, and a crash right after the fetch must not lose it.
     pub fn count_tokens_with(&self, f: TokenCounter) {
         let _ = self.token_counter.set(f);
+    }
+
+    /// Keep the token on `shelf` (sealed under a key derived from the app secret) and take it from
+    /// there while it is fresh: a restarted daemon, or another daemon on the same database, uses
+    /// the token already fetched instead of paying for another. Nothing without credentials.
+    pub fn share_tokens_with(&self, shelf: Arc<dyn TokenShelf>) {
+        if let Some(creds) = &self.credentials {
+            let _ = self.shelf.set((shelf, Sealer::new(creds)));
+        }
     }
 
     /// Count a call in the metrics if DingTalk counts it; returns whether it does.
@@ -399,15 +414,74 @@ impl DingTalkClient {
     /// A valid token: cached, or fetched (one fetch at a time).
     pub async fn token(&self) -> Result<SecretString, DingTalkError> {
         self.tokens
-            .get(self.clock.now(), || self.fetch_token())
+            .get(self.clock.now(), || self.shared_or_fetched())
             .await
             .map(|t| t.value)
             .map_err(|e| DingTalkError::Token(Box::new(e)))
     }
 
-    /// Drop the cached token if it is `used` (after `InvalidAuthentication`).
+    /// The shelf's token while it is fresh, else a fetched one, put on the shelf.
+    async fn shared_or_fetched(&self) -> Result<Token, DingTalkError> {
+        let Some((shelf, sealer)) = self.shelf.get() else {
+            return self.fetch_token().await;
+        };
+        let wall = self.clock.now();
+        match shelf.load(sealer.app()).await {
+            Ok(Some(kept)) if wall < kept.refresh_at => {
+                if let Some(value) = sealer.open(&kept.sealed) {
+                    tracing::debug!(expires_at = %kept.expires_at, "access token taken from the database");
+                    // As far ahead as a fetched token can be (a day): a row cannot overflow the clock.
+                    let ahead = |t: DateTime<Utc>| {
+                        (t - wall)
+                            .to_std()
+                            .unwrap_or_default()
+                            .min(Duration::from_secs(24 * 3600))
+                    };
+                    let now = Instant::now();
+                    return Ok(Token {
+                        value,
+                        expires: now + ahead(kept.expires_at),
+                        expires_at: kept.expires_at,
+                        refresh_at: now + ahead(kept.refresh_at),
+                        refresh_at_wall: kept.refresh_at,
+                    });
+                }
+                // Sealed under another app secret (rotated) or altered: fetch and replace it.
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the shared access token; fetching one"),
+        }
+        let token = self.fetch_token().await?;
+        let shared = sealer.seal(&token.value).map(|sealed| SealedToken {
+            sealed,
+            expires_at: token.expires_at,
+            refresh_at: token.refresh_at_wall,
+        });
+        let kept = match &shared {
+            Some(s) => shelf.save(sealer.app(), s, wall).await,
+            None => Err("the system's random source failed".to_owned()),
+        };
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "cannot share the access token through the database; other daemons fetch their own");
+        }
+        Ok(token)
+    }
+
+    /// Drop the cached token if it is `used` (after `InvalidAuthentication`), here and on the
+    /// shelf (unless another process has put a newer one there).
     pub async fn invalidate_token(&self, used: &SecretString) {
         self.tokens.invalidate(used).await;
+        let Some((shelf, sealer)) = self.shelf.get() else {
+            return;
+        };
+        if let Ok(Some(kept)) = shelf.load(sealer.app()).await
+            && sealer
+                .open(&kept.sealed)
+                .is_some_and(|t| t.expose_secret() == used.expose_secret())
+            && let Err(e) = shelf.forget(sealer.app(), &kept.sealed).await
+        {
+            tracing::warn!(error = %e, "cannot drop the refused access token from the database");
+        }
     }
 
     /// StartCloudRecord with `token`. Success only on 2xx with `"code":"200"`.

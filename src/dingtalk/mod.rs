@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod error;
+pub mod seal;
 pub mod token;
 
 pub use client::{ConferenceItem, DingTalkClient, StartRequest};

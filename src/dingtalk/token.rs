@@ -11,9 +11,24 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use super::error::DingTalkError;
+use crate::domain::SealedToken;
 
 /// How long a failed token call is remembered.
 pub const NEGATIVE_CACHE: Duration = Duration::from_secs(1);
+
+/// Where the token is kept between processes: the database (`access_tokens`). Errors are words
+/// for the log: a shelf that cannot be read only means fetching a token of one's own.
+pub trait TokenShelf: Send + Sync {
+    /// The token kept for `app`.
+    fn load<'a>(&'a self, app: &'a str) -> ShelfFuture<'a, Option<SealedToken>>;
+    /// Keep `token` for `app` (fetched at `now`), replacing the one before.
+    fn save<'a>(&'a self, app: &'a str, token: &'a SealedToken, now: DateTime<Utc>) -> ShelfFuture<'a, ()>;
+    /// Drop `app`'s token if it is still `sealed`.
+    fn forget<'a>(&'a self, app: &'a str, sealed: &'a [u8]) -> ShelfFuture<'a, ()>;
+}
+
+pub type ShelfFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
 
 #[derive(Clone)]
 pub struct Token {

@@ -11,6 +11,7 @@ pub mod retry;
 pub mod schedule;
 pub mod state;
 pub mod time;
+pub mod token;
 pub mod verify;
 
 pub use invalid::{Invalid, did_you_mean};
@@ -19,4 +20,5 @@ pub use policy::{ConferenceId, Layout, Policy, PolicyDefaults, PolicyName, Targe
 pub use retry::RetryPolicy;
 pub use schedule::{Schedule, Zone};
 pub use state::{AlertEvent, AlertState, AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
+pub use token::SealedToken;
 pub use verify::Verify;

@@ -8,6 +8,7 @@ pub mod history;
 pub mod lock;
 pub mod occurrences;
 pub mod policies;
+pub mod tokens;
 pub mod usage;
 
 use std::path::{Path, PathBuf};

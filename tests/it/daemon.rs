@@ -609,6 +609,87 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
     }
 }
 
+/// The access token outlives the process: a restarted daemon takes the one it kept in the database
+/// (sealed: the token itself is not there) instead of paying for another fetch, and one that
+/// DingTalk refuses is dropped there too and replaced by the next fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_uses_the_token_it_kept_and_a_refused_one_is_replaced() {
+    let f = fake(Scenario {
+        meetings: vec![
+            live("conf-a", vec![]),
+            live("conf-b", vec![]),
+            live("conf-c", vec![]),
+        ],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let db = dir.path().join("dingrec.db");
+    let mut policies = String::new();
+    let mut run = |name: &str| {
+        policies.push_str(&policy(name, &format!("conf-{name}"), &at_in(300)));
+        write_policies(dir.path(), "p.yaml", &policies);
+        let (name, cfg, db) = (name.to_owned(), cfg.clone(), db.clone());
+        async move {
+            let mut d = Daemon::spawn(&cfg, &[]);
+            wait_for(&format!("{name} recorded"), HANG, || {
+                sqlite(
+                    &db,
+                    &format!("SELECT state FROM occurrences WHERE policy_name = '{name}'"),
+                ) == "succeeded"
+            })
+            .await;
+            d.signal("TERM");
+            assert_eq!(d.wait(HANG).await, Some(0));
+            d.child.id()
+        }
+    };
+    let first = run("a").await;
+    assert_eq!(f.token_calls(), 1);
+    let host = dingrec::instance::hostname();
+    let kept = || {
+        sqlite(
+            &db,
+            "SELECT fetched_by || ' ' || length(sealed) FROM access_tokens",
+        )
+    };
+    let tokens = || {
+        f.start_requests()
+            .into_iter()
+            .filter_map(|r| r.token)
+            .collect::<Vec<_>>()
+    };
+    // Nonce, the token, the tag: the fake's tokens are 32 characters.
+    assert_eq!(kept(), format!("{host}:{first} {}", 12 + 32 + 16));
+
+    run("b").await;
+    assert_eq!(f.token_calls(), 1, "the restarted daemon took the kept token");
+    let used = tokens();
+    assert_eq!(used.len(), 2);
+    assert_eq!(used[0], used[1], "both starts carried the same token");
+    assert_eq!(
+        sqlite(&db, "SELECT SUM(calls) FROM api_usage WHERE api = 'token'"),
+        "1",
+        "one fetch was paid for"
+    );
+
+    // DingTalk no longer takes the kept token (expired early, or the app secret was reset).
+    f.expire_tokens();
+    let third = run("c").await;
+    assert_eq!(f.token_calls(), 2, "one new fetch");
+    assert_eq!(
+        kept(),
+        format!("{host}:{third} {}", 12 + 32 + 16),
+        "the new token replaced the refused one"
+    );
+    assert_ne!(tokens().last(), used.last());
+    assert_eq!(
+        sqlite(&db, "SELECT SUM(calls) FROM api_usage WHERE api = 'token'"),
+        "2"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_occurrence_finishes() {
     let f = fake(Scenario {
