@@ -181,7 +181,8 @@ impl App {
             .map_err(|e| BuildError::Config(e.to_string()))?;
         let store = Store::open(&settings.database)
             .await?
-            .with_quota_timezone(quota.timezone);
+            .with_quota_timezone(quota.timezone)
+            .with_lease(settings.scheduler.lease);
         let alerts = &settings.alerts;
         store
             .set_alert_routing(

@@ -359,7 +359,18 @@ pub struct SchedulerSettings {
     /// How far ahead occurrences are written as rows (at least 24 h; the next one always).
     #[serde(with = "humantime_serde")]
     pub horizon: Duration,
+    /// How long a claimed attempt or check stays this daemon's without being renewed; renewed a
+    /// third of it before, while the call is in flight (`docs/database.md`, leases).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
+
+/// `scheduler.lease`'s bounds: renewed every third of it, a lease shorter than 5 s would be
+/// lost to a slow disk; one longer than 10 min would leave a dead daemon's meetings waiting past
+/// most windows.
+pub const MIN_LEASE: Duration = Duration::from_secs(5);
+pub const MAX_LEASE: Duration = Duration::from_secs(600);
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
@@ -367,6 +378,7 @@ impl Default for SchedulerSettings {
             max_in_flight: 32,
             shutdown_timeout: Duration::from_secs(15),
             horizon: Duration::from_secs(24 * 3600),
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -802,6 +814,14 @@ impl Settings {
                 "scheduler.horizon must be at least 24h".into(),
             ));
         }
+        if !(MIN_LEASE..=MAX_LEASE).contains(&self.scheduler.lease) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.lease must be between {} and {} (it is {})",
+                humantime::format_duration(MIN_LEASE),
+                humantime::format_duration(MAX_LEASE),
+                humantime::format_duration(self.scheduler.lease)
+            )));
+        }
         Ok(())
     }
 
@@ -1077,6 +1097,15 @@ mod tests {
             jail.create_file("c2.yaml", "dingtalk:\n  request_timeout: soon\n")?;
             let err = Settings::load(Some(Path::new("c2.yaml"))).expect_err("bad duration");
             assert!(err.to_string().contains("dingtalk.request_timeout"), "{err}");
+            for lease in ["1s", "1h"] {
+                jail.create_file("c3.yaml", &format!("scheduler:\n  lease: {lease}\n"))?;
+                let err = Settings::load(Some(Path::new("c3.yaml"))).expect_err("lease out of bounds");
+                assert_eq!(
+                    err.to_string().lines().last(),
+                    Some(format!("scheduler.lease must be between 5s and 10m (it is {lease})").as_str()),
+                    "{err}"
+                );
+            }
             jail.set_env("DINGREC_DINGTALK__RATE_LIMIT", "lots");
             let err = Settings::load(None).expect_err("bad number");
             let msg = err.to_string();

@@ -27,7 +27,8 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
     let quota = super::quota::quota_settings(settings)?;
     let store = Store::open(&settings.database)
         .await?
-        .with_quota_timezone(quota.timezone);
+        .with_quota_timezone(quota.timezone)
+        .with_lease(settings.scheduler.lease);
     let stored = store
         .policy_by_name(name)
         .await?

@@ -54,6 +54,8 @@ pub struct Scheduler {
     cron_cache: CronCache,
     /// Occurrences older than this are pruned daily (`retention.attempts`).
     retention: Option<Duration>,
+    /// When this daemon last renewed its leases (real time, the injected clock's time).
+    renewed: Option<(tokio::time::Instant, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -103,6 +105,7 @@ impl Scheduler {
             tick,
             cron_cache: CronCache::default(),
             retention: None,
+            renewed: None,
         }
     }
 
@@ -216,9 +219,21 @@ impl Scheduler {
         Ok(written)
     }
 
-    /// Planning and the sweep of passed windows.
+    /// Planning, the leases of calls in flight, and the sweep of passed windows.
     pub async fn housekeeping(&mut self) -> crate::store::Result<()> {
         self.plan().await?;
+        // A third of the lease before it runs out, on real time (a test's clock that jumps a day
+        // renews at the next tick: `lease_until` follows the injected clock).
+        let renew_every = self.store.lease() / 3;
+        if self.renewed.is_none_or(|(real, clock)| {
+            real.elapsed() >= renew_every
+                || (self.clock.now() - clock)
+                    .to_std()
+                    .is_ok_and(|d| d >= renew_every)
+        }) {
+            self.store.renew_leases(self.clock.now()).await?;
+            self.renewed = Some((tokio::time::Instant::now(), self.clock.now()));
+        }
         for ev in self.store.sweep(self.clock.now()).await? {
             report_final(&self.metrics, &ev);
         }

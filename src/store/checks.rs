@@ -72,8 +72,8 @@ pub enum CheckEffect {
 }
 
 /// Occurrences whose next check is due, earliest first.
-pub(crate) const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, at) \
-     SELECT id, next_check_kind, ?1 FROM occurrences INDEXED BY occurrences_next_check \
+pub(crate) const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, at, instance, lease_until) \
+     SELECT id, next_check_kind, ?1, ?3, ?4 FROM occurrences INDEXED BY occurrences_next_check \
      WHERE next_check_at <= ?1 AND next_check_kind IS NOT NULL ORDER BY next_check_at, id LIMIT ?2 \
      RETURNING id";
 
@@ -101,6 +101,8 @@ impl Store {
         let ids: Vec<i64> = sqlx::query_scalar(CLAIM_CHECKS)
             .bind(&now_s)
             .bind(limit)
+            .bind(crate::instance::this())
+            .bind(self.lease_until(now))
             .fetch_all(&mut *tx)
             .await?;
         if ids.is_empty() {
@@ -314,19 +316,29 @@ impl Store {
     }
 
     /// At start: checks left without an outcome are closed as `error` and redone now.
-    pub(crate) async fn recover_checks(tx: &mut super::WriteTx, now_s: &str) -> Result<u64> {
+    /// Checks left without an outcome (all, or those in the JSON array `only`) are closed and
+    /// made again at once.
+    pub(crate) async fn recover_checks(
+        tx: &mut super::WriteTx,
+        now_s: &str,
+        only: Option<&str>,
+    ) -> Result<u64> {
         sqlx::query(
             "UPDATE occurrences SET next_check_at = ?1, next_check_kind = ( \
                SELECT c.kind FROM checks c WHERE c.occurrence_id = occurrences.id AND c.outcome IS NULL ORDER BY c.id DESC LIMIT 1) \
-             WHERE id IN (SELECT occurrence_id FROM checks INDEXED BY checks_open WHERE outcome IS NULL)",
+             WHERE id IN (SELECT occurrence_id FROM checks INDEXED BY checks_open WHERE outcome IS NULL \
+               AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))))",
         )
         .bind(now_s)
+        .bind(only)
         .execute(&mut **tx)
         .await?;
         Ok(sqlx::query(
             "UPDATE checks SET outcome = 'error', code = 'interrupted', http_status = 0, \
-             message = 'dingrec stopped before this check had an outcome; checked again' WHERE outcome IS NULL",
+             message = 'dingrec stopped before this check had an outcome; checked again' WHERE outcome IS NULL \
+             AND (?1 IS NULL OR id IN (SELECT value FROM json_each(?1)))",
         )
+        .bind(only)
         .execute(&mut **tx)
         .await?
         .rows_affected())

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod checks;
 pub mod history;
+pub mod leases;
 pub mod lock;
 pub mod occurrences;
 pub mod policies;
@@ -58,6 +59,8 @@ pub struct Store {
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Where DingTalk's month begins: `api_usage.day` is a day of this zone.
     quota_tz: chrono_tz::Tz,
+    /// How long a claimed attempt or check is held without being renewed (`scheduler.lease`).
+    lease: Duration,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the process's write turn until it ends.
@@ -182,6 +185,7 @@ impl Store {
             path,
             write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             quota_tz: chrono_tz::Asia::Shanghai,
+            lease: crate::config::DEFAULT_LEASE,
         })
     }
 

@@ -601,13 +601,14 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let written = sqlx::query(
-            "INSERT INTO attempts (id, occurrence_id, attempt_no, started_at, conference_id, instance) \
-             SELECT ? + 1 + j.key, o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id), ? \
+            "INSERT INTO attempts (id, occurrence_id, attempt_no, started_at, conference_id, instance, lease_until) \
+             SELECT ? + 1 + j.key, o.id, o.attempt_count, ?, COALESCE(o.conference_id, p.conference_id), ?, ? \
              FROM json_each(?) AS j CROSS JOIN occurrences o ON o.id = j.value JOIN policies p ON p.id = o.policy_id",
         )
         .bind(last)
         .bind(&now_s)
         .bind(crate::instance::this())
+        .bind(self.lease_until(now))
         .bind(&ids_json)
         .execute(&mut *tx)
         .await?
@@ -708,64 +709,8 @@ impl Store {
     /// are `missed`.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
         let now_s = fmt_utc(now);
-        let mut rec = Recovery::default();
         let mut tx = self.begin_write().await?;
-        // The quota: DingTalk may have counted an interrupted call; it is counted here (a call
-        // claimed but not yet sent at a crash is counted too: the count errs high, never low).
-        let (starts, lookups): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COUNT(p.schedule_conference_id) FROM attempts a INDEXED BY attempts_open \
-             JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id WHERE a.outcome IS NULL",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let (infos, videos): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE kind <> 'video'), COUNT(*) FILTER (WHERE kind = 'video') \
-             FROM checks INDEXED BY checks_open WHERE outcome IS NULL",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut calls = crate::domain::quota::Calls::default();
-        for (api, n) in [
-            (Api::StartCloudRecord, starts),
-            (Api::ScheduleConference, lookups),
-            (Api::ConferenceInfo, infos),
-            (Api::CloudRecordVideos, videos),
-        ] {
-            calls.add(api, u32::try_from(n).unwrap_or(u32::MAX));
-        }
-        super::usage::add_calls(&mut tx, &self.usage_day(now), &calls).await?;
-        rec.interrupted_attempts = sqlx::query(
-            "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
-             message = 'dingrec stopped before this attempt had an outcome', finished_at = ? WHERE outcome IS NULL",
-        )
-        .bind(&now_s)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // A call may have gone out and started the recording: with verify on, one check settles
-        // it before any new StartCloudRecord (recording: succeeded; not: started again).
-        rec.settling = sqlx::query(
-            "UPDATE occurrences SET state = 'verifying', next_check_at = ?1, next_check_kind = 'start', \
-             check_count = MAX(0, (SELECT verify ->> '$.checks' FROM policies WHERE id = occurrences.policy_id) - 1), \
-             check_failures = 0, last_code = 'interrupted', updated_at = ?1 \
-             WHERE state = 'running' AND (SELECT verify FROM policies WHERE id = occurrences.policy_id) IS NOT NULL",
-        )
-        .bind(&now_s)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        rec.interrupted_checks = Self::recover_checks(&mut tx, &now_s).await?;
-        rec.resumed = sqlx::query(
-            "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?, last_code = 'interrupted', updated_at = ? \
-             WHERE state = 'running' AND window_ends_at > ?",
-        )
-        .bind(&now_s)
-        .bind(&now_s)
-        .bind(&now_s)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        rec.finals.extend(expire_running(&mut tx, &now_s).await?);
+        let mut rec = close_interrupted(&mut tx, &self.usage_day(now), &now_s, None).await?;
         // Past-due, never-attempted rows: the latest per policy with an open window catches up.
         rec.caught_up = sqlx::query(
             "UPDATE occurrences SET trigger = 'catch_up', updated_at = ? WHERE id IN ( \
@@ -931,14 +876,109 @@ fn final_event(r: &SqliteRow) -> Result<FinalEvent> {
     })
 }
 
-async fn expire_running(conn: &mut sqlx::SqliteConnection, now_s: &str) -> Result<Vec<FinalEvent>> {
-    settle(
-        conn,
+/// `running` occurrences (all, or those in the JSON array `only`) whose window has passed: `expired`.
+async fn expire_running(
+    conn: &mut sqlx::SqliteConnection,
+    now_s: &str,
+    only: Option<&str>,
+) -> Result<Vec<FinalEvent>> {
+    let rows = sqlx::query(
         "UPDATE occurrences SET state = 'expired', next_attempt_at = NULL, updated_at = ?1 \
-         WHERE state = 'running' AND window_ends_at <= ?1",
-        now_s,
+         WHERE state = 'running' AND window_ends_at <= ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))) \
+         RETURNING id, policy_name, conference_id, state, last_code, due_at",
     )
-    .await
+    .bind(now_s)
+    .bind(only)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(final_event).collect()
+}
+
+/// Which attempts and checks a recovery closes: all those without an outcome (`None`: at start,
+/// under the single-instance lock), or only these (JSON arrays of ids: leases that ran out).
+pub(crate) struct Held {
+    pub attempts: String,
+    pub occurrences: String,
+    pub checks: String,
+}
+
+/// Close attempts and checks left without an outcome as `interrupted` (all, or the `held` ones),
+/// count the calls DingTalk may have counted, and let their occurrences carry on: a check first
+/// where the call may have started the recording, else a retry now, else `expired`.
+pub(crate) async fn close_interrupted(
+    tx: &mut super::WriteTx,
+    day: &str,
+    now_s: &str,
+    held: Option<&Held>,
+) -> Result<Recovery> {
+    let mut rec = Recovery::default();
+    let attempts = held.map(|h| h.attempts.as_str());
+    let occurrences = held.map(|h| h.occurrences.as_str());
+    let checks = held.map(|h| h.checks.as_str());
+    // The quota: DingTalk may have counted an interrupted call; it is counted here (a call
+    // claimed but not yet sent at a crash is counted too: the count errs high, never low).
+    let (starts, lookups): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(p.schedule_conference_id) FROM attempts a INDEXED BY attempts_open \
+             JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id WHERE a.outcome IS NULL \
+             AND (?1 IS NULL OR a.id IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(attempts)
+        .fetch_one(&mut **tx)
+        .await?;
+    let (infos, videos): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE kind <> 'video'), COUNT(*) FILTER (WHERE kind = 'video') \
+             FROM checks INDEXED BY checks_open WHERE outcome IS NULL \
+             AND (?1 IS NULL OR id IN (SELECT value FROM json_each(?1)))",
+    )
+    .bind(checks)
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut calls = crate::domain::quota::Calls::default();
+    for (api, n) in [
+        (Api::StartCloudRecord, starts),
+        (Api::ScheduleConference, lookups),
+        (Api::ConferenceInfo, infos),
+        (Api::CloudRecordVideos, videos),
+    ] {
+        calls.add(api, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    super::usage::add_calls(tx, day, &calls).await?;
+    rec.interrupted_attempts = sqlx::query(
+            "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
+             message = 'dingrec stopped before this attempt had an outcome', finished_at = ?1 WHERE outcome IS NULL \
+             AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(now_s)
+        .bind(attempts)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    // A call may have gone out and started the recording: with verify on, one check settles
+    // it before any new StartCloudRecord (recording: succeeded; not: started again).
+    rec.settling = sqlx::query(
+            "UPDATE occurrences SET state = 'verifying', next_check_at = ?1, next_check_kind = 'start', \
+             check_count = MAX(0, (SELECT verify ->> '$.checks' FROM policies WHERE id = occurrences.policy_id) - 1), \
+             check_failures = 0, last_code = 'interrupted', updated_at = ?1 \
+             WHERE state = 'running' AND (SELECT verify FROM policies WHERE id = occurrences.policy_id) IS NOT NULL \
+             AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(now_s)
+        .bind(occurrences)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    rec.interrupted_checks = Store::recover_checks(tx, now_s, checks).await?;
+    rec.resumed = sqlx::query(
+            "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?1, last_code = 'interrupted', updated_at = ?1 \
+             WHERE state = 'running' AND window_ends_at > ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(now_s)
+        .bind(occurrences)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    rec.finals.extend(expire_running(tx, now_s, occurrences).await?);
+    Ok(rec)
 }
 
 /// `scheduled` → `missed`, `retry_wait` → `expired`, for rows whose window has passed. The

@@ -690,6 +690,45 @@ async fn a_restarted_daemon_uses_the_token_it_kept_and_a_refused_one_is_replaced
     );
 }
 
+/// A call in flight stays this daemon's: its lease (`scheduler.lease`, here 5 s) is renewed while
+/// DingTalk takes its time, well past the lease the claim wrote, and the row names the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_keeps_its_lease_renewed_past_the_first_one() {
+    let f = fake(Scenario {
+        meetings: vec![live("conf-slow", vec![step("hang", 1)])],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "p.yaml", &policy("slow", "conf-slow", &at_in(300)));
+    let cfg = write_config(dir.path(), &f.base_url(), "scheduler:\n  lease: 5s\n");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .expect("cfg")
+            .replace("request_timeout: 3s", "request_timeout: 60s"),
+    )
+    .expect("cfg");
+    let db = dir.path().join("dingrec.db");
+    let mut d = Daemon::spawn(&cfg, &[]);
+    // Renewed at least twice: the lease reaches 5 s past the claim plus two renewal periods.
+    wait_for("the lease of the hanging call renewed", HANG, || {
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM attempts WHERE outcome IS NULL \
+             AND (julianday(lease_until) - julianday(started_at)) * 86400 > 8",
+        ) == "1"
+    })
+    .await;
+    assert_eq!(f.start_requests().len(), 1, "one call, still unanswered");
+    assert_eq!(
+        sqlite(&db, "SELECT instance FROM attempts"),
+        format!("{}:{}", dingrec::instance::hostname(), d.child.id())
+    );
+    d.signal("KILL");
+    d.wait(HANG).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_occurrence_finishes() {
     let f = fake(Scenario {
