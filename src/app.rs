@@ -221,6 +221,7 @@ impl App {
         )
         .with_retention(settings.retention.attempts);
         scheduler.recover().await?;
+        store.register_instance(clock.now()).await?;
         // The "nothing recorded in 24 h" alert needs the gauge from the first scrape on, not
         // only after the next success.
         if let Some(t) = store.last_success_at().await? {
@@ -505,6 +506,9 @@ impl App {
         http_cancel.cancel();
         if !http_done {
             let _ = http.await;
+        }
+        if let Err(e) = self.store.instance_stopped(self.clock.now()).await {
+            warn!(error = %e, "cannot record this daemon's stop in the database; `dingrec status` shows it gone once its lease runs out");
         }
         self.store.close().await;
         info!("stopped");

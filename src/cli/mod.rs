@@ -7,6 +7,7 @@ mod history;
 mod next;
 mod policies;
 mod quota;
+mod status;
 mod trigger;
 
 use std::path::PathBuf;
@@ -145,6 +146,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: TableOrJson,
     },
+    /// The dingrec daemons on this database in the last 24 h: `live` (renewing its leases),
+    /// `stopped` (cleanly), or `gone` (its lease ran out: killed, crashed, or its machine is
+    /// down), with the attempts and checks each holds (claimed, no outcome yet).
+    Status {
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
     /// Start recording now for one policy: a manual occurrence, logged like any other. Retries
     /// as the policy says, until the recording runs or the policy's window passes.
     Trigger {
@@ -257,6 +265,7 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             format,
         } => alerts::list(settings, since, format).await,
         Command::Quota { format } => quota::run(settings, format).await,
+        Command::Status { format } => status::run(settings, format).await,
         Command::Trigger {
             policy,
             conference_id,

@@ -18,6 +18,7 @@ use crate::domain::time::fmt_utc;
 use crate::metrics::Metrics;
 use crate::scheduler::health::Health;
 use crate::store::Store;
+use crate::store::leases::Liveness;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -87,6 +88,30 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
                 "oldest_pending_age_ms": a.oldest_created_at.map(|t| (now - t).num_milliseconds().max(0)),
             })
         });
+    let now = s.clock.now();
+    let instances = tokio::time::timeout(
+        timeout,
+        s.store
+            .instances(crate::domain::time::sub(now, Duration::from_secs(24 * 3600)).unwrap_or(now)),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|rows| {
+        rows.iter()
+            .filter(|i| i.liveness(now) == Liveness::Live)
+            .map(|i| {
+                json!({
+                    "instance": i.instance,
+                    "version": i.version,
+                    "started_at": fmt_utc(i.started_at),
+                    "seen_at": fmt_utc(i.seen_at),
+                    "attempts_in_flight": i.attempts,
+                    "checks_in_flight": i.checks,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
     let mut occurrences = serde_json::Map::new();
     for st in OccurrenceState::LIVE {
         occurrences.insert(st.to_string(), json!(0));
@@ -105,6 +130,7 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         "status": if ready { "ok" } else { "unavailable" },
         "instance": crate::instance::this(),
         "engine": "sqlite",
+        "instances": instances,
         "database": if db_error.is_none() { "ok" } else { "error" },
         "database_error": db_error,
         "scheduler": {

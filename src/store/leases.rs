@@ -8,10 +8,61 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 
 use super::occurrences::{Held, Recovery, close_interrupted};
-use super::{Result, Store};
-use crate::domain::time::fmt_utc;
+use super::{Result, Store, StoreError};
+use crate::domain::time::{fmt_utc, parse_utc};
+
+/// A dingrec process that ran on this database (`instances`), and what it holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    /// `hostname:pid`.
+    pub instance: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat (a clean stop's time, once stopped).
+    pub seen_at: DateTime<Utc>,
+    /// Its `scheduler.lease`.
+    pub lease: Duration,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Attempts and checks it claimed that have no outcome yet.
+    pub attempts: u64,
+    pub checks: u64,
+}
+
+/// Where a process is, by its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Renewing its leases.
+    Live,
+    /// Stopped cleanly.
+    Stopped,
+    /// Its heartbeat is older than its lease: killed, crashed, or its machine is down.
+    Gone,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Live => "live",
+            Liveness::Stopped => "stopped",
+            Liveness::Gone => "gone",
+        }
+    }
+}
+
+impl InstanceRow {
+    pub fn liveness(&self, now: DateTime<Utc>) -> Liveness {
+        if self.stopped_at.is_some() {
+            Liveness::Stopped
+        } else if crate::domain::time::add(self.seen_at, self.lease).is_some_and(|until| until > now) {
+            Liveness::Live
+        } else {
+            Liveness::Gone
+        }
+    }
+}
 
 impl Store {
     /// Hold claims for `lease` from now on (`scheduler.lease`).
@@ -29,22 +80,76 @@ impl Store {
         fmt_utc(crate::domain::time::add(now, self.lease).unwrap_or(DateTime::<Utc>::MAX_UTC))
     }
 
-    /// Move this process's leases on its attempts and checks without an outcome to `now` + the
-    /// lease; how many rows it holds. Reads first: a daemon with nothing in flight writes nothing.
+    /// This daemon runs from `now` (`instances`): `dingrec status` and `/readyz` list it while it
+    /// renews its leases.
+    pub async fn register_instance(&self, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO instances (instance, version, started_at, seen_at, lease_ms) VALUES (?1, ?2, ?3, ?3, ?4) \
+             ON CONFLICT (instance) DO UPDATE SET version = excluded.version, started_at = excluded.started_at, \
+             seen_at = excluded.seen_at, lease_ms = excluded.lease_ms, stopped_at = NULL",
+        )
+        .bind(crate::instance::this())
+        .bind(env!("CARGO_PKG_VERSION"))
+        .bind(fmt_utc(now))
+        .bind(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// This daemon stopped cleanly at `now`.
+    pub async fn instance_stopped(&self, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE instances SET stopped_at = ?1, seen_at = ?1 WHERE instance = ?2")
+            .bind(fmt_utc(now))
+            .bind(crate::instance::this())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// The processes seen since `since`, newest first, with what each holds now.
+    pub async fn instances(&self, since: DateTime<Utc>) -> Result<Vec<InstanceRow>> {
+        let rows = sqlx::query(
+            "SELECT i.instance, i.version, i.started_at, i.seen_at, i.lease_ms, i.stopped_at, \
+             (SELECT COUNT(*) FROM attempts INDEXED BY attempts_open WHERE outcome IS NULL AND instance = i.instance) AS attempts, \
+             (SELECT COUNT(*) FROM checks INDEXED BY checks_open WHERE outcome IS NULL AND instance = i.instance) AS checks \
+             FROM instances i WHERE i.seen_at >= ?1 ORDER BY i.started_at DESC, i.instance",
+        )
+        .bind(fmt_utc(since))
+        .fetch_all(self.pool())
+        .await?;
+        let time = |s: &str| parse_utc(s).map_err(|e| StoreError::Data(format!("instances: {e}")));
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        rows.iter()
+            .map(|r| {
+                let stopped: Option<&str> = r.try_get("stopped_at")?;
+                Ok(InstanceRow {
+                    instance: r.try_get("instance")?,
+                    version: r.try_get("version")?,
+                    started_at: time(r.try_get("started_at")?)?,
+                    seen_at: time(r.try_get("seen_at")?)?,
+                    lease: Duration::from_millis(count(r.try_get("lease_ms")?)),
+                    stopped_at: stopped.map(time).transpose()?,
+                    attempts: count(r.try_get("attempts")?),
+                    checks: count(r.try_get("checks")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Move this process's heartbeat to `now`, and its leases on attempts and checks without an
+    /// outcome to `now` + the lease; how many rows it holds.
     pub async fn renew_leases(&self, now: DateTime<Utc>) -> Result<u64> {
         let me = crate::instance::this();
-        let held: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM attempts INDEXED BY attempts_open WHERE outcome IS NULL AND instance = ?1) \
-             + (SELECT COUNT(*) FROM checks INDEXED BY checks_open WHERE outcome IS NULL AND instance = ?1)",
-        )
-        .bind(me)
-        .fetch_one(self.pool())
-        .await?;
-        if held == 0 {
-            return Ok(0);
-        }
         let until = self.lease_until(now);
         let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE instances SET seen_at = ?1 WHERE instance = ?2")
+            .bind(fmt_utc(now))
+            .bind(me)
+            .execute(&mut *tx)
+            .await?;
         let mut n = 0;
         for sql in [
             "UPDATE attempts INDEXED BY attempts_open SET lease_until = ?1 WHERE outcome IS NULL AND instance = ?2",

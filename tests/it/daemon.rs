@@ -693,7 +693,7 @@ async fn a_restarted_daemon_uses_the_token_it_kept_and_a_refused_one_is_replaced
 /// A call in flight stays this daemon's: its lease (`scheduler.lease`, here 5 s) is renewed while
 /// DingTalk takes its time, well past the lease the claim wrote, and the row names the holder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_in_flight_keeps_its_lease_renewed_past_the_first_one() {
+async fn a_call_in_flight_keeps_its_lease_and_status_shows_who_holds_it_live_gone_or_stopped() {
     let f = fake(Scenario {
         meetings: vec![live("conf-slow", vec![step("hang", 1)])],
         ..Scenario::default()
@@ -721,12 +721,69 @@ async fn a_call_in_flight_keeps_its_lease_renewed_past_the_first_one() {
     })
     .await;
     assert_eq!(f.start_requests().len(), 1, "one call, still unanswered");
-    assert_eq!(
-        sqlite(&db, "SELECT instance FROM attempts"),
-        format!("{}:{}", dingrec::instance::hostname(), d.child.id())
-    );
+    let me = format!("{}:{}", dingrec::instance::hostname(), d.child.id());
+    assert_eq!(sqlite(&db, "SELECT instance FROM attempts"), me);
+    // `/readyz` and `dingrec status` name the live daemon and what it holds.
+    let readyz: serde_json::Value =
+        serde_json::from_str(&d.get("/readyz").await.expect("readyz").1).expect("json");
+    let live = &readyz["instances"];
+    assert_eq!(live.as_array().map(Vec::len), Some(1), "{readyz}");
+    assert_eq!(live[0]["instance"], me.as_str());
+    assert_eq!(live[0]["attempts_in_flight"], 1);
+    let status = |cfg: &std::path::Path| {
+        let out = cli(cfg, &["status", "--format", "json"])
+            .output()
+            .expect("status");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|i| {
+                (
+                    i["instance"].as_str().unwrap_or_default().to_owned(),
+                    i["state"].as_str().unwrap_or_default().to_owned(),
+                    i["attempts_in_flight"].as_u64().unwrap_or(99),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status(&cfg), [(me.clone(), "live".to_owned(), 1)]);
+    // Killed: it stops renewing; once its lease ran out it is gone, still holding its attempt
+    // (under SQLite the next daemon's start closes it).
     d.signal("KILL");
     d.wait(HANG).await;
+    wait_for("the killed daemon gone", HANG, || {
+        status(&cfg) == [(me.clone(), "gone".to_owned(), 1)]
+    })
+    .await;
+    let mut again = Daemon::spawn(&cfg, &[]);
+    wait_for("the meeting recorded by the next daemon", HANG, || {
+        sqlite(&db, "SELECT state FROM occurrences") == "succeeded"
+    })
+    .await;
+    let next = format!("{}:{}", dingrec::instance::hostname(), again.child.id());
+    assert_eq!(
+        status(&cfg),
+        [
+            (next.clone(), "live".to_owned(), 0),
+            (me.clone(), "gone".to_owned(), 0)
+        ],
+        "the new daemon closed the killed one's attempt at its start"
+    );
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT group_concat(outcome || '@' || instance, ' ') FROM attempts ORDER BY id"
+        ),
+        format!("interrupted@{me} success@{next}")
+    );
+    again.signal("TERM");
+    assert_eq!(again.wait(HANG).await, Some(0));
+    assert_eq!(
+        status(&cfg),
+        [(next, "stopped".to_owned(), 0), (me, "gone".to_owned(), 0)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
