@@ -9,6 +9,7 @@ pub mod leases;
 pub mod lock;
 pub mod occurrences;
 pub mod policies;
+pub mod postgres;
 pub mod tokens;
 pub mod usage;
 

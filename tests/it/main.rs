@@ -8,6 +8,7 @@ mod daemon;
 mod dingtalk_client;
 mod dingtalk_fixtures;
 mod layout;
+mod postgres;
 mod quota;
 mod reliability;
 mod scheduler;
