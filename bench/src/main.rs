@@ -983,7 +983,8 @@ async fn main() {
         }
         return;
     }
-    // One scenario on its own, printed, for tuning: `--burst N`, `--paced N RATE`, `--monday`.
+    // One scenario on its own, printed, for tuning: `--burst N`, `--paced N RATE`, `--monday`,
+    // `--idle N`.
     let num = |k: usize| args.get(k).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     let one = match args.get(1).map(String::as_str) {
         Some("--burst") => Some(
@@ -1002,6 +1003,12 @@ async fn main() {
                 }),
         ),
         Some("--monday") => Some(monday(&bin_or_exit()).await.map(|m| format!("{m:?}"))),
+        Some("--idle") => Some(idle(&bin_or_exit(), num(2), 60).await.map(|(cpu, rss)| {
+            format!(
+                "idle with {} cron policies: {cpu:.2} s CPU in 60 s, RSS {rss:.1} MB",
+                num(2)
+            )
+        })),
         _ => None,
     };
     if let Some(one) = one {
