@@ -20,8 +20,11 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::alerts::{AlertEnd, AlertRow, GIVE_UP_AFTER};
 
-/// How often the sender looks for due alerts.
+/// The sender looks for due alerts after a write of this daemon commits (alerts are written by the
+/// transactions that make occurrences final), at most every `POLL`, and at least every
+/// `IDLE_POLL` (retries coming due, writes of other processes).
 pub const POLL: Duration = Duration::from_millis(500);
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// A robot takes 20 messages a minute (docs/dingtalk.md); over it, it is muted for 10 minutes.
 pub const ROBOT_PER_MINUTE: usize = 20;
 /// The minute, stretched by a second against clock and network jitter.
@@ -99,15 +102,23 @@ impl Sender {
     /// Deliver until `cancel`; an error (the database failed) ends the daemon.
     pub async fn run_until_stopped(mut self, cancel: CancellationToken) -> Result<(), String> {
         let mut last_auth: Option<String> = None;
+        let commits = self.store.commits();
         loop {
+            let started = tokio::time::Instant::now();
             let status = self.token.borrow_and_update().clone();
             self.auth_broken(&status, &mut last_auth).await?;
             self.round(&cancel).await.map_err(|e| format!("alerts: {e}"))?;
             let stats = self.store.alerts_pending().await.map_err(|e| e.to_string())?;
             self.metrics.alerts_pending(stats.pending);
+            // At most one round per POLL, however many writes commit (a burst commits thousands).
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep_until(started + POLL) => {}
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep_until(started + IDLE_POLL) => {}
+                () = commits.notified() => {}
                 _ = self.token.changed() => {}
             }
         }

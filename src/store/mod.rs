@@ -62,12 +62,15 @@ pub struct Store {
     quota_tz: chrono_tz::Tz,
     /// How long a claimed attempt or check is held without being renewed (`scheduler.lease`).
     lease: Duration,
+    /// Told after every write this process commits (see [`Store::commits`]).
+    committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the process's write turn until it ends.
 pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
+    committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::ops::Deref for WriteTx {
@@ -86,6 +89,7 @@ impl std::ops::DerefMut for WriteTx {
 impl WriteTx {
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
+        self.committed.notify_one();
         Ok(())
     }
 
@@ -187,6 +191,7 @@ impl Store {
             write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             quota_tz: chrono_tz::Asia::Shanghai,
             lease: crate::config::DEFAULT_LEASE,
+            committed: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -203,7 +208,19 @@ impl Store {
     pub async fn begin_write(&self) -> Result<WriteTx> {
         let turn = self.write_lock.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(WriteTx {
+            tx,
+            _turn: turn,
+            committed: self.committed.clone(),
+        })
+    }
+
+    /// Notified after a write of this process commits (a permit is kept when nobody waits): the
+    /// alert sender waits on it instead of polling, since the schema's triggers write alerts in
+    /// the transactions that make occurrences final. Writes of other processes (`dingrec
+    /// trigger`, other daemons) are not seen here; the sender's slow poll finds those.
+    pub fn commits(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.committed.clone()
     }
 
     pub fn path(&self) -> &Path {
