@@ -212,6 +212,8 @@ mod tests {
     use std::time::Duration;
 
     use super::super::Store;
+    use crate::domain::AttemptOutcome;
+    use crate::domain::outcome::codes;
     use crate::domain::time::parse_utc;
 
     async fn rows<T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin>(
@@ -323,7 +325,7 @@ mod tests {
                 (
                     7,
                     "retry_wait/2030-01-07T08:00:40.000Z".to_owned(),
-                    Some("interrupted".to_owned())
+                    Some(AttemptOutcome::Interrupted.to_string())
                 ),
                 (8, "running/-".to_owned(), None),
                 (9, "running/-".to_owned(), None),
@@ -339,7 +341,7 @@ mod tests {
             .await,
             [(
                 "error".to_owned(),
-                "interrupted".to_owned(),
+                codes::INTERRUPTED.to_owned(),
                 "watch 2030-01-07T08:00:40.000Z".to_owned()
             )],
             "the check is made again at once"
