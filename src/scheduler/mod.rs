@@ -222,8 +222,9 @@ impl Scheduler {
     /// Planning, the leases of calls in flight, and the sweep of passed windows.
     pub async fn housekeeping(&mut self) -> crate::store::Result<()> {
         self.plan().await?;
-        // A third of the lease before it runs out, on real time (a test's clock that jumps a day
-        // renews at the next tick: `lease_until` follows the injected clock).
+        // Every third of the lease, on real time or on the injected clock, whichever moved it
+        // first (`lease_until` follows the injected clock: a test's clock that jumps a day
+        // renews at the next tick).
         let renew_every = self.store.lease() / 3;
         if self.renewed.is_none_or(|(real, clock)| {
             real.elapsed() >= renew_every

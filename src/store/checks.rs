@@ -315,9 +315,8 @@ impl Store {
         Ok(effect)
     }
 
-    /// At start: checks left without an outcome are closed as `error` and redone now.
-    /// Checks left without an outcome (all, or those in the JSON array `only`) are closed and
-    /// made again at once.
+    /// Checks left without an outcome (all at start, or those in the JSON array `only`) are
+    /// closed as `error` and made again now.
     pub(crate) async fn recover_checks(
         tx: &mut super::WriteTx,
         now_s: &str,

@@ -192,14 +192,13 @@ impl Store {
             tx.rollback().await?;
             return Ok(Recovery::default());
         }
-        let json = |ids: &mut dyn Iterator<Item = i64>| {
-            serde_json::to_string(&ids.collect::<Vec<_>>())
-                .map_err(|e| super::StoreError::Data(format!("lease ids: {e}")))
+        let json = |ids: Vec<i64>| {
+            serde_json::to_string(&ids).map_err(|e| StoreError::Data(format!("lease ids: {e}")))
         };
         let held = Held {
-            attempts: json(&mut attempts.iter().map(|a| a.0))?,
-            occurrences: json(&mut attempts.iter().map(|a| a.1))?,
-            checks: json(&mut checks.iter().copied())?,
+            attempts: json(attempts.iter().map(|a| a.0).collect())?,
+            occurrences: json(attempts.iter().map(|a| a.1).collect())?,
+            checks: json(checks)?,
         };
         let rec = close_interrupted(&mut tx, &self.usage_day(now), &now_s, Some(&held)).await?;
         tx.commit().await?;

@@ -918,17 +918,17 @@ pub(crate) async fn close_interrupted(
     // The quota: DingTalk may have counted an interrupted call; it is counted here (a call
     // claimed but not yet sent at a crash is counted too: the count errs high, never low).
     let (starts, lookups): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COUNT(p.schedule_conference_id) FROM attempts a INDEXED BY attempts_open \
-             JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id WHERE a.outcome IS NULL \
-             AND (?1 IS NULL OR a.id IN (SELECT value FROM json_each(?1)))",
-        )
-        .bind(attempts)
-        .fetch_one(&mut **tx)
-        .await?;
+        "SELECT COUNT(*), COUNT(p.schedule_conference_id) FROM attempts a INDEXED BY attempts_open \
+         JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id WHERE a.outcome IS NULL \
+         AND (?1 IS NULL OR a.id IN (SELECT value FROM json_each(?1)))",
+    )
+    .bind(attempts)
+    .fetch_one(&mut **tx)
+    .await?;
     let (infos, videos): (i64, i64) = sqlx::query_as(
         "SELECT COUNT(*) FILTER (WHERE kind <> 'video'), COUNT(*) FILTER (WHERE kind = 'video') \
-             FROM checks INDEXED BY checks_open WHERE outcome IS NULL \
-             AND (?1 IS NULL OR id IN (SELECT value FROM json_each(?1)))",
+         FROM checks INDEXED BY checks_open WHERE outcome IS NULL \
+         AND (?1 IS NULL OR id IN (SELECT value FROM json_each(?1)))",
     )
     .bind(checks)
     .fetch_one(&mut **tx)
@@ -944,39 +944,39 @@ pub(crate) async fn close_interrupted(
     }
     super::usage::add_calls(tx, day, &calls).await?;
     rec.interrupted_attempts = sqlx::query(
-            "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
-             message = 'dingrec stopped before this attempt had an outcome', finished_at = ?1 WHERE outcome IS NULL \
-             AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
-        )
-        .bind(now_s)
-        .bind(attempts)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
+         message = 'dingrec stopped before this attempt had an outcome', finished_at = ?1 WHERE outcome IS NULL \
+         AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+    )
+    .bind(now_s)
+    .bind(attempts)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     // A call may have gone out and started the recording: with verify on, one check settles
     // it before any new StartCloudRecord (recording: succeeded; not: started again).
     rec.settling = sqlx::query(
-            "UPDATE occurrences SET state = 'verifying', next_check_at = ?1, next_check_kind = 'start', \
-             check_count = MAX(0, (SELECT verify ->> '$.checks' FROM policies WHERE id = occurrences.policy_id) - 1), \
-             check_failures = 0, last_code = 'interrupted', updated_at = ?1 \
-             WHERE state = 'running' AND (SELECT verify FROM policies WHERE id = occurrences.policy_id) IS NOT NULL \
-             AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
-        )
-        .bind(now_s)
-        .bind(occurrences)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        "UPDATE occurrences SET state = 'verifying', next_check_at = ?1, next_check_kind = 'start', \
+         check_count = MAX(0, (SELECT verify ->> '$.checks' FROM policies WHERE id = occurrences.policy_id) - 1), \
+         check_failures = 0, last_code = 'interrupted', updated_at = ?1 \
+         WHERE state = 'running' AND (SELECT verify FROM policies WHERE id = occurrences.policy_id) IS NOT NULL \
+         AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+    )
+    .bind(now_s)
+    .bind(occurrences)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     rec.interrupted_checks = Store::recover_checks(tx, now_s, checks).await?;
     rec.resumed = sqlx::query(
-            "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?1, last_code = 'interrupted', updated_at = ?1 \
-             WHERE state = 'running' AND window_ends_at > ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
-        )
-        .bind(now_s)
-        .bind(occurrences)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+        "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?1, last_code = 'interrupted', updated_at = ?1 \
+         WHERE state = 'running' AND window_ends_at > ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
+    )
+    .bind(now_s)
+    .bind(occurrences)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     rec.finals.extend(expire_running(tx, now_s, occurrences).await?);
     Ok(rec)
 }
