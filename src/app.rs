@@ -144,8 +144,9 @@ pub struct App {
     /// Taken by `run_until_stopped`.
     listener: Option<TcpListener>,
     scheduler: Option<Scheduler>,
-    /// Held for the daemon's life: no second daemon on the same database.
-    _instance_lock: InstanceLock,
+    /// Held for the daemon's life: no second daemon on the same SQLite file. (On PostgreSQL
+    /// several daemons share the database: leases and row locks keep them apart.)
+    _instance_lock: Option<InstanceLock>,
     /// Tells the quota task that the policies changed: forecast again.
     replan: Arc<tokio::sync::Notify>,
 }
@@ -174,7 +175,10 @@ impl App {
             .check_secrets()
             .map_err(|e| BuildError::Config(e.to_string()))?;
         // Before anything touches the database: one daemon per file.
-        let instance_lock = InstanceLock::acquire(&settings.database.path)?;
+        let instance_lock = match settings.database.engine() {
+            crate::config::Engine::Sqlite => Some(InstanceLock::acquire(&settings.database.path)?),
+            crate::config::Engine::Postgres => None,
+        };
         let quota = settings
             .dingtalk
             .quota()
@@ -406,6 +410,7 @@ impl App {
         });
         let drain = self.settings.scheduler.shutdown_timeout;
         let scheduler_cancel = cancel.child_token();
+        let wake = [scheduler.dispatcher.notify.clone(), self.replan.clone()];
         let mut loop_task = tokio::spawn(scheduler.run_until_stopped(scheduler_cancel, drain));
         let sender = crate::alerts::sender::Sender::new(
             &self.settings.alerts,
@@ -427,10 +432,16 @@ impl App {
         };
         // The alert sender and the quota task: either one failing ends the daemon.
         let (alerts_cancel, quota_cancel) = (cancel.child_token(), cancel.child_token());
+        let (store, watch_cancel) = (self.store.clone(), cancel.child_token());
         let mut alert_task = tokio::spawn(async move {
+            let watch = async {
+                store.watch_policies(&wake, &watch_cancel).await;
+                Ok::<(), String>(())
+            };
             tokio::try_join!(
                 sender.run_until_stopped(alerts_cancel),
-                quota.run_until_stopped(quota_cancel)
+                quota.run_until_stopped(quota_cancel),
+                watch
             )
             .map(|_| ())
         });

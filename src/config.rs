@@ -42,11 +42,22 @@ pub enum Synchronous {
     Normal,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
-    /// SQLite file, created if missing (WAL mode).
+    /// SQLite file, created if missing (WAL mode). Unused with `url`.
     pub path: PathBuf,
+    /// `postgres://user@host[:port]/dbname[?sslmode=…]`: PostgreSQL instead of the SQLite file, for
+    /// several daemons on one database (`docs/database.md`). Empty: SQLite at `path`. Never holds
+    /// the password (`password_file`).
+    pub url: String,
+    /// File holding the PostgreSQL password; else `$CREDENTIALS_DIRECTORY/database_password`; else
+    /// `DINGREC_DATABASE__PASSWORD`; else none (peer or certificate authentication).
+    pub password_file: PathBuf,
+    #[serde(skip_serializing)]
+    pub password: Option<SecretString>,
+    /// PostgreSQL connections this process keeps at most (1 to 64).
+    pub max_connections: u32,
     /// How long a writer waits for a lock held by another process (SQLite `busy_timeout`).
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
@@ -55,10 +66,120 @@ pub struct DatabaseSettings {
     pub synchronous: Synchronous,
 }
 
+/// Where the SQLite database is when the configuration names none.
+pub const DEFAULT_DATABASE_PATH: &str = "/var/lib/dingrec/dingrec.db";
+
+/// Bounds of `database.max_connections`.
+pub const MAX_DATABASE_CONNECTIONS: u32 = 64;
+
+/// Which engine a configuration selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn engine(&self) -> Engine {
+        if self.url.is_empty() {
+            Engine::Sqlite
+        } else {
+            Engine::Postgres
+        }
+    }
+
+    /// Where the database is, for messages: the SQLite file, or the URL (which holds no password).
+    pub fn location(&self) -> String {
+        match self.engine() {
+            Engine::Sqlite => self.path.display().to_string(),
+            Engine::Postgres => self.url.clone(),
+        }
+    }
+
+    /// `url`'s checks: a PostgreSQL URL without a password, and no `path` beside it.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections > MAX_DATABASE_CONNECTIONS {
+            return Err(ConfigError::Invalid(format!(
+                "database.max_connections must be between 1 and {MAX_DATABASE_CONNECTIONS} (it is {})",
+                self.max_connections
+            )));
+        }
+        if self.url.is_empty() {
+            return Ok(());
+        }
+        let bad = |why: &str| ConfigError::Invalid(format!("database.url: {why}"));
+        if self.path != Path::new(DEFAULT_DATABASE_PATH) {
+            return Err(bad(
+                "database.url (PostgreSQL) and database.path (SQLite) exclude each other: keep one",
+            ));
+        }
+        let parsed = reqwest::Url::parse(&self.url).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(bad("must begin with postgres:// (SQLite is database.path)"));
+        }
+        if parsed.password().is_some()
+            || parsed
+                .query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+        {
+            return Err(bad(
+                "holds a password: the URL is logged and shown; put the password in database.password_file or $CREDENTIALS_DIRECTORY/database_password",
+            ));
+        }
+        self.postgres_options().map(|_| ())
+    }
+
+    /// The PostgreSQL connection options: the URL's, with the password resolved apart.
+    pub fn postgres_options(&self) -> Result<sqlx::postgres::PgConnectOptions, ConfigError> {
+        let options: sqlx::postgres::PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|e: sqlx::Error| ConfigError::Invalid(format!("database.url: {e}")))?;
+        Ok(match &self.password {
+            Some(p) => options.password(p.expose_secret()),
+            None => options,
+        })
+    }
+}
+
+impl PartialEq for DatabaseSettings {
+    fn eq(&self, other: &Self) -> bool {
+        same_secret(&self.password, &other.password)
+            && serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("path", &self.path)
+            .field("url", &self.url)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("max_connections", &self.max_connections)
+            .field("busy_timeout", &self.busy_timeout)
+            .field("synchronous", &self.synchronous)
+            .finish()
+    }
+}
+
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("/var/lib/dingrec/dingrec.db"),
+            path: PathBuf::from(DEFAULT_DATABASE_PATH),
+            url: String::new(),
+            password_file: PathBuf::new(),
+            password: None,
+            max_connections: 5,
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
         }
@@ -111,12 +232,15 @@ pub struct DingTalkSettings {
     pub quota_reserve: f64,
 }
 
+/// Two optional secrets are the same value (compared without printing them).
+fn same_secret(a: &Option<SecretString>, b: &Option<SecretString>) -> bool {
+    a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
+}
+
 /// Secrets compare by value (a changed secret file is a changed setting), without printing them.
 impl PartialEq for DingTalkSettings {
     fn eq(&self, other: &Self) -> bool {
-        let secret = |a: &Option<SecretString>, b: &Option<SecretString>| {
-            a.as_ref().map(ExposeSecret::expose_secret) == b.as_ref().map(ExposeSecret::expose_secret)
-        };
+        let secret = same_secret;
         secret(&self.app_secret, &other.app_secret)
             && secret(&self.suite_secret, &other.suite_secret)
             && secret(&self.suite_ticket, &other.suite_ticket)
@@ -783,6 +907,13 @@ impl Settings {
             "suite_ticket",
             d.suite_ticket.take(),
         )?;
+        let db = &mut self.database;
+        db.password = read_secret(
+            &db.password_file,
+            credentials_dir,
+            "database_password",
+            db.password.take(),
+        )?;
         self.alerts.resolve_secrets(credentials_dir)
     }
 
@@ -796,6 +927,7 @@ impl Settings {
     /// Checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_base_url(&self.dingtalk.base_url)?;
+        self.database.validate()?;
         self.alerts.validate()?;
         self.defaults.typed()?;
         if self.dingtalk.request_timeout.is_zero() || self.dingtalk.connect_timeout.is_zero() {

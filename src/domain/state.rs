@@ -14,7 +14,7 @@ macro_rules! text_enum {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
         #[serde(rename_all = "snake_case")]
-        #[sqlx(rename_all = "snake_case")]
+        #[sqlx(type_name = "text", rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* $variant),+
         }

@@ -129,7 +129,7 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
     let body = json!({
         "status": if ready { "ok" } else { "unavailable" },
         "instance": crate::instance::this(),
-        "engine": "sqlite",
+        "engine": s.store.engine().as_str(),
         "instances": instances,
         "database": if db_error.is_none() { "ok" } else { "error" },
         "database_error": db_error,

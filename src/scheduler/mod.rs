@@ -132,6 +132,11 @@ impl Scheduler {
     /// At start: close interrupted attempts, resume, catch up or mark missed.
     pub async fn recover(&self) -> crate::store::Result<()> {
         let rec = self.store.recover(self.clock.now()).await?;
+        self.report_recovery(&rec, "recovered from an earlier stop");
+        Ok(())
+    }
+
+    fn report_recovery(&self, rec: &crate::store::occurrences::Recovery, what: &'static str) {
         if rec.interrupted_attempts > 0 || rec.resumed > 0 || rec.caught_up > 0 || rec.interrupted_checks > 0
         {
             warn!(
@@ -140,13 +145,12 @@ impl Scheduler {
                 interrupted_checks = rec.interrupted_checks,
                 resumed = rec.resumed,
                 caught_up = rec.caught_up,
-                "recovered from an earlier stop"
+                "{what}"
             );
         }
         for ev in &rec.finals {
             report_final(&self.metrics, ev);
         }
-        Ok(())
     }
 
     /// Write occurrence rows for every policy that needs them. Returns rows written.
@@ -234,6 +238,12 @@ impl Scheduler {
         }) {
             self.store.renew_leases(self.clock.now()).await?;
             self.renewed = Some((tokio::time::Instant::now(), self.clock.now()));
+        }
+        // Several daemons on PostgreSQL: the calls of one that died are taken over once their
+        // leases run out (under SQLite's lock the start-up recovery did that for all).
+        if self.store.engine() == crate::config::Engine::Postgres {
+            let rec = self.store.take_over_expired(self.clock.now()).await?;
+            self.report_recovery(&rec, "took over the calls of a dingrec whose leases ran out");
         }
         for ev in self.store.sweep(self.clock.now()).await? {
             report_final(&self.metrics, &ev);

@@ -82,6 +82,9 @@ impl Store {
         any_destination: bool,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.set_alert_routing(default, events, any_destination, now).await;
+        }
         let mut tx = self.begin_write().await?;
         if any_destination {
             sqlx::query(
@@ -108,6 +111,9 @@ impl Store {
         facts: &Facts,
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        if let Some(pg) = self.postgres() {
+            return pg.raise_alert(event, destinations, facts, now).await;
+        }
         let mut tx = self.begin_write().await?;
         let payload = serde_json::to_string(facts).map_err(|e| StoreError::Data(e.to_string()))?;
         let now_s = fmt_utc(now);
@@ -132,23 +138,29 @@ impl Store {
 
     /// Pending alerts due at `now`, oldest first (at most `limit`).
     pub async fn alerts_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
+        if let Some(pg) = self.postgres() {
+            return pg.alerts_due(now, limit).await;
+        }
         let q = format!(
             "{SELECT} WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(fmt_utc(now))
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(AlertRow::from_row).collect()
     }
 
     /// The alerts of one robot message (a batch being sent again).
     pub async fn alert_batch(&self, batch: &str) -> Result<Vec<AlertRow>> {
+        if let Some(pg) = self.postgres() {
+            return pg.alert_batch(batch).await;
+        }
         let q = format!("{SELECT} WHERE batch = ? AND state = 'pending' ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(batch)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(AlertRow::from_row).collect()
     }
@@ -156,6 +168,9 @@ impl Store {
     /// Before a send: the alerts go out together as `batch`, one more attempt each. Committed
     /// before the call, so that a crash mid-send sends the same message (same `msgUuid`) again.
     pub async fn start_alert_send(&self, ids: &[i64], batch: &str) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.start_alert_send(ids, batch).await;
+        }
         let mut tx = self.begin_write().await?;
         for id in ids {
             sqlx::query(
@@ -171,6 +186,9 @@ impl Store {
 
     /// After a send: delivered (`Ok`), tried again at `retry_at`, or given up.
     pub async fn finish_alert_send(&self, ids: &[i64], end: AlertEnd<'_>, now: DateTime<Utc>) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.finish_alert_send(ids, end, now).await;
+        }
         let mut tx = self.begin_write().await?;
         let now_s = fmt_utc(now);
         for id in ids {
@@ -197,18 +215,24 @@ impl Store {
 
     /// Alerts created at or after `since`, newest first.
     pub async fn alerts_since(&self, since: DateTime<Utc>) -> Result<Vec<AlertRow>> {
+        if let Some(pg) = self.postgres() {
+            return pg.alerts_since(since).await;
+        }
         let q = format!("{SELECT} WHERE created_at >= ? ORDER BY id DESC");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(fmt_utc(since))
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         rows.iter().map(AlertRow::from_row).collect()
     }
 
     pub async fn alerts_pending(&self) -> Result<PendingStats> {
+        if let Some(pg) = self.postgres() {
+            return pg.alerts_pending().await;
+        }
         let (pending, oldest): (i64, Option<String>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM alerts WHERE state = 'pending'")
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await?;
         Ok(PendingStats {
             pending,

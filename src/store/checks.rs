@@ -96,6 +96,9 @@ impl Store {
     /// Claim up to `limit` due checks: their intent rows are written and their occurrences' next
     /// check cleared (one in flight at a time), in one transaction.
     pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {
+        if let Some(pg) = self.postgres() {
+            return pg.claim_checks(now, limit).await;
+        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query_scalar(CLAIM_CHECKS)
@@ -157,6 +160,9 @@ impl Store {
     /// Is any check due later or in flight? (One statement: a claim moves a check from one to
     /// the other in one commit.)
     pub async fn checks_pending(&self) -> Result<bool> {
+        if let Some(pg) = self.postgres() {
+            return pg.checks_pending().await;
+        }
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM checks INDEXED BY checks_open WHERE outcome IS NULL) \
              OR EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_next_check WHERE next_check_at IS NOT NULL)",
@@ -167,6 +173,9 @@ impl Store {
 
     /// When the next check is due, if any is pending.
     pub async fn next_check_at(&self) -> Result<Option<DateTime<Utc>>> {
+        if let Some(pg) = self.postgres() {
+            return pg.next_check_at().await;
+        }
         let t: Option<String> = sqlx::query_scalar(NEXT_CHECK).fetch_one(self.pool()).await?;
         t.map(|s| parse_utc(&s).map_err(|e| bad("next_check_at", e)))
             .transpose()
@@ -181,6 +190,9 @@ impl Store {
         next: CheckNext,
         now: DateTime<Utc>,
     ) -> Result<CheckEffect> {
+        if let Some(pg) = self.postgres() {
+            return pg.complete_check(c, result, outcome, next, now).await;
+        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         sqlx::query(

@@ -83,6 +83,9 @@ impl Store {
     /// This daemon runs from `now` (`instances`): `dingrec status` and `/readyz` list it while it
     /// renews its leases.
     pub async fn register_instance(&self, now: DateTime<Utc>) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.register_instance(now).await;
+        }
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO instances (instance, version, started_at, seen_at, lease_ms) VALUES (?1, ?2, ?3, ?3, ?4) \
@@ -100,6 +103,9 @@ impl Store {
 
     /// This daemon stopped cleanly at `now`.
     pub async fn instance_stopped(&self, now: DateTime<Utc>) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.instance_stopped(now).await;
+        }
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE instances SET stopped_at = ?1, seen_at = ?1 WHERE instance = ?2")
             .bind(fmt_utc(now))
@@ -111,6 +117,9 @@ impl Store {
 
     /// The processes seen since `since`, newest first, with what each holds now.
     pub async fn instances(&self, since: DateTime<Utc>) -> Result<Vec<InstanceRow>> {
+        if let Some(pg) = self.postgres() {
+            return pg.instances(since).await;
+        }
         let rows = sqlx::query(
             "SELECT i.instance, i.version, i.started_at, i.seen_at, i.lease_ms, i.stopped_at, \
              (SELECT COUNT(*) FROM attempts INDEXED BY attempts_open WHERE outcome IS NULL AND instance = i.instance) AS attempts, \
@@ -142,6 +151,9 @@ impl Store {
     /// Move this process's heartbeat to `now`, and its leases on attempts and checks without an
     /// outcome to `now` + the lease; how many rows it holds.
     pub async fn renew_leases(&self, now: DateTime<Utc>) -> Result<u64> {
+        if let Some(pg) = self.postgres() {
+            return pg.renew_leases(now).await;
+        }
         let me = crate::instance::this();
         let until = self.lease_until(now);
         let mut tx = self.begin_write().await?;
@@ -170,6 +182,9 @@ impl Store {
     /// closed as `interrupted`, their occurrences carried on (see [`Store::recover`]). Rows written
     /// before leases existed (no `lease_until`) are left to the start-up recovery.
     pub async fn take_over_expired(&self, now: DateTime<Utc>) -> Result<Recovery> {
+        if let Some(pg) = self.postgres() {
+            return pg.take_over_expired(now).await;
+        }
         let now_s = fmt_utc(now);
         let me = crate::instance::this();
         let mut tx = self.begin_write().await?;

@@ -49,10 +49,12 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The database handle: a small pool over one SQLite file.
+/// The database handle: a small pool over one SQLite file, or over PostgreSQL (`database.url`).
+/// Its methods are the same on both; each runs its engine's SQL (PostgreSQL's in [`postgres`]).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    engine: Engine,
+    /// The SQLite file, or the PostgreSQL URL (which holds no password).
     path: PathBuf,
     /// One writer at a time inside this process, queued fairly. Without it writers meet at
     /// SQLite's lock, whose busy handler waits by sleeping in steps of up to 100 ms; with it they
@@ -64,6 +66,12 @@ pub struct Store {
     lease: Duration,
     /// Told after every write this process commits (see [`Store::commits`]).
     committed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[derive(Clone, Debug)]
+enum Engine {
+    Sqlite(SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the process's write turn until it ends.
@@ -139,9 +147,10 @@ fn connect_options(path: &Path, settings: &DatabaseSettings, access: Access) -> 
 impl Store {
     /// Open (creating if missing) and migrate, after checking an existing file is not damaged
     /// (`PRAGMA quick_check`, read-only: a damaged file is never written to). For whatever writes.
+    /// With `database.url`: connect to PostgreSQL and migrate it.
     pub async fn open(settings: &DatabaseSettings) -> Result<Store> {
         let store = Self::open_unmigrated(settings).await?;
-        MIGRATOR.run(&store.pool).await?;
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -150,6 +159,9 @@ impl Store {
     /// still shows as an error when a query reaches it.
     /// A database that does not exist is an error ("nothing was applied yet"), never created.
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
+        if settings.engine() == crate::config::Engine::Postgres {
+            return Self::open_unmigrated(settings).await;
+        }
         if !settings.path.exists() {
             return Err(StoreError::Missing(settings.path.clone()));
         }
@@ -158,6 +170,22 @@ impl Store {
 
     /// Open without running migrations (the caller runs them, e.g. `dingrec migrate`).
     pub async fn open_unmigrated(settings: &DatabaseSettings) -> Result<Store> {
+        if settings.engine() == crate::config::Engine::Postgres {
+            let options = settings.postgres_options().map_err(|e| StoreError::Open {
+                path: PathBuf::from(&settings.url),
+                source: sqlx::Error::Configuration(e.to_string().into()),
+            })?;
+            let pool = postgres::connect(options, settings.max_connections)
+                .await
+                .map_err(|source| StoreError::Open {
+                    path: PathBuf::from(&settings.url),
+                    source,
+                })?;
+            return Ok(Self::with_engine(
+                Engine::Postgres(pool),
+                PathBuf::from(&settings.url),
+            ));
+        }
         check_not_corrupt(&settings.path).await?;
         Self::connect(settings, Access::Write).await
     }
@@ -185,29 +213,67 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| classify_open_error(&path, source))?;
-        Ok(Store {
-            pool,
+        Ok(Self::with_engine(Engine::Sqlite(pool), path))
+    }
+
+    fn with_engine(engine: Engine, path: PathBuf) -> Store {
+        Store {
+            engine,
             path,
             write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             quota_tz: chrono_tz::Asia::Shanghai,
             lease: crate::config::DEFAULT_LEASE,
             committed: std::sync::Arc::new(tokio::sync::Notify::new()),
-        })
+        }
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        match &self.engine {
+            Engine::Sqlite(pool) => MIGRATOR.run(pool).await?,
+            Engine::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+        }
         Ok(())
     }
 
+    /// `sqlite` or `postgres` (`/readyz`, `dingrec status`).
+    pub fn engine(&self) -> crate::config::Engine {
+        match self.engine {
+            Engine::Sqlite(_) => crate::config::Engine::Sqlite,
+            Engine::Postgres(_) => crate::config::Engine::Postgres,
+        }
+    }
+
+    /// The PostgreSQL side of this store's methods, when it is one: every public method asks
+    /// first and hands over to [`postgres::Pg`], so the SQLite code below it runs on SQLite only.
+    pub(crate) fn postgres(&self) -> Option<postgres::Pg<'_>> {
+        match &self.engine {
+            Engine::Postgres(pool) => Some(postgres::Pg { pool, store: self }),
+            Engine::Sqlite(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, when the store is one (tests that read the database directly).
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.engine {
+            Engine::Postgres(pool) => Some(pool),
+            Engine::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool. Only the SQLite side of the methods reaches this (each hands a PostgreSQL
+    /// store to [`Store::postgres`] first), and tests that read a SQLite file directly.
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        match &self.engine {
+            Engine::Sqlite(pool) => pool,
+            Engine::Postgres(_) => unreachable!("a PostgreSQL store's method ran its SQLite statements"),
+        }
     }
 
     /// Begin a write transaction in this process's turn.
     pub async fn begin_write(&self) -> Result<WriteTx> {
+        let pool = self.pool();
         let turn = self.write_lock.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(WriteTx {
             tx,
             _turn: turn,
@@ -234,6 +300,9 @@ impl Store {
     /// lock this process holds on it, SQLite's included.) The commit goes through the pool, so a
     /// full disk shows there.
     pub async fn probe_writable(&self) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.probe_writable().await;
+        }
         writable(&self.path).map_err(|e| StoreError::Open {
             path: self.path.clone(),
             source: sqlx::Error::Io(e),
@@ -250,7 +319,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.engine {
+            Engine::Sqlite(pool) => pool.close().await,
+            Engine::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::domain::{AttemptOutcome, OccurrenceState, Trigger, Verify};
 /// One outcome of a batch, as the JSON object [`Store::complete`] hands SQLite (named keys: the
 /// SQL reads them by name, so a field added here cannot shift another).
 #[derive(Serialize)]
-struct OutcomeRow<'a> {
+pub(crate) struct OutcomeRow<'a> {
     attempt_id: i64,
     occurrence_id: i64,
     finished_at: String,
@@ -252,13 +252,13 @@ pub struct Recovery {
 /// What the rows of one read share: many policies name the same host and the same retry
 /// settings, and the attempts read together point at one copy of each.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     hosts: std::collections::HashMap<Box<str>, Arc<str>>,
     retries: std::collections::HashMap<Box<str>, Arc<RetryPolicy>>,
 }
 
 impl Shared {
-    fn host(&mut self, s: &str) -> Arc<str> {
+    pub(crate) fn host(&mut self, s: &str) -> Arc<str> {
         if let Some(h) = self.hosts.get(s) {
             return h.clone();
         }
@@ -269,7 +269,7 @@ impl Shared {
 
     /// Written by `apply` from a validated policy; should a row ever hold another shape (an
     /// older or newer dingrec), the attempt still goes out, with the default retry.
-    fn retry(&mut self, s: &str, policy: &str) -> Arc<RetryPolicy> {
+    pub(crate) fn retry(&mut self, s: &str, policy: &str) -> Arc<RetryPolicy> {
         if let Some(r) = self.retries.get(s) {
             return r.clone();
         }
@@ -424,6 +424,9 @@ where
 impl Store {
     /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
+        if let Some(pg) = self.postgres() {
+            return pg.plan_candidates(until, limit).await;
+        }
         let mut rows = sqlx::query(PLAN_CANDIDATES)
             .bind(fmt_utc(until))
             .bind(limit)
@@ -448,6 +451,9 @@ impl Store {
     /// Write planned rows (never duplicating: unique per policy and due time; a cancelled row at
     /// the same time comes back) and move each policy's `planned_until`, in one transaction.
     pub async fn write_plans(&self, plans: &[PolicyPlan], now: DateTime<Utc>) -> Result<u64> {
+        if let Some(pg) = self.postgres() {
+            return pg.write_plans(plans, now).await;
+        }
         let now_s = fmt_utc(now);
         let mut written = 0;
         let mut tx = self.begin_write().await?;
@@ -499,6 +505,9 @@ impl Store {
 
     /// The earliest instant at which an occurrence wants an attempt.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        if let Some(pg) = self.postgres() {
+            return pg.next_due_at().await;
+        }
         let row = sqlx::query(NEXT_DUE).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
     }
@@ -539,6 +548,9 @@ impl Store {
         retries_first: bool,
         read_back: usize,
     ) -> Result<Claim> {
+        if let Some(pg) = self.postgres() {
+            return pg.claim(now, limit, only, retries_first, read_back).await;
+        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let mut ids = Vec::new();
@@ -646,6 +658,9 @@ impl Store {
     /// writes never cause either: the schema's CHECKs hold the columns, and nothing deletes a
     /// running occurrence or a policy. Only an outside edit of the file can.)
     pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
+        if let Some(pg) = self.postgres() {
+            return pg.load_claimed(tickets).await;
+        }
         load_claimed(self.pool(), tickets).await
     }
 
@@ -653,6 +668,9 @@ impl Store {
     pub async fn complete(&self, done: &[Completion], now: DateTime<Utc>) -> Result<()> {
         if done.is_empty() {
             return Ok(());
+        }
+        if let Some(pg) = self.postgres() {
+            return pg.complete(done, now).await;
         }
         let now_s = fmt_utc(now);
         // Set-based, like the claim: the batch goes in as one JSON array of objects with named
@@ -708,6 +726,9 @@ impl Store {
     /// the latest past-due occurrence whose window is still open fires (`catch_up`); the others
     /// are `missed`.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
+        if let Some(pg) = self.postgres() {
+            return pg.recover(now).await;
+        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let mut rec = close_interrupted(&mut tx, &self.usage_day(now), &now_s, None).await?;
@@ -743,6 +764,9 @@ impl Store {
     /// Occurrences whose window passed before they could be attempted become `missed`; ones
     /// waiting for a retry past their window become `expired`. Returns them for logging.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
+        if let Some(pg) = self.postgres() {
+            return pg.sweep(now).await;
+        }
         let now_s = fmt_utc(now);
         // Read first: an idle daemon should not take the write lock every tick.
         let any: i64 = sqlx::query(SWEEP_ANY)
@@ -772,6 +796,11 @@ impl Store {
         window_ends_at: DateTime<Utc>,
         conference_id: Option<&str>,
     ) -> Result<i64> {
+        if let Some(pg) = self.postgres() {
+            return pg
+                .insert_manual(policy_id, policy_name, now, window_ends_at, conference_id)
+                .await;
+        }
         let mut tx = self.begin_write().await?;
         let id = insert_due_now(
             &mut tx,
@@ -791,6 +820,9 @@ impl Store {
     /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;
     /// an attempt of it still without an outcome is closed as interrupted with `why`.
     pub async fn cancel_occurrence(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.cancel_occurrence(id, why, now).await;
+        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -816,6 +848,9 @@ impl Store {
 
     /// An occurrence's state and last code, if it exists.
     pub async fn occurrence_state(&self, id: i64) -> Result<Option<(OccurrenceState, Option<String>)>> {
+        if let Some(pg) = self.postgres() {
+            return pg.occurrence_state(id).await;
+        }
         let row = sqlx::query("SELECT state, last_code FROM occurrences WHERE id = ?")
             .bind(id)
             .fetch_optional(self.pool())
@@ -825,6 +860,9 @@ impl Store {
 
     /// Live occurrences by state, for `/readyz`.
     pub async fn live_counts(&self) -> Result<Vec<(OccurrenceState, i64)>> {
+        if let Some(pg) = self.postgres() {
+            return pg.live_counts().await;
+        }
         let rows = sqlx::query(
             "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait', 'verifying') GROUP BY state",
         )
@@ -834,6 +872,9 @@ impl Store {
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
+        if let Some(pg) = self.postgres() {
+            return pg.enabled_policy_count().await;
+        }
         Ok(sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
             .fetch_one(self.pool())
             .await?
@@ -841,6 +882,9 @@ impl Store {
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
+        if let Some(pg) = self.postgres() {
+            return pg.last_success_at().await;
+        }
         let row = sqlx::query(LAST_SUCCESS).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
     }
@@ -848,6 +892,9 @@ impl Store {
     /// Drop occurrences (and their attempts and checks) that ended before `before`, and the
     /// alerts raised before it that are no longer pending.
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        if let Some(pg) = self.postgres() {
+            return pg.prune_before(before).await;
+        }
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "DELETE FROM occurrences WHERE due_at < ? AND state NOT IN ('scheduled', 'running', 'retry_wait', 'verifying')",

@@ -240,7 +240,11 @@ fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
     })
 }
 
-fn diff(existing: &HashMap<String, StoredPolicy>, new: &[PolicyRecord], prune: bool) -> Vec<Change> {
+pub(crate) fn diff(
+    existing: &HashMap<String, StoredPolicy>,
+    new: &[PolicyRecord],
+    prune: bool,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     for rec in new {
         match existing.get(&rec.name) {
@@ -281,6 +285,9 @@ fn diff(existing: &HashMap<String, StoredPolicy>, new: &[PolicyRecord], prune: b
 
 impl Store {
     pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        if let Some(pg) = self.postgres() {
+            return pg.list_policies().await;
+        }
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_POLICY} ORDER BY name")))
             .fetch_all(self.pool())
             .await?;
@@ -290,6 +297,9 @@ impl Store {
     /// Up to `limit` enabled policies with an id above `after`, by id: the forecast reads the
     /// policies a page at a time, never all at once.
     pub async fn enabled_policies_after(&self, after: i64, limit: i64) -> Result<Vec<StoredPolicy>> {
+        if let Some(pg) = self.postgres() {
+            return pg.enabled_policies_after(after, limit).await;
+        }
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{SELECT_POLICY} WHERE enabled = 1 AND id > ? ORDER BY id LIMIT ?"
         )))
@@ -301,11 +311,28 @@ impl Store {
     }
 
     pub async fn policy_by_name(&self, name: &str) -> Result<Option<StoredPolicy>> {
+        if let Some(pg) = self.postgres() {
+            return pg.policy_by_name(name).await;
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_POLICY} WHERE name = ?")))
             .bind(name)
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(stored).transpose()
+    }
+
+    /// Until `cancel`, notify `wake` whenever another process applies policies (PostgreSQL:
+    /// `LISTEN`). On SQLite, where one daemon runs and planning reads the policies every tick,
+    /// this only waits for `cancel`.
+    pub async fn watch_policies(
+        &self,
+        wake: &[std::sync::Arc<tokio::sync::Notify>],
+        cancel: &tokio_util::sync::CancellationToken,
+    ) {
+        match &self.engine {
+            super::Engine::Postgres(pool) => super::postgres::watch_policies(pool, wake, cancel).await,
+            super::Engine::Sqlite(_) => cancel.cancelled().await,
+        }
     }
 
     /// What `apply` would change, without writing.
@@ -324,6 +351,9 @@ impl Store {
         prune: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>> {
+        if let Some(pg) = self.postgres() {
+            return pg.apply_policies(new, prune, now).await;
+        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(SELECT_POLICY.to_owned()))

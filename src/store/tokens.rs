@@ -10,6 +10,9 @@ use crate::domain::time::{fmt_utc, parse_utc};
 impl Store {
     /// The token kept for `app`, if any (fresh or not: the caller decides).
     pub async fn shared_token(&self, app: &str) -> Result<Option<SealedToken>> {
+        if let Some(pg) = self.postgres() {
+            return pg.shared_token(app).await;
+        }
         let row: Option<(Vec<u8>, String, String)> =
             sqlx::query_as("SELECT sealed, expires_at, refresh_at FROM access_tokens WHERE app = ?")
                 .bind(app)
@@ -28,6 +31,9 @@ impl Store {
 
     /// Keep `token` for `app`, fetched by this process at `now`, in place of the one before.
     pub async fn share_token(&self, app: &str, token: &SealedToken, now: DateTime<Utc>) -> Result<()> {
+        if let Some(pg) = self.postgres() {
+            return pg.share_token(app, token, now).await;
+        }
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO access_tokens (app, sealed, expires_at, refresh_at, fetched_by, fetched_at) \
@@ -48,6 +54,9 @@ impl Store {
 
     /// Drop `app`'s token if it is still `sealed` (DingTalk refused it); a newer one stays.
     pub async fn forget_token(&self, app: &str, sealed: &[u8]) -> Result<bool> {
+        if let Some(pg) = self.postgres() {
+            return pg.forget_token(app, sealed).await;
+        }
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM access_tokens WHERE app = ? AND sealed = ?")
             .bind(app)

@@ -68,6 +68,9 @@ impl Store {
         if calls.total() == 0 {
             return Ok(());
         }
+        if let Some(pg) = self.postgres() {
+            return pg.add_usage(calls, at).await;
+        }
         let mut tx = self.begin_write().await?;
         add_calls(&mut tx, &self.usage_day(at), calls).await?;
         tx.commit().await
@@ -76,9 +79,12 @@ impl Store {
     /// The calls counted in `month`; with `history`, also what the month's attempts say about a
     /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
     pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
+        if let Some(pg) = self.postgres() {
+            return pg.usage(month, history).await;
+        }
         let rows: Vec<(String, i64)> = sqlx::query_as(MONTH_CALLS)
             .bind(&month.label)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await?;
         let mut by_api = BTreeMap::new();
         for (api, n) in rows {
@@ -100,7 +106,7 @@ impl Store {
         )
         .bind(fmt_utc(month.start))
         .bind(fmt_utc(month.end))
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await?;
         Ok(Usage {
             by_api,
@@ -113,6 +119,9 @@ impl Store {
 
     /// Record that `event` was said in `month`; `false` when it already was.
     pub async fn quota_event_once(&self, month: &Month, event: &str, now: DateTime<Utc>) -> Result<bool> {
+        if let Some(pg) = self.postgres() {
+            return pg.quota_event_once(month, event, now).await;
+        }
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("INSERT OR IGNORE INTO quota_events (month, event, at) VALUES (?, ?, ?)")
             .bind(&month.label)
@@ -127,10 +136,13 @@ impl Store {
 
     /// Attempts DingTalk refused this month because the quota ran out.
     pub async fn refused_for_quota(&self, month: &Month) -> Result<u64> {
+        if let Some(pg) = self.postgres() {
+            return pg.refused_for_quota(month).await;
+        }
         let n: i64 = sqlx::query_scalar(QUOTA_REFUSED)
             .bind(fmt_utc(month.start))
             .bind(fmt_utc(month.end))
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

@@ -135,6 +135,10 @@ impl TestApp {
             .expect("fake");
         let dir = tempfile::tempdir().expect("tmp");
         let mut settings = settings_for(&fake, dir.path());
+        if crate::support::engine::postgres() {
+            settings.database.path = dingrec::config::DEFAULT_DATABASE_PATH.into();
+            settings.database.url = crate::support::engine::fresh_url().await;
+        }
         tweak(&mut settings);
         let store = Store::open(&settings.database).await.expect("store");
         let yaml = policies(clock.as_ref());
@@ -316,14 +320,19 @@ impl TestApp {
 
     /// Every call dingrec sent, in the order it sent them: (`sent_at` in ms, conference id).
     pub async fn sends(&self) -> Vec<(i64, String)> {
-        let sent: Vec<(String, Option<String>)> = sqlx::query_as(
+        let sent = crate::support::engine::rows(
+            &self.store,
             "SELECT sent_at, conference_id FROM attempts WHERE sent_at IS NOT NULL ORDER BY sent_at, id",
         )
-        .fetch_all(self.store.pool())
-        .await
-        .expect("sent_at");
+        .await;
         sent.into_iter()
-            .map(|(t, c)| (parse_t(&t).timestamp_millis(), c.unwrap_or_default()))
+            .map(|r| {
+                let t = r[0].as_str().expect("sent_at");
+                (
+                    parse_t(t).timestamp_millis(),
+                    r[1].as_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -391,17 +400,26 @@ impl TestApp {
             // One statement, one snapshot: a claim moves an attempt from "due" to "running", a
             // check from "due" to "open", in one commit; read apart, a claim between two reads
             // would look like nothing in flight and nothing due, and the clock would move on.
-            let (in_flight, due_checks, next_due, next_check): (i64, i64, Option<String>, Option<String>) =
-                sqlx::query_as(
-                    "SELECT (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) \
-                       + (SELECT COUNT(*) FROM occurrences WHERE state = 'running'), \
-                     (SELECT COUNT(*) FROM occurrences WHERE next_check_at IS NOT NULL), \
-                     (SELECT MIN(next_attempt_at) FROM occurrences WHERE state IN ('scheduled', 'retry_wait')), \
-                     (SELECT MIN(next_check_at) FROM occurrences WHERE next_check_at IS NOT NULL)",
-                )
-                .fetch_one(self.store.pool())
-                .await
-                .expect("at rest?");
+            let at_rest = crate::support::engine::rows(
+                &self.store,
+                "SELECT (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) \
+                   + (SELECT COUNT(*) FROM occurrences WHERE state = 'running'), \
+                 (SELECT COUNT(*) FROM occurrences WHERE next_check_at IS NOT NULL), \
+                 (SELECT MIN(next_attempt_at) FROM occurrences WHERE state IN ('scheduled', 'retry_wait')), \
+                 (SELECT MIN(next_check_at) FROM occurrences WHERE next_check_at IS NOT NULL)",
+            )
+            .await;
+            let [in_flight, due_checks, next_due, next_check] = &at_rest[0][..] else {
+                panic!("at rest? {at_rest:?}")
+            };
+            let (in_flight, due_checks) = (
+                in_flight.as_i64().expect("count"),
+                due_checks.as_i64().expect("count"),
+            );
+            let (next_due, next_check) = (
+                next_due.as_str().map(str::to_owned),
+                next_check.as_str().map(str::to_owned),
+            );
             let checks_pending = no_checks_pending && in_flight + due_checks > 0;
             let rows = self.history().await;
             if rows.len() >= n && rows.iter().all(|o| !o.state.is_live()) && !checks_pending && in_flight == 0

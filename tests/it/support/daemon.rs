@@ -20,8 +20,8 @@ pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
         std::fs::write(&secret, "test-app-secret\n").expect("secret");
     }
     let cfg = format!(
-        "database:\n  path: {db}\ndingtalk:\n  base_url: {base_url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 3s\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\ndefaults:\n  timezone: UTC\n  verify: false\n{extra}",
-        db = dir.join("dingrec.db").display(),
+        "{db}dingtalk:\n  base_url: {base_url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 3s\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\ndefaults:\n  timezone: UTC\n  verify: false\n{extra}",
+        db = super::engine::database_yaml(dir),
         secret = secret.display(),
         policies = dir.join("policies").display(),
     );

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod daemon;
+pub mod engine;
 pub mod replay;
 pub mod tls;
 
