@@ -7,7 +7,7 @@ use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step};
 
 use crate::support::daemon::{Daemon, apply_dir, cli, write_config, write_policies};
-use crate::support::{HANG, live, sqlite, step};
+use crate::support::{HANG, engine, live, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
 fn at_in(ms: i64) -> String {
@@ -140,7 +140,7 @@ async fn sigterm_closes_claimed_attempts_not_yet_sent_as_interrupted_without_cal
         sqlite(
             &db,
             "SELECT group_concat(r, ' | ') FROM (SELECT o.state || ':' || a.outcome || ':' || a.message AS r \
-             FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id ORDER BY r)"
+             FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id ORDER BY r) AS t"
         ),
         "retry_wait:interrupted:dingrec stopped before sending this attempt; no call was made | succeeded:success:"
     );
@@ -352,7 +352,10 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
         instance.ends_with(&format!(":{}", d.child.id())),
         "{instance} is not this daemon"
     );
-    assert_eq!(v["engine"], "sqlite");
+    assert_eq!(
+        v["engine"],
+        if engine::postgres() { "postgres" } else { "sqlite" }
+    );
     assert_eq!(
         sqlite(
             &db,
@@ -394,8 +397,8 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
         "ids never become labels"
     );
 
-    if crate::support::is_root("making the database file immutable (chattr +i)") {
-        let _frozen = Immutable::set(&db);
+    // The database refuses writes: an immutable SQLite file, or PostgreSQL refusing them.
+    let wait_503 = || async {
         let until = tokio::time::Instant::now() + HANG;
         loop {
             let (code, body) = d.get("/readyz").await.expect("readyz");
@@ -415,6 +418,17 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
             Some(200),
             "liveness never depends on the database"
         );
+    };
+    if engine::postgres() {
+        let refuse = "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+            RAISE EXCEPTION 'writes refused'; END $$; \
+            CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON meta FOR EACH ROW EXECUTE FUNCTION refuse()";
+        sqlite(&db, refuse);
+        wait_503().await;
+        sqlite(&db, "DROP TRIGGER refuse ON meta");
+    } else if crate::support::is_root("making the database file immutable (chattr +i)") {
+        let _frozen = Immutable::set(&db);
+        wait_503().await;
     }
     let (code, body) = d.get("/readyz").await.expect("readyz");
     assert_eq!(code, 200, "back once the file is writable again: {body}");
@@ -774,7 +788,7 @@ async fn a_call_in_flight_keeps_its_lease_and_status_shows_who_holds_it_live_gon
     assert_eq!(
         sqlite(
             &db,
-            "SELECT group_concat(outcome || '@' || instance, ' ') FROM attempts ORDER BY id"
+            "SELECT group_concat(r, ' ') FROM (SELECT outcome || '@' || instance AS r FROM attempts ORDER BY id) AS t"
         ),
         format!("interrupted@{me} success@{next}")
     );
@@ -847,7 +861,7 @@ async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_oc
     assert_eq!(
         sqlite(
             &db,
-            "SELECT group_concat(code || ':' || outcome || ':' || instance, ' ') FROM (SELECT a.code, a.outcome, a.instance FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'slow' ORDER BY a.attempt_no)"
+            "SELECT group_concat(code || ':' || outcome || ':' || instance, ' ') FROM (SELECT a.code, a.outcome, a.instance FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE o.policy_name = 'slow' ORDER BY a.attempt_no) AS t"
         ),
         format!(
             "interrupted:interrupted:{host}:{killed} 200:success:{host}:{}",
@@ -924,6 +938,9 @@ async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_database_refuses_before_touching_anything() {
+    if !engine::sqlite_only("a second daemon on PostgreSQL is welcome: the multi-daemon tests") {
+        return;
+    }
     // The first daemon has a call in flight (the fake holds it) when the second one starts.
     let hold = Step {
         answer: "ok".into(),
@@ -1064,7 +1081,7 @@ async fn a_refused_app_secret_is_one_error_line_and_shows_in_readyz_while_attemp
     wait_for("several refused attempts", HANG, || {
         sqlite(
             &db,
-            "SELECT COUNT(*) >= 4 FROM attempts WHERE code = 'invalidClientIdOrSecret'",
+            "SELECT CASE WHEN COUNT(*) >= 4 THEN 1 ELSE 0 END FROM attempts WHERE code = 'invalidClientIdOrSecret'",
         ) == "1"
     })
     .await;

@@ -17,7 +17,7 @@ use secrecy::SecretString;
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{cli, write_config};
-use crate::support::{HANG, live, step};
+use crate::support::{HANG, engine, live, step};
 
 const STEP: TimeDelta = TimeDelta::seconds(5);
 
@@ -68,23 +68,29 @@ fn robot() -> Vec<dingrec::fake::RobotSpec> {
 
 /// The `quota` alerts raised so far: their text.
 async fn quota_alerts(app: &TestApp) -> Vec<String> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT payload ->> '$.text' FROM alerts WHERE event = 'quota' ORDER BY id")
-            .fetch_all(app.store.pool())
-            .await
-            .expect("alerts");
-    rows.into_iter().map(|(t,)| t).collect()
+    engine::rows(
+        &app.store,
+        "SELECT payload ->> 'text' FROM alerts WHERE event = 'quota' ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .map(|r| r[0].as_str().expect("text").to_owned())
+    .collect()
 }
 
 /// `api_usage`, all days together, by API.
 async fn counted(app: &TestApp) -> BTreeMap<String, u64> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT api, SUM(calls) FROM api_usage GROUP BY api")
-        .fetch_all(app.store.pool())
-        .await
-        .expect("api_usage");
-    rows.into_iter()
-        .map(|(a, n)| (a, u64::try_from(n).expect("count")))
-        .collect()
+    engine::rows(
+        &app.store,
+        "SELECT api, CAST(SUM(calls) AS BIGINT) FROM api_usage GROUP BY api",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let n = r[1].as_u64().expect("count");
+        (r[0].as_str().expect("api").to_owned(), n)
+    })
+    .collect()
 }
 
 fn fake_counted(app: &TestApp) -> BTreeMap<String, u64> {
@@ -241,11 +247,17 @@ async fn the_month_turns_at_midnight_in_shanghai() {
         "{rows:#?}"
     );
     assert!(app.stop().await);
-    let days: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT day, api, calls FROM api_usage ORDER BY day, api")
-            .fetch_all(app.store.pool())
-            .await
-            .expect("days");
+    let days: Vec<(String, String, i64)> = engine::rows(
+        &app.store,
+        "SELECT CAST(day AS TEXT), api, calls FROM api_usage ORDER BY day, api",
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let text = |i: usize| r[i].as_str().expect("text").to_owned();
+        (text(0), text(1), r[2].as_i64().expect("calls"))
+    })
+    .collect();
     let starts: Vec<&str> = days
         .iter()
         .filter(|(_, api, _)| api == "start_cloud_record")
@@ -362,10 +374,11 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
         assert!(tokio::time::Instant::now() < until, "no quota alert arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let raised: Vec<(String,)> = sqlx::query_as("SELECT event FROM alerts ORDER BY id")
-        .fetch_all(app.store.pool())
+    let raised: Vec<(String,)> = engine::rows(&app.store, "SELECT event FROM alerts ORDER BY id")
         .await
-        .expect("alerts");
+        .into_iter()
+        .map(|r| (r[0].as_str().expect("event").to_owned(),))
+        .collect();
     assert_eq!(
         raised,
         vec![("quota".to_owned(),)],
@@ -377,10 +390,7 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
     // A restart in the same month does not say it again.
     app.run().await;
     assert!(app.stop().await);
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
-        .fetch_one(app.store.pool())
-        .await
-        .expect("alerts");
+    let n = engine::count(&app.store, "SELECT COUNT(*) FROM alerts").await;
     assert_eq!(n, 1);
 }
 
@@ -491,14 +501,18 @@ async fn succeeded_on(app: &TestApp, clock: &ManualClock, due: chrono::DateTime<
     let due_s = dingrec::domain::time::fmt_utc(due);
     let until = tokio::time::Instant::now() + HANG;
     loop {
-        let (state, busy): (Option<String>, i64) = sqlx::query_as(
-            "SELECT (SELECT state FROM occurrences WHERE due_at = ?1 AND next_check_at IS NULL), \
-             (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) + (SELECT COUNT(*) FROM occurrences WHERE state = 'running')",
+        let row = engine::rows(
+            &app.store,
+            &format!(
+                "SELECT (SELECT state FROM occurrences WHERE due_at = '{due_s}' AND next_check_at IS NULL), \
+                 (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) + (SELECT COUNT(*) FROM occurrences WHERE state = 'running')"
+            ),
         )
-        .bind(&due_s)
-        .fetch_one(app.store.pool())
-        .await
-        .expect("state");
+        .await;
+        let (state, busy) = (
+            row[0][0].as_str().map(str::to_owned),
+            row[0][1].as_i64().expect("busy"),
+        );
         if state.as_deref() == Some("succeeded") {
             return;
         }

@@ -12,7 +12,7 @@ use dingrec::fake::{MeetingSpec, RecordingAction, Scenario, Silent};
 use dingrec::store::history::OccurrenceRow;
 
 use crate::support::app::{TestApp, parse_t};
-use crate::support::{HANG, live, step};
+use crate::support::{HANG, engine, live, step};
 
 const T0: &str = "2030-01-07T08:00:00Z";
 
@@ -113,12 +113,17 @@ async fn a_meeting_that_never_records_expires_with_not_recording() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     let start = readme.find("-- 6. ").expect("query 6");
     let query = &readme[start..start + readme[start..].find(';').expect("end of query 6")];
-    let listed: Vec<(String, String, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT policy_name, state, last_check FROM ({query})"
-    )))
-    .fetch_all(app.store.pool())
+    let listed: Vec<(String, String, Option<String>)> = engine::rows(
+        &app.store,
+        &format!("SELECT policy_name, state, last_check FROM ({query}) AS q"),
+    )
     .await
-    .expect("query 6 runs");
+    .iter()
+    .map(|r| {
+        let text = |i: usize| r[i].as_str().map(str::to_owned);
+        (text(0).expect("policy"), text(1).expect("state"), text(2))
+    })
+    .collect();
     assert_eq!(
         listed,
         vec![(
@@ -173,11 +178,8 @@ async fn a_recording_someone_else_started_counts_and_says_whose_it_is() {
     assert_eq!(o.checks.len(), 1);
     assert_eq!(o.checks[0].outcome, Some(CheckOutcome::Recording));
     assert_eq!(o.checks[0].owner_union_id.as_deref(), Some("someone-else"));
-    let owner_is_not_host: bool = sqlx::query_scalar("SELECT owner_is_not_host FROM check_log")
-        .fetch_one(app.store.pool())
-        .await
-        .expect("check_log");
-    assert!(owner_is_not_host);
+    let owner_is_not_host = engine::count(&app.store, "SELECT owner_is_not_host FROM check_log").await;
+    assert_eq!(owner_is_not_host, 1);
 }
 
 #[tokio::test]
@@ -301,10 +303,7 @@ async fn a_crash_between_a_checks_intent_and_its_outcome_redoes_the_check() {
     app.wake();
     let deadline = tokio::time::Instant::now() + HANG;
     loop {
-        let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM checks WHERE outcome IS NULL")
-            .fetch_one(app.store.pool())
-            .await
-            .expect("checks");
+        let open = engine::count(&app.store, "SELECT COUNT(*) FROM checks WHERE outcome IS NULL").await;
         if open == 1 && app.fake.info_calls() == 1 {
             break;
         }

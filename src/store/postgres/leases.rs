@@ -92,23 +92,33 @@ impl Pg<'_> {
     /// Other daemons' attempts and checks whose lease ran out, locked (a daemon taking over at
     /// the same time skips them) and closed as `interrupted`; their occurrences carry on.
     pub async fn take_over_expired(&self, now: DateTime<Utc>) -> Result<Recovery> {
+        self.take_over(now, false).await
+    }
+
+    /// [`Pg::take_over_expired`]; with `mine`, also what this instance's name holds whatever its
+    /// lease: at start-up that is an earlier process of the same name (a restarted container's
+    /// pid is 1 again), and nobody renews it any more.
+    pub(super) async fn take_over(&self, now: DateTime<Utc>, mine: bool) -> Result<Recovery> {
         let now = ms(now);
         let me = crate::instance::this();
         let mut tx = self.begin().await?;
         let attempts: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT id, occurrence_id FROM attempts \
-             WHERE outcome IS NULL AND lease_until < $1 AND instance IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(me)
-        .fetch_all(&mut *tx)
-        .await?;
-        let checks: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM checks WHERE outcome IS NULL AND lease_until < $1 AND instance IS DISTINCT FROM $2 \
+             WHERE outcome IS NULL AND ((lease_until < $1 AND instance IS DISTINCT FROM $2) OR ($3 AND instance = $2)) \
              FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(me)
+        .bind(mine)
+        .fetch_all(&mut *tx)
+        .await?;
+        let checks: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM checks WHERE outcome IS NULL \
+             AND ((lease_until < $1 AND instance IS DISTINCT FROM $2) OR ($3 AND instance = $2)) FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(me)
+        .bind(mine)
         .fetch_all(&mut *tx)
         .await?;
         if attempts.is_empty() && checks.is_empty() {

@@ -121,9 +121,12 @@ impl Tx {
     }
 }
 
-/// An instant as SQLite keeps it: to the millisecond.
+/// An instant as SQLite keeps it: to the millisecond, and not before the year 1 (PostgreSQL's
+/// `timestamptz` ends in 4713 BC, chrono's long before: "since the beginning" is the year 1).
 fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    const YEAR_1: i64 = -62_135_596_800;
     t.trunc_subsecs(3)
+        .max(DateTime::from_timestamp(YEAR_1, 0).unwrap_or(DateTime::<Utc>::MIN_UTC))
 }
 
 /// A `timestamptz` column as SQLite's text shows it.

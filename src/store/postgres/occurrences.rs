@@ -473,9 +473,10 @@ impl Pg<'_> {
 
     /// At start. SQLite's recovery closes every attempt without an outcome (its lock says no
     /// other process runs); here other daemons may hold some, so only those whose lease ran out
-    /// are closed ([`Pg::take_over_expired`]), then the catch-up and the sweep as on SQLite.
+    /// and those of an earlier process of this name are closed ([`Pg::take_over`]), then the
+    /// catch-up and the sweep as on SQLite.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        let mut rec = self.take_over_expired(now).await?;
+        let mut rec = self.take_over(now, true).await?;
         let now = ms(now);
         let mut tx = self.begin().await?;
         rec.caught_up = sqlx::query(
@@ -498,6 +499,15 @@ impl Pg<'_> {
         .await?;
         rec.finals.extend(older);
         rec.finals.extend(sweep_in(&mut tx, now).await?);
+        // Alerts whose send was started and then held (`alerts_due`) by a process that stopped
+        // mid-send go again now: the same batch is the same message id, which the robot shows once.
+        sqlx::query(
+            "UPDATE alerts SET next_attempt_at = $1 WHERE state = 'pending' AND batch IS NOT NULL \
+             AND last_error IS NULL AND next_attempt_at > $1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(rec)
     }

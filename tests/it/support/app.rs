@@ -138,6 +138,7 @@ impl TestApp {
         if crate::support::engine::postgres() {
             settings.database.path = dingrec::config::DEFAULT_DATABASE_PATH.into();
             settings.database.url = crate::support::engine::fresh_url().await;
+            std::fs::write(dir.path().join("database_url"), &settings.database.url).expect("keep the URL");
         }
         tweak(&mut settings);
         let store = Store::open(&settings.database).await.expect("store");

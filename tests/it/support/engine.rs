@@ -31,15 +31,26 @@ pub async fn fresh_url() -> String {
     let mut admin = sqlx::PgConnection::connect(&base)
         .await
         .expect("connect to the test cluster");
+    // With SQLite's `group_concat` and `julianday`, which the tests' SQL (an operator's SQL)
+    // uses: one query text reads both engines.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
+         CREATE FUNCTION {schema}.gc_step(acc text, v text, sep text) RETURNS text LANGUAGE sql IMMUTABLE AS \
+           $$ SELECT CASE WHEN v IS NULL THEN acc WHEN acc IS NULL THEN v ELSE acc || sep || v END $$; \
+         CREATE FUNCTION {schema}.gc_step(acc text, v text) RETURNS text LANGUAGE sql IMMUTABLE AS \
+           $$ SELECT {schema}.gc_step(acc, v, ',') $$; \
+         CREATE AGGREGATE {schema}.group_concat(text) (SFUNC = {schema}.gc_step, STYPE = text); \
+         CREATE AGGREGATE {schema}.group_concat(text, text) (SFUNC = {schema}.gc_step, STYPE = text); \
+         CREATE FUNCTION {schema}.julianday(t timestamptz) RETURNS double precision LANGUAGE sql IMMUTABLE AS \
+           $$ SELECT extract(epoch FROM t) / 86400.0 + 2440587.5 $$"
     )))
     .execute(&mut admin)
     .await
     .expect("a schema for the test");
     admin.close().await.expect("close");
     let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options[search_path]={schema}")
+    // libpq's spelling, which sqlx reads too: `psql` can open the same URL.
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
 /// [`fresh_url`] from synchronous code (on a thread of its own: the caller may be inside a runtime).
@@ -55,10 +66,13 @@ pub fn fresh_url_blocking() -> String {
     .expect("fresh_url")
 }
 
-/// The `database:` lines of a config file for a test in `dir`.
+/// The `database:` lines of a config file for a test in `dir`. On PostgreSQL the URL is kept
+/// in `dir/database_url` too, where [`url_beside`] finds it.
 pub fn database_yaml(dir: &std::path::Path) -> String {
     if postgres() {
-        format!("database:\n  url: \"{}\"\n", fresh_url_blocking())
+        let url = fresh_url_blocking();
+        std::fs::write(dir.join("database_url"), &url).expect("keep the URL");
+        format!("database:\n  url: \"{url}\"\n")
     } else {
         format!("database:\n  path: {}\n", dir.join("dingrec.db").display())
     }
@@ -165,4 +179,9 @@ pub async fn exec(store: &dingrec::store::Store, sqlite: &str, postgres: &str) {
             .map(|_| ())
             .unwrap_or_else(|e| panic!("{sqlite}: {e}")),
     }
+}
+
+/// The PostgreSQL URL a test in the folder of `db` runs on, if it runs on PostgreSQL.
+pub fn url_beside(db: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(db.parent()?.join("database_url")).ok()
 }

@@ -78,14 +78,23 @@ pub fn step(answer: &str, times: u32) -> dingrec::fake::Step {
     }
 }
 
-/// Ask the database with the `sqlite3` shell (waits up to 5 s for a lock); trimmed stdout.
+/// Ask a test's database with its engine's shell, as an operator would: `sqlite3` on the file
+/// `db` (waiting up to 5 s for a lock), or `psql` when the test runs on PostgreSQL (its URL is
+/// kept beside `db`, [`engine::database_yaml`]). Rows one per line, columns joined by `|`, as
+/// `sqlite3` prints them; trimmed.
 pub fn sqlite(db: &std::path::Path, sql: &str) -> String {
-    let out = std::process::Command::new("sqlite3")
-        .args(["-cmd", ".timeout 5000"])
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("sqlite3 is installed (see .ci/run)");
+    let out = match engine::url_beside(db) {
+        Some(url) => std::process::Command::new("psql")
+            .args(["--no-psqlrc", "-X", "-A", "-t", "-F", "|", "-c", sql, &url])
+            .output()
+            .expect("psql is installed (see .ci/run)"),
+        None => std::process::Command::new("sqlite3")
+            .args(["-cmd", ".timeout 5000"])
+            .arg(db)
+            .arg(sql)
+            .output()
+            .expect("sqlite3 is installed (see .ci/run)"),
+    };
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
