@@ -1387,6 +1387,66 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_url_takes_its_password_from_credentials_and_never_prints_it() {
+        jailed(|jail| {
+            let dir = jail.directory().to_owned();
+            jail.create_dir("creds")?;
+            jail.create_file("creds/database_password", "CANARY-db-password\n")?;
+            jail.create_file(
+                "config.yaml",
+                "database:\n  url: postgres://dingrec@db.example.com:5432/dingrec?sslmode=require\n",
+            )?;
+            jail.set_env("CREDENTIALS_DIRECTORY", dir.join("creds").display());
+            let s = Settings::load(Some(Path::new("config.yaml"))).expect("loads");
+            assert_eq!(s.database.engine(), Engine::Postgres);
+            let options = s.database.postgres_options().expect("options");
+            assert_eq!(options.get_host(), "db.example.com");
+            assert_eq!(options.get_database(), Some("dingrec"));
+            // (Not `options`: sqlx's own Debug shows the password; dingrec never prints it.)
+            let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap_or_default());
+            assert!(!shown.contains("CANARY"), "{shown}");
+            assert_eq!(
+                s.database
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned())
+                    .as_deref(),
+                Some("CANARY-db-password")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_database_url_is_refused_naming_the_key_and_why() {
+        let with = |url: &str, path: Option<&str>| {
+            let mut s = Settings::default();
+            s.database.url = url.to_owned();
+            if let Some(p) = path {
+                s.database.path = p.into();
+            }
+            s.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(with("postgres://dingrec@db/dingrec", None), None);
+        let password = with("postgres://dingrec:CANARY@db/dingrec", None).expect("refused");
+        assert!(
+            password.contains("database.url") && password.contains("password_file"),
+            "{password}"
+        );
+        assert!(!password.contains("CANARY"), "{password}");
+        let both = with("postgres://dingrec@db/dingrec", Some("/tmp/d.db")).expect("refused");
+        assert!(both.contains("database.path"), "{both}");
+        let scheme = with("mysql://db/dingrec", None).expect("refused");
+        assert!(scheme.contains("postgres://"), "{scheme}");
+        let mut s = Settings::default();
+        s.database.max_connections = 0;
+        assert!(
+            s.validate()
+                .is_err_and(|e| e.to_string().contains("database.max_connections"))
+        );
+    }
+
+    #[test]
     fn secrets_come_from_a_file_first_and_never_print() {
         jailed(|jail| {
             jail.create_file("secret", "CANARY-file-secret\n")?;

@@ -68,10 +68,20 @@ pub struct Store {
     committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Engine {
     Sqlite(SqlitePool),
     Postgres(sqlx::PgPool),
+}
+
+/// The engine's name only: a pool's Debug may show its connect options, a password among them.
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgres",
+        })
+    }
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the process's write turn until it ends.
