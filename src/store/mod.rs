@@ -245,6 +245,20 @@ impl Store {
         Ok(())
     }
 
+    /// Until `cancel`, notify `wake` whenever another process applies policies (PostgreSQL:
+    /// `LISTEN`). On SQLite, where one daemon runs and planning reads the policies every tick,
+    /// this only waits for `cancel`.
+    pub async fn watch_policies(
+        &self,
+        wake: &[std::sync::Arc<tokio::sync::Notify>],
+        cancel: &tokio_util::sync::CancellationToken,
+    ) {
+        match &self.engine {
+            Engine::Postgres(pool) => postgres::watch_policies(pool, wake, cancel).await,
+            Engine::Sqlite(_) => cancel.cancelled().await,
+        }
+    }
+
     /// `sqlite` or `postgres` (`/readyz`, `dingrec status`).
     pub fn engine(&self) -> crate::config::Engine {
         match self.engine {

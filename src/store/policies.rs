@@ -321,20 +321,6 @@ impl Store {
         row.as_ref().map(stored).transpose()
     }
 
-    /// Until `cancel`, notify `wake` whenever another process applies policies (PostgreSQL:
-    /// `LISTEN`). On SQLite, where one daemon runs and planning reads the policies every tick,
-    /// this only waits for `cancel`.
-    pub async fn watch_policies(
-        &self,
-        wake: &[std::sync::Arc<tokio::sync::Notify>],
-        cancel: &tokio_util::sync::CancellationToken,
-    ) {
-        match &self.engine {
-            super::Engine::Postgres(pool) => super::postgres::watch_policies(pool, wake, cancel).await,
-            super::Engine::Sqlite(_) => cancel.cancelled().await,
-        }
-    }
-
     /// What `apply` would change, without writing.
     pub async fn plan_policies(&self, new: &[PolicyRecord], prune: bool) -> Result<Vec<Change>> {
         let existing = self.list_policies().await?;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
-use super::{Pg, Tx, data, int, ms};
+use super::{Pg, data, int, ms};
 use crate::domain::verify::CheckNext;
 use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger};
 use crate::store::Result;
@@ -22,30 +22,6 @@ const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o
      p.retry::text AS retry, p.verify::text AS verify, p.enabled, p.window_ms - p.start_offset_ms AS restart_window_ms \
      FROM unnest($1::bigint[]) WITH ORDINALITY AS j (id, ord) JOIN checks c ON c.id = j.id \
      JOIN occurrences o ON o.id = c.occurrence_id JOIN policies p ON p.id = o.policy_id ORDER BY j.ord";
-
-/// `store::checks::recover_checks`: checks without an outcome (all, or `only`) closed as
-/// `error` and made again now.
-pub(super) async fn recover_checks(tx: &mut Tx, now: DateTime<Utc>, only: Option<&[i64]>) -> Result<u64> {
-    sqlx::query(
-        "UPDATE occurrences SET next_check_at = $1, next_check_kind = ( \
-           SELECT c.kind FROM checks c WHERE c.occurrence_id = occurrences.id AND c.outcome IS NULL ORDER BY c.id DESC LIMIT 1) \
-         WHERE id IN (SELECT occurrence_id FROM checks WHERE outcome IS NULL \
-           AND ($2::bigint[] IS NULL OR id = ANY($2)))",
-    )
-    .bind(ms(now))
-    .bind(only)
-    .execute(&mut **tx)
-    .await?;
-    Ok(sqlx::query(
-        "UPDATE checks SET outcome = 'error', code = 'interrupted', http_status = 0, \
-         message = 'dingrec stopped before this check had an outcome; checked again' WHERE outcome IS NULL \
-         AND ($1::bigint[] IS NULL OR id = ANY($1))",
-    )
-    .bind(only)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected())
-}
 
 impl Pg<'_> {
     pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {

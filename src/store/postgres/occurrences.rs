@@ -5,6 +5,7 @@ use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+use super::policies::POLICY_COLUMNS;
 use super::{FINAL_COLUMNS, Pg, Tx, data, final_event, int, ms};
 use crate::domain::outcome::codes;
 use crate::domain::policy::{Layout, WindowPosition};
@@ -40,11 +41,6 @@ const CLAIM_SELECT: &str = "SELECT id, due_at, attempt_count FROM occurrences \
 const CLAIM_RETRIES_SELECT: &str = "SELECT id FROM occurrences \
      WHERE state = 'retry_wait' AND next_attempt_at <= $1 AND window_ends_at > $1 \
      ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED";
-
-/// The columns of a policy row that [`super::policies::record`] reads.
-pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
-     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry::text AS retry, verify::text AS verify, \
-     alert::text AS alert, skip_dates::text AS skip_dates, enabled, source";
 
 const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
@@ -212,7 +208,7 @@ pub(super) async fn close_interrupted(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    rec.interrupted_checks = super::checks::recover_checks(tx, now, checks.as_deref()).await?;
+    rec.interrupted_checks = recover_checks(tx, now, checks.as_deref()).await?;
     rec.resumed = sqlx::query(
         "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = $1, last_code = 'interrupted', updated_at = $1 \
          WHERE state = 'running' AND window_ends_at > $1 AND ($2::bigint[] IS NULL OR id = ANY($2))",
@@ -244,6 +240,30 @@ async fn settle(tx: &mut Tx, update: &'static str, now: DateTime<Utc>) -> Result
         .fetch_all(&mut **tx)
         .await?;
     rows.iter().map(final_event).collect()
+}
+
+/// `store::checks::recover_checks`: checks without an outcome (all, or `only`) closed as
+/// `error` and made again now.
+async fn recover_checks(tx: &mut Tx, now: DateTime<Utc>, only: Option<&[i64]>) -> Result<u64> {
+    sqlx::query(
+        "UPDATE occurrences SET next_check_at = $1, next_check_kind = ( \
+           SELECT c.kind FROM checks c WHERE c.occurrence_id = occurrences.id AND c.outcome IS NULL ORDER BY c.id DESC LIMIT 1) \
+         WHERE id IN (SELECT occurrence_id FROM checks WHERE outcome IS NULL \
+           AND ($2::bigint[] IS NULL OR id = ANY($2)))",
+    )
+    .bind(ms(now))
+    .bind(only)
+    .execute(&mut **tx)
+    .await?;
+    Ok(sqlx::query(
+        "UPDATE checks SET outcome = 'error', code = 'interrupted', http_status = 0, \
+         message = 'dingrec stopped before this check had an outcome; checked again' WHERE outcome IS NULL \
+         AND ($1::bigint[] IS NULL OR id = ANY($1))",
+    )
+    .bind(only)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 /// `scheduled` → `missed`, `retry_wait` → `expired`, for rows whose window has passed.

@@ -6,10 +6,14 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
-use super::occurrences::POLICY_COLUMNS;
 use super::{POLICIES_CHANNEL, Pg, Tx, ms, text_time};
 use crate::store::Result;
 use crate::store::policies::{CANCEL_FUTURE, CANCEL_UNFINISHED, Change, PolicyRecord, StoredPolicy, diff};
+
+/// The columns of a policy row that [`record`] reads.
+pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
+     small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry::text AS retry, verify::text AS verify, \
+     alert::text AS alert, skip_dates::text AS skip_dates, enabled, source";
 
 /// A `jsonb` column as `apply` wrote it: PostgreSQL keeps JSON in its own form (spaces, keys
 /// reordered), so the text is read back into its type and written as SQLite keeps it, or `plan`
