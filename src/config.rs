@@ -97,6 +97,15 @@ impl DatabaseSettings {
         }
     }
 
+    /// Whether the database may hold something: the SQLite file exists, or a PostgreSQL URL is
+    /// set (its server says the rest). Read-only commands treat a missing file as an empty one.
+    pub fn exists(&self) -> bool {
+        match self.engine() {
+            Engine::Sqlite => self.path.exists(),
+            Engine::Postgres => true,
+        }
+    }
+
     /// Where the database is, for messages: the SQLite file, or the URL (which holds no password).
     pub fn location(&self) -> String {
         match self.engine() {

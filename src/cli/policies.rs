@@ -88,7 +88,7 @@ pub async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdRes
     let ps = load_policies(paths, settings)?;
     let recs = records(&ps);
     // Planning never creates a database: a missing one is an empty one.
-    let changes = if settings.database.path.exists() {
+    let changes = if settings.database.exists() {
         let store = Store::open_for_reading(&settings.database).await?;
         let c = store.plan_policies(&recs, prune).await?;
         store.close().await;

@@ -88,7 +88,7 @@ fn show(v: &QuotaView, quota: &Quota) -> String {
 pub async fn plan_cost(settings: &Settings, after: &[Policy], prune: bool) -> Result<Vec<String>, Failure> {
     let quota = quota_settings(settings)?;
     let now = SystemClock.now();
-    let (before, observed, used) = if settings.database.path.exists() {
+    let (before, observed, used) = if settings.database.exists() {
         let store = Store::open_for_reading(&settings.database)
             .await?
             .with_quota_timezone(quota.timezone);

@@ -169,8 +169,10 @@ impl Store {
     /// still shows as an error when a query reaches it.
     /// A database that does not exist is an error ("nothing was applied yet"), never created.
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
+        // PostgreSQL: the server's database exists; an empty one gets its schema here (as the
+        // daemon's start would), so a read before the first apply reads an empty database.
         if settings.engine() == crate::config::Engine::Postgres {
-            return Self::open_unmigrated(settings).await;
+            return Self::open(settings).await;
         }
         if !settings.path.exists() {
             return Err(StoreError::Missing(settings.path.clone()));
