@@ -167,10 +167,9 @@ impl Store {
     /// Open for the read-only commands (`history`, `policies`, `next`, `plan`): no page check
     /// (it reads the whole file: about a second per 400 MB) and no migration; a damaged page
     /// still shows as an error when a query reaches it.
-    /// A database that does not exist is an error ("nothing was applied yet"), never created.
+    /// A SQLite file that does not exist is an error ("nothing was applied yet"), never created.
+    /// PostgreSQL's database is the server's: opened and migrated, read empty before any apply.
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
-        // PostgreSQL: the server's database exists; an empty one gets its schema here (as the
-        // daemon's start would), so a read before the first apply reads an empty database.
         if settings.engine() == crate::config::Engine::Postgres {
             return Self::open(settings).await;
         }
