@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Credentials, Settings};
 use crate::dingtalk::DingTalkClient;
-use crate::dingtalk::token::{ShelfFuture, TokenShelf};
+use crate::dingtalk::token::{ShelfFuture, ShelfTurn, TokenShelf};
 use crate::domain::SealedToken;
 use crate::domain::outcome::Classification;
 use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Failure};
@@ -128,6 +128,24 @@ impl TokenShelf for Store {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn fetch_turn<'a>(&'a self, app: &'a str) -> ShelfFuture<'a, Option<Box<dyn ShelfTurn>>> {
+        Box::pin(async move {
+            self.token_fetch_turn(app)
+                .await
+                .map(|t| t.map(|t| Box::new(t) as Box<dyn ShelfTurn>))
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl ShelfTurn for crate::store::tokens::FetchTurn {
+    fn release(self: Box<Self>) -> ShelfFuture<'static, ()> {
+        Box::pin(async move {
+            (*self).release().await;
+            Ok(())
         })
     }
 }

@@ -1057,6 +1057,19 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// The app's name in the database: the row its access token and its send slots are kept
+    /// under (`app_key`, or `corp_id/suite_key` for a third-party app).
+    pub fn app_name(&self) -> String {
+        match self {
+            Credentials::Internal { app_key, .. } => app_key.clone(),
+            Credentials::ThirdParty {
+                corp_id, suite_key, ..
+            } => format!("{corp_id}/{suite_key}"),
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -233,6 +233,12 @@ impl DingTalkClient {
         }
     }
 
+    /// The app's name in the database (its token's and send slots' row); `None` without
+    /// credentials.
+    pub fn app_name(&self) -> Option<String> {
+        self.credentials.as_ref().map(Credentials::app_name)
+    }
+
     /// Count a call in the metrics if DingTalk counts it; returns whether it does.
     fn tally<T>(&self, api: Api, r: &Result<T, DingTalkError>) -> bool {
         let counts = counted(r);
@@ -420,37 +426,71 @@ impl DingTalkClient {
             .map_err(|e| DingTalkError::Token(Box::new(e)))
     }
 
-    /// The shelf's token while it is fresh, else a fetched one, put on the shelf.
+    /// The shelf's token while it is fresh, else a fetched one, put on the shelf. Processes that
+    /// share the shelf take turns to fetch: one that waited for another's turn takes the token
+    /// that one kept.
     async fn shared_or_fetched(&self) -> Result<Token, DingTalkError> {
         let Some((shelf, sealer)) = self.shelf.get() else {
             return self.fetch_token().await;
         };
-        let wall = self.clock.now();
-        match shelf.load(sealer.app()).await {
-            Ok(Some(kept)) if wall < kept.refresh_at => {
-                if let Some(value) = sealer.open(&kept.sealed) {
-                    tracing::debug!(expires_at = %kept.expires_at, "access token taken from the database");
-                    // As far ahead as a fetched token can be (a day): a row cannot overflow the clock.
-                    let ahead = |t: DateTime<Utc>| {
-                        (t - wall)
-                            .to_std()
-                            .unwrap_or_default()
-                            .min(Duration::from_secs(24 * 3600))
-                    };
-                    let now = Instant::now();
-                    return Ok(Token {
-                        value,
-                        expires: now + ahead(kept.expires_at),
-                        expires_at: kept.expires_at,
-                        refresh_at: now + ahead(kept.refresh_at),
-                        refresh_at_wall: kept.refresh_at,
-                    });
-                }
-                // Sealed under another app secret (rotated) or altered: fetch and replace it.
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the shared access token; fetching one"),
+        if let Some(t) = self.kept_token(shelf.as_ref(), sealer).await {
+            return Ok(t);
         }
+        let turn = match shelf.fetch_turn(sealer.app()).await {
+            Ok(turn) => turn,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a turn to fetch the access token; fetching one");
+                None
+            }
+        };
+        let kept = match &turn {
+            Some(_) => self.kept_token(shelf.as_ref(), sealer).await,
+            None => None,
+        };
+        let fetched = match kept {
+            Some(t) => Ok(t),
+            None => self.fetch_and_keep(shelf.as_ref(), sealer).await,
+        };
+        if let Some(turn) = turn {
+            let _ = turn.release().await;
+        }
+        fetched
+    }
+
+    /// The shelf's token, if it is fresh and opens under this app's secret.
+    async fn kept_token(&self, shelf: &dyn TokenShelf, sealer: &Sealer) -> Option<Token> {
+        let wall = self.clock.now();
+        let kept = match shelf.load(sealer.app()).await {
+            Ok(Some(kept)) if wall < kept.refresh_at => kept,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shared access token; fetching one");
+                return None;
+            }
+        };
+        // Sealed under another app secret (rotated) or altered: fetched and replaced.
+        let value = sealer.open(&kept.sealed)?;
+        tracing::debug!(expires_at = %kept.expires_at, "access token taken from the database");
+        // As far ahead as a fetched token can be (a day): a row cannot overflow the clock.
+        let ahead = |t: DateTime<Utc>| {
+            (t - wall)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(24 * 3600))
+        };
+        let now = Instant::now();
+        Some(Token {
+            value,
+            expires: now + ahead(kept.expires_at),
+            expires_at: kept.expires_at,
+            refresh_at: now + ahead(kept.refresh_at),
+            refresh_at_wall: kept.refresh_at,
+        })
+    }
+
+    /// Fetch a token and put it on the shelf.
+    async fn fetch_and_keep(&self, shelf: &dyn TokenShelf, sealer: &Sealer) -> Result<Token, DingTalkError> {
+        let wall = self.clock.now();
         let token = self.fetch_token().await?;
         let shared = sealer.seal(&token.value).map(|sealed| SealedToken {
             sealed,

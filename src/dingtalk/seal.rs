@@ -37,14 +37,10 @@ impl Sealer {
     /// The sealer for `credentials`: keyed by the app secret (the suite secret for a third-party
     /// app), named after the app.
     pub fn new(credentials: &Credentials) -> Sealer {
-        let (app, secret) = match credentials {
-            Credentials::Internal { app_key, app_secret } => (app_key.clone(), app_secret),
-            Credentials::ThirdParty {
-                corp_id,
-                suite_key,
-                suite_secret,
-                ..
-            } => (format!("{corp_id}/{suite_key}"), suite_secret),
+        let app = credentials.app_name();
+        let secret = match credentials {
+            Credentials::Internal { app_secret, .. } => app_secret,
+            Credentials::ThirdParty { suite_secret, .. } => suite_secret,
         };
         let prk = Salt::new(HKDF_SHA256, SALT).extract(secret.expose_secret().as_bytes());
         let key = {

@@ -25,6 +25,15 @@ pub trait TokenShelf: Send + Sync {
     fn save<'a>(&'a self, app: &'a str, token: &'a SealedToken, now: DateTime<Utc>) -> ShelfFuture<'a, ()>;
     /// Drop `app`'s token if it is still `sealed`.
     fn forget<'a>(&'a self, app: &'a str, sealed: &'a [u8]) -> ShelfFuture<'a, ()>;
+    /// Wait for this process's turn to fetch `app`'s token among the processes that share the
+    /// shelf, so that processes needing a token at once fetch one. `None`: no one to wait for, or
+    /// the turn did not come in time.
+    fn fetch_turn<'a>(&'a self, app: &'a str) -> ShelfFuture<'a, Option<Box<dyn ShelfTurn>>>;
+}
+
+/// A turn to fetch the token ([`TokenShelf::fetch_turn`]), held until released.
+pub trait ShelfTurn: Send {
+    fn release(self: Box<Self>) -> ShelfFuture<'static, ()>;
 }
 
 pub type ShelfFuture<'a, T> =

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod occurrences;
 pub mod policies;
 pub mod postgres;
+pub mod slots;
 pub mod tokens;
 pub mod usage;
 

@@ -7,7 +7,36 @@ use super::{Result, Store, StoreError};
 use crate::domain::SealedToken;
 use crate::domain::time::{fmt_utc, parse_utc};
 
+/// One process's turn to fetch `app`'s token while other daemons on the same database wait for
+/// it and then take the token it kept ([`Store::token_fetch_turn`]). Release it once the token is
+/// kept; dropped unreleased (a task cancelled), it closes its connection, which ends the turn.
+#[derive(Debug)]
+pub struct FetchTurn {
+    inner: Option<super::postgres::FetchTurn>,
+}
+
+impl FetchTurn {
+    pub async fn release(mut self) {
+        if let Some(t) = self.inner.take() {
+            t.release().await;
+        }
+    }
+}
+
 impl Store {
+    /// Wait (a bounded time) for this process's turn to fetch `app`'s access token among the
+    /// daemons sharing this database, so that daemons that start together fetch one token, not
+    /// one each. `None` on SQLite (one daemon), or when the turn did not come in time (fetch anyway).
+    pub async fn token_fetch_turn(&self, app: &str) -> Result<Option<FetchTurn>> {
+        let Some(pg) = self.postgres() else {
+            return Ok(None);
+        };
+        Ok(pg
+            .token_fetch_turn(app)
+            .await?
+            .map(|t| FetchTurn { inner: Some(t) }))
+    }
+
     /// The token kept for `app`, if any (fresh or not: the caller decides).
     pub async fn shared_token(&self, app: &str) -> Result<Option<SealedToken>> {
         if let Some(pg) = self.postgres() {

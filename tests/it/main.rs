@@ -4,6 +4,7 @@ mod support;
 
 mod alerts;
 mod cli;
+mod cluster;
 mod daemon;
 mod dingtalk_client;
 mod dingtalk_fixtures;

@@ -21,8 +21,11 @@ mod occurrences;
 mod policies;
 
 pub(crate) use policies::watch_policies;
+mod slots;
 mod tokens;
 mod usage;
+
+pub(crate) use tokens::FetchTurn;
 
 use std::time::Duration;
 

@@ -1,12 +1,82 @@
 //! PostgreSQL twin of `store/tokens.rs`: the sealed access token every daemon shares.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 
 use super::{Pg, ms};
 use crate::domain::SealedToken;
 use crate::store::Result;
 
+/// How long a daemon waits for another's token fetch (a fetch takes at most
+/// `dingtalk.request_timeout`, up to a minute) before it fetches its own.
+const TURN_WAIT: Duration = Duration::from_secs(65);
+const TURN_POLL: Duration = Duration::from_millis(50);
+
+/// A session advisory lock on the fetch of one app's token, held on a connection of its own.
+pub struct FetchTurn {
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+    key: String,
+}
+
+impl std::fmt::Debug for FetchTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchTurn")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FetchTurn {
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(&self.key)
+            .execute(&mut *conn)
+            .await;
+        if unlocked.is_err() {
+            // The connection may still hold the lock: closed, it cannot.
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Drop for FetchTurn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl Pg<'_> {
+    /// Take the fetch turn of `app`'s token: `None` when another daemon held it for longer
+    /// than [`TURN_WAIT`].
+    pub async fn token_fetch_turn(&self, app: &str) -> crate::store::Result<Option<FetchTurn>> {
+        let key = format!("dingrec access token {app}");
+        let mut conn = self.pool.acquire().await?;
+        let until = tokio::time::Instant::now() + TURN_WAIT;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await?;
+            if got {
+                return Ok(Some(FetchTurn {
+                    conn: Some(conn),
+                    key,
+                }));
+            }
+            if tokio::time::Instant::now() >= until {
+                return Ok(None);
+            }
+            tokio::time::sleep(TURN_POLL).await;
+        }
+    }
+
     pub async fn shared_token(&self, app: &str) -> Result<Option<SealedToken>> {
         let row: Option<(Vec<u8>, DateTime<Utc>, DateTime<Utc>)> =
             sqlx::query_as("SELECT sealed, expires_at, refresh_at FROM access_tokens WHERE app = $1")

@@ -1,0 +1,167 @@
+//! Several daemons on one PostgreSQL database (SPEC §12): what they share so that together they
+//! behave as one daemon. PostgreSQL only: on SQLite a second daemon refuses to start (`daemon::`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use dingrec::fake::{FakeDingTalk, Scenario, UnknownConferences};
+
+use crate::support::daemon::{Daemon, apply_dir, write_config, write_policies};
+use crate::support::{HANG, engine, sqlite};
+
+#[allow(clippy::disallowed_methods)]
+fn wall() -> chrono::DateTime<Utc> {
+    Utc::now()
+}
+
+/// On SQLite these tests have nothing to run: one daemon per database.
+fn postgres_only() -> bool {
+    if !engine::postgres() {
+        eprintln!("skipped on SQLite: several daemons share one database only on PostgreSQL");
+        return false;
+    }
+    true
+}
+
+async fn fake(s: Scenario) -> FakeDingTalk {
+    FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
+        .await
+        .expect("fake")
+}
+
+/// `n` one-off policies `prefix00000`… on meetings `prefix-conf-00000`…, due at `at`.
+fn oneoffs(prefix: &str, n: usize, at: chrono::DateTime<Utc>, extra: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "  - name: {prefix}{i:05}\n    conference_id: {prefix}-conf-{i:05}\n    host_union_id: host-1\n    at: \"{}\"\n{extra}",
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            )
+        })
+        .collect()
+}
+
+/// `n` daemons on the config at `cfg`, each serving HTTP.
+async fn daemons(cfg: &std::path::Path, n: usize) -> Vec<Daemon> {
+    let ds: Vec<Daemon> = (0..n).map(|_| Daemon::spawn(cfg, &[])).collect();
+    for d in &ds {
+        d.wait_http(HANG).await;
+    }
+    ds
+}
+
+async fn wait_for(what: &str, db: &std::path::Path, sql: &str, want: &str) {
+    let until = tokio::time::Instant::now() + HANG;
+    loop {
+        let got = sqlite(db, sql);
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `dingtalk.rate_limit` is DingTalk's limit per app: two daemons sending 400 meetings due at once
+/// keep it together, as one daemon would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_keep_one_rate_limit_of_20_calls_in_any_second_for_400_meetings() {
+    if !postgres_only() {
+        return;
+    }
+    let f = fake(Scenario {
+        unknown_conferences: UnknownConferences::Live,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), "scheduler:\n  max_in_flight: 32\n");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replace("rate_limit: 0", "rate_limit: 20")).expect("config");
+    let db = dir.path().join("dingrec.db");
+    let _ds = daemons(&cfg, 2).await;
+    let n = 400;
+    write_policies(
+        dir.path(),
+        "burst.yaml",
+        &oneoffs("rl", n, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
+    );
+    apply_dir(&cfg, dir.path());
+    wait_for(
+        "every meeting started",
+        &db,
+        "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'",
+        &n.to_string(),
+    )
+    .await;
+    assert_eq!(f.start_requests().len(), n, "one call per meeting");
+    // The moments each daemon sent (its own record, on one machine's clock): dingrec's promise is
+    // about its sends; arrivals at a loaded fake can bunch by the fake's own scheduling.
+    let sends: Vec<(i64, String)> = sqlite(
+        &db,
+        "SELECT (EXTRACT(EPOCH FROM sent_at) * 1000)::bigint, instance FROM attempts \
+         WHERE sent_at IS NOT NULL ORDER BY sent_at",
+    )
+    .lines()
+    .filter_map(|l| l.split_once('|'))
+    .map(|(t, i)| (t.parse().expect("ms"), i.to_owned()))
+    .collect();
+    assert_eq!(sends.len(), n);
+    let senders: BTreeSet<&str> = sends.iter().map(|(_, i)| i.as_str()).collect();
+    assert_eq!(senders.len(), 2, "both daemons sent: {senders:?}");
+    for (i, (t, _)) in sends.iter().enumerate() {
+        let in_window = sends[i..].iter().take_while(|(u, _)| *u < t + 1000).count();
+        assert!(
+            in_window <= 20,
+            "{in_window} calls sent in the second from {t} by two daemons"
+        );
+    }
+}
+
+/// Three daemons that need a token at the same moment fetch one (each fetch counts against the
+/// monthly quota): one fetches while the others wait, then they take the token it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_needing_a_token_at_once_fetch_one() {
+    if !postgres_only() {
+        return;
+    }
+    let f = fake(Scenario {
+        unknown_conferences: UnknownConferences::Live,
+        // A slow token endpoint: without taking turns, every daemon would fetch its own.
+        delay: Some(Duration::from_millis(300)),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let db = dir.path().join("dingrec.db");
+    let _ds = daemons(&cfg, 3).await;
+    write_policies(
+        dir.path(),
+        "one.yaml",
+        &oneoffs("tk", 30, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
+    );
+    apply_dir(&cfg, dir.path());
+    wait_for(
+        "every meeting started",
+        &db,
+        "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'",
+        "30",
+    )
+    .await;
+    let instances = sqlite(&db, "SELECT COUNT(DISTINCT instance) FROM attempts");
+    assert_eq!(
+        f.token_calls(),
+        1,
+        "tokens fetched by {instances} daemons that sent starts"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM access_tokens"),
+        "1",
+        "the token is kept for the others"
+    );
+}
