@@ -56,6 +56,8 @@ pub struct Scheduler {
     retention: Option<Duration>,
     /// When this daemon last renewed its leases (real time, the injected clock's time).
     renewed: Option<(tokio::time::Instant, chrono::DateTime<chrono::Utc>)>,
+    /// PostgreSQL: when another daemon's first lease runs out (unless renewed).
+    next_take_over: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -106,6 +108,7 @@ impl Scheduler {
             cron_cache: CronCache::default(),
             retention: None,
             renewed: None,
+            next_take_over: None,
         }
     }
 
@@ -239,15 +242,27 @@ impl Scheduler {
             self.store.renew_leases(self.clock.now()).await?;
             self.renewed = Some((tokio::time::Instant::now(), self.clock.now()));
         }
-        // Several daemons on PostgreSQL: the calls of one that died are taken over once their
-        // leases run out (under SQLite's lock the start-up recovery did that for all).
-        if self.store.engine() == crate::config::Engine::Postgres {
-            let rec = self.store.take_over_expired(self.clock.now()).await?;
-            self.report_recovery(&rec, "took over the calls of a dingrec whose leases ran out");
-        }
+        self.take_over(true).await?;
         for ev in self.store.sweep(self.clock.now()).await? {
             report_final(&self.metrics, &ev);
         }
+        Ok(())
+    }
+
+    /// Several daemons on PostgreSQL: take over the calls of one that died as soon as its first
+    /// lease runs out (each tick, and at that moment: the loop wakes for it), not up to a tick
+    /// later. Under SQLite's lock the start-up recovery did that for all. `every_tick`: look
+    /// whatever the time (another daemon may have claimed since the last look).
+    async fn take_over(&mut self, every_tick: bool) -> crate::store::Result<()> {
+        if self.store.engine() != crate::config::Engine::Postgres {
+            return Ok(());
+        }
+        if !every_tick && self.next_take_over.is_none_or(|t| self.clock.now() <= t) {
+            return Ok(());
+        }
+        let rec = self.store.take_over_expired(self.clock.now()).await?;
+        self.report_recovery(&rec, "took over the calls of a dingrec whose leases ran out");
+        self.next_take_over = self.store.next_foreign_lease_end().await?;
         Ok(())
     }
 
@@ -308,7 +323,10 @@ impl Scheduler {
                     Err(e) => Err(e),
                 }
             } else {
-                self.dispatcher.dispatch_due().await
+                match self.take_over(false).await {
+                    Ok(()) => self.dispatcher.dispatch_due().await,
+                    Err(e) => Err(e),
+                }
             };
             if let Err(why) = self.checker.reap() {
                 error!(error = %why, "stopping: a check failed inside dingrec");
@@ -361,6 +379,17 @@ impl Scheduler {
                     self.health.db_failed("scheduler", e.to_string());
                     sleep_for = db_backoff;
                     db_backoff = (db_backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            if let Some(t) = self.next_take_over {
+                // Just after the lease ends (a lease is held until its instant); a lease that
+                // ended and is still there is being taken over by another daemon: look again soon.
+                let wait = (t - self.clock.now())
+                    .to_std()
+                    .map_or(Duration::from_millis(50), |d| d + Duration::from_millis(1));
+                if wait < sleep_for {
+                    sleep_for = wait;
+                    until_due = false;
                 }
             }
             if last_gauges.elapsed() >= Duration::from_secs(5) {

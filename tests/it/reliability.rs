@@ -317,6 +317,155 @@ async fn kill_9_mid_burst_with_verify_starts_no_meeting_twice() {
     eprintln!("kill -9 with verify: {interrupted} interrupted attempts, settled by checks, 0 second starts");
 }
 
+// SPEC §12: three daemons on one PostgreSQL, one of them SIGKILLed at random in each round's burst
+// and started again (a new pid: a new instance). The others take the killed one's calls over once
+// its leases ran out; with verify on, each call it may have sent is settled by a check first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_one_killed_each_round_start_every_meeting_once() {
+    if !engine::postgres() {
+        eprintln!("skipped on SQLite: one daemon per database (a second one refuses to start)");
+        return;
+    }
+    let rounds: usize = std::env::var("RELIABILITY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let lease = Duration::from_secs(5);
+    let f = fake(Scenario {
+        delay: Some(Duration::from_millis(60)),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        dir.path(),
+        &f.base_url(),
+        "scheduler:\n  max_in_flight: 64\n  shutdown_timeout: 5s\n  lease: 5s\n",
+    );
+    let db = dir.path().join("dingrec.db");
+    let mut daemons: Vec<Daemon> = (0..3).map(|_| Daemon::spawn(&cfg, &[])).collect();
+    for d in &daemons {
+        d.wait_http(HANG).await;
+    }
+    let instance_of = |d: &Daemon| {
+        let pid = d.child.id();
+        let name = sqlite(
+            &db,
+            &format!("SELECT instance FROM instances WHERE instance LIKE '%:{pid}'"),
+        );
+        assert!(!name.is_empty(), "daemon {pid} has its instances row");
+        name
+    };
+    let n = 300;
+    // (instance, when it was killed)
+    let mut killed: Vec<(String, chrono::DateTime<Utc>)> = Vec::new();
+    for round in 0..rounds {
+        let prefix = format!("k{round:02}x");
+        for i in 0..n {
+            f.add_meeting(live(&format!("{prefix}-conf-{i:05}"), vec![]));
+        }
+        oneoffs(
+            dir.path(),
+            &prefix,
+            n,
+            wall() + TimeDelta::milliseconds(1500),
+            "    window: 10m\n    verify: { after: 1s, checks: 1 }\n",
+        );
+        crate::support::daemon::apply_dir(&cfg, dir.path());
+        let conf = format!("{prefix}-conf-");
+        let want = 1 + (rand_u64() % (n as u64 / 2)) as usize;
+        let until = tokio::time::Instant::now() + HANG;
+        while f.starts_for(&conf) < want {
+            assert!(tokio::time::Instant::now() < until, "round {round}: no burst");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let victim = (rand_u64() % 3) as usize;
+        let name = instance_of(&daemons[victim]);
+        let at = wall();
+        daemons[victim].signal("KILL");
+        daemons[victim].wait(HANG).await;
+        killed.push((name, at));
+        // No succeeded occurrence was attempted again afterwards.
+        assert_eq!(
+            sqlite(
+                &db,
+                "SELECT COUNT(*) FROM attempts a JOIN attempts s ON s.occurrence_id = a.occurrence_id AND s.outcome = 'success' AND a.attempt_no > s.attempt_no"
+            ),
+            "0",
+            "round {round}"
+        );
+        // Every start request the fake received has its attempt row.
+        let starts = starts_by_conference(&f);
+        let rows = attempts_by_conference(&db);
+        for (conf, k) in &starts {
+            assert!(
+                rows.get(conf).copied().unwrap_or(0) >= *k,
+                "round {round}: {conf} got {k} calls, has {:?} rows",
+                rows.get(conf)
+            );
+        }
+        daemons[victim] = Daemon::spawn(&cfg, &[]);
+        daemons[victim].wait_http(HANG).await;
+    }
+    let total = rounds * n;
+    wait_until("every occurrence confirmed and every attempt closed", HANG, || {
+        sqlite(
+            &db,
+            "SELECT (SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded' AND verified_at IS NOT NULL), \
+             (SELECT COUNT(*) FROM attempts WHERE outcome IS NULL) + (SELECT COUNT(*) FROM checks WHERE outcome IS NULL)",
+        ) == format!("{total}|0")
+    })
+    .await;
+    // Every meeting started once: by one daemon, never again by another that took it over.
+    let starts = starts_by_conference(&f);
+    let twice: Vec<_> = starts.iter().filter(|(_, k)| **k > 1).collect();
+    assert!(twice.is_empty(), "meetings started twice: {twice:?}");
+    assert_eq!(starts.len(), total, "every meeting started");
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences WHERE state != 'succeeded'"),
+        "0"
+    );
+    // One daemon at a time held an occurrence: each attempt began after the one before it ended.
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM attempts a JOIN attempts b ON b.occurrence_id = a.occurrence_id \
+             AND b.attempt_no > a.attempt_no WHERE b.started_at < a.finished_at"
+        ),
+        "0",
+        "attempts of one occurrence overlapped"
+    );
+    // What each killed daemon held was taken over within its lease and a second.
+    let (mut taken, mut worst) = (0, 0);
+    for (name, at) in &killed {
+        let row = sqlite(
+            &db,
+            &format!(
+                "SELECT COUNT(*), COALESCE((EXTRACT(EPOCH FROM MAX(finished_at)) * 1000)::bigint, 0) \
+                 FROM attempts WHERE instance = '{name}' AND outcome = 'interrupted'"
+            ),
+        );
+        let (k, last) = row.split_once('|').expect("count|ms");
+        let (k, last): (usize, i64) = (k.parse().expect("count"), last.parse().expect("ms"));
+        taken += k;
+        if k > 0 {
+            let after = last - at.timestamp_millis();
+            worst = worst.max(after);
+            assert!(
+                after <= (lease + Duration::from_secs(1)).as_millis() as i64,
+                "{name}, killed at {at}: its last call was taken over {after} ms later"
+            );
+        }
+    }
+    assert!(taken > 0, "the kills interrupted calls in flight");
+    eprintln!(
+        "three daemons, {rounds} kills: {total} meetings started once, {taken} interrupted calls taken over \
+         (the last {worst} ms after its kill at worst; lease {} ms), {} attempts",
+        lease.as_millis(),
+        sqlite(&db, "SELECT COUNT(*) FROM attempts")
+    );
+}
+
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

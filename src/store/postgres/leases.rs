@@ -89,6 +89,18 @@ impl Pg<'_> {
         Ok(n)
     }
 
+    pub async fn next_foreign_lease_end(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(t) FROM (\
+               SELECT MIN(lease_until) AS t FROM attempts WHERE outcome IS NULL AND instance IS DISTINCT FROM $1 \
+               UNION ALL \
+               SELECT MIN(lease_until) FROM checks WHERE outcome IS NULL AND instance IS DISTINCT FROM $1) l",
+        )
+        .bind(crate::instance::this())
+        .fetch_one(self.pool)
+        .await?)
+    }
+
     /// Other daemons' attempts and checks whose lease ran out, locked (a daemon taking over at
     /// the same time skips them) and closed as `interrupted`; their occurrences carry on.
     pub async fn take_over_expired(&self, now: DateTime<Utc>) -> Result<Recovery> {
