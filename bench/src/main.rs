@@ -3,6 +3,7 @@
 //!     cargo run --release -p dingrec-bench            # everything; writes BENCHMARKS.md
 //!     cargo run --release -p dingrec-bench -- --smoke # seconds long (CI), prints only
 //!     cargo run --release -p dingrec-bench -- --burst 10000 | --paced 10000 2000 | --monday
+//!                                             | --pg-burst 10000 3 (N, daemons on PostgreSQL)
 //!                                                     # one scenario, printed (for tuning)
 //!
 //! dingrec runs as its real release binary (`dingrec run`) against the fake DingTalk as its own
@@ -171,12 +172,26 @@ struct Daemon {
 }
 
 fn write_config(dir: &Path, fake_url: &str, rate_limit: u32, synchronous: &str) -> R<(PathBuf, u16)> {
+    let database = format!(
+        "database:\n  path: {}\n  synchronous: {synchronous}\n",
+        dir.join("dingrec.db").display()
+    );
+    write_config_as(dir, "config.yaml", &database, fake_url, rate_limit)
+}
+
+/// A config named `name` in `dir` with the `database:` lines given, listening on a port of its own.
+fn write_config_as(
+    dir: &Path,
+    name: &str,
+    database: &str,
+    fake_url: &str,
+    rate_limit: u32,
+) -> R<(PathBuf, u16)> {
     let port = free_port()?;
     let cfg = format!(
-        "database:\n  path: {db}\n  synchronous: {synchronous}\ndingtalk:\n  base_url: {fake_url}\n  app_key: bench\n  rate_limit: {rate_limit}\nhttp:\n  listen: 127.0.0.1:{port}\npolicies:\n  paths: []\ndefaults:\n  timezone: UTC\n  window: 30m\n  verify: false\nlog:\n  level: warn\n",
-        db = dir.join("dingrec.db").display()
+        "{database}dingtalk:\n  base_url: {fake_url}\n  app_key: bench\n  rate_limit: {rate_limit}\nhttp:\n  listen: 127.0.0.1:{port}\npolicies:\n  paths: []\ndefaults:\n  timezone: UTC\n  window: 30m\n  verify: false\nlog:\n  level: warn\n"
     );
-    let path = dir.join("config.yaml");
+    let path = dir.join(name);
     std::fs::write(&path, cfg).map_err(e("config"))?;
     Ok((path, port))
 }
@@ -397,14 +412,7 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
     .iter()
     .map(|r| r.get::<f64, _>(0))
     .collect();
-    // The figure: each call's arrival at the fake after the due instant.
-    let arrivals = start_arrivals(&f.url).await?;
-    let due_ms = due.timestamp_millis();
-    let lates: Vec<f64> = arrivals.iter().map(|(_, at)| (*at - due_ms) as f64).collect();
-    let mut first100: Vec<f64> = lates.iter().take(100).copied().collect();
-    first100.sort_by(|a, b| a.total_cmp(b));
-    let mut sorted = lates.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
+    let arr = arrivals(&f.url, due).await?;
     let span = sqlx::query(
         "SELECT (julianday(MAX(finished_at)) - julianday(?)) * 86400.0, \
          (julianday(MAX(finished_at)) - julianday(MIN(started_at))) * 86400.0 FROM attempts",
@@ -415,7 +423,201 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
     .map_err(e("span"))?;
     let total: f64 = span.get(0);
     let active: f64 = span.get(1);
-    let stats = get(&format!("{}/_fake/stats", f.url))
+    let out = Burst {
+        total_s: total,
+        per_s: n as f64 / active.max(1e-9),
+        first100_sent_p50_ms: pct(&first100_sent, 50.0),
+        claim_p50_ms: pct(&claims, 50.0),
+        rss_mb: rss,
+        attempts: scalar(&db, "SELECT COUNT(*) FROM attempts").await,
+        succeeded: scalar(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'").await,
+        ..arr
+    };
+    db.close().await;
+    d.p.term();
+    Ok(out)
+}
+
+/// A PostgreSQL cluster for the bench: `TEST_POSTGRES_URL`'s, or a throwaway one started with
+/// `scripts/pg` (stopped when dropped).
+struct Cluster {
+    url: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start() -> R<Cluster> {
+        if let Ok(url) = std::env::var("TEST_POSTGRES_URL") {
+            return Ok(Cluster { url, dir: None });
+        }
+        let dir = tempfile::tempdir().map_err(e("tmp"))?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg");
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .map_err(e("scripts/pg"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot start a PostgreSQL cluster (apt-get install postgresql): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok(Cluster { url, dir: Some(dir) })
+    }
+
+    /// A `database.url` on a new, empty schema of the cluster.
+    async fn fresh(&self, name: &str) -> R<String> {
+        use sqlx::Connection as _;
+        let mut c = sqlx::PgConnection::connect(&self.url)
+            .await
+            .map_err(e("connect to PostgreSQL"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        )))
+        .execute(&mut c)
+        .await
+        .map_err(e("schema"))?;
+        let _ = c.close().await;
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        Ok(format!("{}{sep}options=-c%20search_path%3D{name}", self.url))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg");
+            let _ = Command::new(script).arg("stop").arg(dir.path()).status();
+        }
+    }
+}
+
+/// The burst on PostgreSQL with `daemons` daemons sharing the database: what [`burst`] measures,
+/// the peak RSS being the largest daemon's, and how many calls each daemon made.
+async fn pg_burst(bin: &Path, cluster: &Cluster, n: usize, daemons: usize) -> R<(Burst, Vec<i64>)> {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let f = fake(bin, dir.path()).await?;
+    let schema = format!(
+        "bench_{}_{}",
+        std::process::id(),
+        RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let url = cluster.fresh(&schema).await?;
+    let database = format!("database:\n  url: \"{url}\"\n");
+    let mut configs = Vec::new();
+    for k in 0..daemons {
+        configs.push(write_config_as(
+            dir.path(),
+            &format!("config-{k}.yaml"),
+            &database,
+            &f.url,
+            0,
+        )?);
+    }
+    let due = now() + TimeDelta::from_std(lead_for(n)).unwrap_or_default() + TimeDelta::seconds(2);
+    let due = DateTime::from_timestamp(due.timestamp(), 0).ok_or("time")?;
+    let pdir = write_oneoffs(dir.path(), n, due)?;
+    apply(bin, &configs[0].0, &pdir)?;
+    let mut ds = Vec::new();
+    for (cfg, port) in &configs {
+        ds.push(start_daemon(bin, cfg, *port).await?.0);
+    }
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .map_err(e("connect"))?;
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&db)
+                .await
+                .unwrap_or(-1)
+        }
+    };
+    let deadline = Instant::now() + lead_for(n) + Duration::from_secs(180);
+    loop {
+        let done = count("SELECT COUNT(*) FROM attempts WHERE outcome IS NOT NULL").await;
+        if done == n as i64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("PostgreSQL burst {n}: only {done} attempts recorded"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss = ds
+        .iter()
+        .map(|d| status_kb(d.p.pid(), "VmHWM:") as f64 / 1024.0)
+        .fold(0.0, f64::max);
+    let ms_after_due = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let mut v: Vec<f64> = sqlx::query_scalar::<_, f64>(sql)
+                .fetch_all(&db)
+                .await
+                .map_err(e("lateness"))?;
+            v.sort_by(|a, b| a.total_cmp(b));
+            R::Ok(v)
+        }
+    };
+    let claims = ms_after_due(
+        "SELECT EXTRACT(EPOCH FROM (a.started_at - o.due_at))::float8 * 1000 \
+         FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE a.attempt_no = 1",
+    )
+    .await?;
+    let first100_sent = ms_after_due(
+        "SELECT EXTRACT(EPOCH FROM (a.sent_at - o.due_at))::float8 * 1000 \
+         FROM attempts a JOIN occurrences o ON o.id = a.occurrence_id WHERE a.attempt_no = 1 \
+         ORDER BY a.sent_at LIMIT 100",
+    )
+    .await?;
+    let arr = arrivals(&f.url, due).await?;
+    let (total, active): (f64, f64) = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM (MAX(finished_at) - $1))::float8, \
+         EXTRACT(EPOCH FROM (MAX(finished_at) - MIN(started_at)))::float8 FROM attempts",
+    )
+    .bind(due)
+    .fetch_one(&db)
+    .await
+    .map_err(e("span"))?;
+    let shares: Vec<i64> =
+        sqlx::query_scalar("SELECT COUNT(*) FROM attempts GROUP BY instance ORDER BY COUNT(*) DESC")
+            .fetch_all(&db)
+            .await
+            .map_err(e("shares"))?;
+    let out = Burst {
+        total_s: total,
+        per_s: n as f64 / active.max(1e-9),
+        first100_sent_p50_ms: pct(&first100_sent, 50.0),
+        claim_p50_ms: pct(&claims, 50.0),
+        rss_mb: rss,
+        attempts: count("SELECT COUNT(*) FROM attempts").await,
+        succeeded: count("SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'").await,
+        ..arr
+    };
+    db.close().await;
+    for d in ds {
+        d.p.term();
+    }
+    Ok((out, shares))
+}
+
+/// The burst's figures taken at the fake: each StartCloudRecord's arrival after the due instant,
+/// and the calls it counted.
+async fn arrivals(fake_url: &str, due: DateTime<Utc>) -> R<Burst> {
+    let arrivals = start_arrivals(fake_url).await?;
+    let due_ms = due.timestamp_millis();
+    let lates: Vec<f64> = arrivals.iter().map(|(_, at)| (*at - due_ms) as f64).collect();
+    let mut first100: Vec<f64> = lates.iter().take(100).copied().collect();
+    first100.sort_by(|a, b| a.total_cmp(b));
+    let mut sorted = lates;
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let stats = get(&format!("{fake_url}/_fake/stats"))
         .await
         .map(|x| x.1)
         .unwrap_or_default();
@@ -423,25 +625,16 @@ async fn burst(bin: &Path, n: usize, rate: u32, synchronous: &str) -> R<Burst> {
         .ok()
         .and_then(|v| v["start_calls"].as_i64())
         .unwrap_or(-1);
-    let out = Burst {
-        total_s: total,
-        per_s: n as f64 / active.max(1e-9),
+    Ok(Burst {
         p50_ms: pct(&sorted, 50.0),
         p99_ms: pct(&sorted, 99.0),
         max_ms: sorted.last().copied().unwrap_or(f64::NAN),
         first100_p50_ms: pct(&first100, 50.0),
         first_ms: first100.first().copied().unwrap_or(f64::NAN),
-        first100_sent_p50_ms: pct(&first100_sent, 50.0),
-        claim_p50_ms: pct(&claims, 50.0),
-        rss_mb: rss,
-        attempts: scalar(&db, "SELECT COUNT(*) FROM attempts").await,
-        succeeded: scalar(&db, "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'").await,
         early: sorted.iter().filter(|l| **l < 0.0).count() as i64,
         fake_starts,
-    };
-    db.close().await;
-    d.p.term();
-    Ok(out)
+        ..Burst::default()
+    })
 }
 
 /// StartCloudRecord arrivals at the fake, in arrival order: (conference id, epoch ms).
@@ -1003,6 +1196,12 @@ async fn main() {
                 }),
         ),
         Some("--monday") => Some(monday(&bin_or_exit()).await.map(|m| format!("{m:?}"))),
+        Some("--pg-burst") => Some(match Cluster::start() {
+            Ok(c) => pg_burst(&bin_or_exit(), &c, num(2), num(3).max(1))
+                .await
+                .map(|(b, shares)| format!("{b:?} calls per daemon {shares:?}")),
+            Err(err) => Err(err),
+        }),
         Some("--idle") => Some(idle(&bin_or_exit(), num(2), 60).await.map(|(cpu, rss)| {
             format!(
                 "idle with {} cron policies: {cpu:.2} s CPU in 60 s, RSS {rss:.1} MB",
@@ -1102,6 +1301,64 @@ async fn run(smoke: bool) -> R<()> {
             burst10k_full = rs.iter().map(|b| b.total_s).collect();
         }
     }
+
+    // Bursts on PostgreSQL, one and several daemons.
+    let cluster = Cluster::start()?;
+    let pg_runs: &[(usize, usize)] = if smoke {
+        &[(1_000, 3)]
+    } else {
+        &[(10_000, 1), (10_000, 3)]
+    };
+    say("\n## Burst on PostgreSQL: N one-off occurrences due at the same instant, one or three daemons on one database\n".into());
+    say("| N | daemons | last attempt committed after due (s) | attempts/s | call arrival after due p50 / p99 / max (ms) | first call's arrival / arrival p50 of the first 100 (ms) | claim p50 (ms) | largest daemon's peak RSS (MB) | calls per daemon (first run) | correct |".into());
+    say("|---|---|---|---|---|---|---|---|---|---|".into());
+    for &(n, k) in pg_runs {
+        let mut rs = Vec::new();
+        let mut shares = Vec::new();
+        for _ in 0..runs {
+            let (b, sh) = pg_burst(&bin, &cluster, n, k).await?;
+            rs.push(b);
+            shares.push(sh);
+        }
+        let a = |f: fn(&Burst) -> f64| agg(&rs.iter().map(f).collect::<Vec<_>>());
+        let wrong: Vec<_> = rs
+            .iter()
+            .filter(|b| {
+                !(b.attempts == n as i64
+                    && b.succeeded == n as i64
+                    && b.early == 0
+                    && b.fake_starts == n as i64)
+            })
+            .map(|b| (b.attempts, b.succeeded, b.early, b.fake_starts))
+            .collect();
+        say(format!(
+            "| {n} | {k} | {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} |",
+            a(|b| b.total_s),
+            a(|b| b.per_s),
+            a(|b| b.p50_ms),
+            a(|b| b.p99_ms),
+            a(|b| b.max_ms),
+            a(|b| b.first_ms),
+            a(|b| b.first100_p50_ms),
+            a(|b| b.claim_p50_ms),
+            a(|b| b.rss_mb),
+            shares
+                .first()
+                .map(|s| s.iter().map(i64::to_string).collect::<Vec<_>>().join(" + "))
+                .unwrap_or_default(),
+            if wrong.is_empty() {
+                "all fired once, none early".to_owned()
+            } else {
+                format!("NO: {wrong:?}")
+            }
+        ));
+        if !wrong.is_empty() {
+            return Err(format!(
+                "PostgreSQL burst of {n} with {k} daemons: not every meeting started once (attempts, succeeded, early, calls): {wrong:?}"
+            ));
+        }
+    }
+    drop(cluster);
 
     // Rate-limited bursts.
     let paced: &[(usize, u32)] = if smoke {

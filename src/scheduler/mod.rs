@@ -424,6 +424,9 @@ impl Scheduler {
             in_flight,
             "stopping: no new attempts; waiting for calls in flight"
         );
+        // The calls in flight are still this daemon's: it renews their leases while it waits,
+        // or another daemon would take over (and repeat) a call that is about to succeed.
+        let renewing = tokio::spawn(renew_while_draining(self.store.clone(), self.clock.clone()));
         if !self.dispatcher.drain(drain).await {
             warn!(
                 in_flight = self.dispatcher.in_flight(),
@@ -433,6 +436,7 @@ impl Scheduler {
         if let Err(why) = self.checker.drain(drain).await {
             self.dispatcher.set_fatal(why);
         }
+        renewing.abort();
         self.finish().await;
         self.dispatcher.fatal().map_or(Ok(()), Err)
     }
@@ -442,6 +446,17 @@ impl Scheduler {
         if let Some(w) = self.writer.take() {
             w.stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(10), w.task).await;
+        }
+    }
+}
+
+/// Renew this process's leases every third of the lease until aborted (the drain at shutdown).
+async fn renew_while_draining(store: crate::store::Store, clock: SharedClock) {
+    let every = store.lease() / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = store.renew_leases(clock.now()).await {
+            warn!(error = %e, "cannot renew the leases of the calls still in flight");
         }
     }
 }

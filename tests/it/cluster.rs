@@ -165,3 +165,70 @@ async fn three_daemons_needing_a_token_at_once_fetch_one() {
         "the token is kept for the others"
     );
 }
+
+/// A daemon stopped by SIGTERM while its call is in flight waits for the answer
+/// (`shutdown_timeout`) and keeps renewing the call's lease meanwhile: the other daemon does not
+/// take the call over and start the meeting a second time, however long the answer takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_daemon_keeps_the_lease_of_its_call_in_flight() {
+    if !postgres_only() {
+        return;
+    }
+    let f = fake(Scenario {
+        // Answered after 8 s: longer than the 5 s lease, shorter than the drain.
+        meetings: vec![crate::support::live(
+            "slow-conf",
+            vec![dingrec::fake::Step {
+                answer: "ok".into(),
+                status: None,
+                times: 1,
+                delay: Some(Duration::from_secs(8)),
+            }],
+        )],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        dir.path(),
+        &f.base_url(),
+        "scheduler:\n  lease: 5s\n  shutdown_timeout: 15s\n",
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replace("request_timeout: 3s", "request_timeout: 20s")).expect("config");
+    let db = dir.path().join("dingrec.db");
+    let mut ds = daemons(&cfg, 2).await;
+    write_policies(
+        dir.path(),
+        "slow.yaml",
+        &format!(
+            "  - name: slow\n    conference_id: slow-conf\n    host_union_id: host-1\n    at: \"{}\"\n    window: 10m\n",
+            (wall() + TimeDelta::seconds(2)).to_rfc3339_opts(SecondsFormat::Millis, true)
+        ),
+    );
+    apply_dir(&cfg, dir.path());
+    let until = tokio::time::Instant::now() + HANG;
+    while f.start_requests().is_empty() {
+        assert!(tokio::time::Instant::now() < until, "no call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let holder = sqlite(&db, "SELECT instance FROM attempts");
+    let (i, _) = ds
+        .iter()
+        .enumerate()
+        .find(|(_, d)| holder.ends_with(&format!(":{}", d.child.id())))
+        .unwrap_or_else(|| panic!("the call's daemon ({holder}) is one of the two"));
+    ds[i].signal("TERM");
+    assert_eq!(ds[i].wait(HANG).await, Some(0), "a clean stop after the answer");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT state || '|' || (SELECT group_concat(outcome || ':' || instance) FROM attempts) FROM occurrences"
+        ),
+        format!("succeeded|success:{holder}"),
+        "the stopping daemon recorded its own call's answer"
+    );
+    // The call's lease ran out 5 s into the 8 s wait had it not been renewed, and the other
+    // daemon, which takes over when a lease runs out, would have closed the call and called again.
+    assert_eq!(f.start_requests().len(), 1, "the meeting was started once");
+}
