@@ -372,8 +372,10 @@ impl World {
         self.clock.now()
     }
 
+    /// The database as [`sqlite`] finds it: the SQLite file, or on PostgreSQL the test's folder,
+    /// where the URL is kept beside it.
     fn db(&self) -> std::path::PathBuf {
-        self.app.settings.database.path.clone()
+        self.app.dir.path().join("dingrec.db")
     }
 
     /// Ask the database with the `sqlite3` shell, off the runtime's threads (the fakes share
@@ -407,7 +409,7 @@ impl World {
                  + (SELECT COUNT(*) FROM attempts WHERE outcome IS NULL) \
                  + (SELECT COUNT(*) FROM checks WHERE outcome IS NULL) \
                  + (SELECT COUNT(*) FROM occurrences WHERE next_check_at <= '{now}') \
-                 + (SELECT COUNT(*) FROM policies WHERE enabled = 1 AND planned_until < '{horizon}')"
+                 + (SELECT COUNT(*) FROM policies WHERE enabled AND planned_until < '{horizon}')"
                 ))
                 .await;
             if busy == "0" {
@@ -417,8 +419,8 @@ impl World {
                 let which = self
                     .q(&format!(
                         "SELECT 'occurrence ' || id || ' of ' || policy_name || ': ' || state || ', next attempt ' \
-                     || COALESCE(next_attempt_at, '-') || ', window ends ' || window_ends_at || ', next check ' \
-                     || COALESCE(next_check_at, '-') FROM occurrences WHERE state = 'running' \
+                     || COALESCE(CAST(next_attempt_at AS TEXT), '-') || ', window ends ' || window_ends_at || ', next check ' \
+                     || COALESCE(CAST(next_check_at AS TEXT), '-') FROM occurrences WHERE state = 'running' \
                      OR (state IN ('scheduled', 'retry_wait') AND (next_attempt_at <= '{now}' OR window_ends_at <= '{now}')) \
                      OR next_check_at <= '{now}' \
                      UNION ALL SELECT 'attempt ' || id || ' of occurrence ' || occurrence_id || ' without outcome, started ' \
@@ -426,7 +428,7 @@ impl World {
                      UNION ALL SELECT 'check ' || id || ' of occurrence ' || occurrence_id || ' without outcome' \
                      FROM checks WHERE outcome IS NULL \
                      UNION ALL SELECT 'policy ' || name || ' planned until ' || planned_until FROM policies \
-                     WHERE enabled = 1 AND planned_until < '{horizon}'"
+                     WHERE enabled AND planned_until < '{horizon}'"
                     ))
                     .await;
                 return Err(format!(
@@ -579,6 +581,10 @@ impl World {
                 self.clock.set(self.now() - TimeDelta::seconds(*secs));
                 self.app.wake();
             }
+            Op::SecondDaemon if crate::support::engine::postgres() => {
+                // Welcome on PostgreSQL, and another process (its instance is its pid): the
+                // cluster tests and the three-daemon kill loop run several daemons there.
+            }
             Op::SecondDaemon => {
                 // Its own thread and runtime, as a second process has (the lock's wait for a
                 // release blocks its thread).
@@ -661,7 +667,7 @@ impl World {
         let twice = self.q(
             "SELECT group_concat(policy_name || ' ' || meeting_at, ', ') FROM (SELECT policy_name, meeting_at \
              FROM occurrences WHERE trigger NOT IN ('manual', 'restart') AND state != 'cancelled' \
-             GROUP BY policy_id, meeting_at HAVING COUNT(*) > 1)",
+             GROUP BY policy_id, policy_name, meeting_at HAVING COUNT(*) > 1) AS twice",
         ).await;
         if !twice.is_empty() {
             return Err(format!("1: two occurrences for the same meeting: {twice}"));
@@ -732,12 +738,14 @@ impl World {
                 return Err(format!("5: {conf} got {n} calls but has {rows} attempt rows"));
             }
         }
-        let planned: BTreeSet<String> = self
-            .q("SELECT policy_name || ' ' || due_at FROM occurrences WHERE state != 'cancelled'")
-            .await
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let planned: BTreeSet<String> = crate::support::engine::rows(
+            &self.app.store,
+            "SELECT policy_name, due_at FROM occurrences WHERE state != 'cancelled'",
+        )
+        .await
+        .iter()
+        .map(|r| format!("{} {}", r[0].as_str().unwrap_or(""), r[1].as_str().unwrap_or("")))
+        .collect();
         for (slot, applied) in &self.applied_at {
             let Some(s) = self.model.get(slot).filter(|s| s.enabled) else {
                 continue;
@@ -797,10 +805,15 @@ async fn play(h: &History, ops: &[Op]) -> Result<(), (usize, String)> {
     std::fs::write(&policy_file, "policies: []\n").expect("policy file");
     std::fs::write(&secret, "test-app-secret\n").expect("secret");
     let config = dir.join("config.yaml");
+    let database = if app.settings.database.url.is_empty() {
+        format!("path: {}", app.settings.database.path.display())
+    } else {
+        format!("url: \"{}\"", app.settings.database.url)
+    };
     std::fs::write(
         &config,
         SIM_CONFIG
-            .replace("{db}", &app.settings.database.path.display().to_string())
+            .replace("path: {db}", &database)
             .replace("{url}", &app.fake.base_url())
             .replace("{secret}", &secret.display().to_string())
             .replace("{policies}", &policy_file.display().to_string()),
