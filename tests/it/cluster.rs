@@ -4,16 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, TimeDelta, Utc};
-use dingrec::fake::{FakeDingTalk, Scenario, UnknownConferences};
+use chrono::{SecondsFormat, TimeDelta};
+use dingrec::fake::{Scenario, UnknownConferences};
 
 use crate::support::daemon::{Daemon, apply_dir, write_config, write_policies};
-use crate::support::{HANG, engine, sqlite};
-
-#[allow(clippy::disallowed_methods)]
-fn wall() -> chrono::DateTime<Utc> {
-    Utc::now()
-}
+use crate::support::{HANG, engine, fake, oneoff_entries, sqlite, wall};
 
 /// On SQLite these tests have nothing to run: one daemon per database.
 fn postgres_only() -> bool {
@@ -22,24 +17,6 @@ fn postgres_only() -> bool {
         return false;
     }
     true
-}
-
-async fn fake(s: Scenario) -> FakeDingTalk {
-    FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
-        .await
-        .expect("fake")
-}
-
-/// `n` one-off policies `prefix00000`… on meetings `prefix-conf-00000`…, due at `at`.
-fn oneoffs(prefix: &str, n: usize, at: chrono::DateTime<Utc>, extra: &str) -> String {
-    (0..n)
-        .map(|i| {
-            format!(
-                "  - name: {prefix}{i:05}\n    conference_id: {prefix}-conf-{i:05}\n    host_union_id: host-1\n    at: \"{}\"\n{extra}",
-                at.to_rfc3339_opts(SecondsFormat::Millis, true)
-            )
-        })
-        .collect()
 }
 
 /// `n` daemons on the config at `cfg`, each serving HTTP.
@@ -88,7 +65,7 @@ async fn two_daemons_keep_one_rate_limit_of_20_calls_in_any_second_for_400_meeti
     write_policies(
         dir.path(),
         "burst.yaml",
-        &oneoffs("rl", n, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
+        &oneoff_entries("rl", n, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
     );
     apply_dir(&cfg, dir.path());
     wait_for(
@@ -143,7 +120,7 @@ async fn three_daemons_needing_a_token_at_once_fetch_one() {
     write_policies(
         dir.path(),
         "one.yaml",
-        &oneoffs("tk", 30, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
+        &oneoff_entries("tk", 30, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
     );
     apply_dir(&cfg, dir.path());
     wait_for(

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, TimeDelta, Utc};
-use dingrec::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, Step};
+use dingrec::fake::{MeetingSpec, MeetingState, Scenario, Step};
 
 use crate::support::daemon::{Daemon, apply_dir, cli, write_config, write_policies};
-use crate::support::{HANG, engine, live, sqlite, step};
+use crate::support::{HANG, engine, fake, live, sqlite, step};
 
 #[allow(clippy::disallowed_methods)]
 fn at_in(ms: i64) -> String {
@@ -18,12 +18,6 @@ fn policy(name: &str, conf: &str, at: &str) -> String {
     format!(
         "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 200ms, maximum_interval: 400ms }}\n"
     )
-}
-
-async fn fake(s: Scenario) -> FakeDingTalk {
-    FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
-        .await
-        .expect("fake")
 }
 
 async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {

@@ -14,33 +14,18 @@ use dingrec::fake::{FakeDingTalk, MeetingSpec, Scenario, UnknownConferences};
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{Daemon, write_config};
-use crate::support::{HANG, engine, live, refusing_addr, sqlite, step};
-
-#[allow(clippy::disallowed_methods)]
-fn wall() -> chrono::DateTime<Utc> {
-    Utc::now()
-}
+use crate::support::{HANG, engine, fake, live, oneoff_entries, refusing_addr, sqlite, step, wall};
 
 fn rfc(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-async fn fake(s: Scenario) -> FakeDingTalk {
-    FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
-        .await
-        .expect("fake")
-}
-
 fn oneoffs(dir: &std::path::Path, prefix: &str, n: usize, at: chrono::DateTime<Utc>, extra: &str) {
-    let mut y = String::from("policies:\n");
-    for i in 0..n {
-        y.push_str(&format!(
-            "  - name: {prefix}{i:05}\n    conference_id: {prefix}-conf-{i:05}\n    host_union_id: host-1\n    at: \"{}\"\n{extra}",
-            rfc(at)
-        ));
-    }
-    std::fs::create_dir_all(dir.join("policies")).expect("dir");
-    std::fs::write(dir.join(format!("policies/{prefix}.yaml")), y).expect("policies");
+    crate::support::daemon::write_policies(
+        dir,
+        &format!("{prefix}.yaml"),
+        &oneoff_entries(prefix, n, at, extra),
+    );
 }
 
 async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -70,6 +55,27 @@ fn attempts_by_conference(db: &std::path::Path) -> BTreeMap<String, usize> {
         .filter_map(|l| l.split_once('|'))
         .map(|(c, n)| (c.to_owned(), n.parse().unwrap_or(0)))
         .collect()
+}
+
+/// After a kill: no succeeded occurrence was attempted again, and every StartCloudRecord the fake
+/// received has its attempt row (the intent is written before the call).
+fn no_start_after_success_and_no_call_without_its_row(round: usize, f: &FakeDingTalk, db: &std::path::Path) {
+    assert_eq!(
+        sqlite(
+            db,
+            "SELECT COUNT(*) FROM attempts a JOIN attempts s ON s.occurrence_id = a.occurrence_id AND s.outcome = 'success' AND a.attempt_no > s.attempt_no"
+        ),
+        "0",
+        "round {round}: attempts after a success"
+    );
+    let rows = attempts_by_conference(db);
+    for (conf, n) in &starts_by_conference(f) {
+        assert!(
+            rows.get(conf).copied().unwrap_or(0) >= *n,
+            "round {round}: {conf} got {n} calls, has {:?} rows",
+            rows.get(conf)
+        );
+    }
 }
 
 // 1 and 2: kill -9 during a burst, restart; audit reads all along.
@@ -204,25 +210,7 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
         if !engine::postgres() {
             assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok", "round {round}");
         }
-        // No succeeded occurrence was attempted again afterwards.
-        assert_eq!(
-            sqlite(
-                &db,
-                "SELECT COUNT(*) FROM attempts a JOIN attempts s ON s.occurrence_id = a.occurrence_id AND s.outcome = 'success' AND a.attempt_no > s.attempt_no"
-            ),
-            "0",
-            "round {round}"
-        );
-        // Every start request the fake received has its attempt row.
-        let starts = starts_by_conference(&f);
-        let rows = attempts_by_conference(&db);
-        for (conf, n) in &starts {
-            assert!(
-                rows.get(conf).copied().unwrap_or(0) >= *n,
-                "round {round}: {conf} got {n} calls, has {:?} rows",
-                rows.get(conf)
-            );
-        }
+        no_start_after_success_and_no_call_without_its_row(round, &f, &db);
     }
     // The last restart settles everything.
     let last = Daemon::spawn(&cfg, &[]);
@@ -385,25 +373,7 @@ async fn three_daemons_one_killed_each_round_start_every_meeting_once() {
         daemons[victim].signal("KILL");
         daemons[victim].wait(HANG).await;
         killed.push((name, at));
-        // No succeeded occurrence was attempted again afterwards.
-        assert_eq!(
-            sqlite(
-                &db,
-                "SELECT COUNT(*) FROM attempts a JOIN attempts s ON s.occurrence_id = a.occurrence_id AND s.outcome = 'success' AND a.attempt_no > s.attempt_no"
-            ),
-            "0",
-            "round {round}"
-        );
-        // Every start request the fake received has its attempt row.
-        let starts = starts_by_conference(&f);
-        let rows = attempts_by_conference(&db);
-        for (conf, k) in &starts {
-            assert!(
-                rows.get(conf).copied().unwrap_or(0) >= *k,
-                "round {round}: {conf} got {k} calls, has {:?} rows",
-                rows.get(conf)
-            );
-        }
+        no_start_after_success_and_no_call_without_its_row(round, &f, &db);
         daemons[victim] = Daemon::spawn(&cfg, &[]);
         daemons[victim].wait_http(HANG).await;
     }

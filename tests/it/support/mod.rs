@@ -18,6 +18,32 @@ use dingrec::dingtalk::DingTalkClient;
 /// benchmark's business (BENCHMARKS.md).
 pub const HANG: Duration = Duration::from_secs(120);
 
+/// The wall clock, for tests of the real binary (which reads it too).
+#[allow(clippy::disallowed_methods)]
+pub fn wall() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// The fake DingTalk on a loopback port of its own.
+pub async fn fake(s: dingrec::fake::Scenario) -> dingrec::fake::FakeDingTalk {
+    dingrec::fake::FakeDingTalk::start(([127, 0, 0, 1], 0).into(), s)
+        .await
+        .expect("fake")
+}
+
+/// The entries of `n` one-off policies `prefix00000`… on meetings `prefix-conf-00000`… (host
+/// `host-1`), due at `at`, each followed by `extra`.
+pub fn oneoff_entries(prefix: &str, n: usize, at: chrono::DateTime<chrono::Utc>, extra: &str) -> String {
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    (0..n)
+        .map(|i| {
+            format!(
+                "  - name: {prefix}{i:05}\n    conference_id: {prefix}-conf-{i:05}\n    host_union_id: host-1\n    at: \"{at}\"\n{extra}"
+            )
+        })
+        .collect()
+}
+
 /// Whether this process runs as root; when not, says which test part is skipped and why.
 pub fn is_root(what: &str) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
