@@ -209,3 +209,54 @@ async fn a_stopping_daemon_keeps_the_lease_of_its_call_in_flight() {
     // daemon, which takes over when a lease runs out, would have closed the call and called again.
     assert_eq!(f.start_requests().len(), 1, "the meeting was started once");
 }
+
+/// `dingrec apply` on PostgreSQL wakes every daemon (`NOTIFY dingrec_policies`, which each
+/// daemon's store `LISTEN`s on): two watching stores, as two daemons hold, are both woken by an
+/// apply through a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_wakes_every_daemon_listening_on_the_database() {
+    if !postgres_only() {
+        return;
+    }
+    let settings = dingrec::config::DatabaseSettings {
+        path: dingrec::config::DEFAULT_DATABASE_PATH.into(),
+        url: engine::fresh_url().await,
+        ..dingrec::config::DatabaseSettings::default()
+    };
+    let applier = dingrec::store::Store::open(&settings).await.expect("store");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut woken = Vec::new();
+    for _ in 0..2 {
+        let store = dingrec::store::Store::open(&settings).await.expect("store");
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (w, c) = (wake.clone(), cancel.clone());
+        tokio::spawn(async move { store.watch_policies(&[w], &c).await });
+        woken.push(wake);
+    }
+    // A watcher that is not listening yet misses a notification: apply a new policy every 200 ms
+    // until both were woken (a wake is kept until it is awaited).
+    let clock = dingrec::clock::SystemClock;
+    let mut n = 0;
+    for wake in &woken {
+        let until = tokio::time::Instant::now() + HANG;
+        loop {
+            let entries = oneoff_entries(&format!("w{n}"), 1, wall() + TimeDelta::days(1), "");
+            n += 1;
+            crate::support::app::apply_with(
+                &applier,
+                &clock,
+                &format!("policies:\n{entries}"),
+                Default::default(),
+            )
+            .await;
+            if tokio::time::timeout(Duration::from_millis(200), wake.notified())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < until, "a daemon was never woken");
+        }
+    }
+    cancel.cancel();
+}
