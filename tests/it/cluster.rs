@@ -1,5 +1,6 @@
-//! Several daemons on one PostgreSQL database (SPEC §12): what they share so that together they
-//! behave as one daemon. PostgreSQL only: on SQLite a second daemon refuses to start (`daemon::`).
+//! Several daemons on one PostgreSQL database (docs/database.md, "PostgreSQL"): what they share so
+//! that together they behave as one daemon. PostgreSQL only: on SQLite a second daemon refuses to
+//! start (`daemon::`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -305,8 +305,8 @@ async fn kill_9_mid_burst_with_verify_starts_no_meeting_twice() {
     eprintln!("kill -9 with verify: {interrupted} interrupted attempts, settled by checks, 0 second starts");
 }
 
-// SPEC §12: three daemons on one PostgreSQL, one of them SIGKILLed at random in each round's burst
-// and started again (a new pid: a new instance). The others take the killed one's calls over once
+// Several daemons (docs/database.md): three on one PostgreSQL, one of them SIGKILLed at random in
+// each round's burst and started again (a new pid: a new instance). The others take the killed one's calls over once
 // its leases ran out; with verify on, each call it may have sent is settled by a check first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_one_killed_each_round_start_every_meeting_once() {
