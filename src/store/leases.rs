@@ -179,22 +179,14 @@ impl Store {
     }
 
     /// When the first lease of another process's attempt or check runs out (if it is not
-    /// renewed before): the moment to take it over, if that process is gone.
+    /// renewed before): the moment to take it over, if that process is gone. Only several daemons
+    /// on PostgreSQL have one.
     pub async fn next_foreign_lease_end(&self) -> Result<Option<DateTime<Utc>>> {
         if let Some(pg) = self.postgres() {
             return pg.next_foreign_lease_end().await;
         }
-        let t: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(t) FROM (\
-               SELECT MIN(lease_until) AS t FROM attempts INDEXED BY attempts_open WHERE outcome IS NULL AND instance IS NOT ?1 \
-               UNION ALL \
-               SELECT MIN(lease_until) FROM checks INDEXED BY checks_open WHERE outcome IS NULL AND instance IS NOT ?1)",
-        )
-        .bind(crate::instance::this())
-        .fetch_one(self.pool())
-        .await?;
-        t.map(|t| parse_utc(&t).map_err(|e| StoreError::Data(format!("lease_until: {e}"))))
-            .transpose()
+        // SQLite: one daemon holds the database, and its start closed whatever others held.
+        Ok(None)
     }
 
     /// Take over the attempts and checks of other processes whose lease ran out before `now`:

@@ -20,15 +20,6 @@ fn postgres_only() -> bool {
     true
 }
 
-/// `n` daemons on the config at `cfg`, each serving HTTP.
-async fn daemons(cfg: &std::path::Path, n: usize) -> Vec<Daemon> {
-    let ds: Vec<Daemon> = (0..n).map(|_| Daemon::spawn(cfg, &[])).collect();
-    for d in &ds {
-        d.wait_http(HANG).await;
-    }
-    ds
-}
-
 async fn wait_for(what: &str, db: &std::path::Path, sql: &str, want: &str) {
     let until = tokio::time::Instant::now() + HANG;
     loop {
@@ -61,7 +52,7 @@ async fn two_daemons_keep_one_rate_limit_of_20_calls_in_any_second_for_400_meeti
     let text = std::fs::read_to_string(&cfg).expect("config");
     std::fs::write(&cfg, text.replace("rate_limit: 0", "rate_limit: 20")).expect("config");
     let db = dir.path().join("dingrec.db");
-    let _ds = daemons(&cfg, 2).await;
+    let _ds = Daemon::spawn_ready(&cfg, 2).await;
     let n = 400;
     write_policies(
         dir.path(),
@@ -117,7 +108,7 @@ async fn three_daemons_needing_a_token_at_once_fetch_one() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = write_config(dir.path(), &f.base_url(), "");
     let db = dir.path().join("dingrec.db");
-    let _ds = daemons(&cfg, 3).await;
+    let _ds = Daemon::spawn_ready(&cfg, 3).await;
     write_policies(
         dir.path(),
         "one.yaml",
@@ -175,7 +166,7 @@ async fn a_stopping_daemon_keeps_the_lease_of_its_call_in_flight() {
     let text = std::fs::read_to_string(&cfg).expect("config");
     std::fs::write(&cfg, text.replace("request_timeout: 3s", "request_timeout: 20s")).expect("config");
     let db = dir.path().join("dingrec.db");
-    let mut ds = daemons(&cfg, 2).await;
+    let mut ds = Daemon::spawn_ready(&cfg, 2).await;
     write_policies(
         dir.path(),
         "slow.yaml",

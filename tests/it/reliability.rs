@@ -57,6 +57,14 @@ fn attempts_by_conference(db: &std::path::Path) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// The kill loops' rounds: `RELIABILITY_ROUNDS`, 20 by default.
+fn rounds() -> usize {
+    std::env::var("RELIABILITY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
 /// After a kill: no succeeded occurrence was attempted again, and every StartCloudRecord the fake
 /// received has its attempt row (the intent is written before the call).
 fn no_start_after_success_and_no_call_without_its_row(round: usize, f: &FakeDingTalk, db: &std::path::Path) {
@@ -81,10 +89,7 @@ fn no_start_after_success_and_no_call_without_its_row(round: usize, f: &FakeDing
 // 1 and 2: kill -9 during a burst, restart; audit reads all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
-    let rounds: usize = std::env::var("RELIABILITY_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = rounds();
     let f = fake(Scenario {
         unknown_conferences: UnknownConferences::Live,
         delay: Some(Duration::from_millis(60)),
@@ -314,10 +319,7 @@ async fn three_daemons_one_killed_each_round_start_every_meeting_once() {
         eprintln!("skipped on SQLite: one daemon per database (a second one refuses to start)");
         return;
     }
-    let rounds: usize = std::env::var("RELIABILITY_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = rounds();
     let lease = Duration::from_secs(5);
     let f = fake(Scenario {
         delay: Some(Duration::from_millis(60)),
@@ -331,10 +333,7 @@ async fn three_daemons_one_killed_each_round_start_every_meeting_once() {
         "scheduler:\n  max_in_flight: 64\n  shutdown_timeout: 5s\n  lease: 5s\n",
     );
     let db = dir.path().join("dingrec.db");
-    let mut daemons: Vec<Daemon> = (0..3).map(|_| Daemon::spawn(&cfg, &[])).collect();
-    for d in &daemons {
-        d.wait_http(HANG).await;
-    }
+    let mut daemons = Daemon::spawn_ready(&cfg, 3).await;
     let instance_of = |d: &Daemon| {
         let pid = d.child.id();
         let name = sqlite(

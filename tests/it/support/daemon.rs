@@ -93,6 +93,15 @@ impl Daemon {
         }
     }
 
+    /// `n` daemons on `config`, started together, each serving HTTP.
+    pub async fn spawn_ready(config: &Path, n: usize) -> Vec<Daemon> {
+        let ds: Vec<Daemon> = (0..n).map(|_| Daemon::spawn(config, &[])).collect();
+        for d in &ds {
+            d.wait_http(super::HANG).await;
+        }
+        ds
+    }
+
     /// The HTTP address from the "dingrec is running" log line (text or JSON), waiting for it.
     pub async fn http(&self) -> std::net::SocketAddr {
         if let Some(a) = self.http.get() {
