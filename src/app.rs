@@ -17,7 +17,9 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Credentials, Settings};
 use crate::dingtalk::DingTalkClient;
 use crate::dingtalk::token::{ShelfFuture, ShelfTurn, TokenShelf};
+use crate::domain::AlertEvent;
 use crate::domain::SealedToken;
+use crate::domain::alert::Facts;
 use crate::domain::outcome::Classification;
 use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Failure};
 use crate::http::{HttpState, router};
@@ -29,7 +31,7 @@ use crate::scheduler::dispatcher::{Dispatcher, Writer};
 use crate::scheduler::health::Health;
 use crate::store::Store;
 use crate::store::lock::InstanceLock;
-use crate::store::policies::PolicyRecord;
+use crate::store::policies::{PolicyRecord, Prune, source_within};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -300,23 +302,28 @@ impl App {
                 return false;
             }
         };
-        match policy_file::load_paths(&settings.policies.paths, &defaults) {
+        let paths = &settings.policies.paths;
+        match policy_file::load_paths(paths, &defaults) {
             Ok(ps) => {
                 let recs: Vec<PolicyRecord> = ps
                     .iter()
                     .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
                     .collect();
-                match self
-                    .store
-                    .apply_policies(&recs, settings.policies.prune, self.clock.now())
-                    .await
-                {
+                if recs.is_empty() && self.refuse_empty_files(paths).await {
+                    return false;
+                }
+                let prune = if settings.policies.prune {
+                    Prune::Within(paths)
+                } else {
+                    Prune::Off
+                };
+                match self.store.apply_policies(&recs, prune, self.clock.now()).await {
                     Ok(changes) => {
                         for c in &changes {
                             let what = match c {
                                 crate::store::policies::Change::Added { .. } => "added".to_owned(),
-                                crate::store::policies::Change::Removed { .. } => {
-                                    "disabled (in no file)".to_owned()
+                                crate::store::policies::Change::Removed { source, .. } => {
+                                    format!("disabled (in no file; was in {source})")
                                 }
                                 crate::store::policies::Change::Changed { fields, .. } => format!(
                                     "changed: {}",
@@ -351,6 +358,49 @@ impl App {
                 false
             }
         }
+    }
+
+    /// Files that hold no policy at all while the database holds enabled policies from them: a
+    /// mount that failed, a deploy that wiped the folder. Nothing is changed; the error is logged,
+    /// shown by `/readyz` and raised as the `policy_files_empty` alert. True when refused.
+    async fn refuse_empty_files(&self, paths: &[PathBuf]) -> bool {
+        let held: Vec<String> = match self.store.list_policies().await {
+            Ok(ps) => ps
+                .into_iter()
+                .filter(|p| p.record.enabled && source_within(&p.record.source, paths))
+                .map(|p| p.record.name)
+                .collect(),
+            Err(e) => {
+                self.reload_failed(format!("cannot read the policies: {e}"));
+                return true;
+            }
+        };
+        if held.is_empty() {
+            return false;
+        }
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let text = format!(
+            "the policy files ({}) hold no policy, but {} enabled polic{} came from them ({}{}); \
+             nothing was changed: check the mount or the deploy",
+            shown.join(", "),
+            held.len(),
+            if held.len() == 1 { "y" } else { "ies" },
+            held.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            if held.len() > 5 { ", …" } else { "" }
+        );
+        self.reload_failed(text.clone());
+        let facts = Facts {
+            text: Some(text),
+            ..Facts::default()
+        };
+        if let Err(e) = self
+            .store
+            .raise_alert(AlertEvent::PolicyFilesEmpty, None, &facts, self.clock.now())
+            .await
+        {
+            error!(error = %e, "cannot raise the policy_files_empty alert");
+        }
+        true
     }
 
     fn reload_failed(&self, message: String) {
@@ -625,7 +675,10 @@ mod tests {
             .iter()
             .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
             .collect();
-        store.apply_policies(&records, false, t0).await.expect("apply");
+        store
+            .apply_policies(&records, crate::store::policies::Prune::Off, t0)
+            .await
+            .expect("apply");
         *PANIC_IN_ATTEMPT_OF.lock().expect("lock") = Some(name.to_owned());
         clock.set(t0 + TimeDelta::seconds(2));
         let app = App::build(s, None, Arc::new(clock.clone()), Notifier::disabled())

@@ -882,11 +882,15 @@ impl Settings {
             {
                 let value: serde_json::Value = serde_saphyr::from_str(&text)
                     .map_err(|e| ConfigError::Load(format!("{}: {}", path.display(), e.render())))?;
+                refuse_written_secrets(path, &text, &value)?;
                 figment = figment.merge(Serialized::defaults(value));
             }
         }
-        // `DINGREC_CONFIG` names the file and is not a key.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["CONFIG"]));
+        // `DINGREC_CONFIG` names the file and is not a key. Secrets are read raw by
+        // `resolve_secrets`: figment would take `123456` for a number and `"a b"` for `a b`.
+        let mut ignored = vec!["CONFIG"];
+        ignored.extend(SECRET_KEYS.iter().map(|(key, _)| *key));
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&ignored));
         let mut settings: Settings = figment.extract().map_err(|e| {
             let msg: Vec<String> = e.into_iter().map(|err| describe(&err, file)).collect();
             ConfigError::Load(msg.join("\n"))
@@ -902,26 +906,34 @@ impl Settings {
             &d.app_secret_file,
             credentials_dir,
             "app_secret",
-            d.app_secret.take(),
+            d.app_secret
+                .take()
+                .or_else(|| secret_from_env("dingtalk.app_secret")),
         )?;
         d.suite_secret = read_secret(
             &d.suite_secret_file,
             credentials_dir,
             "suite_secret",
-            d.suite_secret.take(),
+            d.suite_secret
+                .take()
+                .or_else(|| secret_from_env("dingtalk.suite_secret")),
         )?;
         d.suite_ticket = read_secret(
             &d.suite_ticket_file,
             credentials_dir,
             "suite_ticket",
-            d.suite_ticket.take(),
+            d.suite_ticket
+                .take()
+                .or_else(|| secret_from_env("dingtalk.suite_ticket")),
         )?;
         let db = &mut self.database;
         db.password = read_secret(
             &db.password_file,
             credentials_dir,
             "database_password",
-            db.password.take(),
+            db.password
+                .take()
+                .or_else(|| secret_from_env("database.password")),
         )?;
         self.alerts.resolve_secrets(credentials_dir)
     }
@@ -1089,6 +1101,81 @@ impl fmt::Debug for Credentials {
                 .finish(),
         }
     }
+}
+
+/// The secret keys (dotted) that are never read from config.yaml, and the secure ways to give
+/// each: a file, a systemd credential, the environment.
+const SECRET_KEYS: [(&str, &str); 4] = [
+    (
+        "dingtalk.app_secret",
+        "dingtalk.app_secret_file, $CREDENTIALS_DIRECTORY/app_secret",
+    ),
+    (
+        "dingtalk.suite_secret",
+        "dingtalk.suite_secret_file, $CREDENTIALS_DIRECTORY/suite_secret",
+    ),
+    (
+        "dingtalk.suite_ticket",
+        "dingtalk.suite_ticket_file, $CREDENTIALS_DIRECTORY/suite_ticket",
+    ),
+    (
+        "database.password",
+        "database.password_file, $CREDENTIALS_DIRECTORY/database_password",
+    ),
+];
+
+/// The environment variable of a secret key (`dingtalk.app_secret` →
+/// `DINGREC_DINGTALK__APP_SECRET`).
+fn secret_env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+}
+
+/// A secret from its environment variable, exactly as written: digits stay digits, quotes and
+/// spaces are part of it.
+fn secret_from_env(key: &str) -> Option<SecretString> {
+    std::env::var(secret_env_name(key)).ok().map(SecretString::from)
+}
+
+/// A secret written into config.yaml is refused, naming its line and the secure ways: the file
+/// is world-readable more often than not, and goes into backups and version control.
+fn refuse_written_secrets(path: &Path, text: &str, value: &serde_json::Value) -> Result<(), ConfigError> {
+    for (key, ways) in SECRET_KEYS {
+        let Some((section, field)) = key.split_once('.') else {
+            continue;
+        };
+        if value.get(section).and_then(|s| s.get(field)).is_none() {
+            continue;
+        }
+        // The key's line: the first `field:` after the section's own line.
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines
+            .iter()
+            .position(|l| {
+                l.trim_end()
+                    .strip_prefix(section)
+                    .is_some_and(|r| r.trim_start().starts_with(':'))
+            })
+            .unwrap_or(0);
+        let (line, column) = lines
+            .iter()
+            .enumerate()
+            .skip(start)
+            .find_map(|(i, l)| {
+                let t = l.trim_start();
+                let rest = t.strip_prefix(field)?;
+                rest.trim_start()
+                    .starts_with(':')
+                    .then(|| (i + 1, l.len() - t.len() + 1))
+            })
+            .unwrap_or((1, 1));
+        return Err(ConfigError::Invalid(format!(
+            "{}:{line}:{column}: {key}: secrets are not read from the config file; use {ways} or \
+             the environment variable {} (see docs/configuration.md#secrets)",
+            path.display(),
+            secret_env_name(key)
+        )));
+    }
+    Ok(())
 }
 
 fn read_secret(
@@ -1313,7 +1400,7 @@ mod tests {
                     .as_deref(),
                 Some("SEC-CANARY")
             );
-            assert_eq!(s.alerts.events.len(), 9, "every event but `test` by default");
+            assert_eq!(s.alerts.events.len(), 10, "every event but `test` by default");
             let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap_or_default());
             assert!(!shown.contains("CANARY") && !shown.contains("Zm9v"), "{shown}");
             Ok(())
@@ -1395,6 +1482,62 @@ mod tests {
             ]
         );
         assert!(!format!("{keys:?}").contains("CANARY"));
+    }
+
+    #[test]
+    fn secrets_from_the_environment_arrive_exactly_as_written() {
+        for secret in [
+            "123456",
+            "0012",
+            "true",
+            "\"quoted\"",
+            "with spaces ",
+            "[1, 2]",
+            "a: b",
+        ] {
+            jailed(|jail| {
+                jail.set_env("DINGREC_DINGTALK__APP_SECRET", secret);
+                jail.set_env("DINGREC_DINGTALK__SUITE_SECRET", secret);
+                jail.set_env("DINGREC_DATABASE__PASSWORD", secret);
+                let s = Settings::load(None).expect("loads");
+                let exposed = |v: &Option<SecretString>| v.as_ref().map(|v| v.expose_secret().to_owned());
+                assert_eq!(exposed(&s.dingtalk.app_secret).as_deref(), Some(secret));
+                assert_eq!(exposed(&s.dingtalk.suite_secret).as_deref(), Some(secret));
+                assert_eq!(exposed(&s.database.password).as_deref(), Some(secret));
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_secret_written_into_the_config_file_is_refused_at_its_line() {
+        for (yaml, key, line) in [
+            (
+                "dingtalk:\n  app_key: k\n  app_secret: hunter2\n",
+                "dingtalk.app_secret",
+                "3:3",
+            ),
+            (
+                "# c\ndatabase:\n  path: /tmp/x.db\n  password: hunter2\n",
+                "database.password",
+                "4:3",
+            ),
+            ("dingtalk:\n  suite_ticket: t\n", "dingtalk.suite_ticket", "2:3"),
+        ] {
+            jailed(|jail| {
+                jail.create_file("config.yaml", yaml)?;
+                let e = Settings::load(Some(Path::new("config.yaml"))).expect_err("refused");
+                let text = e.to_string();
+                assert!(text.starts_with(&format!("config.yaml:{line}: {key}:")), "{text}");
+                assert!(
+                    text.contains("_file") && text.contains("CREDENTIALS_DIRECTORY"),
+                    "{text}"
+                );
+                assert!(text.contains("DINGREC_"), "{text}");
+                assert!(!text.contains("hunter2"), "{text}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

@@ -143,7 +143,17 @@ pub fn load_paths(
     for file in &files {
         match read_file(file) {
             Ok(text) => match parse_str(file, &text, defaults) {
-                Ok(mut ps) => all.append(&mut ps),
+                Ok(mut ps) => {
+                    // The database keeps where a policy came from as an absolute path: the
+                    // daemon's prune reaches only policies of its own `policies.paths`, whatever
+                    // folder `apply` was run from.
+                    let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+                    for p in &mut ps {
+                        let line = p.source.rsplit_once(':').map_or("1", |(_, l)| l);
+                        p.source = format!("{}:{line}", abs.display());
+                    }
+                    all.append(&mut ps)
+                }
                 Err(mut es) => errors.append(&mut es),
             },
             Err(e) => errors.push(e),

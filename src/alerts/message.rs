@@ -17,6 +17,7 @@ pub fn headline(event: AlertEvent) -> &'static str {
         AlertEvent::NoVideo => "the meeting left no video",
         AlertEvent::AuthBroken => "DingTalk refuses dingrec's credentials",
         AlertEvent::Quota => "DingTalk's monthly API quota",
+        AlertEvent::PolicyFilesEmpty => "the policy files hold no policy: nothing was changed",
         AlertEvent::Test => "test message",
     }
 }
@@ -59,6 +60,9 @@ pub fn advice(event: AlertEvent, code: Option<&str>) -> &'static str {
             }
             AlertEvent::NoVideo => "no video was kept: check the meeting's cloud recordings in DingTalk",
             AlertEvent::Test => "nothing: this destination works",
+            AlertEvent::PolicyFilesEmpty => {
+                "check that the policy folder is mounted and deployed; the policies in force stay as they were"
+            }
             _ => {
                 "start the recording by hand if the meeting is on, and see `dingrec history` for every attempt"
             }

@@ -92,6 +92,11 @@ pub enum Command {
         /// Disable policies that are in the database but in none of the files.
         #[arg(long)]
         prune: bool,
+        /// With --prune: go ahead even when the files hold no policy at all (every enabled
+        /// policy is disabled). Without it such an apply is refused (exit 2): an empty folder is
+        /// more often a failed mount or a wiped deploy than an intent.
+        #[arg(long, requires = "prune")]
+        allow_empty: bool,
     },
     /// List the policies in the database.
     Policies {
@@ -239,7 +244,11 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             policies::validate(&paths, settings)
         }
         Command::Plan { paths, prune } => policies::plan(&paths, prune, settings).await,
-        Command::Apply { paths, prune } => policies::apply(&paths, prune, settings).await,
+        Command::Apply {
+            paths,
+            prune,
+            allow_empty,
+        } => policies::apply(&paths, prune, allow_empty, settings).await,
         Command::Policies { format } => policies::list(settings, format).await,
         Command::Next {
             policy,

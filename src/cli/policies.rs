@@ -9,7 +9,7 @@ use crate::exit::{CmdResult, EXIT_CHANGES, EXIT_INVALID, EXIT_OK, Failure};
 use crate::output::table;
 use crate::policy_file::{self, Diagnostic, SourcedPolicy};
 use crate::store::Store;
-use crate::store::policies::{Change, PolicyRecord};
+use crate::store::policies::{Change, PolicyRecord, Prune};
 
 /// Print every diagnostic to stderr, then a count.
 pub fn print_diagnostics(ds: &[Diagnostic]) {
@@ -61,8 +61,8 @@ fn print_changes(changes: &[Change]) {
     for c in changes {
         match c {
             Change::Added { name } => println!("+ {name} (new)"),
-            Change::Removed { name } => {
-                println!("- {name} (disabled: in none of the files, --prune)")
+            Change::Removed { name, source } => {
+                println!("- {name} (disabled: in none of the files, --prune; from {source})")
             }
             Change::Changed { name, fields } => {
                 println!("~ {name}");
@@ -90,7 +90,7 @@ pub async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdRes
     // Planning never creates a database: a missing one is an empty one.
     let changes = if settings.database.exists() {
         let store = Store::open_for_reading(&settings.database).await?;
-        let c = store.plan_policies(&recs, prune).await?;
+        let c = store.plan_policies(&recs, prune_scope(prune)).await?;
         store.close().await;
         c
     } else {
@@ -111,11 +111,31 @@ pub async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdRes
     Ok(EXIT_CHANGES)
 }
 
-pub async fn apply(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdResult {
+/// `apply --prune` reaches every policy (SPEC: "in none of the files"); the daemon's own prune
+/// reaches only its `policies.paths` (app.rs).
+fn prune_scope(prune: bool) -> Prune<'static> {
+    if prune { Prune::All } else { Prune::Off }
+}
+
+pub async fn apply(paths: &[PathBuf], prune: bool, allow_empty: bool, settings: &Settings) -> CmdResult {
     let ps = load_policies(paths, settings)?;
+    if prune && ps.is_empty() && !allow_empty {
+        return Err(Failure::new(
+            EXIT_INVALID,
+            format!(
+                "refusing to apply --prune: {} hold no policy, so every enabled policy would be disabled \
+                 (a failed mount or a wiped folder looks the same); add --allow-empty if that is the intent",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     let store = Store::open(&settings.database).await?;
     let changes = store
-        .apply_policies(&records(&ps), prune, SystemClock.now())
+        .apply_policies(&records(&ps), prune_scope(prune), SystemClock.now())
         .await?;
     store.close().await;
     if changes.is_empty() {

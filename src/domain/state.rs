@@ -210,6 +210,9 @@ text_enum!(
         AuthBroken => "auth_broken",
         /// The organisation's monthly API quota is running out, or spent.
         Quota => "quota",
+        /// The policy files the daemon reads (`policies.paths`) held no policy at all while the
+        /// database holds enabled policies from them: nothing was changed.
+        PolicyFilesEmpty => "policy_files_empty",
         /// `dingrec alerts test`: a message that checks the way to a destination.
         Test => "test",
     }

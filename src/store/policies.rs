@@ -1,6 +1,7 @@
 //! The `policies` table: the row form of a policy, diffs for `plan`, one-transaction `apply`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -213,16 +214,53 @@ pub enum Change {
         name: String,
         fields: Vec<FieldChange>,
     },
-    /// In the database, in none of the files, and `--prune` given: disabled.
+    /// In the database, in none of the files, and within the prune's reach: disabled.
     Removed {
         name: String,
+        /// Where the policy came from (`file:line`), so a person sees whose policy goes.
+        source: String,
     },
+}
+
+/// Which policies an apply may disable because they are in none of its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune<'a> {
+    /// None: policies missing from the files stay as they are.
+    Off,
+    /// `dingrec apply --prune`: every enabled policy in none of the files.
+    All,
+    /// The daemon's `policies.prune`: only policies whose `source` lies in one of these paths
+    /// (its own `policies.paths`); a policy applied from elsewhere is not the daemon's to disable.
+    Within(&'a [PathBuf]),
+}
+
+impl Prune<'_> {
+    /// May this prune disable a policy that came from `source` (`file:line`)?
+    pub fn reaches(&self, source: &str) -> bool {
+        match self {
+            Prune::Off => false,
+            Prune::All => true,
+            Prune::Within(paths) => source_within(source, paths),
+        }
+    }
+}
+
+/// Does the file of `source` (`file:line`) lie in one of `paths` (a file itself, or a folder
+/// above it)? Paths are compared whole component by component, made absolute against the
+/// working directory first (policy files record absolute sources).
+pub fn source_within(source: &str, paths: &[PathBuf]) -> bool {
+    let file = source.rsplit_once(':').map_or(source, |(f, _)| f);
+    let file = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
+    paths.iter().any(|p| {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        file == p || file.starts_with(&p)
+    })
 }
 
 impl Change {
     pub fn name(&self) -> &str {
         match self {
-            Change::Added { name } | Change::Changed { name, .. } | Change::Removed { name } => name,
+            Change::Added { name } | Change::Changed { name, .. } | Change::Removed { name, .. } => name,
         }
     }
 }
@@ -243,7 +281,7 @@ fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
 pub(crate) fn diff(
     existing: &HashMap<String, StoredPolicy>,
     new: &[PolicyRecord],
-    prune: bool,
+    prune: Prune<'_>,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     for rec in new {
@@ -269,15 +307,18 @@ pub(crate) fn diff(
             }
         }
     }
-    if prune {
+    if prune != Prune::Off {
         let named: BTreeSet<&str> = new.iter().map(|r| r.name.as_str()).collect();
         let mut gone: Vec<&StoredPolicy> = existing
             .values()
-            .filter(|p| p.record.enabled && !named.contains(p.record.name.as_str()))
+            .filter(|p| {
+                p.record.enabled && !named.contains(p.record.name.as_str()) && prune.reaches(&p.record.source)
+            })
             .collect();
         gone.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         changes.extend(gone.into_iter().map(|p| Change::Removed {
             name: p.record.name.clone(),
+            source: p.record.source.clone(),
         }));
     }
     changes
@@ -322,7 +363,7 @@ impl Store {
     }
 
     /// What `apply` would change, without writing.
-    pub async fn plan_policies(&self, new: &[PolicyRecord], prune: bool) -> Result<Vec<Change>> {
+    pub async fn plan_policies(&self, new: &[PolicyRecord], prune: Prune<'_>) -> Result<Vec<Change>> {
         let existing = self.list_policies().await?;
         let existing = existing.into_iter().map(|p| (p.record.name.clone(), p)).collect();
         Ok(diff(&existing, new, prune))
@@ -334,7 +375,7 @@ impl Store {
     pub async fn apply_policies(
         &self,
         new: &[PolicyRecord],
-        prune: bool,
+        prune: Prune<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>> {
         if let Some(pg) = self.postgres() {
@@ -397,7 +438,7 @@ impl Store {
                         _ => {}
                     }
                 }
-                Change::Removed { name } => {
+                Change::Removed { name, .. } => {
                     sqlx::query(
                         "UPDATE policies SET enabled = 0, updated_at = ?, planned_until = '' WHERE name = ?",
                     )

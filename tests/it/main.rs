@@ -13,5 +13,6 @@ mod postgres;
 mod quota;
 mod reliability;
 mod scheduler;
+mod seams;
 mod sim;
 mod verify;

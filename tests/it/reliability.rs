@@ -1015,7 +1015,7 @@ mod round_trip {
             let back = rt.block_on(async {
                 let dir = tempfile::tempdir().expect("tmp");
                 let store = Store::open(&DatabaseSettings { path: dir.path().join("d.db"), ..DatabaseSettings::default() }).await.expect("store");
-                store.apply_policies(&records, false, chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("t")).await.expect("apply");
+                store.apply_policies(&records, dingrec::store::policies::Prune::Off, chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("t")).await.expect("apply");
                 let back = store.list_policies().await.expect("list");
                 store.close().await;
                 back

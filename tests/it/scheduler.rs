@@ -681,7 +681,7 @@ async fn a_disabled_policy_loses_its_future_occurrences() {
             .collect::<Vec<_>>()
     };
     app.store
-        .apply_policies(&keep_only, true, clock.now())
+        .apply_policies(&keep_only, dingrec::store::policies::Prune::All, clock.now())
         .await
         .expect("apply --prune");
     let rows = app.history().await;
@@ -952,7 +952,7 @@ async fn a_disabled_or_pruned_policy_stops_retrying_at_once_and_its_occurrence_i
             .collect()
         };
         app.store
-            .apply_policies(&records, true, clock.now())
+            .apply_policies(&records, dingrec::store::policies::Prune::All, clock.now())
             .await
             .expect("apply");
         let rows = app.history().await;

@@ -489,7 +489,7 @@ impl World {
             .collect();
         self.app
             .store
-            .apply_policies(&records, true, self.now())
+            .apply_policies(&records, dingrec::store::policies::Prune::All, self.now())
             .await
             .map_err(|e| format!("apply: {e}"))?;
         Ok(())

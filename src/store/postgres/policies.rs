@@ -8,7 +8,9 @@ use sqlx::postgres::PgRow;
 
 use super::{POLICIES_CHANNEL, Pg, Tx, ms, text_time};
 use crate::store::Result;
-use crate::store::policies::{CANCEL_FUTURE, CANCEL_UNFINISHED, Change, PolicyRecord, StoredPolicy, diff};
+use crate::store::policies::{
+    CANCEL_FUTURE, CANCEL_UNFINISHED, Change, PolicyRecord, Prune, StoredPolicy, diff,
+};
 
 /// The columns of a policy row that [`record`] reads.
 pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
@@ -135,7 +137,7 @@ impl Pg<'_> {
     pub async fn apply_policies(
         &self,
         new: &[PolicyRecord],
-        prune: bool,
+        prune: Prune<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>> {
         let now = ms(now);
@@ -190,7 +192,7 @@ impl Pg<'_> {
                         _ => {}
                     }
                 }
-                Change::Removed { name } => {
+                Change::Removed { name, .. } => {
                     sqlx::query(
                         "UPDATE policies SET enabled = false, updated_at = $1, planned_until = NULL WHERE name = $2",
                     )

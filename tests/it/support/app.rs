@@ -102,7 +102,7 @@ pub async fn apply_with(
         .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
         .collect();
     store
-        .apply_policies(&recs, false, clock.now())
+        .apply_policies(&recs, dingrec::store::policies::Prune::Off, clock.now())
         .await
         .expect("apply");
 }
