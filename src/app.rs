@@ -606,6 +606,7 @@ pub async fn run_command(config: Option<&Path>) -> Result<i32, Failure> {
         Err(BuildError::Config(e)) => {
             return Err(Failure::new(EXIT_CONFIG, format!("invalid config: {e}")));
         }
+        Err(BuildError::Store(e)) => return Err(Failure::from(e)),
         Err(e) => return Err(Failure::new(EXIT_FAILURE, e.to_string())),
     };
     let cancel = CancellationToken::new();

@@ -97,15 +97,6 @@ impl DatabaseSettings {
         }
     }
 
-    /// Whether the database may hold something: the SQLite file exists, or a PostgreSQL URL is
-    /// set (its server says the rest). Read-only commands treat a missing file as an empty one.
-    pub fn exists(&self) -> bool {
-        match self.engine() {
-            Engine::Sqlite => self.path.exists(),
-            Engine::Postgres => true,
-        }
-    }
-
     /// Where the database is, for messages: the SQLite file, or the URL (which holds no password).
     pub fn location(&self) -> String {
         match self.engine() {
@@ -144,19 +135,66 @@ impl DatabaseSettings {
                 "holds a password: the URL is logged and shown; put the password in database.password_file or $CREDENTIALS_DIRECTORY/database_password",
             ));
         }
-        self.postgres_options().map(|_| ())
+        let options = self.postgres_options()?;
+        let host = options.get_host();
+        let local = options.get_socket().is_some()
+            || host.starts_with('/')
+            || host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        use sqlx::postgres::PgSslMode;
+        if !local
+            && !matches!(
+                options.get_ssl_mode(),
+                PgSslMode::VerifyFull | PgSslMode::VerifyCa
+            )
+        {
+            return Err(bad(&format!(
+                "the server {host} is not on this machine, and sslmode is {} (`prefer` when not given): \
+                 add sslmode=verify-full (or verify-ca) to the URL, with sslrootcert=FILE when the \
+                 server's certificate is signed by a CA of your own; anything less sends the password \
+                 in clear or to whoever answers",
+                ssl_mode_name(options.get_ssl_mode())
+            )));
+        }
+        Ok(())
     }
 
-    /// The PostgreSQL connection options: the URL's, with the password resolved apart.
+    /// The PostgreSQL connection options: the URL's, with the password resolved apart, and
+    /// bounds on what the server may hold: a statement runs at most a minute, a transaction left
+    /// idle is ended after a minute, and the server probes an idle connection's peer (TCP
+    /// keepalives) so a vanished daemon's connection and locks go within a minute or two.
     pub fn postgres_options(&self) -> Result<sqlx::postgres::PgConnectOptions, ConfigError> {
         let options: sqlx::postgres::PgConnectOptions = self
             .url
             .parse()
             .map_err(|e: sqlx::Error| ConfigError::Invalid(format!("database.url: {e}")))?;
+        let options = options.options([
+            ("statement_timeout", "60s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+            ("tcp_keepalives_idle", "30"),
+            ("tcp_keepalives_interval", "10"),
+            ("tcp_keepalives_count", "3"),
+        ]);
         Ok(match &self.password {
             Some(p) => options.password(p.expose_secret()),
             None => options,
         })
+    }
+}
+
+fn ssl_mode_name(mode: sqlx::postgres::PgSslMode) -> &'static str {
+    use sqlx::postgres::PgSslMode;
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
     }
 }
 
@@ -1541,6 +1579,42 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_url_to_another_machine_must_verify_its_certificate() {
+        let check = |url: &str| {
+            let d = DatabaseSettings {
+                url: url.to_owned(),
+                ..DatabaseSettings::default()
+            };
+            d.validate().map_err(|e| e.to_string())
+        };
+        for ok in [
+            "postgres://dingrec@db.example.com/dingrec?sslmode=verify-full",
+            "postgres://dingrec@db.example.com/dingrec?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+            "postgres://dingrec@localhost/dingrec",
+            "postgres://dingrec@127.0.0.1:5433/dingrec?sslmode=disable",
+            "postgres://dingrec@[::1]/dingrec",
+            "postgres://dingrec@localhost/dingrec?host=/run/postgresql",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for (bad, mode) in [
+            ("postgres://dingrec@db.example.com/dingrec", "prefer"),
+            (
+                "postgres://dingrec@db.example.com/dingrec?sslmode=require",
+                "require",
+            ),
+            ("postgres://dingrec@10.1.2.3/dingrec?sslmode=disable", "disable"),
+        ] {
+            let e = check(bad).expect_err(bad);
+            assert!(
+                e.starts_with("database.url:") && e.contains(&format!("sslmode is {mode}")),
+                "{e}"
+            );
+            assert!(e.contains("verify-full"), "{e}");
+        }
+    }
+
+    #[test]
     fn plain_http_is_only_for_loopback() {
         assert!(check_base_url("https://api.dingtalk.com").is_ok());
         assert!(check_base_url("http://127.0.0.1:8080").is_ok());
@@ -1559,7 +1633,7 @@ mod tests {
             jail.create_file("creds/database_password", "CANARY-db-password\n")?;
             jail.create_file(
                 "config.yaml",
-                "database:\n  url: postgres://dingrec@db.example.com:5432/dingrec?sslmode=require\n",
+                "database:\n  url: postgres://dingrec@db.example.com:5432/dingrec?sslmode=verify-full\n",
             )?;
             jail.set_env("CREDENTIALS_DIRECTORY", dir.join("creds").display());
             let s = Settings::load(Some(Path::new("config.yaml"))).expect("loads");
@@ -1592,7 +1666,10 @@ mod tests {
             }
             s.validate().err().map(|e| e.to_string())
         };
-        assert_eq!(with("postgres://dingrec@db/dingrec", None), None);
+        assert_eq!(
+            with("postgres://dingrec@db/dingrec?sslmode=verify-full", None),
+            None
+        );
         let password = with("postgres://dingrec:CANARY@db/dingrec", None).expect("refused");
         assert!(
             password.contains("database.url") && password.contains("password_file"),

@@ -1,11 +1,14 @@
 //! How a command ends: its exit code and, on failure, what to print. Exit codes (see
-//! `docs/operations.md`): 0 ok, 1 failure, 2 usage or invalid input, 3 `plan` found changes, 78
-//! (`EX_CONFIG`) when `run` cannot start because its config is invalid.
+//! `docs/operations.md`): 0 ok, 1 failure, 2 usage or invalid input, 3 `plan` found changes, 65
+//! (`EX_DATAERR`) when the database's schema is not this binary's (a newer dingrec migrated it,
+//! or it waits for `dingrec migrate`), 78 (`EX_CONFIG`) when `run` cannot start because its config
+//! is invalid. The unit's `RestartPreventExitStatus=` lists 65 and 78: a restart cannot fix either.
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_CHANGES: i32 = 3;
+pub const EXIT_SCHEMA: i32 = 65;
 pub const EXIT_CONFIG: i32 = 78;
 /// Stopped by Ctrl-C (128 + SIGINT), as shells report it.
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -28,7 +31,11 @@ impl Failure {
 
 impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
-        Failure::new(EXIT_FAILURE, e.to_string())
+        let code = match e {
+            crate::store::StoreError::Schema(_) => EXIT_SCHEMA,
+            _ => EXIT_FAILURE,
+        };
+        Failure::new(code, e.to_string())
     }
 }
 

@@ -130,6 +130,7 @@ impl Metrics {
     }
 
     pub fn attempt(&self, outcome: AttemptOutcome, code: &str) {
+        let code = crate::domain::outcome::metric_code(code);
         self.count(ATTEMPTS_TOTAL, &[("outcome", outcome.as_str()), ("code", code)]);
     }
 

@@ -88,8 +88,7 @@ pub async fn plan(paths: &[PathBuf], prune: bool, settings: &Settings) -> CmdRes
     let ps = load_policies(paths, settings)?;
     let recs = records(&ps);
     // Planning never creates a database: a missing one is an empty one.
-    let changes = if settings.database.exists() {
-        let store = Store::open_for_reading(&settings.database).await?;
+    let changes = if let Some(store) = Store::open_if_applied(&settings.database).await? {
         let c = store.plan_policies(&recs, prune_scope(prune)).await?;
         store.close().await;
         c
@@ -133,7 +132,7 @@ pub async fn apply(paths: &[PathBuf], prune: bool, allow_empty: bool, settings: 
             ),
         ));
     }
-    let store = Store::open(&settings.database).await?;
+    let store = Store::open_current(&settings.database).await?;
     let changes = store
         .apply_policies(&records(&ps), prune_scope(prune), SystemClock.now())
         .await?;

@@ -88,10 +88,8 @@ fn show(v: &QuotaView, quota: &Quota) -> String {
 pub async fn plan_cost(settings: &Settings, after: &[Policy], prune: bool) -> Result<Vec<String>, Failure> {
     let quota = quota_settings(settings)?;
     let now = SystemClock.now();
-    let (before, observed, used) = if settings.database.exists() {
-        let store = Store::open_for_reading(&settings.database)
-            .await?
-            .with_quota_timezone(quota.timezone);
+    let (before, observed, used) = if let Some(store) = Store::open_if_applied(&settings.database).await? {
+        let store = store.with_quota_timezone(quota.timezone);
         let before = stored_policies(&store).await?;
         let month = crate::domain::quota::month_of(now, quota.timezone)
             .ok_or_else(|| Failure::new(EXIT_INVALID, "the quota's month is outside the calendar"))?;

@@ -25,7 +25,7 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
         .credentials()
         .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
     let quota = super::quota::quota_settings(settings)?;
-    let store = Store::open(&settings.database)
+    let store = Store::open_current(&settings.database)
         .await?
         .with_quota_timezone(quota.timezone)
         .with_lease(settings.scheduler.lease);

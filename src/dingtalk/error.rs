@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::domain::outcome::codes;
+use crate::domain::outcome::{MAX_CODE_CHARS, MAX_MESSAGE_CHARS, capped, codes};
 
 /// How much of a non-JSON body is kept for the audit log.
 pub const SNIPPET_CHARS: usize = 200;
@@ -154,12 +154,22 @@ pub struct RawResponse {
     pub body: Vec<u8>,
 }
 
-fn get_str(m: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+/// A string (or number) field of an answer, cut to `max` characters: DingTalk's code, message
+/// and request id are stored, logged and shown, so none may be as long as the answer.
+fn get_capped(m: &Map<String, Value>, keys: &[&str], max: usize) -> Option<String> {
     keys.iter().find_map(|k| match m.get(*k) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(capped(s, max)),
+        Some(Value::Number(n)) => Some(capped(&n.to_string(), max)),
         _ => None,
     })
+}
+
+fn get_str(m: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    get_capped(m, keys, MAX_CODE_CHARS)
+}
+
+fn get_message(m: &Map<String, Value>) -> Option<String> {
+    get_capped(m, &["message", "Message"], MAX_MESSAGE_CHARS)
 }
 
 /// A bounded, printable piece of a body.
@@ -185,7 +195,11 @@ pub fn parse(raw: &RawResponse) -> Result<(Map<String, Value>, Option<String>), 
     let body_request_id = object
         .as_ref()
         .and_then(|m| get_str(m, &["requestid", "RequestId", "requestId", "request_id"]));
-    let request_id = body_request_id.or_else(|| raw.header_request_id.clone());
+    let request_id = body_request_id.or_else(|| {
+        raw.header_request_id
+            .as_deref()
+            .map(|r| capped(r, MAX_CODE_CHARS))
+    });
 
     if (300..400).contains(&status) {
         return Err(DingTalkError::InvalidResponse {
@@ -227,7 +241,7 @@ pub fn parse(raw: &RawResponse) -> Result<(Map<String, Value>, Option<String>), 
         return Err(match code {
             Some(code) => DingTalkError::Api {
                 status,
-                message: get_str(&m, &["message", "Message"]).unwrap_or_default(),
+                message: get_message(&m).unwrap_or_default(),
                 code,
                 request_id,
             },
@@ -245,7 +259,7 @@ pub fn parse(raw: &RawResponse) -> Result<(Map<String, Value>, Option<String>), 
     {
         return Err(DingTalkError::Api {
             status,
-            message: get_str(&m, &["message", "Message"]).unwrap_or_default(),
+            message: get_message(&m).unwrap_or_default(),
             code: c.clone(),
             request_id,
         });

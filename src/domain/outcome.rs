@@ -33,6 +33,63 @@ pub mod codes {
     pub const QUOTA_RESERVE: &str = "quota_reserve";
 }
 
+/// The longest DingTalk `code` kept (characters; DingTalk's longest known is 46): a longer one
+/// is cut before it is stored, logged or classified.
+pub const MAX_CODE_CHARS: usize = 64;
+/// The longest DingTalk `message` (and request id: [`MAX_CODE_CHARS`]) kept, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// `text` cut to at most `max` characters (the cut one ends in `…`), on a character boundary.
+pub fn capped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((i, _)) if text.chars().count() > max => format!("{}…", &text[..i]),
+        _ => text.to_owned(),
+    }
+}
+
+/// The codes a metric label may take: the ones the classification table, dingrec's own codes
+/// and the docs know. Any other code DingTalk sends is counted as `other` (its text is in the
+/// attempt's row and the log), so no answer can make a new time series.
+const KNOWN_CODES: &[&str] = &[
+    codes::SUCCESS,
+    codes::TIMEOUT,
+    codes::CONNECT_ERROR,
+    "connection_lost",
+    "tls_error",
+    codes::INVALID_RESPONSE,
+    codes::MEETING_NOT_LIVE,
+    codes::INTERRUPTED,
+    codes::IP_THROTTLED,
+    codes::INVALID_AUTHENTICATION,
+    codes::WINDOW_PASSED,
+    codes::RECORD_START_ERROR,
+    codes::NOT_RECORDING,
+    codes::CLOUD_RECORD_NOT_FOUND,
+    codes::ROOM_NOT_FOUND,
+    codes::ROOM_CLOSED,
+    codes::QUOTA_EXHAUSTED,
+    codes::QUOTA_RESERVE,
+    "recordStartPermissionError",
+    "paramsError",
+    "systemError",
+    "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+    "Forbidden.AccessDenied.QpsLimitForApi",
+    "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+    "AuthenticationFailed.MissingParameter",
+    "invalidClientIdOrSecret",
+    "invalidSuiteKey",
+    "invalidSuiteTicket",
+];
+
+/// `code` as a metric label: itself when known, else `other`.
+pub fn metric_code(code: &str) -> &str {
+    KNOWN_CODES
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// What to do after an attempt with a given code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +187,29 @@ mod tests {
         assert_eq!(t.classify("InvalidAuthentication", 401), RetryClass::Reauth);
         assert_eq!(t.classify("somethingNew", 503), RetryClass::Retry);
         assert_eq!(t.classify("somethingNew", 400), RetryClass::Fail);
+    }
+
+    #[test]
+    fn metric_labels_take_the_known_codes_and_other() {
+        assert_eq!(metric_code("recordStartError"), "recordStartError");
+        assert_eq!(metric_code("200"), "200");
+        assert_eq!(
+            metric_code("Forbidden.AccessDenied.QpsLimitForApi"),
+            "Forbidden.AccessDenied.QpsLimitForApi"
+        );
+        assert_eq!(metric_code("x7f3a9"), "other");
+        assert_eq!(metric_code(""), "other");
+    }
+
+    #[test]
+    fn long_text_is_capped_on_a_character_boundary() {
+        assert_eq!(capped("abc", 3), "abc");
+        assert_eq!(capped("abcd", 3), "ab…");
+        assert_eq!(capped("会议会议", 3), "会议…");
+        assert_eq!(
+            capped(&"x".repeat(10_000), MAX_MESSAGE_CHARS).chars().count(),
+            MAX_MESSAGE_CHARS
+        );
     }
 
     #[test]

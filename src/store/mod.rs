@@ -46,6 +46,74 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("another dingrec is running on {database}; this one changes nothing and stops")]
     InUse { database: PathBuf },
+    /// The database's schema is not the one this binary was built for.
+    #[error("{0}")]
+    Schema(SchemaMismatch),
+}
+
+/// A database whose migrations differ from this binary's: newer (a newer dingrec migrated it:
+/// upgrade this one) or older (run `dingrec migrate`, which the daemon does when it starts).
+/// Schemas are named by their newest migration's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaMismatch {
+    pub database: i64,
+    pub known: i64,
+    pub newer: bool,
+}
+
+impl std::fmt::Display for SchemaMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (db, known) = (self.database, self.known);
+        if self.newer {
+            write!(
+                f,
+                "the database is at schema {db}, this dingrec knows {known}: upgrade dingrec \
+                 (a newer dingrec migrated the database; this one changes nothing)"
+            )
+        } else {
+            write!(
+                f,
+                "the database is at schema {db}, this dingrec knows {known}: run `dingrec migrate` \
+                 (`dingrec run` does it when it starts) before this command"
+            )
+        }
+    }
+}
+
+/// Where a database's schema stands against this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    /// No migration applied: a new, empty database.
+    Empty,
+    /// Every migration this binary knows, and no other.
+    Current,
+    Mismatch(SchemaMismatch),
+}
+
+impl Schema {
+    /// Compare the versions a database applied with the ones a binary knows (both sorted).
+    pub fn of(applied: &[i64], known: &[i64]) -> Schema {
+        let Some(&db) = applied.iter().max() else {
+            return Schema::Empty;
+        };
+        let top = known.iter().max().copied().unwrap_or(0);
+        let unknown = applied.iter().any(|v| !known.contains(v));
+        if unknown {
+            return Schema::Mismatch(SchemaMismatch {
+                database: db,
+                known: top,
+                newer: true,
+            });
+        }
+        if known.iter().any(|v| !applied.contains(v)) {
+            return Schema::Mismatch(SchemaMismatch {
+                database: db,
+                known: top,
+                newer: false,
+            });
+        }
+        Schema::Current
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -126,6 +194,50 @@ pub(crate) fn verify_column(v: Option<&str>) -> std::result::Result<Option<crate
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The one migration that runs outside sqlx's transaction (`-- no-transaction`: it rebuilds
+/// `occurrences` with foreign keys off) and its sign of completion. Its body commits on its own;
+/// a daemon stopped between that COMMIT and sqlx's record would run it again and fail (its tables
+/// exist) or lose the columns it added. Every other migration runs in one transaction with its
+/// record.
+const NO_TX_MIGRATION: i64 = 20261203000001;
+
+/// Record the no-transaction migration as applied when its body committed but its record did not
+/// (the body's last table, `checks`, exists), so that sqlx does not run it a second time.
+async fn finish_interrupted_rebuild(pool: &SqlitePool) -> Result<()> {
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations') \
+           AND (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'checks')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if pending == 0 {
+        return Ok(());
+    }
+    let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = ?")
+        .bind(NO_TX_MIGRATION)
+        .fetch_one(pool)
+        .await?;
+    let Some(m) = MIGRATOR.iter().find(|m| m.version == NO_TX_MIGRATION) else {
+        return Ok(());
+    };
+    if recorded == 0 {
+        tracing::warn!(
+            version = NO_TX_MIGRATION,
+            "the verification migration committed but was not recorded (dingrec stopped in between): recording it"
+        );
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?, ?, TRUE, ?, -1)",
+        )
+        .bind(m.version)
+        .bind(&*m.description)
+        .bind(&*m.checksum)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
 /// How a command uses the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -165,19 +277,102 @@ impl Store {
         Ok(store)
     }
 
+    /// Open for the writing commands that do not migrate (`apply`, `trigger`): a new database
+    /// gets its schema, an existing one must be at this binary's (only `dingrec migrate` and
+    /// `dingrec run` move a schema on, so an upgraded binary never migrates the database under a
+    /// daemon still running the old one).
+    pub async fn open_current(settings: &DatabaseSettings) -> Result<Store> {
+        let store = Self::open_unmigrated(settings).await?;
+        match store.schema().await? {
+            Schema::Empty => store.migrate().await?,
+            Schema::Current => {}
+            Schema::Mismatch(m) => {
+                store.close().await;
+                return Err(StoreError::Schema(m));
+            }
+        }
+        Ok(store)
+    }
+
     /// Open for the read-only commands (`history`, `policies`, `next`, `plan`): no page check
     /// (it reads the whole file: about a second per 400 MB) and no migration; a damaged page
     /// still shows as an error when a query reaches it.
     /// A SQLite file that does not exist is an error ("nothing was applied yet"), never created.
     /// PostgreSQL's database is the server's: opened and migrated, read empty before any apply.
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
-        if settings.engine() == crate::config::Engine::Postgres {
-            return Self::open(settings).await;
+        let store = if settings.engine() == crate::config::Engine::Postgres {
+            Self::open_unmigrated(settings).await?
+        } else {
+            if !settings.path.exists() {
+                return Err(StoreError::Missing(settings.path.clone()));
+            }
+            Self::connect(settings, Access::Read).await?
+        };
+        match store.schema().await? {
+            Schema::Current => Ok(store),
+            Schema::Empty => {
+                store.close().await;
+                Err(StoreError::Missing(store.path.clone()))
+            }
+            Schema::Mismatch(m) => {
+                store.close().await;
+                Err(StoreError::Schema(m))
+            }
         }
-        if !settings.path.exists() {
-            return Err(StoreError::Missing(settings.path.clone()));
+    }
+
+    /// As [`Store::open_for_reading`], with `None` where nothing was applied yet (no SQLite
+    /// file, or a PostgreSQL database without dingrec's schema): `plan` reads that as empty.
+    pub async fn open_if_applied(settings: &DatabaseSettings) -> Result<Option<Store>> {
+        match Self::open_for_reading(settings).await {
+            Ok(store) => Ok(Some(store)),
+            Err(StoreError::Missing(_)) => Ok(None),
+            Err(e) => Err(e),
         }
-        Self::connect(settings, Access::Read).await
+    }
+
+    /// The versions of this binary's migrations, sorted.
+    fn known_migrations(&self) -> Vec<i64> {
+        let migrator = match &self.engine {
+            Engine::Sqlite(_) => &MIGRATOR,
+            Engine::Postgres(_) => &postgres::MIGRATOR,
+        };
+        let mut v: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Where this database's schema stands against this binary's migrations; reads only.
+    pub async fn schema(&self) -> Result<Schema> {
+        let applied: Vec<i64> = match &self.engine {
+            Engine::Sqlite(pool) => {
+                let has: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_one(pool)
+                .await?;
+                if has == 0 {
+                    Vec::new()
+                } else {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                        .fetch_all(pool)
+                        .await?
+                }
+            }
+            Engine::Postgres(pool) => {
+                let has: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(pool)
+                    .await?;
+                if has {
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                        .fetch_all(pool)
+                        .await?
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        Ok(Schema::of(&applied, &self.known_migrations()))
     }
 
     /// Open without running migrations (the caller runs them, e.g. `dingrec migrate`).
@@ -239,9 +434,20 @@ impl Store {
         }
     }
 
+    /// Bring the schema to this binary's (`dingrec migrate`, `dingrec run`, a new database). A
+    /// database a newer dingrec migrated is refused with [`StoreError::Schema`] before anything
+    /// is written.
     pub async fn migrate(&self) -> Result<()> {
+        if let Schema::Mismatch(m) = self.schema().await?
+            && m.newer
+        {
+            return Err(StoreError::Schema(m));
+        }
         match &self.engine {
-            Engine::Sqlite(pool) => MIGRATOR.run(pool).await?,
+            Engine::Sqlite(pool) => {
+                finish_interrupted_rebuild(pool).await?;
+                MIGRATOR.run(pool).await?
+            }
             Engine::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
         }
         Ok(())

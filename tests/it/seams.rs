@@ -220,3 +220,427 @@ fn apply_prune_of_no_policy_needs_allow_empty_and_plan_names_what_it_would_disab
     );
     assert_eq!(enabled(&config, "board"), Some(false));
 }
+
+/// The database one migration behind this binary (`Older`), or migrated by a newer dingrec
+/// (`Newer`: a version this binary does not know recorded as applied).
+#[derive(Clone, Copy, PartialEq)]
+enum Schema {
+    Older,
+    Newer,
+}
+
+async fn database_at(config: &Path, schema: Schema) {
+    let settings = dingrec::config::Settings::load(Some(config)).expect("settings");
+    let store = dingrec::store::Store::open_unmigrated(&settings.database)
+        .await
+        .expect("open");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(if crate::support::engine::postgres() {
+        "migrations-postgres"
+    } else {
+        "migrations"
+    });
+    let all = sqlx::migrate::Migrator::new(dir).await.expect("migrations");
+    let last = all.iter().map(|m| m.version).max().expect("some");
+    let keep: Vec<sqlx::migrate::Migration> = all
+        .iter()
+        .filter(|m| schema == Schema::Newer || m.version < last)
+        .cloned()
+        .collect();
+    let migrator = sqlx::migrate::Migrator::with_migrations(keep);
+    let future = |checksum: &str| {
+        sqlx::AssertSqlSafe(format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99991231000001, 'from a newer dingrec', TRUE, {checksum}, 1)"
+        ))
+    };
+    match store.postgres_pool() {
+        Some(pool) => {
+            migrator.run(pool).await.expect("migrate");
+            if schema == Schema::Newer {
+                sqlx::query(future("'\\x00'::bytea"))
+                    .execute(pool)
+                    .await
+                    .expect("future");
+            }
+        }
+        None => {
+            migrator.run(store.pool()).await.expect("migrate");
+            if schema == Schema::Newer {
+                sqlx::query(future("x'00'"))
+                    .execute(store.pool())
+                    .await
+                    .expect("future");
+            }
+        }
+    }
+    store.close().await;
+}
+
+fn migrations_recorded(config: &Path) -> String {
+    // The bookkeeping itself, read without dingrec: SQLite's file or PostgreSQL's table.
+    let dir = config.parent().expect("dir");
+    match crate::support::engine::url_beside(&dir.join("dingrec.db")) {
+        Some(url) => {
+            let o = std::process::Command::new("psql")
+                .args([
+                    "--no-psqlrc",
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-c",
+                    "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations",
+                    &url,
+                ])
+                .output()
+                .expect("psql");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+        None => {
+            let o = std::process::Command::new("sqlite3")
+                .arg(dir.join("dingrec.db"))
+                .arg("SELECT group_concat(version) FROM _sqlx_migrations")
+                .output()
+                .expect("sqlite3");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+    }
+}
+
+/// An upgraded binary beside a database the old one still runs on: the read-only commands read
+/// nothing, write nothing and say to migrate (exit 65); `dingrec migrate` moves it on. A database
+/// a newer dingrec migrated: every command, `run` included, says "upgrade dingrec" and exits 65,
+/// which the unit's `RestartPreventExitStatus=` lists, so systemd does not restart it in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_never_crash_loop_and_read_only_commands_never_migrate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    database_at(&config, Schema::Older).await;
+    let before = migrations_recorded(&config);
+    for cmd in [
+        &["history"][..],
+        &["policies"],
+        &["next"],
+        &["quota"],
+        &["status"],
+        &["alerts"],
+    ] {
+        let out = cli(&config, cmd).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{cmd:?}: {err}");
+        assert!(
+            err.contains("the database is at schema") && err.contains("dingrec migrate"),
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(
+            migrations_recorded(&config),
+            before,
+            "{cmd:?} migrated the database"
+        );
+    }
+    let team = dir.path().join("team.yaml");
+    std::fs::write(&team, format!("policies:\n{}", entry("board"))).expect("team");
+    let out = cli(&config, &["apply", &team.to_string_lossy()])
+        .output()
+        .expect("apply");
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "apply migrates an existing database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(migrations_recorded(&config), before);
+
+    let out = cli(&config, &["migrate"]).output().expect("migrate");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cli(&config, &["history"])
+            .output()
+            .expect("history")
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // Newer than this binary.
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    database_at(&config, Schema::Newer).await;
+    for cmd in [
+        &["history"][..],
+        &["migrate"],
+        &["apply", &team.to_string_lossy()],
+        &["run"],
+    ] {
+        let out = cli(&config, cmd).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{cmd:?}: {err}");
+        assert!(
+            err.contains("this dingrec knows") && err.contains("upgrade dingrec"),
+            "{cmd:?}: {err}"
+        );
+        assert!(
+            !err.contains("VersionMissing") && !err.contains("was previously applied"),
+            "{err}"
+        );
+    }
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dingrec.service"))
+        .expect("unit");
+    let prevent = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .expect("RestartPreventExitStatus=");
+    let codes: Vec<&str> = prevent.split_whitespace().collect();
+    assert!(codes.contains(&"65") && codes.contains(&"78"), "{prevent}");
+}
+
+/// The one migration outside sqlx's transaction (it rebuilds `occurrences`) committed, and
+/// dingrec stopped before sqlx recorded it: the next start records it instead of running it
+/// again (which failed: its tables exist) and migrates on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_between_the_rebuild_and_its_record_is_finished_at_the_next_start() {
+    if !crate::support::engine::sqlite_only("the rebuild is SQLite's") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+    let settings = dingrec::config::Settings::load(Some(&config)).expect("settings");
+    let store = dingrec::store::Store::open_unmigrated(&settings.database)
+        .await
+        .expect("open");
+    let all = sqlx::migrate::Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .await
+        .expect("migrations");
+    let rebuild = all
+        .iter()
+        .find(|m| m.no_tx)
+        .expect("the no-transaction migration")
+        .clone();
+    let before: Vec<_> = all
+        .iter()
+        .filter(|m| m.version < rebuild.version)
+        .cloned()
+        .collect();
+    sqlx::migrate::Migrator::with_migrations(before)
+        .run(store.pool())
+        .await
+        .expect("earlier migrations");
+    sqlx::query(
+        "INSERT INTO policies (name, conference_id, host_union_id, layout, small_window_position, at, timezone, \
+         start_offset_ms, window_ms, retry, skip_dates, enabled, source, created_at, updated_at) VALUES \
+         ('board', 'c1', 'h1', 'speech', 'relative_right', '2030-01-01T00:00:00Z', 'UTC', 0, 60000, '{}', '[]', 1, 'x:1', \
+         '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+    )
+    .execute(store.pool())
+    .await
+    .expect("a policy");
+    // The body alone, as sqlx runs it, without the record.
+    let mut conn = store.pool().acquire().await.expect("conn");
+    sqlx::raw_sql(rebuild.sql.clone())
+        .execute(&mut *conn)
+        .await
+        .expect("the body");
+    drop(conn);
+    store.close().await;
+
+    let out = cli(&config, &["migrate"]).output().expect("migrate");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cli(&config, &["policies"])
+            .output()
+            .expect("policies")
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(enabled(&config, "board"), Some(true));
+}
+
+/// A throwaway PostgreSQL that takes TLS only (`scripts/pg start-tls`), stopped when dropped.
+struct TlsCluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl TlsCluster {
+    fn start() -> TlsCluster {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg"))
+            .arg("start-tls")
+            .arg(dir.path())
+            .output()
+            .expect("scripts/pg");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        TlsCluster { dir, url }
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The URL the docs recommend (`sslmode=verify-full`) works against a server whose certificate
+/// a CA of the operator's signs (`sslrootcert`); that server refuses plaintext, so dingrec spoke
+/// TLS; a certificate from another CA is refused.
+#[test]
+fn postgresql_over_tls_verifies_the_server_named_in_the_url() {
+    if crate::support::engine::postgres() {
+        eprintln!("skipped on the PostgreSQL pass: the test runs its own TLS cluster, once");
+        return;
+    }
+    let cluster = TlsCluster::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let team = dir.path().join("team.yaml");
+    std::fs::write(&team, format!("policies:\n{}", entry("board"))).expect("team");
+    let team = team.to_string_lossy().into_owned();
+    let config_for = |url: &str| {
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            format!("database:\n  url: \"{url}\"\ndefaults:\n  timezone: UTC\n"),
+        )
+        .expect("config");
+        path
+    };
+
+    let config = config_for(&cluster.url);
+    let out = cli(&config, &["apply", &team]).output().expect("apply");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(enabled(&config, "board"), Some(true));
+
+    let plain = config_for(&cluster.url.replace("sslmode=verify-full", "sslmode=disable"));
+    let out = cli(&plain, &["policies"]).output().expect("policies");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the server took plaintext: the test proves nothing"
+    );
+
+    let other = dir.path().join("other-ca");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=another CA",
+        ])
+        .arg("-keyout")
+        .arg(other.with_extension("key"))
+        .arg("-out")
+        .arg(other.with_extension("crt"))
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let ca = cluster
+        .url
+        .rsplit_once("sslrootcert=")
+        .map(|(_, ca)| ca.to_owned())
+        .expect("ca");
+    let wrong = config_for(
+        &cluster
+            .url
+            .replace(&ca, &other.with_extension("crt").to_string_lossy()),
+    );
+    let out = cli(&wrong, &["policies"]).output().expect("policies");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a server certificate of another CA was trusted: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+}
+
+/// 50 codes DingTalk never documented make one `other` series, not 50; a code or a message as
+/// long as a page is stored cut to its documented size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_codes_make_one_metric_series_and_long_ones_are_stored_capped() {
+    use crate::support::app::{TestApp, at_in};
+    use crate::support::{live, step};
+    let long = format!("c{}", "x".repeat(300));
+    let mut meetings: Vec<dingrec::fake::MeetingSpec> = (0..50)
+        .map(|i| {
+            let mut s = step(
+                &format!("undocumented{:08x}", (i as u32).wrapping_mul(2_654_435_761)),
+                1,
+            );
+            s.status = Some(400);
+            live(&format!("rnd-{i:02}"), vec![s])
+        })
+        .collect();
+    let mut s = step(&long, 1);
+    s.status = Some(400);
+    meetings.push(live("long", vec![s]));
+    let app = TestApp::start(
+        Scenario {
+            meetings,
+            ..Scenario::default()
+        },
+        |c| {
+            let at = at_in(c, 500);
+            let mut y = String::from("policies:\n");
+            for i in 0..50 {
+                y.push_str(&format!(
+                    "  - name: rnd-{i:02}\n    conference_id: rnd-{i:02}\n    host_union_id: host-1\n    at: \"{at}\"\n"
+                ));
+            }
+            y.push_str(&format!("  - name: long\n    conference_id: long\n    host_union_id: host-1\n    at: \"{at}\"\n"));
+            y
+        },
+    )
+    .await;
+    let rows = app.wait_final(51, HANG).await;
+    assert!(
+        rows.iter()
+            .all(|o| o.state == dingrec::domain::OccurrenceState::Failed),
+        "{rows:#?}"
+    );
+    let metrics = app.metrics().await;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("dingrec_attempts_total{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:#?}");
+    assert!(
+        series[0].contains("code=\"other\"") && series[0].ends_with(" 51"),
+        "{series:#?}"
+    );
+    let stored = TestApp::occurrence(&rows, "long").attempts[0]
+        .code
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        stored.chars().count(),
+        dingrec::domain::outcome::MAX_CODE_CHARS,
+        "{stored}"
+    );
+    assert!(long.starts_with(stored.trim_end_matches('…')));
+}

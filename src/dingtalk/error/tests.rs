@@ -51,3 +51,25 @@ fn an_error_without_a_code_keeps_its_status() {
     assert_eq!(e.code(), "invalid_response");
     assert_eq!(e.http_status(), 503);
 }
+
+#[test]
+fn dingtalks_code_message_and_request_id_are_capped_before_anyone_keeps_them() {
+    let body = format!(
+        r#"{{"code":"{}","message":"{}","requestid":"{}"}}"#,
+        "c".repeat(5_000),
+        "会".repeat(100_000),
+        "r".repeat(5_000)
+    );
+    let Err(DingTalkError::Api {
+        code,
+        message,
+        request_id,
+        ..
+    }) = parse(&raw(400, &body, None))
+    else {
+        panic!("an API error")
+    };
+    assert_eq!(code.chars().count(), MAX_CODE_CHARS);
+    assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
+    assert_eq!(request_id.map(|r| r.chars().count()), Some(MAX_CODE_CHARS));
+}
