@@ -468,13 +468,17 @@ impl App {
             token: self.client.token_status(),
             clock: self.clock.clone(),
             quota: quota_state.clone(),
+            ready: Default::default(),
         };
         let http_cancel = CancellationToken::new();
         let http_stop = http_cancel.clone();
+        let limits = crate::http::serve::Limits {
+            header_timeout: self.settings.http.header_timeout,
+            max_connections: self.settings.http.max_connections,
+        };
         let mut http = tokio::spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await
+            crate::http::serve::serve(listener, router(state), limits, http_stop).await;
+            Ok::<(), std::io::Error>(())
         });
         let drain = self.settings.scheduler.shutdown_timeout;
         let scheduler_cancel = cancel.child_token();

@@ -398,12 +398,24 @@ impl Default for DingTalkSettings {
 pub struct HttpSettings {
     /// Health and metrics; loopback by default.
     pub listen: SocketAddr,
+    /// A client must send its whole request header within this long, else its connection is
+    /// closed (a slow or stalled client holds nothing for longer).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections open at once. At the cap, the oldest connection that has not sent a complete
+    /// request (else the oldest idle one) is closed to make room for a new one.
+    pub max_connections: usize,
 }
+
+/// The most HTTP connections `http.max_connections` may allow.
+pub const MAX_HTTP_CONNECTIONS: usize = 4096;
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 256,
         }
     }
 }
@@ -995,6 +1007,17 @@ impl Settings {
             ));
         }
         self.dingtalk.quota()?;
+        if self.http.header_timeout.is_zero() || self.http.header_timeout > Duration::from_secs(300) {
+            return Err(ConfigError::Invalid(
+                "http.header_timeout must be more than 0 and at most 5m".into(),
+            ));
+        }
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.http.max_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_connections must be between 1 and {MAX_HTTP_CONNECTIONS} (it is {})",
+                self.http.max_connections
+            )));
+        }
         if self.scheduler.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "scheduler.max_in_flight must be at least 1".into(),

@@ -5,7 +5,13 @@ use clap::Parser as _;
 fn main() {
     limit_malloc_arenas();
     let cli = dingrec::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Bounded, so that systemd's TasksMax= (the unit) always has room: file reads, policy
+        // parsing and the instance lock's wait run here.
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dingrec: cannot start the async runtime: {e}");

@@ -2,6 +2,8 @@
 //! database; readiness is true (503 when the database cannot be written or the scheduler loop is
 //! stuck). Requests here are not logged.
 
+pub mod serve;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ pub struct HttpState {
     pub clock: crate::clock::SharedClock,
     /// The month's quota, as the quota task last saw it.
     pub quota: Arc<crate::scheduler::quota::QuotaState>,
+    /// The database's part of `/readyz`, read at most once a second whoever asks.
+    pub ready: Arc<ReadyCache>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -46,16 +50,55 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(json!({"status": "ok"})))
 }
 
-/// The readiness report and whether it is ready.
-pub async fn readiness(s: &HttpState) -> (bool, Value) {
+/// How old the database's part of `/readyz` may be before a request asks for a new one (in the
+/// background: the request answers with what there is), and how old before a request waits for
+/// the new one. One refresh runs at a time, so any number of callers cost the database at most
+/// one probe write a second, and a request never writes.
+const READY_FRESH: Duration = Duration::from_secs(1);
+const READY_STALE: Duration = Duration::from_secs(10);
+
+/// The database's part of the readiness report, as last read.
+#[derive(Clone)]
+struct DbReport {
+    at: tokio::time::Instant,
+    error: Option<String>,
+    body: serde_json::Map<String, Value>,
+}
+
+/// The last [`DbReport`], and the one refresh that may run.
+#[derive(Default)]
+pub struct ReadyCache {
+    latest: std::sync::Mutex<Option<DbReport>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl ReadyCache {
+    fn latest(&self) -> Option<DbReport> {
+        self.latest.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Read the database's part anew, unless another refresh did while this one waited its turn.
+    async fn refresh(&self, s: &HttpState, fresher_than: Duration) -> Option<DbReport> {
+        let _turn = self.refresh.lock().await;
+        if let Some(r) = self.latest().filter(|r| r.at.elapsed() < fresher_than) {
+            return Some(r);
+        }
+        let report = database_report(s).await;
+        if let Ok(mut l) = self.latest.lock() {
+            *l = Some(report.clone());
+        }
+        Some(report)
+    }
+}
+
+/// What `/readyz` says of the database: the probe write, and the counts it reads.
+async fn database_report(s: &HttpState) -> DbReport {
     let probe = tokio::time::timeout(Duration::from_secs(2), s.store.probe_writable()).await;
-    let db_error = match probe {
-        Ok(Ok(())) => s.health.db_error().filter(|_| !s.health.db_ok()),
+    let error = match probe {
+        Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("the database did not answer within 2 s".into()),
     };
-    let stuck = s.health.loop_stuck();
-    let ready = db_error.is_none() && !stuck;
     // The rest is best effort: a broken database must not break the report.
     let timeout = Duration::from_secs(1);
     let policies = tokio::time::timeout(timeout, s.store.enabled_policy_count())
@@ -76,19 +119,18 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         .ok()
         .and_then(Result::ok)
         .flatten();
+    let now = s.clock.now();
     let alerts = tokio::time::timeout(timeout, s.store.alerts_pending())
         .await
         .ok()
         .and_then(Result::ok)
         .map(|a| {
-            let now = s.clock.now();
             json!({
                 "pending": a.pending,
                 "oldest_pending_at": a.oldest_created_at.map(fmt_utc),
                 "oldest_pending_age_ms": a.oldest_created_at.map(|t| (now - t).num_milliseconds().max(0)),
             })
         });
-    let now = s.clock.now();
     let instances = tokio::time::timeout(
         timeout,
         s.store
@@ -119,6 +161,52 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
     for (st, n) in counts.unwrap_or_default() {
         occurrences.insert(st.to_string(), json!(n));
     }
+    let body = json!({
+        "instances": instances,
+        "policies": policies,
+        "next_due_at": next_due.map(fmt_utc),
+        "occurrences": occurrences,
+        "last_success_at": last_success.map(fmt_utc),
+        "alerts": alerts,
+    });
+    DbReport {
+        at: tokio::time::Instant::now(),
+        error,
+        body: match body {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        },
+    }
+}
+
+/// The readiness report and whether it is ready: the database's part as [`ReadyCache`] keeps
+/// it, the rest (the loop's heartbeat, the token, the quota, the last reload) as it is now.
+pub async fn readiness(s: &HttpState) -> (bool, Value) {
+    let cached = s.ready.latest();
+    let db = match cached {
+        Some(r) if r.at.elapsed() < READY_FRESH => Some(r),
+        Some(r) if r.at.elapsed() < READY_STALE => {
+            // Only when no refresh is under way: a loop of callers starts one, not one each.
+            let idle = s.ready.refresh.try_lock().is_ok();
+            if idle {
+                let (cache, state) = (s.ready.clone(), s.clone());
+                tokio::spawn(async move { cache.refresh(&state, READY_FRESH).await });
+            }
+            Some(r)
+        }
+        _ => s.ready.refresh(s, READY_FRESH).await,
+    };
+    let db = db.unwrap_or_else(|| DbReport {
+        at: tokio::time::Instant::now(),
+        error: Some("not read yet".into()),
+        body: serde_json::Map::new(),
+    });
+    let db_error = db
+        .error
+        .clone()
+        .or_else(|| s.health.db_error().filter(|_| !s.health.db_ok()));
+    let stuck = s.health.loop_stuck();
+    let ready = db_error.is_none() && !stuck;
     let token = match &*s.token.borrow() {
         TokenStatus::Valid { expires_at } => {
             json!({"valid": true, "expires_at": fmt_utc(*expires_at)})
@@ -126,24 +214,19 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         TokenStatus::Error { code } => json!({"valid": false, "last_error": code}),
         TokenStatus::None => json!({"valid": false}),
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ok" } else { "unavailable" },
         "instance": crate::instance::this(),
         "engine": s.store.engine().as_str(),
-        "instances": instances,
         "database": if db_error.is_none() { "ok" } else { "error" },
         "database_error": db_error,
+        "database_read_ms_ago": db.at.elapsed().as_millis() as u64,
         "scheduler": {
             "heartbeat_age_ms": s.health.heartbeat_age().as_millis() as u64,
             "stuck": stuck,
         },
         "token": token,
-        "policies": policies,
-        "next_due_at": next_due.map(fmt_utc),
-        "occurrences": occurrences,
-        "last_success_at": last_success.map(fmt_utc),
         "last_reload_error": s.health.reload_error(),
-        "alerts": alerts,
         "quota": s.quota.view().map(|v| json!({
             "month": v.month.label,
             "used": v.used,
@@ -152,6 +235,9 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
             "optional_calls_stopped": s.quota.optional_stopped(),
         })),
     });
+    if let Value::Object(m) = &mut body {
+        m.extend(db.body);
+    }
     (ready, body)
 }
 
