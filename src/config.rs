@@ -784,6 +784,21 @@ impl AlertSettings {
                 DestinationType::Webhook if d.secret.is_none() => Some(format!(
                     "the webhook's signing secret is missing: set secret_file, or put it in $CREDENTIALS_DIRECTORY/{name}_secret"
                 )),
+                // The Standard Webhooks form: `whsec_` and the key in base64. A key that does not
+                // decode would sign with the text itself, which no receiver checks against.
+                DestinationType::Webhook
+                    if d.secret.as_ref().is_some_and(|s| {
+                        s.expose_secret().strip_prefix("whsec_").is_some_and(|b| {
+                            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).is_err()
+                        })
+                    }) =>
+                {
+                    Some(
+                        "the webhook's secret begins with whsec_ but the rest is not base64 (the Standard \
+                         Webhooks form is whsec_ and the key in base64): copy it again whole"
+                            .to_owned(),
+                    )
+                }
                 _ => None,
             };
             if let Some(why) = missing {
@@ -1635,6 +1650,34 @@ mod tests {
             );
             assert!(e.contains("verify-full"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_whsec_webhook_secret_must_be_base64() {
+        let with = |secret: &str| {
+            let mut s = Settings::default();
+            s.alerts.destinations.insert(
+                "pager".into(),
+                Destination {
+                    kind: DestinationType::Webhook,
+                    url: "https://alerts.example.com/dingrec".into(),
+                    access_token_file: PathBuf::new(),
+                    access_token: None,
+                    secret_file: PathBuf::new(),
+                    secret: Some(SecretString::from(secret.to_owned())),
+                    at_mobiles: vec![],
+                },
+            );
+            s.alerts.check_secrets().map_err(|e| e.to_string())
+        };
+        assert_eq!(with("whsec_c2VjcmV0"), Ok(()));
+        assert_eq!(with("any string at all"), Ok(()));
+        let e = with("whsec_not base64!").expect_err("refused");
+        assert!(
+            e.starts_with("alerts.destinations.pager:") && e.contains("base64"),
+            "{e}"
+        );
+        assert!(!e.contains("not base64!"), "the secret is not shown: {e}");
     }
 
     #[test]

@@ -24,7 +24,16 @@ pub enum Delivery {
     Refused {
         error: String,
     },
+    /// No answer came (no connection, a timeout): tried again later like `Retry`, and the
+    /// destination is left alone for the rest of the round, with a backoff of its own.
+    Unreachable {
+        error: String,
+    },
 }
+
+/// The most of an answer that is read: a robot's JSON is a few dozen bytes; whatever a webhook
+/// sends past this is not read (and never stored: errors keep 200 characters of it).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// What a robot's `errcode` means (docs/dingtalk.md), for errors and `dingrec alerts test`.
 pub fn robot_errcode_meaning(code: i64) -> &'static str {
@@ -199,16 +208,29 @@ pub async fn to_webhook(http: &reqwest::Client, d: &Destination, alert: &Alert) 
 /// Send a JSON POST; its status and body, or a retry when it never got an answer. reqwest's
 /// error text carries the URL, and a robot's URL carries its token: the error leaves it out.
 async fn post(req: reqwest::RequestBuilder) -> Result<(u16, String), Delivery> {
-    let resp = req
+    let mut resp = req
         .header("content-type", "application/json")
         .send()
         .await
-        .map_err(|e| Delivery::Retry {
+        .map_err(|e| Delivery::Unreachable {
             error: transport_error(e),
-            slow_down: false,
         })?;
     let status = resp.status().as_u16();
-    Ok((status, resp.text().await.unwrap_or_default()))
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(MAX_ANSWER_BYTES - body.len())])
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Delivery::Unreachable {
+                    error: transport_error(e),
+                });
+            }
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Send to whichever kind `d` is: a robot gets all of `alerts` in one message, a webhook one

@@ -45,30 +45,40 @@ const RETRIED: &str = "retried";
 /// The token codes that mean the credentials are wrong (not a network problem).
 const AUTH_CODES: &[&str] = &["invalidClientIdOrSecret", "invalidSuiteKey", "invalidSuiteTicket"];
 
+/// What the sender keeps of one destination between rounds.
 #[derive(Default)]
-struct Robot {
+struct DestState {
+    /// A robot's messages of the last minute (it takes 20).
     sent: VecDeque<DateTime<Utc>>,
+    /// Left alone until then: a robot that said "too fast", a destination that did not answer.
     paused_until: Option<DateTime<Utc>>,
+    /// Rounds in a row in which it did not answer (its own backoff).
+    unreachable: i64,
 }
 
-impl Robot {
-    /// Whether one more message may go now.
-    fn may_send(&mut self, now: DateTime<Utc>) -> bool {
+impl DestState {
+    /// Whether one more message may go now (for a robot, within its 20 a minute).
+    fn may_send(&mut self, now: DateTime<Utc>, robot: bool) -> bool {
         while self.sent.front().is_some_and(|t| now - *t >= ROBOT_WINDOW) {
             self.sent.pop_front();
         }
-        self.paused_until.is_none_or(|p| now >= p) && self.sent.len() < ROBOT_PER_MINUTE
+        self.paused_until.is_none_or(|p| now >= p) && (!robot || self.sent.len() < ROBOT_PER_MINUTE)
     }
 }
 
-pub struct Sender {
+/// What every destination's delivery shares: read-only during a round.
+struct Shared {
     store: Store,
     clock: SharedClock,
-    destinations: BTreeMap<String, Destination>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+}
+
+pub struct Sender {
+    shared: Shared,
+    destinations: BTreeMap<String, Destination>,
     token: watch::Receiver<TokenStatus>,
-    robots: HashMap<String, Robot>,
+    states: HashMap<String, DestState>,
 }
 
 /// When to try again after `attempts` tries.
@@ -89,27 +99,34 @@ impl Sender {
         token: watch::Receiver<TokenStatus>,
     ) -> Result<Self, String> {
         Ok(Self {
-            store,
-            clock,
+            shared: Shared {
+                store,
+                clock,
+                http: deliver::http_client()?,
+                metrics,
+            },
             destinations: settings.destinations.clone(),
-            http: deliver::http_client()?,
-            metrics,
             token,
-            robots: HashMap::new(),
+            states: HashMap::new(),
         })
     }
 
     /// Deliver until `cancel`; an error (the database failed) ends the daemon.
     pub async fn run_until_stopped(mut self, cancel: CancellationToken) -> Result<(), String> {
         let mut last_auth: Option<String> = None;
-        let commits = self.store.commits();
+        let commits = self.shared.store.commits();
         loop {
             let started = tokio::time::Instant::now();
             let status = self.token.borrow_and_update().clone();
             self.auth_broken(&status, &mut last_auth).await?;
             self.round(&cancel).await.map_err(|e| format!("alerts: {e}"))?;
-            let stats = self.store.alerts_pending().await.map_err(|e| e.to_string())?;
-            self.metrics.alerts_pending(stats.pending);
+            let stats = self
+                .shared
+                .store
+                .alerts_pending()
+                .await
+                .map_err(|e| e.to_string())?;
+            self.shared.metrics.alerts_pending(stats.pending);
             // At most one round per POLL, however many writes commit (a burst commits thousands).
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -139,8 +156,9 @@ impl Sender {
                     )),
                     ..Facts::default()
                 };
-                self.store
-                    .raise_alert(AlertEvent::AuthBroken, None, &facts, self.clock.now())
+                self.shared
+                    .store
+                    .raise_alert(AlertEvent::AuthBroken, None, &facts, self.shared.clock.now())
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -150,56 +168,94 @@ impl Sender {
         Ok(())
     }
 
-    /// One pass over the due alerts.
+    /// One pass over the due alerts: every destination at once, each in its own order, so that
+    /// one that does not answer holds up none of the others.
     async fn round(&mut self, cancel: &CancellationToken) -> crate::store::Result<()> {
-        let now = self.clock.now();
-        let due = self.store.alerts_due(now, 1000).await?;
+        let now = self.shared.clock.now();
+        let due = self.shared.store.alerts_due(now, 1000).await?;
         let mut by_dest: BTreeMap<String, Vec<AlertRow>> = BTreeMap::new();
         for row in due {
             by_dest.entry(row.destination.clone()).or_default().push(row);
         }
-        for (name, rows) in by_dest {
-            if cancel.is_cancelled() {
+        let shared = &self.shared;
+        let work: Vec<_> = by_dest
+            .into_iter()
+            .map(|(name, rows)| {
+                let dest = self.destinations.get(&name).cloned();
+                let mut state = self.states.remove(&name).unwrap_or_default();
+                async move {
+                    let r = shared.deliver(&name, dest, rows, &mut state, now, cancel).await;
+                    (name, state, r)
+                }
+            })
+            .collect();
+        let mut result = Ok(());
+        for (name, state, r) in futures_util::future::join_all(work).await {
+            self.states.insert(name, state);
+            result = result.and(r);
+        }
+        result
+    }
+}
+
+impl Shared {
+    /// Deliver one destination's due alerts, batch after batch; stop at the first that finds it
+    /// unreachable (its own backoff then keeps it out of the next rounds for a while).
+    async fn deliver(
+        &self,
+        name: &str,
+        dest: Option<Destination>,
+        rows: Vec<AlertRow>,
+        state: &mut DestState,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+    ) -> crate::store::Result<()> {
+        let Some(dest) = dest else {
+            let error = format!("destination '{name}' is not in config.yaml's alerts.destinations");
+            return self
+                .finish(name, &rows, &Delivery::Refused { error }, state)
+                .await;
+        };
+        let (expired, rows): (Vec<AlertRow>, Vec<AlertRow>) = rows.into_iter().partition(|r| {
+            crate::domain::time::parse_utc(&r.created_at).is_ok_and(|c| now - c >= GIVE_UP_AFTER)
+        });
+        for r in &expired {
+            let error = format!(
+                "not delivered within 24 hours; last error: {}",
+                r.last_error.as_deref().unwrap_or("none")
+            );
+            self.finish(name, std::slice::from_ref(r), &Delivery::Refused { error }, state)
+                .await?;
+        }
+        let robot = dest.kind == DestinationType::DingtalkRobot;
+        for (batch, rows) in batches(&dest, rows) {
+            if cancel.is_cancelled() || !state.may_send(now, robot) {
                 break;
             }
-            let Some(dest) = self.destinations.get(&name).cloned() else {
-                let error = format!("destination '{name}' is not in config.yaml's alerts.destinations");
-                self.finish(&name, &rows, &Delivery::Refused { error }).await?;
-                continue;
-            };
-            let (expired, rows): (Vec<AlertRow>, Vec<AlertRow>) = rows.into_iter().partition(|r| {
-                crate::domain::time::parse_utc(&r.created_at).is_ok_and(|c| now - c >= GIVE_UP_AFTER)
-            });
-            for r in &expired {
-                let error = format!(
-                    "not delivered within 24 hours; last error: {}",
-                    r.last_error.as_deref().unwrap_or("none")
-                );
-                self.finish(&name, std::slice::from_ref(r), &Delivery::Refused { error })
-                    .await?;
-            }
-            for (batch, rows) in batches(&dest, rows) {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                if dest.kind == DestinationType::DingtalkRobot
-                    && !self.robots.entry(name.clone()).or_default().may_send(now)
-                {
-                    break;
-                }
-                self.send(&name, &dest, &batch, &rows).await?;
+            let delivery = self.send(&dest, &batch, &rows, state, robot).await?;
+            let rows: Vec<AlertRow> = rows
+                .iter()
+                .map(|r| AlertRow {
+                    attempts: r.attempts + 1,
+                    ..r.clone()
+                })
+                .collect();
+            self.finish(name, &rows, &delivery, state).await?;
+            if matches!(delivery, Delivery::Unreachable { .. }) {
+                break;
             }
         }
         Ok(())
     }
 
     async fn send(
-        &mut self,
-        name: &str,
+        &self,
         dest: &Destination,
         batch: &str,
         rows: &[AlertRow],
-    ) -> crate::store::Result<()> {
+        state: &mut DestState,
+        robot: bool,
+    ) -> crate::store::Result<Delivery> {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let alerts = rows
             .iter()
@@ -207,53 +263,48 @@ impl Sender {
             .collect::<crate::store::Result<Vec<_>>>()?;
         // The batch is committed before the call: after a crash the same message goes again.
         self.store.start_alert_send(&ids, batch).await?;
-        if dest.kind == DestinationType::DingtalkRobot {
-            self.robots
-                .entry(name.to_owned())
-                .or_default()
-                .sent
-                .push_back(self.clock.now());
+        if robot {
+            state.sent.push_back(self.clock.now());
         }
-        let delivery = deliver::send(&self.http, dest, batch, &alerts).await;
-        let rows: Vec<AlertRow> = rows
-            .iter()
-            .map(|r| AlertRow {
-                attempts: r.attempts + 1,
-                ..r.clone()
-            })
-            .collect();
-        self.finish(name, &rows, &delivery).await
+        Ok(deliver::send(&self.http, dest, batch, &alerts).await)
     }
 
     /// Record how a send ended, log it and count it.
     async fn finish(
-        &mut self,
+        &self,
         name: &str,
         rows: &[AlertRow],
         delivery: &Delivery,
+        state: &mut DestState,
     ) -> crate::store::Result<()> {
         let now = self.clock.now();
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let policies: Vec<&str> = rows.iter().filter_map(|r| r.policy_name.as_deref()).collect();
+        let tries = rows.iter().map(|r| r.attempts).max().unwrap_or(1);
         match delivery {
             Delivery::Delivered => {
+                state.unreachable = 0;
                 self.store.finish_alert_send(&ids, AlertEnd::Sent, now).await?;
                 self.metrics.alerts(name, AlertState::Sent.as_str(), ids.len());
                 tracing::info!(destination = name, alerts = ids.len(), policies = ?policies, "alert delivered");
             }
             Delivery::Retry { error, slow_down } => {
-                let mut at = now + backoff(rows.iter().map(|r| r.attempts).max().unwrap_or(1));
+                state.unreachable = 0;
+                let mut at = now + backoff(tries);
                 if *slow_down {
-                    self.robots.entry(name.to_owned()).or_default().paused_until = Some(now + SLOW_DOWN);
+                    state.paused_until = Some(now + SLOW_DOWN);
                     at = at.max(now + SLOW_DOWN);
                 }
-                self.store
-                    .finish_alert_send(&ids, AlertEnd::Retry { error, at }, now)
-                    .await?;
-                self.metrics.alerts(name, RETRIED, ids.len());
-                tracing::warn!(destination = name, alerts = ids.len(), error = %error, next_try_at = %crate::domain::time::fmt_utc(at), "alert not delivered; will try again");
+                self.retry_later(name, &ids, error, at).await?;
+            }
+            Delivery::Unreachable { error } => {
+                state.unreachable += 1;
+                let at = now + backoff(tries.max(state.unreachable));
+                state.paused_until = Some(now + backoff(state.unreachable));
+                self.retry_later(name, &ids, error, at).await?;
             }
             Delivery::Refused { error } => {
+                state.unreachable = 0;
                 self.store
                     .finish_alert_send(&ids, AlertEnd::Failed { error }, now)
                     .await?;
@@ -261,6 +312,22 @@ impl Sender {
                 tracing::error!(destination = name, alerts = ids.len(), policies = ?policies, error = %error, "alert could not be delivered; given up");
             }
         }
+        Ok(())
+    }
+
+    async fn retry_later(
+        &self,
+        name: &str,
+        ids: &[i64],
+        error: &str,
+        at: DateTime<Utc>,
+    ) -> crate::store::Result<()> {
+        let now = self.clock.now();
+        self.store
+            .finish_alert_send(ids, AlertEnd::Retry { error, at }, now)
+            .await?;
+        self.metrics.alerts(name, RETRIED, ids.len());
+        tracing::warn!(destination = name, alerts = ids.len(), error = %error, next_try_at = %crate::domain::time::fmt_utc(at), "alert not delivered; will try again");
         Ok(())
     }
 }
@@ -306,12 +373,16 @@ mod tests {
     #[test]
     fn a_robot_takes_twenty_messages_a_minute() {
         let t0 = crate::domain::time::parse_utc("2026-12-07T01:00:00Z").expect("t");
-        let mut r = Robot::default();
+        let mut r = DestState::default();
         for i in 0..ROBOT_PER_MINUTE {
-            assert!(r.may_send(t0), "{i}");
+            assert!(r.may_send(t0, true), "{i}");
             r.sent.push_back(t0);
         }
-        assert!(!r.may_send(t0 + TimeDelta::seconds(60)));
-        assert!(r.may_send(t0 + ROBOT_WINDOW));
+        assert!(!r.may_send(t0 + TimeDelta::seconds(60), true));
+        assert!(
+            r.may_send(t0 + TimeDelta::seconds(60), false),
+            "a webhook has no such limit"
+        );
+        assert!(r.may_send(t0 + ROBOT_WINDOW, true));
     }
 }

@@ -104,9 +104,11 @@ pub async fn test(settings: &Settings, name: &str) -> CmdResult {
             println!("delivered a test message to '{name}'");
             Ok(EXIT_OK)
         }
-        Delivery::Retry { error, .. } | Delivery::Refused { error } => Err(Failure::new(
-            EXIT_FAILURE,
-            format!("the test message to '{name}' was not delivered: {error}"),
-        )),
+        Delivery::Retry { error, .. } | Delivery::Refused { error } | Delivery::Unreachable { error } => {
+            Err(Failure::new(
+                EXIT_FAILURE,
+                format!("the test message to '{name}' was not delivered: {error}"),
+            ))
+        }
     }
 }

@@ -693,3 +693,86 @@ async fn a_start_missed_while_down_is_told() {
         m[0].text
     );
 }
+
+/// A webhook that takes the connection and never answers, named before the robot (destinations
+/// were sent in name order): the robot's message arrives while the webhook's request still hangs,
+/// within 5 s of the failure; the webhook is tried again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_never_answers_holds_up_no_robot() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncReadExt;
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hang_addr = hang.local_addr().expect("addr");
+    let (asked, hung_up) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let server = {
+        let (asked, hung_up) = (asked.clone(), hung_up.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = hang.accept().await {
+                let (asked, hung_up) = (asked.clone(), hung_up.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    // Read the request, answer nothing; note when the client gives up.
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        asked.store(true, Ordering::SeqCst);
+                    }
+                    hung_up.store(true, Ordering::SeqCst);
+                });
+            }
+        })
+    };
+    let (app, clock) = start(1, vec![robot(vec![], None)], move |s: &mut Settings| {
+        with_robot(SECRET)(s);
+        s.alerts.destinations.insert(
+            "a-hook".into(),
+            Destination {
+                kind: DestinationType::Webhook,
+                url: format!("http://{hang_addr}/hook"),
+                access_token_file: Default::default(),
+                access_token: None,
+                secret_file: Default::default(),
+                secret: Some(SecretString::from("whsec_c2VjcmV0".to_owned())),
+                at_mobiles: vec![],
+            },
+        );
+        s.alerts.default = vec!["a-hook".into(), "ops".into()];
+    })
+    .await;
+    app.drive_until_final(&clock, TimeDelta::seconds(5), 1).await;
+    let failed_at = std::time::Instant::now();
+    let until = tokio::time::Instant::now() + HANG;
+    while app.fake.robot_messages().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the robot never got its message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = failed_at.elapsed();
+    // The two go at once: the webhook's request may reach its server just after the robot's.
+    while !asked.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < until, "the webhook was never called");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !hung_up.load(Ordering::SeqCst),
+        "the robot's message waited until the webhook's request gave up"
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "the robot's message came {took:?} after the failure"
+    );
+    // The webhook's alert is not lost: it waits for its next try.
+    let rows = wait_alerts(&app, "the webhook's alert retried", |rows| {
+        rows.iter()
+            .any(|r| r.destination == "a-hook" && r.state == AlertState::Pending && r.attempts >= 1)
+    })
+    .await;
+    assert!(
+        rows.iter()
+            .any(|r| r.destination == "ops" && r.state == AlertState::Sent)
+    );
+    server.abort();
+}
