@@ -196,7 +196,14 @@ impl App {
             .map_err(|e| BuildError::Config(e.to_string()))?;
         // Before anything touches the database: one daemon per file.
         let instance_lock = match settings.database.engine() {
-            crate::config::Engine::Sqlite => Some(InstanceLock::acquire(&settings.database.path)?),
+            // Its wait (up to a second) blocks: off the runtime's workers.
+            crate::config::Engine::Sqlite => {
+                let path = settings.database.path.clone();
+                let taken = tokio::task::spawn_blocking(move || InstanceLock::acquire(&path))
+                    .await
+                    .map_err(|e| BuildError::Config(format!("the instance lock's task failed: {e}")))?;
+                Some(taken?)
+            }
             crate::config::Engine::Postgres => None,
         };
         let quota = settings
@@ -303,7 +310,19 @@ impl App {
             }
         };
         let paths = &settings.policies.paths;
-        match policy_file::load_paths(paths, &defaults) {
+        // Reading and parsing files (up to 10 MiB each) blocks: off the runtime's workers.
+        let loaded = {
+            let paths = paths.clone();
+            tokio::task::spawn_blocking(move || policy_file::load_paths(&paths, &defaults))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(vec![policy_file::Diagnostic::file_level(
+                        std::path::Path::new("policies.paths"),
+                        format!("the parsing task failed: {e}"),
+                    )])
+                })
+        };
+        match loaded {
             Ok(ps) => {
                 let recs: Vec<PolicyRecord> = ps
                     .iter()
@@ -562,7 +581,7 @@ impl App {
             error!(error = %why, "stopping after a failure");
             cancel.cancel();
         }
-        self.notifier.stopping();
+        self.notifier.stopping().await;
         info!("stopping");
         if !loop_done {
             match loop_task.await {

@@ -4,6 +4,12 @@ use clap::Parser as _;
 
 fn main() {
     limit_malloc_arenas();
+    // What dingrec creates (the database, its WAL and SHM, the lock file, their folder) is the
+    // service's alone, whatever umask the caller had: 0600 files, 0700 folders.
+    // SAFETY: umask only sets this process's file mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = dingrec::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Bounded, so that systemd's TasksMax= (the unit) always has room: file reads, policy

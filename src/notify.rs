@@ -6,11 +6,31 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::debug;
 
-/// Talks to systemd when it is listening.
+/// Messages waiting for the sender thread; more than this and new ones are dropped (a reader
+/// that stopped reading would not take them anyway).
+const QUEUE: usize = 16;
+
+/// One message for systemd, and who waits to hear it went (`STOPPING=1`).
+struct Message {
+    text: String,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Talks to systemd when it is listening. Sends happen on a thread of their own: a datagram to a
+/// `NOTIFY_SOCKET` whose reader stopped reading blocks, and it must block nothing else (HTTP,
+/// the scheduler loop). The async side only queues, and drops what does not fit.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    enabled: bool,
+    queue: Option<std::sync::mpsc::SyncSender<Message>>,
     watchdog: Option<Duration>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("text", &self.text)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Notifier {
@@ -28,12 +48,31 @@ impl Notifier {
             Some(u) if enabled && for_us && u > 0 => Some(Duration::from_micros(u)),
             _ => None,
         };
-        Self { enabled, watchdog }
+        let queue = enabled.then(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Message>(QUEUE);
+            let spawned = std::thread::Builder::new()
+                .name("sd-notify".into())
+                .spawn(move || {
+                    for m in rx {
+                        if let Err(e) = sd_notify::notify(false, &[NotifyState::Custom(&m.text)]) {
+                            debug!(error = %e, "sd_notify failed");
+                        }
+                        if let Some(sent) = m.sent {
+                            let _ = sent.send(());
+                        }
+                    }
+                });
+            spawned.ok().map(|_| tx)
+        });
+        Self {
+            queue: queue.flatten(),
+            watchdog,
+        }
     }
 
     pub fn disabled() -> Self {
         Self {
-            enabled: false,
+            queue: None,
             watchdog: None,
         }
     }
@@ -43,12 +82,20 @@ impl Notifier {
         self.watchdog.map(|w| w / 2)
     }
 
-    fn send(&self, states: &[NotifyState]) {
-        if self.enabled
-            && let Err(e) = sd_notify::notify(false, states)
-        {
-            debug!(error = %e, "sd_notify failed");
+    fn queue(&self, states: &[NotifyState], sent: Option<tokio::sync::oneshot::Sender<()>>) {
+        let Some(q) = &self.queue else { return };
+        let text = states
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        if q.try_send(Message { text, sent }).is_err() {
+            debug!("sd_notify: systemd is not reading; message dropped");
         }
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        self.queue(states, None);
     }
 
     pub fn ready(&self, status: &str) {
@@ -62,8 +109,14 @@ impl Notifier {
         }
     }
 
-    pub fn stopping(&self) {
-        self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    /// `STOPPING=1`, waited for (at most a second) so that it leaves before the process ends.
+    pub async fn stopping(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(
+            &[NotifyState::Stopping, NotifyState::Status("stopping")],
+            Some(tx),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
     }
 
     pub fn watchdog(&self) {

@@ -49,7 +49,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    fn file_level(file: &Path, message: impl Into<String>) -> Self {
+    pub fn file_level(file: &Path, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             line: 1,

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::{Destination, DestinationType};
 
-use super::message::{Alert, robot_markdown, webhook_id, webhook_json};
+use super::message::{Alert, robot_markdown, webhook_json};
 
 /// How a send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,20 +170,19 @@ pub async fn to_robot(http: &reqwest::Client, d: &Destination, batch: &str, aler
     }
 }
 
-/// POST one alert to a webhook, signed.
-pub async fn to_webhook(http: &reqwest::Client, d: &Destination, alert: &Alert) -> Delivery {
+/// POST one alert to a webhook, signed, as `webhook-id` `id` (the same on every retry).
+pub async fn to_webhook(http: &reqwest::Client, d: &Destination, alert: &Alert, id: &str) -> Delivery {
     let Some(secret) = &d.secret else {
         return Delivery::Refused {
             error: "the webhook's secret is not configured".into(),
         };
     };
-    let body = webhook_json(alert).to_string();
-    let id = webhook_id(alert.id);
+    let body = webhook_json(alert, id).to_string();
     let ts = wall_ms() / 1000;
-    let signature = webhook_sign(secret.expose_secret(), &id, ts, &body);
+    let signature = webhook_sign(secret.expose_secret(), id, ts, &body);
     let req = http
         .post(d.endpoint())
-        .header("webhook-id", &id)
+        .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
         .body(body);
@@ -233,14 +232,20 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(u16, String), Delivery> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Send to whichever kind `d` is: a robot gets all of `alerts` in one message, a webhook one
-/// POST each (all must arrive).
+/// Send to whichever kind `d` is: a robot gets all of `alerts` in one message (`msgUuid`
+/// `batch`), a webhook one POST each (all must arrive; `webhook-id` `batch`, or `batch.N` for the
+/// N-th of several).
 pub async fn send(http: &reqwest::Client, d: &Destination, batch: &str, alerts: &[Alert]) -> Delivery {
     match d.kind {
         DestinationType::DingtalkRobot => to_robot(http, d, batch, alerts).await,
         DestinationType::Webhook => {
-            for a in alerts {
-                let r = to_webhook(http, d, a).await;
+            for (i, a) in alerts.iter().enumerate() {
+                let id = if alerts.len() == 1 {
+                    batch.to_owned()
+                } else {
+                    format!("{batch}.{i}")
+                };
+                let r = to_webhook(http, d, a, &id).await;
                 if r != Delivery::Delivered {
                     return r;
                 }

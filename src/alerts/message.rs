@@ -187,11 +187,11 @@ pub fn robot_markdown(alerts: &[Alert], at_mobiles: &[String]) -> (String, Strin
     (title, text)
 }
 
-/// A webhook's JSON body: the facts, the headline and the advice.
-pub fn webhook_json(a: &Alert) -> serde_json::Value {
+/// A webhook's JSON body: the facts, the headline and the advice; `id` is its `webhook-id`.
+pub fn webhook_json(a: &Alert, id: &str) -> serde_json::Value {
     let f = &a.facts;
     serde_json::json!({
-        "id": webhook_id(a.id),
+        "id": id,
         "type": format!("dingrec.alert.{}", a.event),
         "event": a.event,
         "headline": headline(a.event),
@@ -212,11 +212,6 @@ pub fn webhook_json(a: &Alert) -> serde_json::Value {
         "text": f.text,
         "advice": advice(a.event, f.last_code.as_deref()),
     })
-}
-
-/// The webhook-id of an alert: the same on every retry, so the receiver can drop repeats.
-pub fn webhook_id(id: i64) -> String {
-    format!("dingrec-alert-{id}")
 }
 
 #[cfg(test)]
@@ -273,8 +268,8 @@ mod tests {
 
     #[test]
     fn the_webhook_body_carries_the_same_facts() {
-        let v = webhook_json(&alert("board", "roomClosed"));
-        assert_eq!(v["id"], "dingrec-alert-7");
+        let v = webhook_json(&alert("board", "roomClosed"), "dingrec-0a1b2c3d-alert-7");
+        assert_eq!(v["id"], "dingrec-0a1b2c3d-alert-7");
         assert_eq!(v["event"], AlertEvent::Failed.as_str());
         assert_eq!(v["policy"], "board");
         assert_eq!(v["last_code"], "roomClosed");

@@ -66,6 +66,13 @@ impl DestState {
     }
 }
 
+/// One round's instant, the database's mark for message names, and the stop.
+struct Round<'a> {
+    now: DateTime<Utc>,
+    prefix: &'a str,
+    cancel: &'a CancellationToken,
+}
+
 /// What every destination's delivery shares: read-only during a round.
 struct Shared {
     store: Store,
@@ -76,6 +83,8 @@ struct Shared {
 
 pub struct Sender {
     shared: Shared,
+    /// The database's mark in message names ([`Store::alert_prefix`]), read when it starts.
+    prefix: String,
     destinations: BTreeMap<String, Destination>,
     token: watch::Receiver<TokenStatus>,
     states: HashMap<String, DestState>,
@@ -106,6 +115,7 @@ impl Sender {
                 metrics,
             },
             destinations: settings.destinations.clone(),
+            prefix: String::new(),
             token,
             states: HashMap::new(),
         })
@@ -115,6 +125,12 @@ impl Sender {
     pub async fn run_until_stopped(mut self, cancel: CancellationToken) -> Result<(), String> {
         let mut last_auth: Option<String> = None;
         let commits = self.shared.store.commits();
+        self.prefix = self
+            .shared
+            .store
+            .alert_prefix()
+            .await
+            .map_err(|e| format!("alerts: {e}"))?;
         loop {
             let started = tokio::time::Instant::now();
             let status = self.token.borrow_and_update().clone();
@@ -178,13 +194,19 @@ impl Sender {
             by_dest.entry(row.destination.clone()).or_default().push(row);
         }
         let shared = &self.shared;
+        let round = Round {
+            now,
+            prefix: &self.prefix,
+            cancel,
+        };
+        let round = &round;
         let work: Vec<_> = by_dest
             .into_iter()
             .map(|(name, rows)| {
                 let dest = self.destinations.get(&name).cloned();
                 let mut state = self.states.remove(&name).unwrap_or_default();
                 async move {
-                    let r = shared.deliver(&name, dest, rows, &mut state, now, cancel).await;
+                    let r = shared.deliver(&name, dest, rows, &mut state, round).await;
                     (name, state, r)
                 }
             })
@@ -207,9 +229,9 @@ impl Shared {
         dest: Option<Destination>,
         rows: Vec<AlertRow>,
         state: &mut DestState,
-        now: DateTime<Utc>,
-        cancel: &CancellationToken,
+        round: &Round<'_>,
     ) -> crate::store::Result<()> {
+        let (now, prefix, cancel) = (round.now, round.prefix, round.cancel);
         let Some(dest) = dest else {
             let error = format!("destination '{name}' is not in config.yaml's alerts.destinations");
             return self
@@ -228,7 +250,7 @@ impl Shared {
                 .await?;
         }
         let robot = dest.kind == DestinationType::DingtalkRobot;
-        for (batch, rows) in batches(&dest, rows) {
+        for (batch, rows) in batches(&dest, rows, prefix) {
             if cancel.is_cancelled() || !state.may_send(now, robot) {
                 break;
             }
@@ -334,8 +356,9 @@ impl Shared {
 
 /// The messages to send to `dest`: alerts already sent together once go together again (same
 /// batch, same `msgUuid`); new ones to a robot are grouped up to [`MAX_PER_MESSAGE`], to a
-/// webhook one each. A batch is named after its first alert, which belongs to no other.
-fn batches(dest: &Destination, rows: Vec<AlertRow>) -> Vec<(String, Vec<AlertRow>)> {
+/// webhook one each. A batch is named after the database ([`Store::alert_prefix`]) and its first
+/// alert, which belongs to no other.
+fn batches(dest: &Destination, rows: Vec<AlertRow>, prefix: &str) -> Vec<(String, Vec<AlertRow>)> {
     let mut out: Vec<(String, Vec<AlertRow>)> = Vec::new();
     let mut fresh: Vec<AlertRow> = Vec::new();
     for r in rows {
@@ -352,7 +375,7 @@ fn batches(dest: &Destination, rows: Vec<AlertRow>) -> Vec<(String, Vec<AlertRow
         DestinationType::Webhook => 1,
     };
     for chunk in fresh.chunks(size) {
-        out.push((format!("dingrec-alert-{}", chunk[0].id), chunk.to_vec()));
+        out.push((format!("dingrec-{prefix}-alert-{}", chunk[0].id), chunk.to_vec()));
     }
     out
 }

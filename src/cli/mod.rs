@@ -178,8 +178,9 @@ pub enum Command {
     },
     /// Serve the fake DingTalk API (for local trials and tests). See README "The fake DingTalk".
     FakeDingtalk {
-        /// Address to listen on (loopback).
-        #[arg(long, default_value = "127.0.0.1:9478")]
+        /// Address to listen on: a loopback address only (the fake gives a token to anyone and
+        /// has an admin API that rewrites its answers).
+        #[arg(long, default_value = "127.0.0.1:9478", value_parser = parse_loopback)]
         listen: std::net::SocketAddr,
         /// A scenario file (YAML): meetings, scripted answers, throttling, token lifetime.
         #[arg(long, value_name = "FILE")]
@@ -196,6 +197,20 @@ pub enum AlertsAction {
         #[arg(value_name = "NAME")]
         name: String,
     },
+}
+
+fn parse_loopback(s: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|e| format!("{e} (write it like 127.0.0.1:9478)"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{} is not a loopback address: the fake DingTalk gives a token to anyone and its admin API \
+             rewrites its answers, so it listens on 127.0.0.1 or [::1] only",
+            addr.ip()
+        ));
+    }
+    Ok(addr)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

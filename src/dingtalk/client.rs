@@ -469,7 +469,7 @@ impl DingTalkClient {
             }
         };
         // Sealed under another app secret (rotated) or altered: fetched and replaced.
-        let value = sealer.open(&kept.sealed)?;
+        let value = sealer.open(&kept.sealed, kept.expires_at, kept.refresh_at)?;
         tracing::debug!(expires_at = %kept.expires_at, "access token taken from the database");
         // As far ahead as a fetched token can be (a day): a row cannot overflow the clock.
         let ahead = |t: DateTime<Utc>| {
@@ -492,11 +492,13 @@ impl DingTalkClient {
     async fn fetch_and_keep(&self, shelf: &dyn TokenShelf, sealer: &Sealer) -> Result<Token, DingTalkError> {
         let wall = self.clock.now();
         let token = self.fetch_token().await?;
-        let shared = sealer.seal(&token.value).map(|sealed| SealedToken {
-            sealed,
-            expires_at: token.expires_at,
-            refresh_at: token.refresh_at_wall,
-        });
+        let shared = sealer
+            .seal(&token.value, token.expires_at, token.refresh_at_wall)
+            .map(|sealed| SealedToken {
+                sealed,
+                expires_at: token.expires_at,
+                refresh_at: token.refresh_at_wall,
+            });
         let kept = match &shared {
             Some(s) => shelf.save(sealer.app(), s, wall).await,
             None => Err("the system's random source failed".to_owned()),
@@ -516,7 +518,7 @@ impl DingTalkClient {
         };
         if let Ok(Some(kept)) = shelf.load(sealer.app()).await
             && sealer
-                .open(&kept.sealed)
+                .open(&kept.sealed, kept.expires_at, kept.refresh_at)
                 .is_some_and(|t| t.expose_secret() == used.expose_secret())
             && let Err(e) = shelf.forget(sealer.app(), &kept.sealed).await
         {

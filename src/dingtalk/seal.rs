@@ -4,10 +4,13 @@
 //! alone (a backup, a copy sent with a bug report) gives nobody a usable token.
 //!
 //! The sealed bytes are a random 12-byte nonce followed by the ciphertext and its tag; the app's
-//! name (`app_key`, or `corp_id/suite_key`) is the associated data, so a token sealed for one app
-//! never opens as another's. A new app secret derives another key: old rows simply do not open,
+//! name (`app_key`, or `corp_id/suite_key`) and the row's `expires_at` and `refresh_at` (to the
+//! millisecond, as the database keeps them) are the associated data, so a token sealed for one app
+//! never opens as another's, and a row whose times were edited (a dead token made to look alive)
+//! does not open at all. A new app secret derives another key: old rows simply do not open,
 //! and the next fetch replaces them.
 
+use chrono::{DateTime, Utc};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf::{HKDF_SHA256, Salt};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -63,15 +66,31 @@ impl Sealer {
         &self.app
     }
 
-    /// `token`, sealed; `None` only if the system's random source failed.
-    pub fn seal(&self, token: &SecretString) -> Option<Vec<u8>> {
+    /// What the seal binds besides the token: the app and the row's two instants.
+    fn aad(&self, expires_at: DateTime<Utc>, refresh_at: DateTime<Utc>) -> Vec<u8> {
+        format!(
+            "{}\n{}\n{}",
+            self.app,
+            expires_at.timestamp_millis(),
+            refresh_at.timestamp_millis()
+        )
+        .into_bytes()
+    }
+
+    /// `token`, sealed with the row's instants; `None` only if the system's random source failed.
+    pub fn seal(
+        &self,
+        token: &SecretString,
+        expires_at: DateTime<Utc>,
+        refresh_at: DateTime<Utc>,
+    ) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).ok()?;
         let mut sealed = token.expose_secret().as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.app.as_bytes()),
+                Aad::from(self.aad(expires_at, refresh_at)),
                 &mut sealed,
             )
             .ok()?;
@@ -80,9 +99,14 @@ impl Sealer {
         Some(out)
     }
 
-    /// The token in `sealed`, or `None` if it was sealed under another secret or for another app,
-    /// or was altered.
-    pub fn open(&self, sealed: &[u8]) -> Option<SecretString> {
+    /// The token in `sealed`, or `None` if it was sealed under another secret, for another app or
+    /// with other instants, or was altered.
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        expires_at: DateTime<Utc>,
+        refresh_at: DateTime<Utc>,
+    ) -> Option<SecretString> {
         if sealed.len() < NONCE_LEN {
             return None;
         }
@@ -91,7 +115,7 @@ impl Sealer {
         let mut body = body.to_vec();
         let plain = self
             .key
-            .open_in_place(nonce, Aad::from(self.app.as_bytes()), &mut body)
+            .open_in_place(nonce, Aad::from(self.aad(expires_at, refresh_at)), &mut body)
             .ok()?;
         String::from_utf8(plain.to_vec()).ok().map(SecretString::from)
     }
@@ -108,41 +132,61 @@ mod tests {
         }
     }
 
+    fn at(s: &str) -> DateTime<Utc> {
+        crate::domain::time::parse_utc(s).expect("time")
+    }
+
+    #[test]
+    fn a_row_edited_to_extend_a_dead_token_does_not_open() {
+        let token = SecretString::from("tok-7f3a".to_owned());
+        let sealer = Sealer::new(&internal("ding-app", "s3cret"));
+        let (exp, refresh) = (at("2026-12-07T03:00:00.123Z"), at("2026-12-07T02:56:40.123Z"));
+        let sealed = sealer.seal(&token, exp, refresh).expect("sealed");
+        assert!(sealer.open(&sealed, exp, refresh).is_some());
+        let later = at("2026-12-08T03:00:00.123Z");
+        assert!(
+            sealer.open(&sealed, later, refresh).is_none(),
+            "expires_at moved on"
+        );
+        assert!(sealer.open(&sealed, exp, later).is_none(), "refresh_at moved on");
+    }
+
     #[test]
     fn a_sealed_token_opens_only_with_the_same_app_and_secret() {
         let token = SecretString::from("tok-7f3a".to_owned());
         let sealer = Sealer::new(&internal("ding-app", "s3cret"));
-        let sealed = sealer.seal(&token).expect("sealed");
+        let (e, r) = (at("2026-12-07T03:00:00Z"), at("2026-12-07T02:56:40Z"));
+        let sealed = sealer.seal(&token, e, r).expect("sealed");
         // The database never holds the token itself.
         assert!(
             !sealed.windows(8).any(|w| w == b"tok-7f3a"),
             "the token is not in the sealed bytes"
         );
         assert_eq!(
-            sealer.open(&sealed).map(|t| t.expose_secret().to_owned()),
+            sealer.open(&sealed, e, r).map(|t| t.expose_secret().to_owned()),
             Some("tok-7f3a".to_owned())
         );
         // The same app after a restart (a new sealer from the same credentials) opens it.
         let again = Sealer::new(&internal("ding-app", "s3cret"));
-        assert!(again.open(&sealed).is_some());
+        assert!(again.open(&sealed, e, r).is_some());
         // A rotated secret, another app, altered or truncated bytes: nothing opens.
         assert!(
             Sealer::new(&internal("ding-app", "rotated"))
-                .open(&sealed)
+                .open(&sealed, e, r)
                 .is_none()
         );
         assert!(
             Sealer::new(&internal("other-app", "s3cret"))
-                .open(&sealed)
+                .open(&sealed, e, r)
                 .is_none()
         );
         let mut altered = sealed.clone();
         let last = altered.len() - 1;
         altered[last] ^= 1;
-        assert!(sealer.open(&altered).is_none());
-        assert!(sealer.open(&sealed[..5]).is_none());
+        assert!(sealer.open(&altered, e, r).is_none());
+        assert!(sealer.open(&sealed[..5], e, r).is_none());
         // Two seals of one token differ (a fresh nonce each time).
-        assert_ne!(sealer.seal(&token), Some(sealed));
+        assert_ne!(sealer.seal(&token, e, r), Some(sealed));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
@@ -34,9 +35,10 @@ impl InstanceLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            super::private_dir(dir).map_err(io)?;
         }
         let file = std::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .read(true)

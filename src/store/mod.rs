@@ -46,6 +46,13 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("another dingrec is running on {database}; this one changes nothing and stops")]
     InUse { database: PathBuf },
+    #[error(
+        "database {path} belongs to uid {owner} (the service's user), and this command runs as uid {me}: \
+         run it as that user (sudo -u '#{owner}' dingrec …, or with systemd-run -p DynamicUser=yes \
+         -p StateDirectory=dingrec for a DynamicUser unit), so that no file appears that the service \
+         cannot write"
+    )]
+    Owner { path: PathBuf, owner: u32, me: u32 },
     /// The database's schema is not the one this binary was built for.
     #[error("{0}")]
     Schema(SchemaMismatch),
@@ -238,6 +245,64 @@ async fn finish_interrupted_rebuild(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// A folder and the folders above it that are missing, 0700 (the service's alone).
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The SQLite file 0600 before SQLite opens it: created empty if missing (an empty file is an
+/// empty database), tightened if it is looser (SQLite gives its WAL and SHM the file's mode).
+fn private_files(db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if !db.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let p = PathBuf::from(name);
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+/// A command run as another user than the database's owner (root beside the service's user)
+/// would leave a WAL or SHM file the service cannot open, or a database it cannot write: refused,
+/// naming the owner. The folder's owner counts when the file does not exist yet.
+fn check_owner(db: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::metadata(db) {
+        Ok(m) => m,
+        Err(_) => {
+            let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
+            match dir.map_or_else(|| std::fs::metadata("."), std::fs::metadata) {
+                // A shared folder with the sticky bit (/tmp) is everyone's: no one owns its files.
+                Ok(m) if m.mode() & 0o1000 == 0 => m,
+                _ => return Ok(()),
+            }
+        }
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me {
+        return Ok(());
+    }
+    Err(StoreError::Owner {
+        path: db.to_owned(),
+        owner: meta.uid(),
+        me,
+    })
+}
+
 /// How a command uses the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -306,6 +371,7 @@ impl Store {
             if !settings.path.exists() {
                 return Err(StoreError::Missing(settings.path.clone()));
             }
+            check_owner(&settings.path)?;
             Self::connect(settings, Access::Read).await?
         };
         match store.schema().await? {
@@ -393,20 +459,26 @@ impl Store {
                 PathBuf::from(&settings.url),
             ));
         }
+        // Before anything opens the file (a page check that closed the last connection would
+        // checkpoint and remove the service's WAL).
+        check_owner(&settings.path)?;
         check_not_corrupt(&settings.path).await?;
         Self::connect(settings, Access::Write).await
     }
 
     async fn connect(settings: &DatabaseSettings, access: Access) -> Result<Store> {
         let path = settings.path.clone();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-            && access == Access::Write
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.clone(),
-                source: sqlx::Error::Io(e),
-            })?;
+        let io = |e: std::io::Error| StoreError::Open {
+            path: path.clone(),
+            source: sqlx::Error::Io(e),
+        };
+        if access == Access::Write {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.exists()
+            {
+                private_dir(dir).map_err(io)?;
+            }
+            private_files(&path).map_err(io)?;
         }
         let options = connect_options(&path, settings, access);
         let pool = SqlitePoolOptions::new()
@@ -548,6 +620,43 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// This database's own mark for the names of its alert messages (a robot's `msgUuid`, a
+    /// webhook's `webhook-id`): 8 hex digits drawn once and kept in `meta`, so that two databases
+    /// (staging and production) sending to one receiver never name two messages alike, and a
+    /// receiver that drops repeats drops only real ones.
+    pub async fn alert_prefix(&self) -> Result<String> {
+        let drawn = i64::from(rand::random::<u32>());
+        let value: i64 = match &self.engine {
+            Engine::Sqlite(pool) => {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('alert_prefix', ?) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(drawn)
+                .execute(&mut *tx)
+                .await?;
+                let v = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'alert_prefix'")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let _ = pool;
+                v
+            }
+            Engine::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('alert_prefix', $1) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(drawn)
+                .execute(pool)
+                .await?;
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'alert_prefix'")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(format!("{:08x}", value & 0xffff_ffff))
     }
 
     pub async fn close(&self) {

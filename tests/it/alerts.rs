@@ -385,10 +385,17 @@ async fn a_webhook_signature_verifies_with_pythons_hmac() {
         .expect("reader")
         .expect("the receiver's verdict");
     let _ = py.wait();
-    assert_eq!(
-        line,
-        format!("verified dingrec-alert-{} failed board-00", rows[0].id)
+    // The webhook-id: the database's own mark and the alert's id (unique across databases).
+    let batch = rows[0].batch.clone().expect("sent as a batch");
+    let mark = batch
+        .strip_prefix("dingrec-")
+        .and_then(|b| b.strip_suffix(&format!("-alert-{}", rows[0].id)))
+        .expect("dingrec-<mark>-alert-<id>");
+    assert!(
+        mark.len() == 8 && mark.chars().all(|c| c.is_ascii_hexdigit()),
+        "{batch}"
     );
+    assert_eq!(line, format!("verified {batch} failed board-00"));
     assert_eq!(rows[0].state, AlertState::Sent);
 }
 
@@ -753,7 +760,10 @@ async fn a_webhook_that_never_answers_holds_up_no_robot() {
     let took = failed_at.elapsed();
     // The two go at once: the webhook's request may reach its server just after the robot's.
     while !asked.load(Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < until, "the webhook was never called");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the webhook was never called"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(

@@ -816,3 +816,203 @@ async fn a_probe_flood_and_half_open_connections_during_a_burst_hold_nothing_up(
         health_ok.load(Ordering::Relaxed)
     );
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The database, its WAL and SHM, the lock file and the folders dingrec makes are the service's
+/// alone (0600, 0700) under the loosest umask; a command run as another user than the
+/// database's owner says so and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_private_whatever_the_umask_and_another_user_is_told_not_given_files() {
+    if !crate::support::engine::sqlite_only("file modes are SQLite's") {
+        return;
+    }
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), &f.base_url(), "");
+    let state = dir.path().join("state/deeper");
+    let db = state.join("dingrec.db");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        &format!("path: {}", dir.path().join("dingrec.db").display()),
+        &format!("path: {}", db.display()),
+    );
+    std::fs::write(&config, text).expect("config");
+    crate::support::daemon::write_policies(dir.path(), "a.yaml", &entry("board"));
+    // `dingrec run` under umask 000, as a careless shell would start it.
+    let stderr = std::fs::File::create(dir.path().join("run.log")).expect("log");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {} run --config {}",
+            env!("CARGO_BIN_EXE_dingrec"),
+            config.display()
+        ))
+        .env_remove("DINGREC_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(stderr)
+        .spawn()
+        .expect("run");
+    let log = dir.path().join("run.log");
+    let deadline = tokio::time::Instant::now() + HANG;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("dingrec is running")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (p, want) in [
+        (dir.path().join("state"), 0o700),
+        (state.clone(), 0o700),
+        (db.clone(), 0o600),
+        (state.join("dingrec.db-wal"), 0o600),
+        (state.join("dingrec.db-shm"), 0o600),
+        (state.join("dingrec.db.lock"), 0o600),
+    ] {
+        assert_eq!(mode(&p), want, "{} is {:o}", p.display(), mode(&p));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    if !crate::support::is_root("giving the database to another user (chown)") {
+        return;
+    }
+    let before: Vec<_> = std::fs::read_dir(&state)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    for name in &before {
+        std::os::unix::fs::chown(state.join(name), Some(4242), Some(4242)).expect("chown");
+    }
+    for cmd in [
+        &["history"][..],
+        &["apply", &dir.path().join("policies").to_string_lossy()],
+    ] {
+        let out = cli(&config, cmd).output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(
+            err.contains("belongs to uid 4242") && err.contains("runs as uid 0"),
+            "{err}"
+        );
+    }
+    let after: Vec<_> = std::fs::read_dir(&state)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert_eq!(before.len(), after.len(), "files appeared: {after:?}");
+}
+
+/// Two databases never name two alert messages alike (a receiver that drops repeated
+/// `webhook-id`s, or DingTalk dropping a repeated `msgUuid`, would drop the other's); one
+/// database keeps its mark across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_database_marks_its_alert_messages_with_its_own_prefix() {
+    let open = |dir: &Path| {
+        let config = write_config(dir, "http://127.0.0.1:9", "");
+        let settings = dingrec::config::Settings::load(Some(&config)).expect("settings");
+        async move {
+            dingrec::store::Store::open(&settings.database)
+                .await
+                .expect("store")
+        }
+    };
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let first = open(a.path()).await;
+    let mark = first.alert_prefix().await.expect("prefix");
+    assert_eq!(first.alert_prefix().await.expect("prefix"), mark);
+    first.close().await;
+    let again = open(a.path()).await;
+    assert_eq!(
+        again.alert_prefix().await.expect("prefix"),
+        mark,
+        "kept across a restart"
+    );
+    let other = open(b.path()).await;
+    assert_ne!(other.alert_prefix().await.expect("prefix"), mark);
+}
+
+/// The fake DingTalk (a token for anyone, an admin API) never listens beyond this machine.
+#[test]
+fn the_fake_refuses_to_listen_beyond_loopback() {
+    for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.1:9478"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+            .args(["fake-dingtalk", "--listen", addr])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{addr}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a loopback address"),
+            "{addr}"
+        );
+    }
+}
+
+/// systemd's notify socket stops being read (a wedged manager, a full queue): the daemon's
+/// datagrams to it would block. The scheduler and HTTP go on: a meeting due after the queue
+/// filled is started, and /healthz answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_socket_nobody_reads_stalls_neither_http_nor_scheduling() {
+    let f = fake(Scenario {
+        unknown_conferences: dingrec::fake::UnknownConferences::Live,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = write_config(dir.path(), &f.base_url(), "");
+    let sock_path = dir.path().join("notify.sock");
+    // Bound, never read.
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    crate::support::daemon::write_policies(
+        dir.path(),
+        "a.yaml",
+        &crate::support::oneoff_entries("late", 1, wall() + chrono::Duration::seconds(8), ""),
+    );
+    // A watchdog every 10 ms fills the socket's queue within a few seconds.
+    let daemon = Daemon::spawn(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().expect("utf8")),
+            ("WATCHDOG_USEC", "20000"),
+        ],
+    );
+    let db = dir.path().join("dingrec.db");
+    until("the meeting due after the queue filled started", &daemon, || {
+        crate::support::sqlite(
+            &db,
+            "SELECT state FROM occurrences WHERE policy_name = 'late00000'",
+        ) == "succeeded"
+    })
+    .await;
+    assert_eq!(daemon.get("/healthz").await.map(|r| r.0), Some(200));
+    // The queue was full: as many datagrams wait in it as the kernel queues for a socket.
+    let limit: usize = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10);
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 512];
+    let mut waiting = 0;
+    while sock.recv(&mut buf).is_ok() {
+        waiting += 1;
+    }
+    assert!(
+        waiting > limit,
+        "only {waiting} datagrams waited (the queue takes {limit}): it never filled"
+    );
+}
