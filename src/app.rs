@@ -289,6 +289,12 @@ impl App {
         self.scheduler.as_ref().map(|s| s.dispatcher.notify.clone())
     }
 
+    /// The loop's health board: tests that drive a manual clock ask it whether the loop has
+    /// planned at the clock's current instant ([`Health::planned_at`]).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.listener
             .as_ref()

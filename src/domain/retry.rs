@@ -75,8 +75,9 @@ impl RetryPolicy {
     }
 }
 
-/// The most attempts one occurrence may make.
-pub const MAX_ATTEMPTS: u32 = 100_000;
+/// The most attempts one occurrence may make: a thousand calls are a fifth of a small
+/// organisation's month (5,000), so no single occurrence can spend it.
+pub const MAX_ATTEMPTS: u32 = 1_000;
 /// The largest backoff coefficient.
 pub const MAX_COEFFICIENT: f64 = 100.0;
 /// The longest wait between two attempts.
@@ -85,7 +86,7 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Why a [`RetryPolicy`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RetryError {
-    #[error("retry.maximum_attempts must be from 1 to 100000")]
+    #[error("retry.maximum_attempts must be from 1 to 1000")]
     MaximumAttempts,
     #[error("retry.backoff_coefficient must be a number from 1.0 to 100")]
     BackoffCoefficient,

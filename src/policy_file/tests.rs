@@ -487,7 +487,13 @@ fn durations_and_dates_beyond_their_bounds_are_located_errors() {
             "    at: 2030-01-01T00:00:00\n    retry: { maximum_attempts: 4000000000 }\n",
             (6, 12),
             "retry.maximum_attempts",
-            "from 1 to 100000",
+            "from 1 to 1000",
+        ),
+        (
+            "    at: 2030-01-01T00:00:00\n    retry: { maximum_attempts: 1001 }\n",
+            (6, 12),
+            "retry.maximum_attempts",
+            "from 1 to 1000",
         ),
         ("    at: 9999-12-31T23:00:00\n", (5, 9), "at", "out of range"),
     ];

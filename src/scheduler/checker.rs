@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng as _;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -230,7 +229,8 @@ async fn check(d: &Dispatcher, c: DueCheck) {
                 failed_in_a_row: c.check_failures,
                 attempts_left: c.attempts_left,
             };
-            let (outcome, next) = decide_check(c.kind, &v, &c.retry, &seen, ctx, rand::rng().random::<f64>());
+            let u = d.clock.chance(crate::clock::chance_key(b'c', c.check_id, 0));
+            let (outcome, next) = decide_check(c.kind, &v, &c.retry, &seen, ctx, u);
             (outcome, next, result)
         }
         // `verify: false` applied since: no call; a start DingTalk accepted is `succeeded`.

@@ -21,7 +21,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tracing::{error, info, warn};
 
@@ -754,7 +753,10 @@ impl Dispatcher {
             counted_attempts: counted,
             previous_was_reauth: c.previous_was_reauth,
         };
-        let (outcome, next) = decide(class, &c.retry, ctx, rand::rng().random::<f64>());
+        let u = self
+            .clock
+            .chance(crate::clock::chance_key(b'a', c.occurrence_id, c.attempt_no));
+        let (outcome, next) = decide(class, &c.retry, ctx, u);
         // With verify on, a 200 is "accepted": checks follow, the first after `verify.after`.
         // An answer that leaves open whether a recording runs (the call may have taken effect
         // though it timed out or lost its connection; DingTalk says a recording is already

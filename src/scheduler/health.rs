@@ -16,6 +16,12 @@ pub struct Health {
     /// other's failure.
     db_errors: Mutex<std::collections::BTreeMap<&'static str, String>>,
     reload_error: Mutex<Option<String>>,
+    /// The injected clock's instant at the start of the loop's last housekeeping (planning,
+    /// the sweep) whose pass has completed: what a driver of a manual clock waits for before it
+    /// moves time on, so that no firing is planned late (as a catch-up) because time ran ahead.
+    planned_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// Set to have the next pass do its housekeeping whatever the time since the last one.
+    housekeeping_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Health {
@@ -26,7 +32,29 @@ impl Health {
             period,
             db_errors: Mutex::new(std::collections::BTreeMap::new()),
             reload_error: Mutex::new(None),
+            planned_at: Mutex::new(None),
+            housekeeping_wanted: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The clock's instant of the last completed pass with housekeeping.
+    pub fn planned_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.planned_at.lock().ok().and_then(|p| *p)
+    }
+
+    pub(crate) fn planned(&self, at: chrono::DateTime<chrono::Utc>) {
+        if let Ok(mut p) = self.planned_at.lock() {
+            *p = Some(at);
+        }
+    }
+
+    /// Ask the loop to plan at its next pass (then wake it).
+    pub fn want_housekeeping(&self) {
+        self.housekeeping_wanted.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn take_housekeeping_wish(&self) -> bool {
+        self.housekeeping_wanted.swap(false, Ordering::AcqRel)
     }
 
     pub fn beat(&self) {

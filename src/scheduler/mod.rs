@@ -313,9 +313,11 @@ impl Scheduler {
             let mut until_due = false;
             // Planning and sweeping once per tick, even in a burst; dispatching every pass.
             let now = self.clock.now();
-            let housekeeping_due = last_housekeeping.is_none_or(|(real, clock)| {
-                real.elapsed() >= self.tick || now - clock >= tick_delta || now < clock
-            });
+            let wished = self.health.take_housekeeping_wish();
+            let housekeeping_due = wished
+                || last_housekeeping.is_none_or(|(real, clock)| {
+                    real.elapsed() >= self.tick || now - clock >= tick_delta || now < clock
+                });
             let step = if housekeeping_due {
                 last_housekeeping = Some((tokio::time::Instant::now(), now));
                 match self.housekeeping().await {
@@ -338,6 +340,9 @@ impl Scheduler {
                 Ok(0) => self.checker.run_due().await.map(|_| 0),
                 other => other,
             };
+            if housekeeping_due && step.is_ok() {
+                self.health.planned(now);
+            }
             match step {
                 Ok(started) => {
                     db_backoff = Duration::from_millis(100);

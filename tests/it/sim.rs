@@ -160,6 +160,9 @@ fn random_spec(rng: &mut StdRng) -> Spec {
 /// One seed's history: where it starts, each meeting (its script, and whether it goes live late),
 /// and the operations.
 struct History {
+    /// The seed: it draws the operations and the meetings here, and every chance of the daemon
+    /// (the retries' jitter) through the clock.
+    seed: u64,
     t0: DateTime<Utc>,
     meetings: Vec<MeetingSpec>,
     ops: Vec<Op>,
@@ -291,7 +294,12 @@ fn history(seed: u64) -> History {
         };
         ops.push(op);
     }
-    History { t0, meetings, ops }
+    History {
+        seed,
+        t0,
+        meetings,
+        ops,
+    }
 }
 
 /// The meeting starts of `cron` in `zone` in `(from, to]`, computed independently of dingrec's
@@ -780,9 +788,21 @@ impl World {
 
 const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n";
 
-/// Run one history; the number of the operation that broke an invariant, and why.
+/// Run one history; the number of the operation that broke an invariant, and why, with the
+/// instants the clock was set to (the history replays with the same seed: every chance is drawn
+/// from it).
 async fn play(h: &History, ops: &[Op]) -> Result<(), (usize, String)> {
-    let clock = ManualClock::new(h.t0);
+    let clock = ManualClock::new(h.t0).with_seed(h.seed);
+    play_on(h, ops, clock.clone()).await.map_err(|(at, why)| {
+        let steps: Vec<String> = clock.steps().iter().map(|t| fmt_utc(*t)).collect();
+        (
+            at,
+            format!("{why}\n  clock steps ({}): {}", steps.len(), steps.join(" ")),
+        )
+    })
+}
+
+async fn play_on(h: &History, ops: &[Op], clock: ManualClock) -> Result<(), (usize, String)> {
     let mut app = TestApp::build_with(
         Scenario {
             meetings: h.meetings.clone(),

@@ -33,6 +33,8 @@ pub struct TestApp {
     pub config_path: Option<std::path::PathBuf>,
     cancel: CancellationToken,
     waker: Option<Arc<tokio::sync::Notify>>,
+    /// The running daemon's health board (its `planned_at`), for the manual-clock drivers.
+    health: Option<Arc<dingrec::scheduler::health::Health>>,
     daemon: Option<Daemon>,
     reload: mpsc::Sender<()>,
 }
@@ -157,6 +159,7 @@ impl TestApp {
             config_path: None,
             cancel: CancellationToken::new(),
             waker: None,
+            health: None,
             daemon: None,
             reload: mpsc::channel(1).0,
         }
@@ -187,7 +190,7 @@ impl TestApp {
                         return None;
                     }
                 };
-                let _ = ready_tx.send(Ok((app.http_addr(), app.waker())));
+                let _ = ready_tx.send(Ok((app.http_addr(), app.waker(), app.health())));
                 tokio::select! {
                     ended = app.run_until_stopped(cancel, reload_rx) => Some(ended),
                     _ = crash_rx => None,
@@ -197,12 +200,13 @@ impl TestApp {
             rt.shutdown_timeout(Duration::from_secs(10));
             let _ = ended_tx.send(ended);
         });
-        let (http, waker) = ready_rx
+        let (http, waker, health) = ready_rx
             .await
             .expect("the daemon's thread answers")
             .unwrap_or_else(|e| panic!("app builds: {e}"));
         self.http = http;
         self.waker = waker;
+        self.health = Some(health);
         self.reload = reload_tx;
         self.daemon = Some(Daemon {
             thread,
@@ -440,6 +444,19 @@ impl TestApp {
                     w.notify_one();
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            // Nothing in flight or due: before time moves on, the loop must have planned (and
+            // swept) at this instant; else a firing due in between would be planned late, as a
+            // catch-up, or a window would close unswept, depending on this machine's speed.
+            if let Some(h) = &self.health
+                && h.planned_at() != Some(now)
+            {
+                h.want_housekeeping();
+                if let Some(w) = &self.waker {
+                    w.notify_one();
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
                 continue;
             }
             let to = next.map_or(now + step, |t| t.min(now + step));
