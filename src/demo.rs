@@ -104,7 +104,7 @@ policies:
     conference_id: conf-training-flaky
     host_union_id: demo-host-union-id
     at: "{b}"
-    retry: {{ initial_interval: 500ms, maximum_interval: 2s }}
+    retry: {{ initial_interval: 1s, maximum_interval: 2s }}
   - name: already-ended            # the meeting is over: roomClosed, no retry
     conference_id: conf-already-ended
     host_union_id: demo-host-union-id

@@ -65,6 +65,9 @@ impl RetryPolicy {
         if self.initial_interval > MAX_INTERVAL {
             return Err(RetryError::InitialInterval);
         }
+        if self.initial_interval < MIN_INTERVAL {
+            return Err(RetryError::InitialIntervalShort);
+        }
         if self.maximum_interval > MAX_INTERVAL {
             return Err(RetryError::MaximumInterval);
         }
@@ -82,6 +85,9 @@ pub const MAX_ATTEMPTS: u32 = 1_000;
 pub const MAX_COEFFICIENT: f64 = 100.0;
 /// The longest wait between two attempts.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The shortest `initial_interval`: retries of one meeting never come faster than about one a
+/// second on average (a wait is drawn from zero to the interval), whatever a policy says.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a [`RetryPolicy`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +98,10 @@ pub enum RetryError {
     BackoffCoefficient,
     #[error("retry.initial_interval must be at most 1 day")]
     InitialInterval,
+    #[error(
+        "retry.initial_interval must be at least 1s (retries of one meeting faster than that only spend DingTalk's quota)"
+    )]
+    InitialIntervalShort,
     #[error("retry.maximum_interval must be at most 1 day")]
     MaximumInterval,
     #[error("retry.maximum_interval must not be shorter than retry.initial_interval")]
@@ -104,7 +114,7 @@ impl RetryError {
         match self {
             RetryError::MaximumAttempts => "maximum_attempts",
             RetryError::BackoffCoefficient => "backoff_coefficient",
-            RetryError::InitialInterval => "initial_interval",
+            RetryError::InitialInterval | RetryError::InitialIntervalShort => "initial_interval",
             RetryError::MaximumInterval | RetryError::IntervalOrder => "maximum_interval",
         }
     }

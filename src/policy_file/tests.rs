@@ -490,6 +490,12 @@ fn durations_and_dates_beyond_their_bounds_are_located_errors() {
             "from 1 to 1000",
         ),
         (
+            "    at: 2030-01-01T00:00:00\n    retry: { initial_interval: 500ms }\n",
+            (6, 12),
+            "retry.initial_interval",
+            "at least 1s",
+        ),
+        (
             "    at: 2030-01-01T00:00:00\n    retry: { maximum_attempts: 1001 }\n",
             (6, 12),
             "retry.maximum_attempts",

@@ -16,7 +16,7 @@ fn at_in(ms: i64) -> String {
 
 fn policy(name: &str, conf: &str, at: &str) -> String {
     format!(
-        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 200ms, maximum_interval: 400ms }}\n"
+        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 1s, maximum_interval: 1s }}\n"
     )
 }
 
@@ -528,24 +528,19 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
     let f = fake(scenario("some-other-secret")).await;
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("app_secret"), format!("{CANARY}\n")).expect("secret");
-    let retry = "    retry: { initial_interval: 100ms, maximum_interval: 300ms, maximum_attempts: 60 }\n    window: 1m\n";
+    let retry =
+        "    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 60 }\n    window: 1m\n";
     write_policies(
         dir.path(),
         "p.yaml",
         &format!(
             "{}{retry}{}{retry}{}{retry}",
-            policy("busy", "busy", &at_in(300)).replace(
-                "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
-                ""
-            ),
-            policy("closed", "closed", &at_in(300)).replace(
-                "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
-                ""
-            ),
-            policy("fine", "fine", &at_in(300)).replace(
-                "    retry: { initial_interval: 200ms, maximum_interval: 400ms }\n",
-                ""
-            ),
+            policy("busy", "busy", &at_in(300))
+                .replace("    retry: { initial_interval: 1s, maximum_interval: 1s }\n", ""),
+            policy("closed", "closed", &at_in(300))
+                .replace("    retry: { initial_interval: 1s, maximum_interval: 1s }\n", ""),
+            policy("fine", "fine", &at_in(300))
+                .replace("    retry: { initial_interval: 1s, maximum_interval: 1s }\n", ""),
         ),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "log:\n  level: trace\n");
@@ -1052,7 +1047,7 @@ async fn trigger_ends_with_its_window() {
     write_policies(
         dir.path(),
         "p.yaml",
-        "  - name: short\n    conference_id: busy\n    host_union_id: host-1\n    at: \"2031-01-01T09:00:00Z\"\n    window: 2s\n    retry: { initial_interval: 300ms, maximum_interval: 300ms, maximum_attempts: 1000 }\n",
+        "  - name: short\n    conference_id: busy\n    host_union_id: host-1\n    at: \"2031-01-01T09:00:00Z\"\n    window: 2s\n    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 1000 }\n",
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
     apply_dir(&cfg, dir.path());

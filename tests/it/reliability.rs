@@ -497,7 +497,7 @@ async fn a_full_disk_makes_no_call_without_its_intent_row_and_the_daemon_resumes
         "full",
         2_000,
         wall() + TimeDelta::milliseconds(4000),
-        "    window: 10m\n    retry: { initial_interval: 200ms, maximum_interval: 1s, maximum_attempts: 100 }\n",
+        "    window: 10m\n    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 100 }\n",
     );
     let d = Daemon::spawn(&cfg, &[]);
     d.wait_http(HANG).await;
@@ -578,8 +578,15 @@ async fn a_full_disk_makes_no_call_without_its_intent_row_and_the_daemon_resumes
             "{conf}: {n} calls without intent rows"
         );
     }
-    let (code, _) = d.get("/readyz").await.expect("readyz");
-    assert_eq!(code, 200);
+    // Ready again (the database's part of /readyz is read at most once a second).
+    let until = tokio::time::Instant::now() + HANG;
+    while d.get("/readyz").await.expect("readyz").0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "not ready again after the disk freed up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // 4: a corrupt database at start.
@@ -651,7 +658,7 @@ async fn every_fault_ends_within_the_timeout_with_its_own_code_and_health_stays_
             let at = rfc(c.now() + TimeDelta::milliseconds(500));
             let mut y = String::from("policies:\n");
             for n in &names {
-                y.push_str(&format!("  - name: {n}\n    conference_id: {n}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 50ms, maximum_interval: 200ms, maximum_attempts: 30 }}\n"));
+                y.push_str(&format!("  - name: {n}\n    conference_id: {n}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 30 }}\n"));
             }
             y
         },
@@ -745,15 +752,21 @@ async fn a_refused_connection_is_a_connect_error_and_retried() {
         Scenario::default(),
         Arc::new(dingrec::clock::SystemClock),
         move |s| s.dingtalk.base_url = format!("http://{closed}"),
-        |c| format!("policies:\n  - name: nobody-home\n    conference_id: x\n    host_union_id: h\n    at: \"{}\"\n    window: 3s\n    retry: {{ initial_interval: 200ms, maximum_interval: 500ms }}\n", rfc(c.now() + TimeDelta::milliseconds(300))),
+        |c| format!("policies:\n  - name: nobody-home\n    conference_id: x\n    host_union_id: h\n    at: \"{}\"\n    window: 3s\n    retry: {{ initial_interval: 1s, maximum_interval: 1s }}\n", rfc(c.now() + TimeDelta::milliseconds(300))),
     )
     .await;
     let rows = app.wait_final(1, HANG).await;
     let o = &rows[0];
     assert_eq!(o.state, OccurrenceState::Expired);
     assert!(o.attempts.len() >= 2);
+    // The last one may be the window's end reached before it could be sent (`window_passed`,
+    // no call): a retry drawn close to the end of a 3 s window on a busy machine.
+    let called = match o.attempts.last().and_then(|a| a.code.as_deref()) {
+        Some("window_passed") => &o.attempts[..o.attempts.len() - 1],
+        _ => &o.attempts[..],
+    };
     assert!(
-        o.attempts
+        called
             .iter()
             .all(|a| a.code.as_deref() == Some("connect_error") && a.http_status == Some(0)),
         "{:?}",

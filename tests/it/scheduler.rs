@@ -34,8 +34,7 @@ async fn on_manual_clock(
     (app, clock)
 }
 
-const FAST_RETRY: &str =
-    "    retry: { initial_interval: 100ms, maximum_interval: 400ms, maximum_attempts: 10 }\n";
+const FAST_RETRY: &str = "    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 10 }\n";
 
 #[tokio::test]
 async fn a_one_off_policy_due_in_a_second_starts_exactly_once_with_its_settings() {
@@ -157,13 +156,13 @@ async fn retries_stop_at_maximum_attempts_or_the_window_whichever_is_first() {
                     "by-attempts",
                     "always-busy-1",
                     &at,
-                    "    retry: { initial_interval: 50ms, maximum_interval: 100ms, maximum_attempts: 4 }\n"
+                    "    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 4 }\n"
                 ),
                 policy(
                     "by-window",
                     "always-busy-2",
                     &at,
-                    "    window: 2s\n    retry: { initial_interval: 300ms, maximum_interval: 300ms, maximum_attempts: 1000 }\n"
+                    "    window: 2s\n    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 1000 }\n"
                 ),
             )
         },
@@ -206,7 +205,7 @@ async fn throttled_attempts_wait_a_second_and_do_not_use_up_attempts() {
                     "p",
                     "conf-1",
                     &at_in(c, 300),
-                    "    retry: { initial_interval: 10ms, maximum_interval: 10ms, maximum_attempts: 1 }\n"
+                    "    retry: { initial_interval: 1s, maximum_interval: 1s, maximum_attempts: 1 }\n"
                 )
             )
         },
@@ -275,7 +274,7 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
         },
         |c| {
             format!(
-                "policies:\n  - name: weekly\n    schedule_conference_id: sched-1\n    host_union_id: host-1\n    at: \"{}\"\n    retry: {{ initial_interval: 400ms, maximum_interval: 400ms }}\n",
+                "policies:\n  - name: weekly\n    schedule_conference_id: sched-1\n    host_union_id: host-1\n    at: \"{}\"\n    retry: {{ initial_interval: 1s, maximum_interval: 1s }}\n",
                 at_in(c, 300)
             )
         },

@@ -666,7 +666,11 @@ fn first_call_p50(db: &Path, prefix: &str) -> f64 {
 /// floor for this machine's noise), /healthz answers throughout, the half-open connections are
 /// closed (by the header timeout, or to make room at the connection cap), and SIGTERM stops the
 /// daemon within its bound with the clients still at it.
+///
+/// It compares two timings, so it runs alone: `scripts/test` runs it after the suite
+/// (`--ignored`), where no other test's load falls on one burst and not the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "compares two bursts' timings: scripts/test runs it alone"]
 async fn a_probe_flood_and_half_open_connections_during_a_burst_hold_nothing_up() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -920,30 +924,33 @@ async fn files_are_private_whatever_the_umask_and_another_user_is_told_not_given
 /// database keeps its mark across restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_database_marks_its_alert_messages_with_its_own_prefix() {
-    let open = |dir: &Path| {
-        let config = write_config(dir, "http://127.0.0.1:9", "");
-        let settings = dingrec::config::Settings::load(Some(&config)).expect("settings");
+    // One config per database (on PostgreSQL each config names a schema of its own).
+    let open = |config: &Path| {
+        let settings = dingrec::config::Settings::load(Some(config)).expect("settings");
         async move {
             dingrec::store::Store::open(&settings.database)
                 .await
                 .expect("store")
         }
     };
-    let (a, b) = (
+    let (dir_a, dir_b) = (
         tempfile::tempdir().expect("tmp"),
         tempfile::tempdir().expect("tmp"),
     );
-    let first = open(a.path()).await;
+    let a = write_config(dir_a.path(), "http://127.0.0.1:9", "");
+    let b = write_config(dir_b.path(), "http://127.0.0.1:9", "");
+    let (a, b) = (a.as_path(), b.as_path());
+    let first = open(a).await;
     let mark = first.alert_prefix().await.expect("prefix");
     assert_eq!(first.alert_prefix().await.expect("prefix"), mark);
     first.close().await;
-    let again = open(a.path()).await;
+    let again = open(a).await;
     assert_eq!(
         again.alert_prefix().await.expect("prefix"),
         mark,
         "kept across a restart"
     );
-    let other = open(b.path()).await;
+    let other = open(b).await;
     assert_ne!(other.alert_prefix().await.expect("prefix"), mark);
 }
 
@@ -1015,4 +1022,70 @@ async fn a_notify_socket_nobody_reads_stalls_neither_http_nor_scheduling() {
         waiting > limit,
         "only {waiting} datagrams waited (the queue takes {limit}): it never filled"
     );
+}
+
+/// One policy cannot spend the month, nor crowd out the others: a meeting that never goes live,
+/// retried for its whole (12-hour) window at the fastest the bounds allow, makes at most
+/// `maximum_attempts` (1,000) calls; twenty other policies due during its retries start on time,
+/// once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_retrying_its_whole_window_is_bounded_and_delays_no_other() {
+    use crate::support::app::{TestApp, parse_t};
+    use chrono::TimeDelta;
+    use dingrec::clock::ManualClock;
+    let t0 = parse_t("2030-01-07T08:00:00Z");
+    let clock = ManualClock::new(t0).with_seed(7);
+    let mut meetings = vec![dingrec::fake::MeetingSpec {
+        host_union_id: Some("host-1".into()),
+        state: Some(dingrec::fake::MeetingState::NotStarted),
+        ..dingrec::fake::MeetingSpec::live("never")
+    }];
+    meetings.extend((0..20).map(|i| crate::support::live(&format!("other-{i:02}"), vec![])));
+    let rfc = |t: chrono::DateTime<chrono::Utc>| dingrec::domain::time::fmt_utc(t);
+    let app = TestApp::start_with(
+        Scenario {
+            meetings,
+            ..Scenario::default()
+        },
+        std::sync::Arc::new(clock.clone()),
+        |_| {},
+        |_| {
+            let mut y = format!(
+                "policies:\n  - name: storm\n    conference_id: never\n    host_union_id: host-1\n    at: \"{}\"\n    window: 12h\n    verify: false\n    retry: {{ initial_interval: 1s, backoff_coefficient: 1.0, maximum_interval: 1s, maximum_attempts: 1000 }}\n",
+                rfc(t0 + TimeDelta::seconds(30))
+            );
+            for i in 0..20 {
+                y.push_str(&format!(
+                    "  - name: other-{i:02}\n    conference_id: other-{i:02}\n    host_union_id: host-1\n    at: \"{}\"\n    verify: false\n",
+                    rfc(t0 + TimeDelta::seconds(31) + TimeDelta::seconds(25 * i))
+                ));
+            }
+            y
+        },
+    )
+    .await;
+    let rows = app.drive_until_final(&clock, TimeDelta::minutes(1), 21).await;
+    let storm = TestApp::occurrence(&rows, "storm");
+    assert_eq!(
+        storm.state,
+        dingrec::domain::OccurrenceState::Expired,
+        "{storm:#?}"
+    );
+    assert_eq!(storm.attempts.len(), 1000, "bounded by maximum_attempts");
+    let calls = app
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.id.as_deref() == Some("never") && r.method == "POST")
+        .count();
+    assert_eq!(calls, 1000, "the fake saw each attempt once");
+    for i in 0..20 {
+        let o = TestApp::occurrence(&rows, &format!("other-{i:02}"));
+        assert_eq!(o.state, dingrec::domain::OccurrenceState::Succeeded, "{o:#?}");
+        assert_eq!(o.attempts.len(), 1);
+        assert_eq!(
+            o.attempts[0].started_at, o.due_at,
+            "other-{i:02} waited behind the storm's retries"
+        );
+    }
 }

@@ -34,8 +34,10 @@
 //!    the clock had shown then), and is due by now, has its row, not cancelled;
 //! 7. the daemon never ends by itself; a broken policy file changes nothing.
 //!
-//! `SIM_SEEDS=N` runs N seeds (default 200), `SIM_SEED=S` replays one. A failure prints the seed and
-//! the shortest history it could shrink to (dropping operations while it still fails).
+//! `SIM_SEEDS=N` runs N seeds (default 200; `SIM_FROM=K` starts at seed K), `SIM_SEED=S` replays
+//! one: every chance of the daemon is drawn from the seed too (through the seeded clock). A
+//! failure prints the seed, the clock's steps and the shortest history it could shrink to
+//! (dropping operations while it still fails).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -912,7 +914,12 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    (0..n).collect()
+    // `SIM_FROM=K` starts at seed K: a long run in chunks, each with its own verdict.
+    let from: u64 = std::env::var("SIM_FROM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (from..from.saturating_add(n)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
