@@ -39,6 +39,14 @@ fn policies(config: &Path) -> Vec<(String, bool, String)> {
         .collect()
 }
 
+/// `dingrec --config <config> <args>`, which must exit `code`; its stderr.
+fn exits(config: &Path, args: &[&str], code: i32) -> String {
+    let out = cli(config, args).output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    err
+}
+
 fn enabled(config: &Path, name: &str) -> Option<bool> {
     policies(config)
         .into_iter()
@@ -83,15 +91,7 @@ async fn an_applied_policy_survives_the_daemons_own_folder_and_an_emptied_folder
     );
     let team = dir.path().join("team.yaml");
     std::fs::write(&team, format!("policies:\n{}", entry("board"))).expect("team");
-    let out = cli(&config, &["apply", &team.to_string_lossy()])
-        .output()
-        .expect("apply");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&config, &["apply", &team.to_string_lossy()], 0);
 
     let daemon = Daemon::spawn(&config, &[]);
     daemon.wait_http(HANG).await;
@@ -324,9 +324,7 @@ async fn versions_never_crash_loop_and_read_only_commands_never_migrate() {
         &["status"],
         &["alerts"],
     ] {
-        let out = cli(&config, cmd).output().expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(65), "{cmd:?}: {err}");
+        let err = exits(&config, cmd, 65);
         assert!(
             err.contains("the database is at schema") && err.contains("dingrec migrate"),
             "{cmd:?}: {err}"
@@ -339,32 +337,12 @@ async fn versions_never_crash_loop_and_read_only_commands_never_migrate() {
     }
     let team = dir.path().join("team.yaml");
     std::fs::write(&team, format!("policies:\n{}", entry("board"))).expect("team");
-    let out = cli(&config, &["apply", &team.to_string_lossy()])
-        .output()
-        .expect("apply");
-    assert_eq!(
-        out.status.code(),
-        Some(65),
-        "apply migrates an existing database: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `apply` does not migrate an existing database either.
+    exits(&config, &["apply", &team.to_string_lossy()], 65);
     assert_eq!(migrations_recorded(&config), before);
 
-    let out = cli(&config, &["migrate"]).output().expect("migrate");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        cli(&config, &["history"])
-            .output()
-            .expect("history")
-            .status
-            .code(),
-        Some(0)
-    );
+    exits(&config, &["migrate"], 0);
+    exits(&config, &["history"], 0);
 
     // Newer than this binary.
     let dir = tempfile::tempdir().expect("tmp");
@@ -376,9 +354,7 @@ async fn versions_never_crash_loop_and_read_only_commands_never_migrate() {
         &["apply", &team.to_string_lossy()],
         &["run"],
     ] {
-        let out = cli(&config, cmd).output().expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(65), "{cmd:?}: {err}");
+        let err = exits(&config, cmd, 65);
         assert!(
             err.contains("this dingrec knows") && err.contains("upgrade dingrec"),
             "{cmd:?}: {err}"
@@ -447,21 +423,8 @@ async fn a_stop_between_the_rebuild_and_its_record_is_finished_at_the_next_start
     drop(conn);
     store.close().await;
 
-    let out = cli(&config, &["migrate"]).output().expect("migrate");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        cli(&config, &["policies"])
-            .output()
-            .expect("policies")
-            .status
-            .code(),
-        Some(0)
-    );
+    exits(&config, &["migrate"], 0);
+    exits(&config, &["policies"], 0);
     assert_eq!(enabled(&config, "board"), Some(true));
 }
 
@@ -519,22 +482,12 @@ fn postgresql_over_tls_verifies_the_server_named_in_the_url() {
     };
 
     let config = config_for(&cluster.url);
-    let out = cli(&config, &["apply", &team]).output().expect("apply");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&config, &["apply", &team], 0);
     assert_eq!(enabled(&config, "board"), Some(true));
 
     let plain = config_for(&cluster.url.replace("sslmode=verify-full", "sslmode=disable"));
-    let out = cli(&plain, &["policies"]).output().expect("policies");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the server took plaintext: the test proves nothing"
-    );
+    // The server refuses plaintext (else the test would prove nothing).
+    exits(&plain, &["policies"], 1);
 
     let other = dir.path().join("other-ca");
     let made = std::process::Command::new("openssl")
@@ -566,13 +519,8 @@ fn postgresql_over_tls_verifies_the_server_named_in_the_url() {
             .url
             .replace(&ca, &other.with_extension("crt").to_string_lossy()),
     );
-    let out = cli(&wrong, &["policies"]).output().expect("policies");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a server certificate of another CA was trusted: {err}"
-    );
+    // A server certificate of another CA is not trusted.
+    let err = exits(&wrong, &["policies"], 1);
     assert!(
         err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
         "{err}"
@@ -904,9 +852,7 @@ async fn files_are_private_whatever_the_umask_and_another_user_is_told_not_given
         &["history"][..],
         &["apply", &dir.path().join("policies").to_string_lossy()],
     ] {
-        let out = cli(&config, cmd).output().expect("runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        let err = exits(&config, cmd, 1);
         assert!(
             err.contains("belongs to uid 4242") && err.contains("runs as uid 0"),
             "{err}"
