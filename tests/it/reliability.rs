@@ -928,28 +928,7 @@ async fn clock_jumps_and_dst_never_fire_twice_and_settle_what_they_skipped() {
 async fn a_self_signed_https_server_is_refused_with_a_certificate_error() {
     let dir = tempfile::tempdir().expect("tmp");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(st.success());
+    crate::support::tls::self_signed(&cert, &key, "/CN=localhost", Some("IP:127.0.0.1,DNS:localhost"));
     let addr = crate::support::tls::serve_once(&cert, &key).await;
     let app = TestApp::start_with(
         Scenario::default(),

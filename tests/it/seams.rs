@@ -490,25 +490,12 @@ fn postgresql_over_tls_verifies_the_server_named_in_the_url() {
     exits(&plain, &["policies"], 1);
 
     let other = dir.path().join("other-ca");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=another CA",
-        ])
-        .arg("-keyout")
-        .arg(other.with_extension("key"))
-        .arg("-out")
-        .arg(other.with_extension("crt"))
-        .output()
-        .expect("openssl");
-    assert!(made.status.success());
+    crate::support::tls::self_signed(
+        &other.with_extension("crt"),
+        &other.with_extension("key"),
+        "/CN=another CA",
+        None,
+    );
     let ca = cluster
         .url
         .rsplit_once("sslrootcert=")

@@ -31,3 +31,24 @@ pub async fn serve_once(cert: &Path, key: &Path) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// A self-signed certificate for `subject` (`/CN=…`) with an optional subjectAltName, written to
+/// `cert` and `key` by `openssl req -x509` (a day's validity).
+pub fn self_signed(cert: &std::path::Path, key: &std::path::Path, subject: &str, san: Option<&str>) {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+    ]);
+    if let Some(san) = san {
+        cmd.args(["-addext", &format!("subjectAltName={san}")]);
+    }
+    let status = cmd
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed (see .ci/run)");
+    assert!(status.success(), "openssl req -x509 failed");
+}
