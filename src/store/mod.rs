@@ -629,7 +629,7 @@ impl Store {
     pub async fn alert_prefix(&self) -> Result<String> {
         let drawn = i64::from(rand::random::<u32>());
         let value: i64 = match &self.engine {
-            Engine::Sqlite(pool) => {
+            Engine::Sqlite(_) => {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO meta (key, value) VALUES ('alert_prefix', ?) ON CONFLICT (key) DO NOTHING",
@@ -641,7 +641,6 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                let _ = pool;
                 v
             }
             Engine::Postgres(pool) => {
