@@ -442,7 +442,8 @@ impl World {
                     ))
                     .await;
                 return Err(format!(
-                    "4: not at rest at {now}: {busy} rows in flight, due or past their window:\n{which}"
+                    "4: not at rest at {now}: {busy} rows in flight, due or past their window:\n{which}\n  {}",
+                    self.app.loop_state()
                 ));
             }
             self.app.wake();

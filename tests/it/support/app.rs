@@ -395,11 +395,14 @@ impl TestApp {
         n: usize,
         no_checks_pending: bool,
     ) -> Vec<OccurrenceRow> {
-        let until = tokio::time::Instant::now() + HANG;
+        // A hang is no progress, not a slow machine: the bound starts again each time the clock
+        // moves on (a test driving a thousand attempts may take minutes under load).
+        let mut until = tokio::time::Instant::now() + HANG;
         loop {
             assert!(
                 tokio::time::Instant::now() < until,
-                "not final: {:#?}",
+                "no progress for {HANG:?} at {}: {:#?}",
+                clock.now(),
                 self.history().await
             );
             // One statement, one snapshot: a claim moves an attempt from "due" to "running", a
@@ -461,10 +464,26 @@ impl TestApp {
             }
             let to = next.map_or(now + step, |t| t.min(now + step));
             clock.set(to);
+            until = tokio::time::Instant::now() + HANG;
             if let Some(w) = &self.waker {
                 w.notify_one();
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// What the running daemon's loop says of itself: when it last beat and planned, its
+    /// database and reload errors (for a failure's message: a stuck loop from an idle one).
+    pub fn loop_state(&self) -> String {
+        match &self.health {
+            None => "no daemon running".into(),
+            Some(h) => format!(
+                "loop last beat {:?} ago, planned at {:?}, database error {:?}, reload error {:?}",
+                h.heartbeat_age(),
+                h.planned_at().map(|t| dingrec::domain::time::fmt_utc(t)),
+                h.db_error(),
+                h.reload_error()
+            ),
         }
     }
 
