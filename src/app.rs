@@ -31,7 +31,7 @@ use crate::scheduler::dispatcher::{Dispatcher, Writer};
 use crate::scheduler::health::Health;
 use crate::store::Store;
 use crate::store::lock::InstanceLock;
-use crate::store::policies::{PolicyRecord, Prune, source_within};
+use crate::store::{PolicyRecord, Prune, source_within};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ impl TokenShelf for Store {
     }
 }
 
-impl ShelfTurn for crate::store::tokens::FetchTurn {
+impl ShelfTurn for crate::store::FetchTurn {
     fn release(self: Box<Self>) -> ShelfFuture<'static, ()> {
         Box::pin(async move {
             (*self).release().await;
@@ -346,11 +346,11 @@ impl App {
                     Ok(changes) => {
                         for c in &changes {
                             let what = match c {
-                                crate::store::policies::Change::Added { .. } => "added".to_owned(),
-                                crate::store::policies::Change::Removed { source, .. } => {
+                                crate::store::Change::Added { .. } => "added".to_owned(),
+                                crate::store::Change::Removed { source, .. } => {
                                     format!("disabled (in no file; was in {source})")
                                 }
-                                crate::store::policies::Change::Changed { fields, .. } => format!(
+                                crate::store::Change::Changed { fields, .. } => format!(
                                     "changed: {}",
                                     fields.iter().map(|f| f.field).collect::<Vec<_>>().join(", ")
                                 ),
@@ -706,7 +706,7 @@ mod tests {
             .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
             .collect();
         store
-            .apply_policies(&records, crate::store::policies::Prune::Off, t0)
+            .apply_policies(&records, crate::store::Prune::Off, t0)
             .await
             .expect("apply");
         *PANIC_IN_ATTEMPT_OF.lock().expect("lock") = Some(name.to_owned());
@@ -726,7 +726,7 @@ mod tests {
         let (state, outcome): (OccurrenceState, AttemptOutcome) = sqlx::query_as(
             "SELECT o.state, a.outcome FROM occurrences o JOIN attempts a ON a.occurrence_id = o.id",
         )
-        .fetch_one(store.pool())
+        .fetch_one(store.sqlite_pool().expect("SQLite"))
         .await
         .expect("rows");
         assert_eq!(

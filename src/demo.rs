@@ -18,7 +18,7 @@ use crate::domain::OccurrenceState;
 use crate::exit::{EXIT_FAILURE, EXIT_INVALID, EXIT_OK, Failure};
 use crate::fake::{FakeDingTalk, MeetingSpec, MeetingState, Scenario, ScheduleSpec, Step};
 use crate::notify::Notifier;
-use crate::store::history::HistoryFilter;
+use crate::store::HistoryFilter;
 
 /// How long the demo may take at most.
 const DEADLINE: Duration = Duration::from_secs(50);

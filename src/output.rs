@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use unicode_width::{UnicodeWidthChar as _, UnicodeWidthStr as _};
 
-use crate::store::history::OccurrenceRow;
+use crate::store::OccurrenceRow;
 
 /// A cell as it is drawn: control characters (a line break in a message) become spaces, so one
 /// row stays one line.

@@ -18,7 +18,7 @@ use crate::domain::alert::Facts;
 use crate::domain::{AlertEvent, AlertState};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::alerts::{AlertEnd, AlertRow, GIVE_UP_AFTER};
+use crate::store::{AlertEnd, AlertRow, GIVE_UP_AFTER};
 
 /// The sender looks for due alerts after a write of this daemon commits (alerts are written by the
 /// transactions that make occurrences final), at most every `POLL`, and at least every

@@ -10,8 +10,8 @@ use crate::config::Settings;
 use crate::domain::OccurrenceState;
 use crate::exit::{CmdResult, EXIT_OK};
 use crate::output::render_history;
+use crate::store::HistoryFilter;
 use crate::store::Store;
-use crate::store::history::HistoryFilter;
 
 pub async fn run(
     settings: &Settings,

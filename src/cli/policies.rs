@@ -9,7 +9,7 @@ use crate::exit::{CmdResult, EXIT_CHANGES, EXIT_INVALID, EXIT_OK, Failure};
 use crate::output::table;
 use crate::policy_file::{self, Diagnostic, SourcedPolicy};
 use crate::store::Store;
-use crate::store::policies::{Change, PolicyRecord, Prune};
+use crate::store::{Change, PolicyRecord, Prune};
 
 /// Print every diagnostic to stderr, then a count.
 pub fn print_diagnostics(ds: &[Diagnostic]) {

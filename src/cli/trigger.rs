@@ -14,8 +14,8 @@ use crate::domain::time::fmt_utc;
 use crate::domain::{ConferenceId, OccurrenceState};
 use crate::exit::{CmdResult, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Failure};
 use crate::output::render_history;
+use crate::store::HistoryFilter;
 use crate::store::Store;
-use crate::store::history::HistoryFilter;
 
 pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -> CmdResult {
     if let Some(c) = conference_id {

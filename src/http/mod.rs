@@ -19,8 +19,8 @@ use crate::domain::OccurrenceState;
 use crate::domain::time::fmt_utc;
 use crate::metrics::Metrics;
 use crate::scheduler::health::Health;
+use crate::store::Liveness;
 use crate::store::Store;
-use crate::store::leases::Liveness;
 
 /// What the handlers read.
 #[derive(Clone)]

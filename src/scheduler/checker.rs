@@ -16,7 +16,7 @@ use crate::domain::outcome::codes;
 use crate::domain::quota::Api;
 use crate::domain::verify::{CheckContext, CheckNext, Seen, decide_check};
 use crate::domain::{CheckKind, CheckOutcome, OccurrenceState};
-use crate::store::checks::{CheckEffect, CheckResult, DueCheck, final_event};
+use crate::store::{CheckEffect, CheckResult, DueCheck, final_event};
 
 /// Checks in flight at once without a rate limit.
 const MAX_CHECKS_IN_FLIGHT: usize = 16;

@@ -36,7 +36,7 @@ use crate::domain::time::fmt_utc;
 use crate::domain::{AttemptOutcome, OccurrenceState};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::occurrences::{Claimed, Completion, Meeting, Ticket};
+use crate::store::{Claimed, Completion, Meeting, Ticket};
 
 /// Most rows one claim takes.
 const CLAIM_BATCH: usize = 10_000;

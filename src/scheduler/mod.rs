@@ -26,7 +26,7 @@ use crate::domain::schedule::CronCache;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::store::Store;
-use crate::store::occurrences::{FinalEvent, PolicyPlan};
+use crate::store::{FinalEvent, PolicyPlan};
 
 /// The longest the loop sleeps without looking around (new policies, manual triggers, sweeps).
 pub const TICK: Duration = Duration::from_secs(1);
@@ -139,7 +139,7 @@ impl Scheduler {
         Ok(())
     }
 
-    fn report_recovery(&self, rec: &crate::store::occurrences::Recovery, what: &'static str) {
+    fn report_recovery(&self, rec: &crate::store::Recovery, what: &'static str) {
         if rec.interrupted_attempts > 0 || rec.resumed > 0 || rec.caught_up > 0 || rec.interrupted_checks > 0
         {
             warn!(

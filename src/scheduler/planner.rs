@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::domain::schedule::CronCache;
 use crate::domain::time::{add, sub};
 use crate::domain::{OccurrenceState, Policy, Trigger};
-use crate::store::occurrences::{NewOccurrence, PolicyPlan};
+use crate::store::{NewOccurrence, PolicyPlan};
 
 /// "Planned for ever": one-off policies after their one start.
 pub fn far_future() -> DateTime<Utc> {

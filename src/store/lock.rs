@@ -35,7 +35,7 @@ impl InstanceLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
-            super::private_dir(dir).map_err(io)?;
+            super::sqlite::private_dir(dir).map_err(io)?;
         }
         let file = std::fs::OpenOptions::new()
             .mode(0o600)

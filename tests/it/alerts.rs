@@ -12,7 +12,7 @@ use dingrec::clock::{Clock, ManualClock, SystemClock};
 use dingrec::config::{Destination, DestinationType, Settings};
 use dingrec::domain::{AlertEvent, AlertState, OccurrenceState};
 use dingrec::fake::{FakeDingTalk, RobotMessage, RobotSpec, Scenario};
-use dingrec::store::alerts::AlertRow;
+use dingrec::store::AlertRow;
 use secrecy::SecretString;
 
 use crate::support::app::{TestApp, parse_t};

@@ -56,7 +56,7 @@ async fn sqlite_columns() -> Columns {
          WHERE m.type IN ('table', 'view') AND m.name NOT LIKE '\\_sqlx%' ESCAPE '\\' \
          AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY m.name, c.cid",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.sqlite_pool().expect("SQLite"))
     .await
     .expect("sqlite columns");
     store.close().await;

@@ -971,8 +971,8 @@ mod round_trip {
     use dingrec::config::DatabaseSettings;
     use dingrec::domain::PolicyDefaults;
     use dingrec::policy_file::parse_str;
+    use dingrec::store::PolicyRecord;
     use dingrec::store::Store;
-    use dingrec::store::policies::PolicyRecord;
 
     fn policy() -> impl Strategy<Value = (String, String, String, String)> {
         (
@@ -1007,7 +1007,7 @@ mod round_trip {
             let back = rt.block_on(async {
                 let dir = tempfile::tempdir().expect("tmp");
                 let store = Store::open(&DatabaseSettings { path: dir.path().join("d.db"), ..DatabaseSettings::default() }).await.expect("store");
-                store.apply_policies(&records, dingrec::store::policies::Prune::Off, chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("t")).await.expect("apply");
+                store.apply_policies(&records, dingrec::store::Prune::Off, chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("t")).await.expect("apply");
                 let back = store.list_policies().await.expect("list");
                 store.close().await;
                 back

@@ -677,11 +677,11 @@ async fn a_disabled_policy_loses_its_future_occurrences() {
         )
         .expect("valid");
         ps.iter()
-            .map(|p| dingrec::store::policies::PolicyRecord::from_policy(&p.policy, &p.source))
+            .map(|p| dingrec::store::PolicyRecord::from_policy(&p.policy, &p.source))
             .collect::<Vec<_>>()
     };
     app.store
-        .apply_policies(&keep_only, dingrec::store::policies::Prune::All, clock.now())
+        .apply_policies(&keep_only, dingrec::store::Prune::All, clock.now())
         .await
         .expect("apply --prune");
     let rows = app.history().await;
@@ -948,11 +948,11 @@ async fn a_disabled_or_pruned_policy_stops_retrying_at_once_and_its_occurrence_i
             )
             .expect("valid")
             .iter()
-            .map(|p| dingrec::store::policies::PolicyRecord::from_policy(&p.policy, &p.source))
+            .map(|p| dingrec::store::PolicyRecord::from_policy(&p.policy, &p.source))
             .collect()
         };
         app.store
-            .apply_policies(&records, dingrec::store::policies::Prune::All, clock.now())
+            .apply_policies(&records, dingrec::store::Prune::All, clock.now())
             .await
             .expect("apply");
         let rows = app.history().await;

@@ -264,10 +264,13 @@ async fn database_at(config: &Path, schema: Schema) {
             }
         }
         None => {
-            migrator.run(store.pool()).await.expect("migrate");
+            migrator
+                .run(store.sqlite_pool().expect("SQLite"))
+                .await
+                .expect("migrate");
             if schema == Schema::Newer {
                 sqlx::query(future("x'00'"))
-                    .execute(store.pool())
+                    .execute(store.sqlite_pool().expect("SQLite"))
                     .await
                     .expect("future");
             }
@@ -402,7 +405,7 @@ async fn a_stop_between_the_rebuild_and_its_record_is_finished_at_the_next_start
         .cloned()
         .collect();
     sqlx::migrate::Migrator::with_migrations(before)
-        .run(store.pool())
+        .run(store.sqlite_pool().expect("SQLite"))
         .await
         .expect("earlier migrations");
     sqlx::query(
@@ -411,11 +414,16 @@ async fn a_stop_between_the_rebuild_and_its_record_is_finished_at_the_next_start
          ('board', 'c1', 'h1', 'speech', 'relative_right', '2030-01-01T00:00:00Z', 'UTC', 0, 60000, '{}', '[]', 1, 'x:1', \
          '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
     )
-    .execute(store.pool())
+    .execute(store.sqlite_pool().expect("SQLite"))
     .await
     .expect("a policy");
     // The body alone, as sqlx runs it, without the record.
-    let mut conn = store.pool().acquire().await.expect("conn");
+    let mut conn = store
+        .sqlite_pool()
+        .expect("SQLite")
+        .acquire()
+        .await
+        .expect("conn");
     sqlx::raw_sql(rebuild.sql.clone())
         .execute(&mut *conn)
         .await

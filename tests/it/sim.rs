@@ -49,7 +49,7 @@ use dingrec::domain::PolicyDefaults;
 use dingrec::domain::time::fmt_utc;
 use dingrec::fake::{MeetingSpec, Scenario, Silent, Step};
 use dingrec::notify::Notifier;
-use dingrec::store::policies::PolicyRecord;
+use dingrec::store::PolicyRecord;
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -500,7 +500,7 @@ impl World {
             .collect();
         self.app
             .store
-            .apply_policies(&records, dingrec::store::policies::Prune::All, self.now())
+            .apply_policies(&records, dingrec::store::Prune::All, self.now())
             .await
             .map_err(|e| format!("apply: {e}"))?;
         Ok(())

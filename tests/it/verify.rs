@@ -9,7 +9,7 @@ use chrono::TimeDelta;
 use dingrec::clock::{Clock, ManualClock};
 use dingrec::domain::{CheckKind, CheckOutcome, OccurrenceState, Trigger};
 use dingrec::fake::{MeetingSpec, RecordingAction, Scenario, Silent};
-use dingrec::store::history::OccurrenceRow;
+use dingrec::store::OccurrenceRow;
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::{HANG, engine, live, step};

@@ -10,7 +10,7 @@ use super::{Pg, data, int, ms, opt_text_time, text_time};
 use crate::domain::AlertEvent;
 use crate::domain::alert::Facts;
 use crate::store::Result;
-use crate::store::alerts::{AlertEnd, AlertRow, PendingStats};
+use crate::store::types::{AlertEnd, AlertRow, PendingStats};
 
 /// How long a daemon holds the alerts it took for a send before another daemon may take them.
 const SEND_HOLD: TimeDelta = TimeDelta::minutes(2);
@@ -37,7 +37,7 @@ fn alert_row(r: &PgRow) -> Result<AlertRow> {
     })
 }
 
-impl Pg<'_> {
+impl Pg {
     pub async fn set_alert_routing(
         &self,
         default: &[String],
@@ -54,11 +54,11 @@ impl Pg<'_> {
             .bind(serde_json::to_string(default).unwrap_or_else(|_| "[]".into()))
             .bind(serde_json::to_string(events).unwrap_or_else(|_| "[]".into()))
             .bind(ms(now))
-            .execute(self.pool)
+            .execute(&self.pool)
             .await?;
         } else {
             sqlx::query("DELETE FROM alert_routing")
-                .execute(self.pool)
+                .execute(&self.pool)
                 .await?;
         }
         Ok(())
@@ -104,7 +104,7 @@ impl Pg<'_> {
         .bind(now)
         .bind(limit)
         .bind(now + SEND_HOLD)
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -120,7 +120,7 @@ impl Pg<'_> {
             "SELECT {COLUMNS} FROM alerts WHERE batch = $1 AND state = 'pending' ORDER BY id"
         )))
         .bind(batch)
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?;
         rows.iter().map(alert_row).collect()
     }
@@ -131,7 +131,7 @@ impl Pg<'_> {
         )
         .bind(batch)
         .bind(ids)
-        .execute(self.pool)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -156,7 +156,7 @@ impl Pg<'_> {
             .bind(ids)
             .bind(error),
         };
-        q.execute(self.pool).await?;
+        q.execute(&self.pool).await?;
         Ok(())
     }
 
@@ -165,7 +165,7 @@ impl Pg<'_> {
             "SELECT {COLUMNS} FROM alerts WHERE created_at >= $1 ORDER BY id DESC"
         )))
         .bind(ms(since))
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?;
         rows.iter().map(alert_row).collect()
     }
@@ -173,7 +173,7 @@ impl Pg<'_> {
     pub async fn alerts_pending(&self) -> Result<PendingStats> {
         let (pending, oldest_created_at): (i64, Option<DateTime<Utc>>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM alerts WHERE state = 'pending'")
-                .fetch_one(self.pool)
+                .fetch_one(&self.pool)
                 .await?;
         Ok(PendingStats {
             pending,

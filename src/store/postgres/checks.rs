@@ -7,7 +7,7 @@ use super::{Pg, data, int, ms};
 use crate::domain::verify::CheckNext;
 use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger};
 use crate::store::Result;
-use crate::store::checks::{CheckEffect, CheckResult, DueCheck};
+use crate::store::types::{CheckEffect, CheckResult, DueCheck};
 
 /// Occurrences whose next check is due, earliest first, locked for this claim (others skipped).
 const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, at, instance, lease_until) \
@@ -23,7 +23,7 @@ const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o
      FROM unnest($1::bigint[]) WITH ORDINALITY AS j (id, ord) JOIN checks c ON c.id = j.id \
      JOIN occurrences o ON o.id = c.occurrence_id JOIN policies p ON p.id = o.policy_id ORDER BY j.ord";
 
-impl Pg<'_> {
+impl Pg {
     pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {
         let now = ms(now);
         let mut tx = self.begin().await?;
@@ -83,14 +83,14 @@ impl Pg<'_> {
             "SELECT EXISTS (SELECT 1 FROM checks WHERE outcome IS NULL) \
              OR EXISTS (SELECT 1 FROM occurrences WHERE next_check_at IS NOT NULL)",
         )
-        .fetch_one(self.pool)
+        .fetch_one(&self.pool)
         .await?)
     }
 
     pub async fn next_check_at(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(
             sqlx::query_scalar("SELECT MIN(next_check_at) FROM occurrences WHERE next_check_at IS NOT NULL")
-                .fetch_one(self.pool)
+                .fetch_one(&self.pool)
                 .await?,
         )
     }
@@ -125,7 +125,7 @@ impl Pg<'_> {
         .bind(c.check_id)
         .execute(&mut *tx)
         .await?;
-        super::usage::add_calls(&mut tx, &self.store.usage_day(now), &result.calls).await?;
+        super::usage::add_calls(&mut tx, &self.ctx.usage_day(now), &result.calls).await?;
         let failed = outcome == CheckOutcome::Error;
         let counts = i32::from(c.kind == CheckKind::Start && !failed);
         let set_next = |t: Option<(CheckKind, DateTime<Utc>)>| (t.map(|x| ms(x.1)), t.map(|x| x.0));

@@ -3,7 +3,7 @@
 use sqlx::Row as _;
 
 use super::{Pg, int, ms, opt_text_time, text_time};
-use crate::store::history::{HistoryFilter, OccurrenceRow};
+use crate::store::types::{HistoryFilter, OccurrenceRow};
 use crate::store::{Result, StoreError};
 
 /// An instant inside a JSON object, as SQLite's text shows it (`fmt_utc`).
@@ -11,7 +11,7 @@ fn utc(col: &str) -> String {
     format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
 
-impl Pg<'_> {
+impl Pg {
     pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<OccurrenceRow>> {
         let mut sql = format!(
             "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.conference_id, o.state, o.trigger, \
@@ -73,7 +73,7 @@ impl Pg<'_> {
         if let Some(u) = f.until {
             q = q.bind(ms(u));
         }
-        let rows = q.fetch_all(self.pool).await?;
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let id: i64 = r.try_get("id")?;

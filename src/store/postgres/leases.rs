@@ -9,10 +9,10 @@ use sqlx::Row as _;
 use super::occurrences::{Held, close_interrupted};
 use super::{Pg, ms};
 use crate::store::Result;
-use crate::store::leases::InstanceRow;
-use crate::store::occurrences::Recovery;
+use crate::store::types::InstanceRow;
+use crate::store::types::Recovery;
 
-impl Pg<'_> {
+impl Pg {
     pub async fn register_instance(&self, now: DateTime<Utc>) -> Result<()> {
         sqlx::query(
             "INSERT INTO instances (instance, version, started_at, seen_at, lease_ms) VALUES ($1, $2, $3, $3, $4) \
@@ -22,8 +22,8 @@ impl Pg<'_> {
         .bind(crate::instance::this())
         .bind(env!("CARGO_PKG_VERSION"))
         .bind(ms(now))
-        .bind(i64::try_from(self.store.lease.as_millis()).unwrap_or(i64::MAX))
-        .execute(self.pool)
+        .bind(i64::try_from(self.ctx.lease.as_millis()).unwrap_or(i64::MAX))
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -32,7 +32,7 @@ impl Pg<'_> {
         sqlx::query("UPDATE instances SET stopped_at = $1, seen_at = $1 WHERE instance = $2")
             .bind(ms(now))
             .bind(crate::instance::this())
-            .execute(self.pool)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -45,7 +45,7 @@ impl Pg<'_> {
              FROM instances i WHERE i.seen_at >= $1 ORDER BY i.started_at DESC, i.instance",
         )
         .bind(ms(since))
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         rows.iter()
@@ -97,7 +97,7 @@ impl Pg<'_> {
                SELECT MIN(lease_until) FROM checks WHERE outcome IS NULL AND instance IS DISTINCT FROM $1) l",
         )
         .bind(crate::instance::this())
-        .fetch_one(self.pool)
+        .fetch_one(&self.pool)
         .await?)
     }
 

@@ -1,7 +1,8 @@
 //! PostgreSQL, for several daemons on one database (`docs/database.md`): its schema
 //! (`migrations-postgres`: the same tables, columns, views and state names as SQLite's, in
-//! PostgreSQL's types) and the PostgreSQL side of every [`Store`] method, one file per SQLite
-//! file of `store/` and one method per SQLite method, so that each query reads beside its twin.
+//! PostgreSQL's types) and its side of every store operation (`store/api.rs`), one file per file
+//! of `store/sqlite/` and one method per method, so that each query reads beside its twin. SQL and
+//! row mapping only.
 //!
 //! What differs, and why:
 //! - Claims lock the rows they take (`FOR UPDATE SKIP LOCKED`): daemons claiming at once take
@@ -20,7 +21,6 @@ mod leases;
 mod occurrences;
 mod policies;
 
-pub(crate) use policies::watch_policies;
 mod slots;
 mod tokens;
 mod usage;
@@ -33,9 +33,10 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::occurrences::FinalEvent;
-use super::{Result, Store, StoreError};
+use super::{Ctx, Result, StoreError};
+use crate::config::DatabaseSettings;
 use crate::domain::time::fmt_utc;
+use crate::store::types::FinalEvent;
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
@@ -59,36 +60,97 @@ pub async fn open(options: PgConnectOptions, max_connections: u32) -> Result<PgP
     Ok(pool)
 }
 
-/// A PostgreSQL store: its pool, and the store's settings (lease, quota zone).
-#[derive(Clone, Copy)]
-pub(crate) struct Pg<'a> {
-    pub pool: &'a PgPool,
-    pub store: &'a Store,
+/// A PostgreSQL store: its pool and the settings both engines keep.
+#[derive(Clone)]
+pub(crate) struct Pg {
+    pub(crate) pool: PgPool,
+    pub(crate) ctx: Ctx,
 }
 
-impl Pg<'_> {
+impl Pg {
+    /// Connect to `database.url` (no migration).
+    pub(crate) async fn open(settings: &DatabaseSettings) -> Result<Pg> {
+        let url = std::path::PathBuf::from(&settings.url);
+        let options = settings.postgres_options().map_err(|e| StoreError::Open {
+            path: url.clone(),
+            source: sqlx::Error::Configuration(e.to_string().into()),
+        })?;
+        let pool = connect(options, settings.max_connections)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: url.clone(),
+                source,
+            })?;
+        Ok(Pg {
+            pool,
+            ctx: Ctx::new(url),
+        })
+    }
+
+    /// The versions of this binary's migrations, sorted.
+    pub(crate) fn known_migrations(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The versions this database applied, sorted (none before its first migration).
+    pub(crate) async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        let has: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if !has {
+            return Ok(Vec::new());
+        }
+        Ok(
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A transaction per migration, under PostgreSQL's advisory lock: daemons starting together
+    /// migrate once.
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
     /// Readiness: a write commits.
     pub async fn probe_writable(&self) -> Result<()> {
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('ready_probe', 1) \
              ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
         )
-        .execute(self.pool)
+        .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// `meta.alert_prefix`, set to `drawn` if it has no value yet.
+    pub(crate) async fn alert_prefix(&self, drawn: i64) -> Result<i64> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('alert_prefix', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(drawn)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'alert_prefix'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// A transaction; committing it tells [`Store::commits`].
     async fn begin(&self) -> Result<Tx> {
         Ok(Tx {
             tx: self.pool.begin().await?,
-            committed: self.store.committed.clone(),
+            committed: self.ctx.committed.clone(),
         })
     }
 
     /// `lease_until` of a claim or renewal at `now`.
     fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        ms(crate::domain::time::add(now, self.store.lease).unwrap_or(DateTime::<Utc>::MAX_UTC))
+        ms(self.ctx.lease_end(now))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::domain::policy::{Layout, WindowPosition};
 use crate::domain::quota::Api;
 use crate::domain::time::fmt_utc;
 use crate::domain::{OccurrenceState, Trigger};
-use crate::store::occurrences::{
+use crate::store::types::{
     Claim, Claimed, Completion, FinalEvent, Meeting, OutcomeRow, PlanCandidate, PolicyPlan, Recovery, Shared,
     Ticket,
 };
@@ -152,7 +152,7 @@ pub(super) struct Held {
 
 /// `store::occurrences::close_interrupted`, for the attempts and checks `held` (all when `None`).
 pub(super) async fn close_interrupted(
-    pg: &Pg<'_>,
+    pg: &Pg,
     tx: &mut Tx,
     now: DateTime<Utc>,
     held: Option<&Held>,
@@ -185,7 +185,7 @@ pub(super) async fn close_interrupted(
     ] {
         calls.add(api, u32::try_from(n).unwrap_or(u32::MAX));
     }
-    super::usage::add_calls(tx, &pg.store.usage_day(now), &calls).await?;
+    super::usage::add_calls(tx, &pg.ctx.usage_day(now), &calls).await?;
     rec.interrupted_attempts = sqlx::query(
         "UPDATE attempts SET outcome = 'interrupted', code = 'interrupted', http_status = COALESCE(http_status, 0), \
          message = 'dingrec stopped before this attempt had an outcome', finished_at = $1 WHERE outcome IS NULL \
@@ -278,7 +278,7 @@ async fn sweep_in(tx: &mut Tx, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
     .await
 }
 
-impl Pg<'_> {
+impl Pg {
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
         let sql = format!(
             "SELECT id, {POLICY_COLUMNS}, planned_until FROM policies \
@@ -288,7 +288,7 @@ impl Pg<'_> {
         let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(until))
             .bind(limit)
-            .fetch(self.pool);
+            .fetch(&self.pool);
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
             out.push(PlanCandidate {
@@ -351,7 +351,7 @@ impl Pg<'_> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM occurrences WHERE state IN ('scheduled', 'retry_wait')",
         )
-        .fetch_one(self.pool)
+        .fetch_one(&self.pool)
         .await?)
     }
 
@@ -447,7 +447,7 @@ impl Pg<'_> {
     }
 
     pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
-        load_claimed(self.pool, tickets).await
+        load_claimed(&self.pool, tickets).await
     }
 
     pub async fn complete(&self, done: &[Completion], now: DateTime<Utc>) -> Result<()> {
@@ -487,7 +487,7 @@ impl Pg<'_> {
         for d in done {
             calls.merge(&d.calls);
         }
-        super::usage::add_calls(&mut tx, &self.store.usage_day(now), &calls).await?;
+        super::usage::add_calls(&mut tx, &self.ctx.usage_day(now), &calls).await?;
         tx.commit().await
     }
 
@@ -538,7 +538,7 @@ impl Pg<'_> {
             "SELECT EXISTS (SELECT 1 FROM occurrences WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= $1)",
         )
         .bind(now)
-        .fetch_one(self.pool)
+        .fetch_one(&self.pool)
         .await?;
         if !any {
             return Ok(Vec::new());
@@ -600,7 +600,7 @@ impl Pg<'_> {
         Ok(
             sqlx::query_as("SELECT state, last_code FROM occurrences WHERE id = $1")
                 .bind(id)
-                .fetch_optional(self.pool)
+                .fetch_optional(&self.pool)
                 .await?,
         )
     }
@@ -610,20 +610,20 @@ impl Pg<'_> {
             "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait', 'verifying') \
              GROUP BY state",
         )
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM policies WHERE enabled")
-            .fetch_one(self.pool)
+            .fetch_one(&self.pool)
             .await?)
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(
             sqlx::query_scalar("SELECT MAX(finished_at) FROM attempts WHERE outcome = 'success'")
-                .fetch_one(self.pool)
+                .fetch_one(&self.pool)
                 .await?,
         )
     }

@@ -8,9 +8,7 @@ use sqlx::postgres::PgRow;
 
 use super::{POLICIES_CHANNEL, Pg, Tx, ms, text_time};
 use crate::store::Result;
-use crate::store::policies::{
-    CANCEL_FUTURE, CANCEL_UNFINISHED, Change, PolicyRecord, Prune, StoredPolicy, diff,
-};
+use crate::store::types::{Change, PolicyRecord, Prune, StoredPolicy, diff};
 
 /// The columns of a policy row that [`record`] reads.
 pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
@@ -88,12 +86,17 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
 }
 
 /// SQLite's statement with PostgreSQL's parameters (`?1` → `$1`).
-fn numbered(sql: &str) -> String {
-    sql.replace('?', "$")
-}
+/// A changed policy's occurrences that have not started and are not due yet (`$2` the policy's
+/// id, `$1` now): planned again from the new settings.
+const CANCEL_FUTURE: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = $1 \
+     WHERE policy_id = $2 AND state = 'scheduled' AND due_at > $1";
+
+/// A disabled (or pruned) policy's unfinished occurrences (SQLite's twin says why).
+const CANCEL_UNFINISHED: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = $1 \
+     WHERE policy_id = $2 AND state IN ('scheduled', 'retry_wait')";
 
 async fn cancel(tx: &mut Tx, policy_id: i64, sql: &'static str, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(numbered(sql)))
+    sqlx::query(sql)
         .bind(now)
         .bind(policy_id)
         .execute(&mut **tx)
@@ -101,10 +104,10 @@ async fn cancel(tx: &mut Tx, policy_id: i64, sql: &'static str, now: DateTime<Ut
     Ok(())
 }
 
-impl Pg<'_> {
+impl Pg {
     pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{} ORDER BY name", select_policy())))
-            .fetch_all(self.pool)
+            .fetch_all(&self.pool)
             .await?;
         rows.iter().map(stored).collect()
     }
@@ -116,7 +119,7 @@ impl Pg<'_> {
         )))
         .bind(after)
         .bind(limit)
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stored).collect()
     }
@@ -127,7 +130,7 @@ impl Pg<'_> {
             select_policy()
         )))
         .bind(name)
-        .fetch_optional(self.pool)
+        .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(stored).transpose()
     }
@@ -218,33 +221,37 @@ impl Pg<'_> {
 /// Until `cancel`: every `apply` another process commits (`NOTIFY` on [`POLICIES_CHANNEL`])
 /// notifies `wake`. A lost connection is opened again; meanwhile the daemons' planning, which
 /// reads the policies every tick, still sees the change.
-pub(crate) async fn watch_policies(
-    pool: &sqlx::PgPool,
-    wake: &[std::sync::Arc<tokio::sync::Notify>],
-    cancel: &tokio_util::sync::CancellationToken,
-) {
-    const AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
-    loop {
-        let listening = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-            listener.listen(POLICIES_CHANNEL).await?;
-            loop {
-                listener.recv().await?;
-                for w in wake {
-                    w.notify_one();
+impl Pg {
+    /// Until `cancel`, notify `wake` whenever another process applies policies (`LISTEN`).
+    pub(crate) async fn watch_policies(
+        &self,
+        wake: &[std::sync::Arc<tokio::sync::Notify>],
+        cancel: &tokio_util::sync::CancellationToken,
+    ) {
+        let pool = &self.pool;
+        const AGAIN: std::time::Duration = std::time::Duration::from_secs(2);
+        loop {
+            let listening = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen(POLICIES_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    for w in wake {
+                        w.notify_one();
+                    }
                 }
+            };
+            let ended: std::result::Result<(), sqlx::Error> = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = listening => r,
+            };
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, "cannot listen for policy changes; planning still reads them every tick");
             }
-        };
-        let ended: std::result::Result<(), sqlx::Error> = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = listening => r,
-        };
-        if let Err(e) = ended {
-            tracing::warn!(error = %e, "cannot listen for policy changes; planning still reads them every tick");
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(AGAIN) => {}
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(AGAIN) => {}
+            }
         }
     }
 }

@@ -10,11 +10,11 @@ use crate::store::Result;
 /// queue of sends: the next taker starts again from now.
 const MAX_AHEAD: Duration = Duration::from_secs(60);
 
-impl Pg<'_> {
+impl Pg {
     /// Take the next `n` send slots of `app`, `period` apart: how long from now until the first.
     /// The row is locked for the statement only; the transaction does not wait for a disk flush
     /// (a slot lost in a server crash is only a slot handed out again).
-    pub async fn take_send_slots(&self, app: &str, n: u32, period: Duration) -> Result<Duration> {
+    pub async fn take_send_slots(&self, app: &str, n: u32, period: Duration) -> Result<Option<Duration>> {
         let period_us = i64::try_from(period.as_micros()).unwrap_or(i64::MAX);
         let ahead_us = i64::try_from(MAX_AHEAD.as_micros()).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
@@ -43,6 +43,11 @@ impl Pg<'_> {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Duration::from_micros(wait_us.max(0.0) as u64))
+        Ok(Some(Duration::from_micros(wait_us.max(0.0) as u64)))
+    }
+
+    /// Every daemon on this database sends for the same app through it.
+    pub fn shares_rate_limit(&self) -> bool {
+        true
     }
 }

@@ -52,10 +52,10 @@ impl Drop for FetchTurn {
     }
 }
 
-impl Pg<'_> {
+impl Pg {
     /// Take the fetch turn of `app`'s token: `None` when another daemon held it for longer
     /// than [`TURN_WAIT`].
-    pub async fn token_fetch_turn(&self, app: &str) -> crate::store::Result<Option<FetchTurn>> {
+    pub async fn token_fetch_turn(&self, app: &str) -> crate::store::Result<Option<crate::store::FetchTurn>> {
         let key = format!("dingrec access token {app}");
         let mut conn = self.pool.acquire().await?;
         let until = tokio::time::Instant::now() + TURN_WAIT;
@@ -65,10 +65,10 @@ impl Pg<'_> {
                 .fetch_one(&mut *conn)
                 .await?;
             if got {
-                return Ok(Some(FetchTurn {
+                return Ok(Some(crate::store::FetchTurn::new(FetchTurn {
                     conn: Some(conn),
                     key,
-                }));
+                })));
             }
             if tokio::time::Instant::now() >= until {
                 return Ok(None);
@@ -81,7 +81,7 @@ impl Pg<'_> {
         let row: Option<(Vec<u8>, DateTime<Utc>, DateTime<Utc>)> =
             sqlx::query_as("SELECT sealed, expires_at, refresh_at FROM access_tokens WHERE app = $1")
                 .bind(app)
-                .fetch_optional(self.pool)
+                .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(sealed, expires_at, refresh_at)| SealedToken {
             sealed,
@@ -103,7 +103,7 @@ impl Pg<'_> {
         .bind(ms(token.refresh_at))
         .bind(crate::instance::this())
         .bind(ms(now))
-        .execute(self.pool)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -112,7 +112,7 @@ impl Pg<'_> {
         let n = sqlx::query("DELETE FROM access_tokens WHERE app = $1 AND sealed = $2")
             .bind(app)
             .bind(sealed)
-            .execute(self.pool)
+            .execute(&self.pool)
             .await?
             .rows_affected();
         Ok(n > 0)

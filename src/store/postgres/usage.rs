@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{Pg, Tx, ms};
 use crate::domain::quota::{Api, Calls, Month, Observed};
 use crate::store::Result;
-use crate::store::usage::Usage;
+use crate::store::types::Usage;
 
 /// Adds `calls` made on `day` (`YYYY-MM-DD` of the quota's zone).
 pub(super) async fn add_calls(tx: &mut Tx, day: &str, calls: &Calls) -> Result<()> {
@@ -25,10 +25,10 @@ pub(super) async fn add_calls(tx: &mut Tx, day: &str, calls: &Calls) -> Result<(
     Ok(())
 }
 
-impl Pg<'_> {
+impl Pg {
     pub async fn add_usage(&self, calls: &Calls, at: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
-        add_calls(&mut tx, &self.store.usage_day(at), calls).await?;
+        add_calls(&mut tx, &self.ctx.usage_day(at), calls).await?;
         tx.commit().await
     }
 
@@ -38,7 +38,7 @@ impl Pg<'_> {
              WHERE day >= ($1 || '-01')::date AND day < ($1 || '-01')::date + interval '1 month' GROUP BY api",
         )
         .bind(&month.label)
-        .fetch_all(self.pool)
+        .fetch_all(&self.pool)
         .await?;
         let mut by_api = BTreeMap::new();
         for (api, n) in rows {
@@ -59,7 +59,7 @@ impl Pg<'_> {
         )
         .bind(ms(month.start))
         .bind(ms(month.end))
-        .fetch_one(self.pool)
+        .fetch_one(&self.pool)
         .await?;
         Ok(Usage {
             by_api,
@@ -77,7 +77,7 @@ impl Pg<'_> {
         .bind(&month.label)
         .bind(event)
         .bind(ms(now))
-        .execute(self.pool)
+        .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(n > 0)
@@ -90,7 +90,7 @@ impl Pg<'_> {
         )
         .bind(ms(month.start))
         .bind(ms(month.end))
-        .fetch_one(self.pool)
+        .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

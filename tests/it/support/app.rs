@@ -11,9 +11,9 @@ use dingrec::domain::PolicyDefaults;
 use dingrec::fake::{FakeDingTalk, Scenario};
 use dingrec::notify::Notifier;
 use dingrec::policy_file::parse_str;
+use dingrec::store::PolicyRecord;
 use dingrec::store::Store;
-use dingrec::store::history::{HistoryFilter, OccurrenceRow};
-use dingrec::store::policies::PolicyRecord;
+use dingrec::store::{HistoryFilter, OccurrenceRow};
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +104,7 @@ pub async fn apply_with(
         .map(|p| PolicyRecord::from_policy(&p.policy, &p.source))
         .collect();
     store
-        .apply_policies(&recs, dingrec::store::policies::Prune::Off, clock.now())
+        .apply_policies(&recs, dingrec::store::Prune::Off, clock.now())
         .await
         .expect("apply");
 }
@@ -480,7 +480,7 @@ impl TestApp {
             Some(h) => format!(
                 "loop last beat {:?} ago, planned at {:?}, database error {:?}, reload error {:?}",
                 h.heartbeat_age(),
-                h.planned_at().map(|t| dingrec::domain::time::fmt_utc(t)),
+                h.planned_at().map(dingrec::domain::time::fmt_utc),
                 h.db_error(),
                 h.reload_error()
             ),

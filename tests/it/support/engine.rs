@@ -135,7 +135,7 @@ pub async fn rows(store: &dingrec::store::Store, sql: &str) -> Vec<Vec<serde_jso
             .collect();
     }
     let out = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_all(store.pool())
+        .fetch_all(store.sqlite_pool().expect("SQLite"))
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     out.iter()
@@ -174,7 +174,7 @@ pub async fn exec(store: &dingrec::store::Store, sqlite: &str, postgres: &str) {
             .map(|_| ())
             .unwrap_or_else(|e| panic!("{postgres}: {e}")),
         None => sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
-            .execute(store.pool())
+            .execute(store.sqlite_pool().expect("SQLite"))
             .await
             .map(|_| ())
             .unwrap_or_else(|e| panic!("{sqlite}: {e}")),

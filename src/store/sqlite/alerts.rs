@@ -2,32 +2,15 @@
 //! per destination in the same transaction as the state change; this module routes (table
 //! `alert_routing`), hands due rows to the sender, and records each delivery.
 
-use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{Result, Store, StoreError};
-use crate::domain::alert::{Alert, Facts};
+use super::Sqlite;
+use crate::domain::AlertEvent;
+use crate::domain::alert::Facts;
 use crate::domain::time::{fmt_utc, parse_utc};
-use crate::domain::{AlertEvent, AlertState};
-
-/// One row of `alerts`, for the sender and `dingrec alerts`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertRow {
-    pub id: i64,
-    pub created_at: String,
-    pub event: AlertEvent,
-    pub policy_name: Option<String>,
-    pub occurrence_id: Option<i64>,
-    pub destination: String,
-    pub state: AlertState,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub sent_at: Option<String>,
-    pub next_attempt_at: Option<String>,
-    pub batch: Option<String>,
-    pub payload: serde_json::Value,
-}
+use crate::store::types::*;
+use crate::store::{Result, StoreError};
 
 impl AlertRow {
     fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Self> {
@@ -49,30 +32,12 @@ impl AlertRow {
             payload: serde_json::from_str(&text("payload")?).map_err(|e| bad("payload", &e))?,
         })
     }
-
-    /// The alert as the message code reads it.
-    pub fn alert(&self) -> Result<Alert> {
-        Ok(Alert {
-            id: self.id,
-            created_at: parse_utc(&self.created_at).map_err(|e| StoreError::Data(e.to_string()))?,
-            event: self.event,
-            facts: serde_json::from_value::<Facts>(self.payload.clone())
-                .map_err(|e| StoreError::Data(format!("alerts.payload: {e}")))?,
-        })
-    }
 }
 
 const SELECT: &str = "SELECT id, created_at, event, policy_name, occurrence_id, destination, state, attempts, \
      last_error, sent_at, next_attempt_at, batch, payload FROM alerts";
 
-/// Pending alerts and the age of the oldest (for `/readyz` and the metric).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PendingStats {
-    pub pending: i64,
-    pub oldest_created_at: Option<DateTime<Utc>>,
-}
-
-impl Store {
+impl Sqlite {
     /// Route events as config.yaml says: `destinations` when a policy names none, only `events`.
     /// With no destination at all, nothing is written (the row goes: no alerts).
     pub async fn set_alert_routing(
@@ -82,9 +47,6 @@ impl Store {
         any_destination: bool,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.set_alert_routing(default, events, any_destination, now).await;
-        }
         let mut tx = self.begin_write().await?;
         if any_destination {
             sqlx::query(
@@ -111,9 +73,6 @@ impl Store {
         facts: &Facts,
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        if let Some(pg) = self.postgres() {
-            return pg.raise_alert(event, destinations, facts, now).await;
-        }
         let mut tx = self.begin_write().await?;
         let payload = serde_json::to_string(facts).map_err(|e| StoreError::Data(e.to_string()))?;
         let now_s = fmt_utc(now);
@@ -138,9 +97,6 @@ impl Store {
 
     /// Pending alerts due at `now`, oldest first (at most `limit`).
     pub async fn alerts_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
-        if let Some(pg) = self.postgres() {
-            return pg.alerts_due(now, limit).await;
-        }
         let q = format!(
             "{SELECT} WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
         );
@@ -154,9 +110,6 @@ impl Store {
 
     /// The alerts of one robot message (a batch being sent again).
     pub async fn alert_batch(&self, batch: &str) -> Result<Vec<AlertRow>> {
-        if let Some(pg) = self.postgres() {
-            return pg.alert_batch(batch).await;
-        }
         let q = format!("{SELECT} WHERE batch = ? AND state = 'pending' ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(batch)
@@ -168,9 +121,6 @@ impl Store {
     /// Before a send: the alerts go out together as `batch`, one more attempt each. Committed
     /// before the call, so that a crash mid-send sends the same message (same `msgUuid`) again.
     pub async fn start_alert_send(&self, ids: &[i64], batch: &str) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.start_alert_send(ids, batch).await;
-        }
         let mut tx = self.begin_write().await?;
         for id in ids {
             sqlx::query(
@@ -186,9 +136,6 @@ impl Store {
 
     /// After a send: delivered (`Ok`), tried again at `retry_at`, or given up.
     pub async fn finish_alert_send(&self, ids: &[i64], end: AlertEnd<'_>, now: DateTime<Utc>) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.finish_alert_send(ids, end, now).await;
-        }
         let mut tx = self.begin_write().await?;
         let now_s = fmt_utc(now);
         for id in ids {
@@ -215,9 +162,6 @@ impl Store {
 
     /// Alerts created at or after `since`, newest first.
     pub async fn alerts_since(&self, since: DateTime<Utc>) -> Result<Vec<AlertRow>> {
-        if let Some(pg) = self.postgres() {
-            return pg.alerts_since(since).await;
-        }
         let q = format!("{SELECT} WHERE created_at >= ? ORDER BY id DESC");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(fmt_utc(since))
@@ -227,9 +171,6 @@ impl Store {
     }
 
     pub async fn alerts_pending(&self) -> Result<PendingStats> {
-        if let Some(pg) = self.postgres() {
-            return pg.alerts_pending().await;
-        }
         let (pending, oldest): (i64, Option<String>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM alerts WHERE state = 'pending'")
                 .fetch_one(self.pool())
@@ -240,14 +181,3 @@ impl Store {
         })
     }
 }
-
-/// How a send of some alerts ended, for [`Store::finish_alert_send`].
-#[derive(Debug, Clone, Copy)]
-pub enum AlertEnd<'a> {
-    Sent,
-    Retry { error: &'a str, at: DateTime<Utc> },
-    Failed { error: &'a str },
-}
-
-/// How long the sender keeps trying an alert.
-pub const GIVE_UP_AFTER: TimeDelta = TimeDelta::hours(24);

@@ -2,69 +2,19 @@
 //! claimed atomically together with its attempt's intent row; the outcome completes both in one
 //! transaction.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt as _;
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::policies::PolicyRecord;
-use super::{Result, Store, StoreError};
-use crate::domain::RetryPolicy;
+use super::Sqlite;
 use crate::domain::outcome::codes;
 use crate::domain::policy::{Layout, WindowPosition};
 use crate::domain::quota::Api;
 use crate::domain::time::{fmt_utc, parse_utc};
-use crate::domain::{AttemptOutcome, OccurrenceState, Trigger, Verify};
-
-/// One outcome of a batch, as the JSON object [`Store::complete`] hands SQLite (named keys: the
-/// SQL reads them by name, so a field added here cannot shift another).
-#[derive(Serialize)]
-pub(crate) struct OutcomeRow<'a> {
-    attempt_id: i64,
-    occurrence_id: i64,
-    finished_at: String,
-    duration_ms: i64,
-    conference_id: Option<&'a str>,
-    http_status: u16,
-    code: &'a str,
-    message: &'a str,
-    request_id: Option<&'a str>,
-    outcome: AttemptOutcome,
-    next_attempt_at: Option<String>,
-    state: OccurrenceState,
-    throttled: i64,
-    uncalled: i64,
-    sent_at: Option<String>,
-    next_check_at: Option<String>,
-    settle: bool,
-}
-
-impl<'a> From<&'a Completion> for OutcomeRow<'a> {
-    fn from(c: &'a Completion) -> Self {
-        Self {
-            attempt_id: c.attempt_id,
-            occurrence_id: c.occurrence_id,
-            finished_at: fmt_utc(c.finished_at),
-            duration_ms: c.duration_ms,
-            conference_id: c.conference_id.as_deref(),
-            http_status: c.http_status,
-            code: &c.code,
-            message: &c.message,
-            request_id: c.request_id.as_deref(),
-            outcome: c.outcome,
-            next_attempt_at: c.next_attempt_at.map(fmt_utc),
-            state: c.state,
-            throttled: i64::from(c.throttled),
-            uncalled: i64::from(!c.called),
-            sent_at: c.sent_at.map(fmt_utc),
-            next_check_at: c.next_check_at.map(fmt_utc),
-            settle: c.settle,
-        }
-    }
-}
+use crate::domain::{OccurrenceState, Trigger};
+use crate::store::types::*;
+use crate::store::{Result, StoreError};
 
 fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
     let s: &str = r.try_get(col)?;
@@ -75,15 +25,6 @@ fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
     let s: Option<&str> = r.try_get(col)?;
     s.map(|s| parse_utc(s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}"))))
         .transpose()
-}
-
-/// A policy that needs occurrence rows written.
-#[derive(Debug, Clone)]
-pub struct PlanCandidate {
-    pub policy_id: i64,
-    pub record: PolicyRecord,
-    /// '' when never planned.
-    pub planned_until: Option<DateTime<Utc>>,
 }
 
 /// One planned row; not when its meeting already has an occurrence (`?8` is the meeting start).
@@ -100,187 +41,6 @@ pub(crate) const PLAN_INSERT: &str = "INSERT INTO occurrences (policy_id, policy
 /// Whether an occurrence (not cancelled) overlaps a started meeting's window.
 pub(crate) const STARTED_MEETING_COVERED: &str = "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_by_policy \
      WHERE policy_id = ? AND state != 'cancelled' AND due_at < ? AND window_ends_at > ?)";
-
-/// One occurrence row to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOccurrence {
-    /// The meeting's start (`meeting_at`; due_at − start_offset).
-    pub start: DateTime<Utc>,
-    pub due_at: DateTime<Utc>,
-    pub window_ends_at: DateTime<Utc>,
-    /// `Scheduled`, or `Missed` when its window had passed before it was planned.
-    pub state: OccurrenceState,
-    /// `Schedule` or `CatchUp`.
-    pub trigger: Trigger,
-}
-
-/// The planner's output for one policy.
-#[derive(Debug, Clone)]
-pub struct PolicyPlan {
-    pub policy_id: i64,
-    pub policy_name: String,
-    pub rows: Vec<NewOccurrence>,
-    pub planned_until: DateTime<Utc>,
-}
-
-/// A claimed attempt as the dispatcher's queue holds it: the two ids and nothing more. The claim
-/// commits the decision to fire; what the call needs is read back ([`Store::load_claimed`]) a
-/// worker's handful at a time, so a burst of 100,000 meetings queues 1.6 MB, not 20.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    pub occurrence_id: i64,
-    pub attempt_id: i64,
-}
-
-/// What one committed claim took.
-#[derive(Debug, Default)]
-pub struct Claim {
-    pub tickets: Vec<Ticket>,
-    /// The due times of the claimed first attempts (for the fire-lateness histogram).
-    pub first_due: Vec<DateTime<Utc>>,
-    /// How many of the first tickets are due retries, claimed first (`retries_first`).
-    pub retries: usize,
-    /// The first tickets' attempts read back inside the claim's transaction (`read_back` of
-    /// them), as [`Store::load_claimed`] reads them.
-    pub loaded: Vec<(i64, Result<Claimed>)>,
-}
-
-/// A claimed attempt with what its call needs, read just before the call.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub occurrence_id: i64,
-    pub attempt_id: i64,
-    /// This attempt's number (attempts made, this one included).
-    pub attempt_no: i64,
-    pub policy_name: Box<str>,
-    pub due_at: DateTime<Utc>,
-    pub window_ends_at: DateTime<Utc>,
-    pub trigger: Trigger,
-    pub meeting: Meeting,
-    /// Shared with the other attempts read with it for the same host.
-    pub host_union_id: Arc<str>,
-    pub layout: Layout,
-    pub small_window_position: WindowPosition,
-    /// Shared with the other attempts read with it that have the same settings.
-    pub retry: Arc<RetryPolicy>,
-    pub throttled_count: i64,
-    /// Attempts of this occurrence that ended without a call (they do not count either).
-    pub uncalled_count: i64,
-    /// The previous attempt ended in `InvalidAuthentication` (one re-auth retry is free).
-    pub previous_was_reauth: bool,
-    /// Its policy is still enabled (an apply may have disabled it since the claim).
-    pub policy_enabled: bool,
-    /// How its recording is checked (`None`: `verify: false`).
-    pub verify: Option<Verify>,
-}
-
-impl Claimed {
-    pub fn ticket(&self) -> Ticket {
-        Ticket {
-            occurrence_id: self.occurrence_id,
-            attempt_id: self.attempt_id,
-        }
-    }
-}
-
-/// Which meeting an attempt records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Meeting {
-    /// A known conference id: the occurrence's own (manual override, or resolved earlier), else
-    /// the policy's.
-    Conference(Box<str>),
-    /// A scheduled meeting whose live conference is looked up at call time.
-    Schedule(Box<str>),
-    /// The policy names no meeting (the schema's CHECK makes this unreachable).
-    Missing,
-}
-
-/// An attempt's result and the occurrence's next step, written together.
-#[derive(Debug, Clone)]
-pub struct Completion {
-    pub attempt_id: i64,
-    pub occurrence_id: i64,
-    pub finished_at: DateTime<Utc>,
-    pub duration_ms: i64,
-    pub conference_id: Option<String>,
-    pub http_status: u16,
-    pub code: String,
-    pub message: String,
-    pub request_id: Option<String>,
-    pub outcome: AttemptOutcome,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// The occurrence's new state.
-    pub state: OccurrenceState,
-    pub throttled: bool,
-    /// A call went out (or may have): false for an attempt closed before it was sent.
-    pub called: bool,
-    /// When StartCloudRecord was sent (`attempts.sent_at`); `None` when it was not, or unknown.
-    pub sent_at: Option<DateTime<Utc>>,
-    /// With the state `verifying`: when the first start check is due.
-    pub next_check_at: Option<DateTime<Utc>>,
-    /// The answer left open whether a recording runs: one check decides (recording: succeeded;
-    /// not: the retry at `next_attempt_at`).
-    pub settle: bool,
-    /// The calls DingTalk counted (`api_usage`), written with the outcome.
-    pub calls: crate::domain::quota::Calls,
-}
-
-/// An occurrence that reached a final failure state outside the dispatcher (sweeps, recovery).
-#[derive(Debug, Clone, Serialize)]
-pub struct FinalEvent {
-    pub occurrence_id: i64,
-    pub policy_name: String,
-    pub conference_id: Option<String>,
-    pub state: OccurrenceState,
-    pub last_code: Option<String>,
-    pub due_at: String,
-}
-
-/// What start-up recovery did.
-#[derive(Debug, Default, Clone)]
-pub struct Recovery {
-    pub interrupted_attempts: u64,
-    /// Occurrences whose interrupted call may have started the recording: a check first.
-    pub settling: u64,
-    /// Checks in flight at the stop, redone.
-    pub interrupted_checks: u64,
-    pub resumed: u64,
-    pub caught_up: u64,
-    pub finals: Vec<FinalEvent>,
-}
-
-/// What the rows of one read share: many policies name the same host and the same retry
-/// settings, and the attempts read together point at one copy of each.
-#[derive(Default)]
-pub(crate) struct Shared {
-    hosts: std::collections::HashMap<Box<str>, Arc<str>>,
-    retries: std::collections::HashMap<Box<str>, Arc<RetryPolicy>>,
-}
-
-impl Shared {
-    pub(crate) fn host(&mut self, s: &str) -> Arc<str> {
-        if let Some(h) = self.hosts.get(s) {
-            return h.clone();
-        }
-        let h: Arc<str> = s.into();
-        self.hosts.insert(s.into(), h.clone());
-        h
-    }
-
-    /// Written by `apply` from a validated policy; should a row ever hold another shape (an
-    /// older or newer dingrec), the attempt still goes out, with the default retry.
-    pub(crate) fn retry(&mut self, s: &str, policy: &str) -> Arc<RetryPolicy> {
-        if let Some(r) = self.retries.get(s) {
-            return r.clone();
-        }
-        let r = Arc::new(serde_json::from_str(s).unwrap_or_else(|e| {
-            tracing::warn!(policy, error = %e, "unreadable retry settings; using the defaults");
-            RetryPolicy::default()
-        }));
-        self.retries.insert(s.into(), r.clone());
-        r
-    }
-}
 
 /// One row of [`LOAD_CLAIMED`], decoded. A cell of the wrong type or shape fails this row alone.
 fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
@@ -316,7 +76,7 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
         previous_was_reauth: r.try_get::<Option<&str>, _>("last_code")?
             == Some(codes::INVALID_AUTHENTICATION),
         policy_enabled: r.try_get::<i64, _>("enabled")? != 0,
-        verify: super::verify_column(r.try_get("verify")?).map_err(|e| data("verify", e))?,
+        verify: crate::store::verify_column(r.try_get("verify")?).map_err(|e| data("verify", e))?,
     })
 }
 
@@ -421,12 +181,9 @@ where
     Ok(out)
 }
 
-impl Store {
+impl Sqlite {
     /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
-        if let Some(pg) = self.postgres() {
-            return pg.plan_candidates(until, limit).await;
-        }
         let mut rows = sqlx::query(PLAN_CANDIDATES)
             .bind(fmt_utc(until))
             .bind(limit)
@@ -451,9 +208,6 @@ impl Store {
     /// Write planned rows (never duplicating: unique per policy and due time; a cancelled row at
     /// the same time comes back) and move each policy's `planned_until`, in one transaction.
     pub async fn write_plans(&self, plans: &[PolicyPlan], now: DateTime<Utc>) -> Result<u64> {
-        if let Some(pg) = self.postgres() {
-            return pg.write_plans(plans, now).await;
-        }
         let now_s = fmt_utc(now);
         let mut written = 0;
         let mut tx = self.begin_write().await?;
@@ -505,42 +259,13 @@ impl Store {
 
     /// The earliest instant at which an occurrence wants an attempt.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
-        if let Some(pg) = self.postgres() {
-            return pg.next_due_at().await;
-        }
         let row = sqlx::query(NEXT_DUE).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
     }
 
-    /// Claim up to `limit` due occurrences, earliest first (with `retries_first`, due retries
-    /// before everything else), and write each one's attempt intent row, all in one transaction.
-    /// Nothing is claimed whose window has passed. Returns the tickets and the due times of the
-    /// first attempts among them, once the claim committed.
-    /// The first `read_back` claimed attempts are read back inside the claim's transaction
-    /// ([`Claim::loaded`]): the first calls of a burst do not wait for a second query.
-    pub async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: i64,
-        retries_first: bool,
-        read_back: usize,
-    ) -> Result<Claim> {
-        self.claim(now, limit, None, retries_first, read_back).await
-    }
-
-    /// Claim one occurrence by id if it is due (`dingrec trigger`), and read it back.
-    pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
-        self.claim(now, 1, Some(id), false, 1)
-            .await?
-            .loaded
-            .pop()
-            .map(|(_, c)| c)
-            .transpose()
-    }
-
     /// Set-based: one read, one UPDATE, one `MAX(id)` and one INSERT … SELECT per batch, whatever
     /// its size.
-    async fn claim(
+    pub(crate) async fn claim(
         &self,
         now: DateTime<Utc>,
         limit: i64,
@@ -548,9 +273,6 @@ impl Store {
         retries_first: bool,
         read_back: usize,
     ) -> Result<Claim> {
-        if let Some(pg) = self.postgres() {
-            return pg.claim(now, limit, only, retries_first, read_back).await;
-        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let mut ids = Vec::new();
@@ -658,9 +380,6 @@ impl Store {
     /// writes never cause either: the schema's CHECKs hold the columns, and nothing deletes a
     /// running occurrence or a policy. Only an outside edit of the file can.)
     pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
-        if let Some(pg) = self.postgres() {
-            return pg.load_claimed(tickets).await;
-        }
         load_claimed(self.pool(), tickets).await
     }
 
@@ -668,9 +387,6 @@ impl Store {
     pub async fn complete(&self, done: &[Completion], now: DateTime<Utc>) -> Result<()> {
         if done.is_empty() {
             return Ok(());
-        }
-        if let Some(pg) = self.postgres() {
-            return pg.complete(done, now).await;
         }
         let now_s = fmt_utc(now);
         // Set-based, like the claim: the batch goes in as one JSON array of objects with named
@@ -716,7 +432,7 @@ impl Store {
         for d in done {
             calls.merge(&d.calls);
         }
-        super::usage::add_calls(&mut tx, &self.usage_day(now), &calls).await?;
+        super::usage::add_calls(&mut tx, &self.ctx.usage_day(now), &calls).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -726,12 +442,9 @@ impl Store {
     /// the latest past-due occurrence whose window is still open fires (`catch_up`); the others
     /// are `missed`.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        if let Some(pg) = self.postgres() {
-            return pg.recover(now).await;
-        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
-        let mut rec = close_interrupted(&mut tx, &self.usage_day(now), &now_s, None).await?;
+        let mut rec = close_interrupted(&mut tx, &self.ctx.usage_day(now), &now_s, None).await?;
         // Past-due, never-attempted rows: the latest per policy with an open window catches up.
         rec.caught_up = sqlx::query(
             "UPDATE occurrences SET trigger = 'catch_up', updated_at = ? WHERE id IN ( \
@@ -764,9 +477,6 @@ impl Store {
     /// Occurrences whose window passed before they could be attempted become `missed`; ones
     /// waiting for a retry past their window become `expired`. Returns them for logging.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
-        if let Some(pg) = self.postgres() {
-            return pg.sweep(now).await;
-        }
         let now_s = fmt_utc(now);
         // Read first: an idle daemon should not take the write lock every tick.
         let any: i64 = sqlx::query(SWEEP_ANY)
@@ -796,11 +506,6 @@ impl Store {
         window_ends_at: DateTime<Utc>,
         conference_id: Option<&str>,
     ) -> Result<i64> {
-        if let Some(pg) = self.postgres() {
-            return pg
-                .insert_manual(policy_id, policy_name, now, window_ends_at, conference_id)
-                .await;
-        }
         let mut tx = self.begin_write().await?;
         let id = insert_due_now(
             &mut tx,
@@ -820,9 +525,6 @@ impl Store {
     /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;
     /// an attempt of it still without an outcome is closed as interrupted with `why`.
     pub async fn cancel_occurrence(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.cancel_occurrence(id, why, now).await;
-        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -848,9 +550,6 @@ impl Store {
 
     /// An occurrence's state and last code, if it exists.
     pub async fn occurrence_state(&self, id: i64) -> Result<Option<(OccurrenceState, Option<String>)>> {
-        if let Some(pg) = self.postgres() {
-            return pg.occurrence_state(id).await;
-        }
         let row = sqlx::query("SELECT state, last_code FROM occurrences WHERE id = ?")
             .bind(id)
             .fetch_optional(self.pool())
@@ -860,9 +559,6 @@ impl Store {
 
     /// Live occurrences by state, for `/readyz`.
     pub async fn live_counts(&self) -> Result<Vec<(OccurrenceState, i64)>> {
-        if let Some(pg) = self.postgres() {
-            return pg.live_counts().await;
-        }
         let rows = sqlx::query(
             "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait', 'verifying') GROUP BY state",
         )
@@ -872,9 +568,6 @@ impl Store {
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
-        if let Some(pg) = self.postgres() {
-            return pg.enabled_policy_count().await;
-        }
         Ok(sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
             .fetch_one(self.pool())
             .await?
@@ -882,9 +575,6 @@ impl Store {
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
-        if let Some(pg) = self.postgres() {
-            return pg.last_success_at().await;
-        }
         let row = sqlx::query(LAST_SUCCESS).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
     }
@@ -892,9 +582,6 @@ impl Store {
     /// Drop occurrences (and their attempts and checks) that ended before `before`, and the
     /// alerts raised before it that are no longer pending.
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        if let Some(pg) = self.postgres() {
-            return pg.prune_before(before).await;
-        }
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "DELETE FROM occurrences WHERE due_at < ? AND state NOT IN ('scheduled', 'running', 'retry_wait', 'verifying')",
@@ -1014,7 +701,7 @@ pub(crate) async fn close_interrupted(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    rec.interrupted_checks = Store::recover_checks(tx, now_s, checks).await?;
+    rec.interrupted_checks = Sqlite::recover_checks(tx, now_s, checks).await?;
     rec.resumed = sqlx::query(
         "UPDATE occurrences SET state = 'retry_wait', next_attempt_at = ?1, last_code = 'interrupted', updated_at = ?1 \
          WHERE state = 'running' AND window_ends_at > ?1 AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2)))",
@@ -1068,9 +755,9 @@ mod meeting_at_migration {
             .await
             .expect("db");
         for sql in [
-            include_str!("../../migrations/20261126000001_initial.sql"),
-            include_str!("../../migrations/20261202000001_audit_indexes.sql"),
-            include_str!("../../migrations/20261202000002_uncalled_attempts.sql"),
+            include_str!("../../../migrations/20261126000001_initial.sql"),
+            include_str!("../../../migrations/20261202000001_audit_indexes.sql"),
+            include_str!("../../../migrations/20261202000002_uncalled_attempts.sql"),
         ] {
             sqlx::raw_sql(sql)
                 .execute(&mut db)
@@ -1089,10 +776,12 @@ mod meeting_at_migration {
         .execute(&mut db)
         .await
         .expect("rows");
-        sqlx::raw_sql(include_str!("../../migrations/20261202000003_meeting_start.sql"))
-            .execute(&mut db)
-            .await
-            .expect("the migration");
+        sqlx::raw_sql(include_str!(
+            "../../../migrations/20261202000003_meeting_start.sql"
+        ))
+        .execute(&mut db)
+        .await
+        .expect("the migration");
         let got: Vec<(i64, Option<String>)> =
             sqlx::query_as("SELECT id, meeting_at FROM occurrences ORDER BY id")
                 .fetch_all(&mut db)
@@ -1111,7 +800,7 @@ mod meeting_at_migration {
 
 #[cfg(test)]
 mod claims {
-    use super::super::Store;
+    use crate::store::Store;
 
     /// A claim that reads back reads the first `read_back` of the attempts it wrote, in the
     /// tickets' order, inside its own transaction; the rest are tickets only.
@@ -1132,7 +821,7 @@ mod claims {
              (8, 1, 'p', '2030-01-07T08:00:01.000Z', '2030-01-07T08:30:00.000Z', '2030-01-07T08:00:01.000Z', 'x', 'x'), \
              (9, 1, 'p', '2030-01-07T08:00:02.000Z', '2030-01-07T08:30:00.000Z', '2030-01-07T08:00:02.000Z', 'x', 'x');",
         )
-        .execute(store.pool())
+        .execute(store.sqlite_pool().expect("SQLite"))
         .await
         .expect("rows");
         let now = crate::domain::time::parse_utc("2030-01-07T08:00:05Z").expect("now");
@@ -1155,7 +844,7 @@ mod claims {
         let intents: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM attempts WHERE outcome IS NULL AND started_at = '2030-01-07T08:00:05.000Z'",
         )
-        .fetch_one(store.pool())
+        .fetch_one(store.sqlite_pool().expect("SQLite"))
         .await
         .expect("count");
         assert_eq!(intents, 3, "every claimed attempt has its intent row");

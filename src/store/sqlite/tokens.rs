@@ -3,45 +3,20 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store, StoreError};
+use super::Sqlite;
 use crate::domain::SealedToken;
 use crate::domain::time::{fmt_utc, parse_utc};
+use crate::store::FetchTurn;
+use crate::store::{Result, StoreError};
 
-/// One process's turn to fetch `app`'s token while other daemons on the same database wait for
-/// it and then take the token it kept ([`Store::token_fetch_turn`]). Release it once the token is
-/// kept; dropped unreleased (a task cancelled), it closes its connection, which ends the turn.
-#[derive(Debug)]
-pub struct FetchTurn {
-    inner: Option<super::postgres::FetchTurn>,
-}
-
-impl FetchTurn {
-    pub async fn release(mut self) {
-        if let Some(t) = self.inner.take() {
-            t.release().await;
-        }
-    }
-}
-
-impl Store {
-    /// Wait (a bounded time) for this process's turn to fetch `app`'s access token among the
-    /// daemons sharing this database, so that daemons that start together fetch one token, not
-    /// one each. `None` on SQLite (one daemon), or when the turn did not come in time (fetch anyway).
-    pub async fn token_fetch_turn(&self, app: &str) -> Result<Option<FetchTurn>> {
-        let Some(pg) = self.postgres() else {
-            return Ok(None);
-        };
-        Ok(pg
-            .token_fetch_turn(app)
-            .await?
-            .map(|t| FetchTurn { inner: Some(t) }))
+impl Sqlite {
+    /// One daemon per SQLite database: no turn to wait for.
+    pub async fn token_fetch_turn(&self, _app: &str) -> Result<Option<FetchTurn>> {
+        Ok(None)
     }
 
     /// The token kept for `app`, if any (fresh or not: the caller decides).
     pub async fn shared_token(&self, app: &str) -> Result<Option<SealedToken>> {
-        if let Some(pg) = self.postgres() {
-            return pg.shared_token(app).await;
-        }
         let row: Option<(Vec<u8>, String, String)> =
             sqlx::query_as("SELECT sealed, expires_at, refresh_at FROM access_tokens WHERE app = ?")
                 .bind(app)
@@ -60,9 +35,6 @@ impl Store {
 
     /// Keep `token` for `app`, fetched by this process at `now`, in place of the one before.
     pub async fn share_token(&self, app: &str, token: &SealedToken, now: DateTime<Utc>) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.share_token(app, token, now).await;
-        }
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO access_tokens (app, sealed, expires_at, refresh_at, fetched_by, fetched_at) \
@@ -83,9 +55,6 @@ impl Store {
 
     /// Drop `app`'s token if it is still `sealed` (DingTalk refused it); a newer one stays.
     pub async fn forget_token(&self, app: &str, sealed: &[u8]) -> Result<bool> {
-        if let Some(pg) = self.postgres() {
-            return pg.forget_token(app, sealed).await;
-        }
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM access_tokens WHERE app = ? AND sealed = ?")
             .bind(app)

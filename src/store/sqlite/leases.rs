@@ -10,82 +10,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::occurrences::{Held, Recovery, close_interrupted};
-use super::{Result, Store, StoreError};
+use super::Sqlite;
+use super::occurrences::{Held, close_interrupted};
 use crate::domain::time::{fmt_utc, parse_utc};
+use crate::store::types::*;
+use crate::store::{Result, StoreError};
 
-/// A dingrec process that ran on this database (`instances`), and what it holds now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceRow {
-    /// `hostname:pid`.
-    pub instance: String,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-    /// Its last heartbeat (a clean stop's time, once stopped).
-    pub seen_at: DateTime<Utc>,
-    /// Its `scheduler.lease`.
-    pub lease: Duration,
-    pub stopped_at: Option<DateTime<Utc>>,
-    /// Attempts and checks it claimed that have no outcome yet.
-    pub attempts: u64,
-    pub checks: u64,
-}
-
-/// Where a process is, by its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// Renewing its leases.
-    Live,
-    /// Stopped cleanly.
-    Stopped,
-    /// Its heartbeat is older than its lease: killed, crashed, or its machine is down.
-    Gone,
-}
-
-impl Liveness {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Liveness::Live => "live",
-            Liveness::Stopped => "stopped",
-            Liveness::Gone => "gone",
-        }
-    }
-}
-
-impl InstanceRow {
-    pub fn liveness(&self, now: DateTime<Utc>) -> Liveness {
-        if self.stopped_at.is_some() {
-            Liveness::Stopped
-        } else if crate::domain::time::add(self.seen_at, self.lease).is_some_and(|until| until > now) {
-            Liveness::Live
-        } else {
-            Liveness::Gone
-        }
-    }
-}
-
-impl Store {
-    /// Hold claims for `lease` from now on (`scheduler.lease`).
-    pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
-    /// `lease_until` of a claim or renewal at `now`.
-    pub(crate) fn lease_until(&self, now: DateTime<Utc>) -> String {
-        fmt_utc(crate::domain::time::add(now, self.lease).unwrap_or(DateTime::<Utc>::MAX_UTC))
-    }
-
+impl Sqlite {
     /// This daemon runs from `now` (`instances`): `dingrec status` and `/readyz` list it while it
     /// renews its leases.
     pub async fn register_instance(&self, now: DateTime<Utc>) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.register_instance(now).await;
-        }
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO instances (instance, version, started_at, seen_at, lease_ms) VALUES (?1, ?2, ?3, ?3, ?4) \
@@ -95,7 +29,7 @@ impl Store {
         .bind(crate::instance::this())
         .bind(env!("CARGO_PKG_VERSION"))
         .bind(fmt_utc(now))
-        .bind(i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(self.ctx.lease.as_millis()).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit().await
@@ -103,9 +37,6 @@ impl Store {
 
     /// This daemon stopped cleanly at `now`.
     pub async fn instance_stopped(&self, now: DateTime<Utc>) -> Result<()> {
-        if let Some(pg) = self.postgres() {
-            return pg.instance_stopped(now).await;
-        }
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE instances SET stopped_at = ?1, seen_at = ?1 WHERE instance = ?2")
             .bind(fmt_utc(now))
@@ -117,9 +48,6 @@ impl Store {
 
     /// The processes seen since `since`, newest first, with what each holds now.
     pub async fn instances(&self, since: DateTime<Utc>) -> Result<Vec<InstanceRow>> {
-        if let Some(pg) = self.postgres() {
-            return pg.instances(since).await;
-        }
         let rows = sqlx::query(
             "SELECT i.instance, i.version, i.started_at, i.seen_at, i.lease_ms, i.stopped_at, \
              (SELECT COUNT(*) FROM attempts INDEXED BY attempts_open WHERE outcome IS NULL AND instance = i.instance) AS attempts, \
@@ -151,9 +79,6 @@ impl Store {
     /// Move this process's heartbeat to `now`, and its leases on attempts and checks without an
     /// outcome to `now` + the lease; how many rows it holds.
     pub async fn renew_leases(&self, now: DateTime<Utc>) -> Result<u64> {
-        if let Some(pg) = self.postgres() {
-            return pg.renew_leases(now).await;
-        }
         let me = crate::instance::this();
         let until = self.lease_until(now);
         let mut tx = self.begin_write().await?;
@@ -182,9 +107,6 @@ impl Store {
     /// renewed before): the moment to take it over, if that process is gone. Only several daemons
     /// on PostgreSQL have one.
     pub async fn next_foreign_lease_end(&self) -> Result<Option<DateTime<Utc>>> {
-        if let Some(pg) = self.postgres() {
-            return pg.next_foreign_lease_end().await;
-        }
         // SQLite: one daemon holds the database, and its start closed whatever others held.
         Ok(None)
     }
@@ -193,9 +115,6 @@ impl Store {
     /// closed as `interrupted`, their occurrences carried on (see [`Store::recover`]). Rows written
     /// before leases existed (no `lease_until`) are left to the start-up recovery.
     pub async fn take_over_expired(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        if let Some(pg) = self.postgres() {
-            return pg.take_over_expired(now).await;
-        }
         let now_s = fmt_utc(now);
         let me = crate::instance::this();
         let mut tx = self.begin_write().await?;
@@ -226,7 +145,7 @@ impl Store {
             occurrences: json(attempts.iter().map(|a| a.1).collect())?,
             checks: json(checks)?,
         };
-        let rec = close_interrupted(&mut tx, &self.usage_day(now), &now_s, Some(&held)).await?;
+        let rec = close_interrupted(&mut tx, &self.ctx.usage_day(now), &now_s, Some(&held)).await?;
         tx.commit().await?;
         Ok(rec)
     }
@@ -236,16 +155,19 @@ impl Store {
 mod tests {
     use std::time::Duration;
 
-    use super::super::Store;
     use crate::domain::AttemptOutcome;
     use crate::domain::outcome::codes;
     use crate::domain::time::parse_utc;
+    use crate::store::Store;
 
     async fn rows<T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin>(
         store: &Store,
         sql: &'static str,
     ) -> Vec<T> {
-        sqlx::query_as(sql).fetch_all(store.pool()).await.expect(sql)
+        sqlx::query_as(sql)
+            .fetch_all(store.sqlite_pool().expect("SQLite"))
+            .await
+            .expect(sql)
     }
 
     /// Another process's attempts and checks are taken over only once their lease ran out; this
@@ -274,7 +196,7 @@ mod tests {
              INSERT INTO checks (id, occurrence_id, kind, at, instance, lease_until) VALUES \
              (1, 10, 'watch', '2030-01-07T08:00:00.000Z', 'dead-host:1', '2030-01-07T08:00:30.000Z');",
         )
-        .execute(store.pool())
+        .execute(store.sqlite_pool().expect("SQLite"))
         .await
         .expect("rows");
         let at = |s: &str| parse_utc(s).expect("time");
@@ -289,7 +211,7 @@ mod tests {
             "UPDATE attempts SET instance = 'dead-host:1' WHERE occurrence_id IN (7, 8); \
              UPDATE attempts SET lease_until = '2030-01-07T08:01:00.000Z' WHERE occurrence_id = 8;",
         )
-        .execute(store.pool())
+        .execute(store.sqlite_pool().expect("SQLite"))
         .await
         .expect("dead");
         let leases = || {

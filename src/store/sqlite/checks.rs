@@ -2,74 +2,16 @@
 //! call; the outcome and the occurrence's next step after it, in one transaction), so a check in
 //! flight at a crash is redone at the next start, not lost.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::Row;
 
-use super::occurrences::{FinalEvent, insert_due_now};
-use super::{Result, Store, StoreError, verify_column};
+use super::Sqlite;
+use super::occurrences::insert_due_now;
 use crate::domain::time::{fmt_utc, parse_utc};
 use crate::domain::verify::CheckNext;
-use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger, Verify};
-
-/// A claimed check with what its call and its decision need.
-#[derive(Debug, Clone)]
-pub struct DueCheck {
-    pub check_id: i64,
-    pub kind: CheckKind,
-    pub occurrence_id: i64,
-    pub policy_id: i64,
-    pub policy_name: Box<str>,
-    pub state: OccurrenceState,
-    /// The meeting: the occurrence's (the conference called), else the policy's.
-    pub conference_id: Option<Box<str>>,
-    pub host_union_id: Arc<str>,
-    pub due_at: DateTime<Utc>,
-    pub window_ends_at: DateTime<Utc>,
-    /// `None` when the policy no longer verifies (`verify: false` applied since): no check is made.
-    pub verify: Option<Verify>,
-    pub retry: RetryPolicy,
-    pub check_count: u32,
-    pub check_failures: u32,
-    /// Another StartCloudRecord would still be within `maximum_attempts`.
-    pub attempts_left: bool,
-    pub policy_enabled: bool,
-    /// The policy's window after its offset: a `restart` occurrence's window.
-    pub restart_window_ms: i64,
-}
-
-/// A check's result and the occurrence's next step, written together.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CheckResult {
-    pub duration_ms: i64,
-    pub http_status: u16,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub request_id: Option<String>,
-    pub meeting_status: Option<i64>,
-    pub cloud_record_status: Option<i64>,
-    pub owner_union_id: Option<String>,
-    /// JSON array of the videos found.
-    pub videos: Option<String>,
-    pub video_duration_ms: Option<i64>,
-    pub video_file_size: Option<i64>,
-    /// The calls DingTalk counted (`api_usage`), written with the outcome.
-    #[serde(skip)]
-    pub calls: crate::domain::quota::Calls,
-}
-
-/// What [`Store::complete_check`] did to the occurrence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckEffect {
-    /// Nothing changed state (checked again later, or nothing more to do).
-    None,
-    /// The occurrence reached this state.
-    State(OccurrenceState),
-    /// A `restart` occurrence was made (its id).
-    Restarted(i64),
-}
+use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger};
+use crate::store::types::*;
+use crate::store::{Result, StoreError, verify_column};
 
 /// Occurrences whose next check is due, earliest first.
 pub(crate) const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, at, instance, lease_until) \
@@ -92,13 +34,10 @@ fn bad(col: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Data(format!("{col}: {e}"))
 }
 
-impl Store {
+impl Sqlite {
     /// Claim up to `limit` due checks: their intent rows are written and their occurrences' next
     /// check cleared (one in flight at a time), in one transaction.
     pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {
-        if let Some(pg) = self.postgres() {
-            return pg.claim_checks(now, limit).await;
-        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query_scalar(CLAIM_CHECKS)
@@ -160,9 +99,6 @@ impl Store {
     /// Is any check due later or in flight? (One statement: a claim moves a check from one to
     /// the other in one commit.)
     pub async fn checks_pending(&self) -> Result<bool> {
-        if let Some(pg) = self.postgres() {
-            return pg.checks_pending().await;
-        }
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM checks INDEXED BY checks_open WHERE outcome IS NULL) \
              OR EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_next_check WHERE next_check_at IS NOT NULL)",
@@ -173,9 +109,6 @@ impl Store {
 
     /// When the next check is due, if any is pending.
     pub async fn next_check_at(&self) -> Result<Option<DateTime<Utc>>> {
-        if let Some(pg) = self.postgres() {
-            return pg.next_check_at().await;
-        }
         let t: Option<String> = sqlx::query_scalar(NEXT_CHECK).fetch_one(self.pool()).await?;
         t.map(|s| parse_utc(&s).map_err(|e| bad("next_check_at", e)))
             .transpose()
@@ -190,9 +123,6 @@ impl Store {
         next: CheckNext,
         now: DateTime<Utc>,
     ) -> Result<CheckEffect> {
-        if let Some(pg) = self.postgres() {
-            return pg.complete_check(c, result, outcome, next, now).await;
-        }
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -215,7 +145,7 @@ impl Store {
         .bind(c.check_id)
         .execute(&mut *tx)
         .await?;
-        super::usage::add_calls(&mut tx, &self.usage_day(now), &result.calls).await?;
+        super::usage::add_calls(&mut tx, &self.ctx.usage_day(now), &result.calls).await?;
         let failed = outcome == CheckOutcome::Error;
         let counts = c.kind == CheckKind::Start && !failed;
         let set_next = |t: Option<(CheckKind, DateTime<Utc>)>| (t.map(|x| fmt_utc(x.1)), t.map(|x| x.0));
@@ -353,17 +283,5 @@ impl Store {
         .execute(&mut **tx)
         .await?
         .rows_affected())
-    }
-}
-
-/// An occurrence that reached a final state through a check, for the log and the metrics.
-pub fn final_event(c: &DueCheck, state: OccurrenceState) -> FinalEvent {
-    FinalEvent {
-        occurrence_id: c.occurrence_id,
-        policy_name: c.policy_name.to_string(),
-        conference_id: c.conference_id.as_deref().map(str::to_owned),
-        state,
-        last_code: Some(crate::domain::outcome::codes::NOT_RECORDING.to_owned()),
-        due_at: fmt_utc(c.due_at),
     }
 }

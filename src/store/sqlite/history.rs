@@ -1,89 +1,16 @@
 //! Audit reads: occurrences with their attempts (`dingrec history`).
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::Sqlite;
 use crate::domain::time::fmt_utc;
-use crate::domain::{AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
+use crate::store::Result;
+use crate::store::types::*;
 
-/// Filters of `dingrec history` (`docs/operations.md`).
-#[derive(Debug, Clone, Default)]
-pub struct HistoryFilter {
-    pub policy: Option<String>,
-    pub conference: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub state: Option<OccurrenceState>,
-    /// Only occurrences due at or before this instant (the past); `None` = all.
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// One attempt as `history` reads it (from a JSON object with the same keys).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttemptRow {
-    pub attempt_no: i64,
-    /// The dingrec process that made it (`hostname:pid`); `None` before this was recorded.
-    pub instance: Option<String>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub duration_ms: Option<i64>,
-    pub conference_id: Option<String>,
-    pub http_status: Option<i64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub request_id: Option<String>,
-    /// `None` while its call is in flight.
-    pub outcome: Option<AttemptOutcome>,
-    pub next_attempt_at: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct OccurrenceRow {
-    pub id: i64,
-    pub policy: String,
-    pub due_at: String,
-    pub window_ends_at: String,
-    pub conference_id: Option<String>,
-    pub state: OccurrenceState,
-    pub trigger: Trigger,
-    pub attempt_count: i64,
-    pub last_code: Option<String>,
-    pub attempts: Vec<AttemptRow>,
-    /// When a check confirmed the recording (`None`: not confirmed, or verify off).
-    pub verified_at: Option<String>,
-    /// For a `restart` occurrence: the one whose recording stopped.
-    pub restart_of: Option<i64>,
-    /// Its checks, oldest first.
-    pub checks: Vec<CheckRow>,
-}
-
-/// One check, as `history` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckRow {
-    pub kind: CheckKind,
-    pub at: String,
-    pub duration_ms: Option<i64>,
-    pub http_status: Option<i64>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub meeting_status: Option<i64>,
-    pub cloud_record_status: Option<i64>,
-    pub owner_union_id: Option<String>,
-    pub video_duration_ms: Option<i64>,
-    pub video_file_size: Option<i64>,
-    /// `None` while its call is in flight.
-    pub outcome: Option<CheckOutcome>,
-}
-
-impl Store {
+impl Sqlite {
     /// One row per occurrence, its attempts as one JSON array of objects keyed like
     /// [`AttemptRow`] (a quarter of the rows a join would move).
     pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<OccurrenceRow>> {
-        if let Some(pg) = self.postgres() {
-            return pg.history(f).await;
-        }
         let mut sql = String::from(
             "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.conference_id, o.state, o.trigger, \
              o.attempt_count, o.last_code, \

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store};
-use crate::domain::quota::{Api, Calls, Month, Observed, day_of};
+use super::Sqlite;
+use crate::domain::quota::{Api, Calls, Month, Observed};
 use crate::domain::time::fmt_utc;
+use crate::store::Result;
+use crate::store::types::*;
 
 /// A month's calls by API (the month's label, `2026-12`): a range of the primary key.
 pub(crate) const MONTH_CALLS: &str = "SELECT api, SUM(calls) FROM api_usage \
@@ -34,54 +36,20 @@ pub(crate) async fn add_calls(conn: &mut sqlx::SqliteConnection, day: &str, call
     Ok(())
 }
 
-/// A month's use.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Usage {
-    pub by_api: BTreeMap<Api, u64>,
-    pub observed: Observed,
-}
-
-impl Usage {
-    pub fn used(&self) -> u64 {
-        self.by_api.values().sum()
-    }
-}
-
-impl Store {
-    /// Use this store's days in `tz` (`dingtalk.quota_timezone`).
-    pub fn with_quota_timezone(mut self, tz: chrono_tz::Tz) -> Self {
-        self.quota_tz = tz;
-        self
-    }
-
-    pub fn quota_timezone(&self) -> chrono_tz::Tz {
-        self.quota_tz
-    }
-
-    /// `api_usage.day` for a call at `at`.
-    pub(crate) fn usage_day(&self, at: DateTime<Utc>) -> String {
-        day_of(at, self.quota_tz)
-    }
-
+impl Sqlite {
     /// Count calls that belong to no attempt or check (token fetches), at `at`.
     pub async fn add_usage(&self, calls: &Calls, at: DateTime<Utc>) -> Result<()> {
         if calls.total() == 0 {
             return Ok(());
         }
-        if let Some(pg) = self.postgres() {
-            return pg.add_usage(calls, at).await;
-        }
         let mut tx = self.begin_write().await?;
-        add_calls(&mut tx, &self.usage_day(at), calls).await?;
+        add_calls(&mut tx, &self.ctx.usage_day(at), calls).await?;
         tx.commit().await
     }
 
     /// The calls counted in `month`; with `history`, also what the month's attempts say about a
     /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
     pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
-        if let Some(pg) = self.postgres() {
-            return pg.usage(month, history).await;
-        }
         let rows: Vec<(String, i64)> = sqlx::query_as(MONTH_CALLS)
             .bind(&month.label)
             .fetch_all(self.pool())
@@ -119,9 +87,6 @@ impl Store {
 
     /// Record that `event` was said in `month`; `false` when it already was.
     pub async fn quota_event_once(&self, month: &Month, event: &str, now: DateTime<Utc>) -> Result<bool> {
-        if let Some(pg) = self.postgres() {
-            return pg.quota_event_once(month, event, now).await;
-        }
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("INSERT OR IGNORE INTO quota_events (month, event, at) VALUES (?, ?, ?)")
             .bind(&month.label)
@@ -136,9 +101,6 @@ impl Store {
 
     /// Attempts DingTalk refused this month because the quota ran out.
     pub async fn refused_for_quota(&self, month: &Month) -> Result<u64> {
-        if let Some(pg) = self.postgres() {
-            return pg.refused_for_quota(month).await;
-        }
         let n: i64 = sqlx::query_scalar(QUOTA_REFUSED)
             .bind(fmt_utc(month.start))
             .bind(fmt_utc(month.end))
