@@ -1,6 +1,7 @@
 //! DingTalk's monthly API quota (`docs/quota.md`): which APIs count, the quota's month and day,
 //! and what a planned firing is expected to cost.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
@@ -133,6 +134,15 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// What a month's counts say: `started` occurrences, and the StartCloudRecord calls among
+    /// `by_api`.
+    pub fn of(by_api: &BTreeMap<Api, u64>, started: i64) -> Observed {
+        Observed {
+            started: u64::try_from(started).unwrap_or(0),
+            start_calls: by_api.get(&Api::StartCloudRecord).copied().unwrap_or(0),
+        }
+    }
+
     /// Extra StartCloudRecord calls per firing: retries, restarts, starts after failed checks.
     pub fn retry_rate(&self) -> f64 {
         if self.started == 0 {
@@ -140,6 +150,18 @@ impl Observed {
         }
         (self.start_calls as f64 / self.started as f64 - 1.0).max(0.0)
     }
+}
+
+/// A month's calls by API from the database's rows (`api`, calls): a name this dingrec does not
+/// know (a newer one wrote it) is left out, a negative count is none.
+pub fn tally(rows: impl IntoIterator<Item = (String, i64)>) -> BTreeMap<Api, u64> {
+    let mut by_api = BTreeMap::new();
+    for (api, n) in rows {
+        if let Some(a) = Api::parse(&api) {
+            *by_api.entry(a).or_default() += u64::try_from(n).unwrap_or(0);
+        }
+    }
+    by_api
 }
 
 /// The calls one firing of `p` is expected to cost, token fetches aside: its starts (1 plus the
@@ -180,6 +202,23 @@ pub fn token_fetches(dues: &[DateTime<Utc>], life: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_month_tally_keeps_the_apis_it_knows_and_no_negative_count() {
+        let by_api = super::tally([
+            ("start_cloud_record".to_owned(), 7),
+            ("start_cloud_record".to_owned(), 3),
+            ("something_newer".to_owned(), 100),
+            ("conference_info".to_owned(), -2),
+        ]);
+        assert_eq!(by_api.get(&Api::StartCloudRecord), Some(&10));
+        assert_eq!(by_api.get(&Api::ConferenceInfo), Some(&0));
+        assert_eq!(by_api.len(), 2, "{by_api:?}");
+        let seen = Observed::of(&by_api, 8);
+        assert_eq!((seen.started, seen.start_calls), (8, 10));
+        assert!((seen.retry_rate() - 0.25).abs() < 1e-9);
+        assert_eq!(Observed::of(&BTreeMap::new(), -1).started, 0);
+    }
+
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {

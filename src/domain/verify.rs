@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::retry::RetryPolicy;
-use super::state::{CheckKind, CheckOutcome};
+use super::state::{CheckKind, CheckOutcome, OccurrenceState};
 
 /// How an occurrence's recording is checked. `verify: false` in a policy is `None` where a
 /// policy holds an `Option<Verify>`.
@@ -248,8 +248,233 @@ pub fn decide_check(
     (outcome, next)
 }
 
+/// What a check's result writes to its occurrence: the one decision both engines carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckWrite {
+    pub step: CheckStep,
+    /// A start check that was made (not failed): it counts towards the start's `checks`.
+    pub counts: bool,
+    /// The check failed (`error`): one more failure in a row.
+    pub failed: bool,
+}
+
+/// The occurrence's next step after a check, as it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStep {
+    /// The occurrence stays as it is; the next check (`kind`) at the instant.
+    Again(CheckKind, DateTime<Utc>),
+    /// `verifying` → `succeeded` (`verified`: a check confirmed the recording), then the next
+    /// check, if any.
+    Succeeded {
+        verified: bool,
+        then: Option<(CheckKind, DateTime<Utc>)>,
+    },
+    /// `verifying` → this state: `retry_wait` (a new StartCloudRecord now) or, when the policy
+    /// was disabled meanwhile, `cancelled`.
+    StartAgain(OccurrenceState),
+    /// `verifying` → `expired` (`notRecording`).
+    Expired,
+    /// A `restart` occurrence due now, whose window ends at the instant.
+    Restart(DateTime<Utc>),
+    /// Nothing changes: a watch that ended, a video found or not, or a step that no longer
+    /// applies (the occurrence moved on, or its policy was disabled).
+    Nothing,
+}
+
+/// What a check of `kind` with `outcome`, deciding `next`, writes to an occurrence in `state` at
+/// `now`. Only a `verifying` occurrence moves on by a start check; a restart is made only for an
+/// enabled policy, with the policy's window after its offset (`restart_window_ms`).
+pub fn check_write(
+    kind: CheckKind,
+    outcome: CheckOutcome,
+    next: CheckNext,
+    state: OccurrenceState,
+    policy_enabled: bool,
+    restart_window_ms: i64,
+    now: DateTime<Utc>,
+) -> CheckWrite {
+    let failed = outcome == CheckOutcome::Error;
+    let verifying = state == OccurrenceState::Verifying;
+    let step = match next {
+        CheckNext::Again(kind, at) => CheckStep::Again(kind, at),
+        CheckNext::Confirmed(then) if verifying => CheckStep::Succeeded { verified: true, then },
+        CheckNext::Unconfirmed if verifying => CheckStep::Succeeded {
+            verified: false,
+            then: None,
+        },
+        CheckNext::StartAgain if verifying => CheckStep::StartAgain(if policy_enabled {
+            OccurrenceState::RetryWait
+        } else {
+            OccurrenceState::Cancelled
+        }),
+        CheckNext::Expired if verifying => CheckStep::Expired,
+        CheckNext::Restart if policy_enabled => {
+            let window = chrono::TimeDelta::milliseconds(restart_window_ms.max(1));
+            CheckStep::Restart(now.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC))
+        }
+        CheckNext::Done
+        | CheckNext::Confirmed(_)
+        | CheckNext::Unconfirmed
+        | CheckNext::StartAgain
+        | CheckNext::Expired
+        | CheckNext::Restart => CheckStep::Nothing,
+    };
+    CheckWrite {
+        step,
+        counts: kind == CheckKind::Start && !failed,
+        failed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    mod check_write {
+        use super::super::*;
+        use crate::domain::time::parse_utc;
+
+        fn t(s: &str) -> DateTime<Utc> {
+            parse_utc(s).expect("time")
+        }
+
+        #[test]
+        fn only_a_verifying_occurrence_moves_on_by_a_start_check() {
+            let now = t("2026-12-07T08:00:00Z");
+            for (next, step) in [
+                (
+                    CheckNext::Confirmed(None),
+                    CheckStep::Succeeded {
+                        verified: true,
+                        then: None,
+                    },
+                ),
+                (
+                    CheckNext::Unconfirmed,
+                    CheckStep::Succeeded {
+                        verified: false,
+                        then: None,
+                    },
+                ),
+                (
+                    CheckNext::StartAgain,
+                    CheckStep::StartAgain(OccurrenceState::RetryWait),
+                ),
+                (CheckNext::Expired, CheckStep::Expired),
+            ] {
+                let w = check_write(
+                    CheckKind::Start,
+                    CheckOutcome::Recording,
+                    next,
+                    OccurrenceState::Verifying,
+                    true,
+                    0,
+                    now,
+                );
+                assert_eq!(w.step, step, "{next:?}");
+                let moved_on = check_write(
+                    CheckKind::Start,
+                    CheckOutcome::Recording,
+                    next,
+                    OccurrenceState::Expired,
+                    true,
+                    0,
+                    now,
+                );
+                assert_eq!(
+                    moved_on.step,
+                    CheckStep::Nothing,
+                    "{next:?} after the occurrence moved on"
+                );
+            }
+        }
+
+        #[test]
+        fn a_disabled_policy_is_cancelled_not_started_again_and_never_restarted() {
+            let now = t("2026-12-07T08:00:00Z");
+            let w = check_write(
+                CheckKind::Start,
+                CheckOutcome::NotRecording,
+                CheckNext::StartAgain,
+                OccurrenceState::Verifying,
+                false,
+                0,
+                now,
+            );
+            assert_eq!(w.step, CheckStep::StartAgain(OccurrenceState::Cancelled));
+            let w = check_write(
+                CheckKind::Watch,
+                CheckOutcome::Stopped,
+                CheckNext::Restart,
+                OccurrenceState::Succeeded,
+                false,
+                60_000,
+                now,
+            );
+            assert_eq!(w.step, CheckStep::Nothing);
+        }
+
+        #[test]
+        fn a_restart_gets_the_policy_window_after_its_offset_and_at_least_a_millisecond() {
+            let now = t("2026-12-07T08:00:00Z");
+            let w = check_write(
+                CheckKind::Watch,
+                CheckOutcome::Stopped,
+                CheckNext::Restart,
+                OccurrenceState::Succeeded,
+                true,
+                600_000,
+                now,
+            );
+            assert_eq!(w.step, CheckStep::Restart(t("2026-12-07T08:10:00Z")));
+            let w = check_write(
+                CheckKind::Watch,
+                CheckOutcome::Stopped,
+                CheckNext::Restart,
+                OccurrenceState::Succeeded,
+                true,
+                -5,
+                now,
+            );
+            assert_eq!(w.step, CheckStep::Restart(t("2026-12-07T08:00:00.001Z")));
+        }
+
+        #[test]
+        fn only_a_start_check_that_was_made_counts() {
+            let now = t("2026-12-07T08:00:00Z");
+            let again = CheckNext::Again(CheckKind::Start, now);
+            let made = check_write(
+                CheckKind::Start,
+                CheckOutcome::NotRecording,
+                again,
+                OccurrenceState::Verifying,
+                true,
+                0,
+                now,
+            );
+            assert_eq!((made.counts, made.failed), (true, false));
+            let failed = check_write(
+                CheckKind::Start,
+                CheckOutcome::Error,
+                again,
+                OccurrenceState::Verifying,
+                true,
+                0,
+                now,
+            );
+            assert_eq!((failed.counts, failed.failed), (false, true));
+            let watch = check_write(
+                CheckKind::Watch,
+                CheckOutcome::Recording,
+                again,
+                OccurrenceState::Succeeded,
+                true,
+                0,
+                now,
+            );
+            assert_eq!((watch.counts, watch.failed), (false, false));
+            assert_eq!(watch.step, CheckStep::Again(CheckKind::Start, now));
+        }
+    }
     use chrono::TimeDelta;
 
     use super::*;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::types::*;
 use super::{Result, Store, engine};
 use crate::domain::alert::Facts;
-use crate::domain::quota::{Calls, Month};
+use crate::domain::quota::{Calls, Month, Observed};
 use crate::domain::verify::CheckNext;
 use crate::domain::{AlertEvent, CheckOutcome, OccurrenceState, SealedToken};
 
@@ -256,7 +256,16 @@ impl Store {
         next: CheckNext,
         now: DateTime<Utc>,
     ) -> Result<CheckEffect> {
-        engine!(self, db => db.complete_check(c, result, outcome, next, now).await)
+        let write = crate::domain::verify::check_write(
+            c.kind,
+            outcome,
+            next,
+            c.state,
+            c.policy_enabled,
+            c.restart_window_ms,
+            now,
+        );
+        engine!(self, db => db.complete_check(c, result, outcome, &write, now).await)
     }
 
     // history
@@ -371,7 +380,15 @@ impl Store {
     /// The calls counted in `month`; with `history`, also what the month's attempts say about a
     /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
     pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
-        engine!(self, db => db.usage(month, history).await)
+        let by_api = crate::domain::quota::tally(engine!(self, db => db.month_calls(month).await)?);
+        let observed = if history {
+            // Occurrences of this month that made a call: the retry rate's denominator.
+            let started = engine!(self, db => db.month_started(month).await)?;
+            Observed::of(&by_api, started)
+        } else {
+            Observed::default()
+        };
+        Ok(Usage { by_api, observed })
     }
 
     /// Record that `event` was said in `month`; `false` when it already was.

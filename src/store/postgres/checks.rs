@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::{Pg, data, int, ms};
-use crate::domain::verify::CheckNext;
+use crate::domain::verify::{CheckStep, CheckWrite};
 use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger};
 use crate::store::Result;
 use crate::store::types::{CheckEffect, CheckResult, DueCheck};
@@ -100,7 +100,7 @@ impl Pg {
         c: &DueCheck,
         result: &CheckResult,
         outcome: CheckOutcome,
-        next: CheckNext,
+        write: &CheckWrite,
         now: DateTime<Utc>,
     ) -> Result<CheckEffect> {
         let now = ms(now);
@@ -126,11 +126,10 @@ impl Pg {
         .execute(&mut *tx)
         .await?;
         super::usage::add_calls(&mut tx, &self.ctx.usage_day(now), &result.calls).await?;
-        let failed = outcome == CheckOutcome::Error;
-        let counts = i32::from(c.kind == CheckKind::Start && !failed);
+        let counts = i32::from(write.counts);
         let set_next = |t: Option<(CheckKind, DateTime<Utc>)>| (t.map(|x| ms(x.1)), t.map(|x| x.0));
-        let effect = match next {
-            CheckNext::Again(kind, at) => {
+        let effect = match write.step {
+            CheckStep::Again(kind, at) => {
                 let (at, kind) = set_next(Some((kind, at)));
                 sqlx::query(
                     "UPDATE occurrences SET next_check_at = $1, next_check_kind = $2, \
@@ -140,26 +139,21 @@ impl Pg {
                 .bind(at)
                 .bind(kind)
                 .bind(counts)
-                .bind(failed)
+                .bind(write.failed)
                 .bind(now)
                 .bind(c.occurrence_id)
                 .execute(&mut *tx)
                 .await?;
                 CheckEffect::None
             }
-            CheckNext::Confirmed(_) | CheckNext::Unconfirmed if c.state == OccurrenceState::Verifying => {
-                let then = match next {
-                    CheckNext::Confirmed(then) => then,
-                    _ => None,
-                };
+            CheckStep::Succeeded { verified, then } => {
                 let (at, kind) = set_next(then);
-                let verified = matches!(next, CheckNext::Confirmed(_)).then_some(now);
                 sqlx::query(
                     "UPDATE occurrences SET state = 'succeeded', verified_at = $1, next_check_at = $2, next_check_kind = $3, \
                      next_attempt_at = NULL, check_count = check_count + $4, check_failures = 0, updated_at = $5 \
                      WHERE id = $6 AND state = 'verifying'",
                 )
-                .bind(verified)
+                .bind(verified.then_some(now))
                 .bind(at)
                 .bind(kind)
                 .bind(counts)
@@ -169,12 +163,7 @@ impl Pg {
                 .await?;
                 CheckEffect::State(OccurrenceState::Succeeded)
             }
-            CheckNext::StartAgain if c.state == OccurrenceState::Verifying => {
-                let state = if c.policy_enabled {
-                    OccurrenceState::RetryWait
-                } else {
-                    OccurrenceState::Cancelled
-                };
+            CheckStep::StartAgain(state) => {
                 sqlx::query(
                     "UPDATE occurrences SET state = $1, \
                      next_attempt_at = CASE WHEN $2 THEN GREATEST($3, COALESCE(next_attempt_at, $3)) END, \
@@ -183,7 +172,7 @@ impl Pg {
                      WHERE id = $6 AND state = 'verifying'",
                 )
                 .bind(state)
-                .bind(c.policy_enabled)
+                .bind(state == OccurrenceState::RetryWait)
                 .bind(now)
                 .bind(crate::domain::outcome::codes::NOT_RECORDING)
                 .bind(counts)
@@ -192,7 +181,7 @@ impl Pg {
                 .await?;
                 CheckEffect::State(state)
             }
-            CheckNext::Expired if c.state == OccurrenceState::Verifying => {
+            CheckStep::Expired => {
                 sqlx::query(
                     "UPDATE occurrences SET state = 'expired', \
                      last_code = CASE WHEN next_attempt_at IS NULL THEN $1 ELSE last_code END, next_attempt_at = NULL, \
@@ -206,10 +195,8 @@ impl Pg {
                 .await?;
                 CheckEffect::State(OccurrenceState::Expired)
             }
-            CheckNext::Restart if c.policy_enabled => {
-                let window = chrono::TimeDelta::milliseconds(c.restart_window_ms.max(1));
-                let ends = now.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
-                let id = super::occurrences::insert_due_now(
+            CheckStep::Restart(ends) => CheckEffect::Restarted(
+                super::occurrences::insert_due_now(
                     &mut tx,
                     c.policy_id,
                     &c.policy_name,
@@ -219,15 +206,9 @@ impl Pg {
                     Trigger::Restart,
                     Some(c.occurrence_id),
                 )
-                .await?;
-                CheckEffect::Restarted(id)
-            }
-            CheckNext::Done
-            | CheckNext::Confirmed(_)
-            | CheckNext::Unconfirmed
-            | CheckNext::StartAgain
-            | CheckNext::Expired
-            | CheckNext::Restart => CheckEffect::None,
+                .await?,
+            ),
+            CheckStep::Nothing => CheckEffect::None,
         };
         tx.commit().await?;
         Ok(effect)

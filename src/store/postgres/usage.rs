@@ -1,13 +1,10 @@
 //! PostgreSQL twin of `store/usage.rs`: the calls DingTalk counted, per day and API.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use super::{Pg, Tx, ms};
-use crate::domain::quota::{Api, Calls, Month, Observed};
+use crate::domain::quota::{Calls, Month};
 use crate::store::Result;
-use crate::store::types::Usage;
 
 /// Adds `calls` made on `day` (`YYYY-MM-DD` of the quota's zone).
 pub(super) async fn add_calls(tx: &mut Tx, day: &str, calls: &Calls) -> Result<()> {
@@ -32,42 +29,25 @@ impl Pg {
         tx.commit().await
     }
 
-    pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+    pub async fn month_calls(&self, month: &Month) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
             "SELECT api, SUM(calls)::bigint FROM api_usage \
              WHERE day >= ($1 || '-01')::date AND day < ($1 || '-01')::date + interval '1 month' GROUP BY api",
         )
         .bind(&month.label)
         .fetch_all(&self.pool)
-        .await?;
-        let mut by_api = BTreeMap::new();
-        for (api, n) in rows {
-            if let Some(a) = Api::parse(&api) {
-                by_api.insert(a, u64::try_from(n).unwrap_or(0));
-            }
-        }
-        let start_calls = by_api.get(&Api::StartCloudRecord).copied().unwrap_or(0);
-        if !history {
-            return Ok(Usage {
-                by_api,
-                observed: Observed::default(),
-            });
-        }
-        let started: i64 = sqlx::query_scalar(
+        .await?)
+    }
+
+    pub async fn month_started(&self, month: &Month) -> Result<i64> {
+        Ok(sqlx::query_scalar(
             "SELECT COUNT(DISTINCT occurrence_id) FROM attempts \
              WHERE started_at >= $1 AND started_at < $2 AND sent_at IS NOT NULL",
         )
         .bind(ms(month.start))
         .bind(ms(month.end))
         .fetch_one(&self.pool)
-        .await?;
-        Ok(Usage {
-            by_api,
-            observed: Observed {
-                started: u64::try_from(started).unwrap_or(0),
-                start_calls,
-            },
-        })
+        .await?)
     }
 
     pub async fn quota_event_once(&self, month: &Month, event: &str, now: DateTime<Utc>) -> Result<bool> {

@@ -38,8 +38,6 @@ const SELECT: &str = "SELECT id, created_at, event, policy_name, occurrence_id, 
      last_error, sent_at, next_attempt_at, batch, payload FROM alerts";
 
 impl Sqlite {
-    /// Route events as config.yaml says: `destinations` when a policy names none, only `events`.
-    /// With no destination at all, nothing is written (the row goes: no alerts).
     pub async fn set_alert_routing(
         &self,
         default: &[String],
@@ -64,8 +62,6 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// Raise an alert that no state change writes (`auth_broken`, `quota`, `test`): one row per
-    /// destination, routed like the others (`destinations`: explicit ones, else the default).
     pub async fn raise_alert(
         &self,
         event: AlertEvent,
@@ -95,7 +91,6 @@ impl Sqlite {
         Ok(n)
     }
 
-    /// Pending alerts due at `now`, oldest first (at most `limit`).
     pub async fn alerts_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
         let q = format!(
             "{SELECT} WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
@@ -108,7 +103,6 @@ impl Sqlite {
         rows.iter().map(AlertRow::from_row).collect()
     }
 
-    /// The alerts of one robot message (a batch being sent again).
     pub async fn alert_batch(&self, batch: &str) -> Result<Vec<AlertRow>> {
         let q = format!("{SELECT} WHERE batch = ? AND state = 'pending' ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
@@ -118,8 +112,6 @@ impl Sqlite {
         rows.iter().map(AlertRow::from_row).collect()
     }
 
-    /// Before a send: the alerts go out together as `batch`, one more attempt each. Committed
-    /// before the call, so that a crash mid-send sends the same message (same `msgUuid`) again.
     pub async fn start_alert_send(&self, ids: &[i64], batch: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
         for id in ids {
@@ -134,7 +126,6 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// After a send: delivered (`Ok`), tried again at `retry_at`, or given up.
     pub async fn finish_alert_send(&self, ids: &[i64], end: AlertEnd<'_>, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let now_s = fmt_utc(now);
@@ -160,7 +151,6 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// Alerts created at or after `since`, newest first.
     pub async fn alerts_since(&self, since: DateTime<Utc>) -> Result<Vec<AlertRow>> {
         let q = format!("{SELECT} WHERE created_at >= ? ORDER BY id DESC");
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))

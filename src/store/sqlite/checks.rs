@@ -8,7 +8,7 @@ use sqlx::Row;
 use super::Sqlite;
 use super::occurrences::insert_due_now;
 use crate::domain::time::{fmt_utc, parse_utc};
-use crate::domain::verify::CheckNext;
+use crate::domain::verify::{CheckStep, CheckWrite};
 use crate::domain::{CheckKind, CheckOutcome, OccurrenceState, RetryPolicy, Trigger};
 use crate::store::types::*;
 use crate::store::{Result, StoreError, verify_column};
@@ -35,8 +35,6 @@ fn bad(col: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Sqlite {
-    /// Claim up to `limit` due checks: their intent rows are written and their occurrences' next
-    /// check cleared (one in flight at a time), in one transaction.
     pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
@@ -96,8 +94,6 @@ impl Sqlite {
         Ok(out)
     }
 
-    /// Is any check due later or in flight? (One statement: a claim moves a check from one to
-    /// the other in one commit.)
     pub async fn checks_pending(&self) -> Result<bool> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM checks INDEXED BY checks_open WHERE outcome IS NULL) \
@@ -107,20 +103,18 @@ impl Sqlite {
         .await?)
     }
 
-    /// When the next check is due, if any is pending.
     pub async fn next_check_at(&self) -> Result<Option<DateTime<Utc>>> {
         let t: Option<String> = sqlx::query_scalar(NEXT_CHECK).fetch_one(self.pool()).await?;
         t.map(|s| parse_utc(&s).map_err(|e| bad("next_check_at", e)))
             .transpose()
     }
 
-    /// Record a check's outcome and take the occurrence's next step, in one transaction.
     pub async fn complete_check(
         &self,
         c: &DueCheck,
         result: &CheckResult,
         outcome: CheckOutcome,
-        next: CheckNext,
+        write: &CheckWrite,
         now: DateTime<Utc>,
     ) -> Result<CheckEffect> {
         let now_s = fmt_utc(now);
@@ -146,11 +140,10 @@ impl Sqlite {
         .execute(&mut *tx)
         .await?;
         super::usage::add_calls(&mut tx, &self.ctx.usage_day(now), &result.calls).await?;
-        let failed = outcome == CheckOutcome::Error;
-        let counts = c.kind == CheckKind::Start && !failed;
+        let counts = i64::from(write.counts);
         let set_next = |t: Option<(CheckKind, DateTime<Utc>)>| (t.map(|x| fmt_utc(x.1)), t.map(|x| x.0));
-        let effect = match next {
-            CheckNext::Again(kind, at) => {
+        let effect = match write.step {
+            CheckStep::Again(kind, at) => {
                 let (at, kind) = set_next(Some((kind, at)));
                 sqlx::query(
                     "UPDATE occurrences SET next_check_at = ?, next_check_kind = ?, \
@@ -159,42 +152,31 @@ impl Sqlite {
                 )
                 .bind(at)
                 .bind(kind)
-                .bind(i64::from(counts))
-                .bind(failed)
+                .bind(counts)
+                .bind(write.failed)
                 .bind(&now_s)
                 .bind(c.occurrence_id)
                 .execute(&mut *tx)
                 .await?;
                 CheckEffect::None
             }
-            CheckNext::Confirmed(_) | CheckNext::Unconfirmed if c.state == OccurrenceState::Verifying => {
-                let then = match next {
-                    CheckNext::Confirmed(then) => then,
-                    _ => None,
-                };
+            CheckStep::Succeeded { verified, then } => {
                 let (at, kind) = set_next(then);
-                let verified = matches!(next, CheckNext::Confirmed(_)).then_some(&now_s);
                 sqlx::query(
                     "UPDATE occurrences SET state = 'succeeded', verified_at = ?, next_check_at = ?, next_check_kind = ?, next_attempt_at = NULL, \
                      check_count = check_count + ?, check_failures = 0, updated_at = ? WHERE id = ? AND state = 'verifying'",
                 )
-                .bind(verified)
+                .bind(verified.then_some(&now_s))
                 .bind(at)
                 .bind(kind)
-                .bind(i64::from(counts))
+                .bind(counts)
                 .bind(&now_s)
                 .bind(c.occurrence_id)
                 .execute(&mut *tx)
                 .await?;
                 CheckEffect::State(OccurrenceState::Succeeded)
             }
-            CheckNext::StartAgain if c.state == OccurrenceState::Verifying => {
-                // A new StartCloudRecord now, unless the policy was disabled meanwhile.
-                let state = if c.policy_enabled {
-                    OccurrenceState::RetryWait
-                } else {
-                    OccurrenceState::Cancelled
-                };
+            CheckStep::StartAgain(state) => {
                 // After a 200 the retry is now; after an answer that was settled by this check, the
                 // retry that answer asked for (its backoff), and its code stays the last one.
                 sqlx::query(
@@ -205,33 +187,31 @@ impl Sqlite {
                      WHERE id = ?6 AND state = 'verifying'",
                 )
                 .bind(state)
-                .bind(c.policy_enabled)
+                .bind(state == OccurrenceState::RetryWait)
                 .bind(&now_s)
                 .bind(crate::domain::outcome::codes::NOT_RECORDING)
-                .bind(i64::from(counts))
+                .bind(counts)
                 .bind(c.occurrence_id)
                 .execute(&mut *tx)
                 .await?;
                 CheckEffect::State(state)
             }
-            CheckNext::Expired if c.state == OccurrenceState::Verifying => {
+            CheckStep::Expired => {
                 sqlx::query(
                     "UPDATE occurrences SET state = 'expired', \
                      last_code = CASE WHEN next_attempt_at IS NULL THEN ?1 ELSE last_code END, next_attempt_at = NULL, \
                      check_count = check_count + ?2, updated_at = ?3 WHERE id = ?4 AND state = 'verifying'",
                 )
                 .bind(crate::domain::outcome::codes::NOT_RECORDING)
-                .bind(i64::from(counts))
+                .bind(counts)
                 .bind(&now_s)
                 .bind(c.occurrence_id)
                 .execute(&mut *tx)
                 .await?;
                 CheckEffect::State(OccurrenceState::Expired)
             }
-            CheckNext::Restart if c.policy_enabled => {
-                let window = chrono::TimeDelta::milliseconds(c.restart_window_ms.max(1));
-                let ends = now.checked_add_signed(window).unwrap_or(DateTime::<Utc>::MAX_UTC);
-                let id = insert_due_now(
+            CheckStep::Restart(ends) => CheckEffect::Restarted(
+                insert_due_now(
                     &mut tx,
                     c.policy_id,
                     &c.policy_name,
@@ -241,17 +221,9 @@ impl Sqlite {
                     Trigger::Restart,
                     Some(c.occurrence_id),
                 )
-                .await?;
-                CheckEffect::Restarted(id)
-            }
-            // Nothing more to check: a watch that ended, a video found or not, or a step that no
-            // longer applies (the occurrence moved on, or its policy was disabled).
-            CheckNext::Done
-            | CheckNext::Confirmed(_)
-            | CheckNext::Unconfirmed
-            | CheckNext::StartAgain
-            | CheckNext::Expired
-            | CheckNext::Restart => CheckEffect::None,
+                .await?,
+            ),
+            CheckStep::Nothing => CheckEffect::None,
         };
         tx.commit().await?;
         Ok(effect)

@@ -8,8 +8,6 @@ use crate::store::Result;
 use crate::store::types::*;
 
 impl Sqlite {
-    /// One row per occurrence, its attempts as one JSON array of objects keyed like
-    /// [`AttemptRow`] (a quarter of the rows a join would move).
     pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<OccurrenceRow>> {
         let mut sql = String::from(
             "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.conference_id, o.state, o.trigger, \

@@ -17,8 +17,6 @@ use crate::store::types::*;
 use crate::store::{Result, StoreError};
 
 impl Sqlite {
-    /// This daemon runs from `now` (`instances`): `dingrec status` and `/readyz` list it while it
-    /// renews its leases.
     pub async fn register_instance(&self, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -35,7 +33,6 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// This daemon stopped cleanly at `now`.
     pub async fn instance_stopped(&self, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE instances SET stopped_at = ?1, seen_at = ?1 WHERE instance = ?2")
@@ -46,7 +43,6 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// The processes seen since `since`, newest first, with what each holds now.
     pub async fn instances(&self, since: DateTime<Utc>) -> Result<Vec<InstanceRow>> {
         let rows = sqlx::query(
             "SELECT i.instance, i.version, i.started_at, i.seen_at, i.lease_ms, i.stopped_at, \
@@ -76,8 +72,6 @@ impl Sqlite {
             .collect()
     }
 
-    /// Move this process's heartbeat to `now`, and its leases on attempts and checks without an
-    /// outcome to `now` + the lease; how many rows it holds.
     pub async fn renew_leases(&self, now: DateTime<Utc>) -> Result<u64> {
         let me = crate::instance::this();
         let until = self.lease_until(now);
@@ -103,17 +97,11 @@ impl Sqlite {
         Ok(n)
     }
 
-    /// When the first lease of another process's attempt or check runs out (if it is not
-    /// renewed before): the moment to take it over, if that process is gone. Only several daemons
-    /// on PostgreSQL have one.
     pub async fn next_foreign_lease_end(&self) -> Result<Option<DateTime<Utc>>> {
         // SQLite: one daemon holds the database, and its start closed whatever others held.
         Ok(None)
     }
 
-    /// Take over the attempts and checks of other processes whose lease ran out before `now`:
-    /// closed as `interrupted`, their occurrences carried on (see [`Store::recover`]). Rows written
-    /// before leases existed (no `lease_until`) are left to the start-up recovery.
     pub async fn take_over_expired(&self, now: DateTime<Utc>) -> Result<Recovery> {
         let now_s = fmt_utc(now);
         let me = crate::instance::this();

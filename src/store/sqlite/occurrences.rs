@@ -182,7 +182,6 @@ where
 }
 
 impl Sqlite {
-    /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
         let mut rows = sqlx::query(PLAN_CANDIDATES)
             .bind(fmt_utc(until))
@@ -205,8 +204,6 @@ impl Sqlite {
         Ok(out)
     }
 
-    /// Write planned rows (never duplicating: unique per policy and due time; a cancelled row at
-    /// the same time comes back) and move each policy's `planned_until`, in one transaction.
     pub async fn write_plans(&self, plans: &[PolicyPlan], now: DateTime<Utc>) -> Result<u64> {
         let now_s = fmt_utc(now);
         let mut written = 0;
@@ -257,7 +254,6 @@ impl Sqlite {
         Ok(written)
     }
 
-    /// The earliest instant at which an occurrence wants an attempt.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(NEXT_DUE).fetch_one(self.pool()).await?;
         opt_time(&row, "t")
@@ -375,15 +371,10 @@ impl Sqlite {
         })
     }
 
-    /// What the calls of claimed attempts need, by attempt id, in the tickets' order. A row that
-    /// cannot be decoded fails alone; an attempt whose rows are gone is left out. (dingrec's own
-    /// writes never cause either: the schema's CHECKs hold the columns, and nothing deletes a
-    /// running occurrence or a policy. Only an outside edit of the file can.)
     pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
         load_claimed(self.pool(), tickets).await
     }
 
-    /// Write attempt outcomes and occurrence states, many in one transaction.
     pub async fn complete(&self, done: &[Completion], now: DateTime<Utc>) -> Result<()> {
         if done.is_empty() {
             return Ok(());
@@ -437,10 +428,6 @@ impl Sqlite {
         Ok(())
     }
 
-    /// At start: close attempts left without an outcome as `interrupted`, let the occurrences they
-    /// belonged to continue, and settle what came due while the daemon was down: per policy only
-    /// the latest past-due occurrence whose window is still open fires (`catch_up`); the others
-    /// are `missed`.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
@@ -474,8 +461,6 @@ impl Sqlite {
         Ok(rec)
     }
 
-    /// Occurrences whose window passed before they could be attempted become `missed`; ones
-    /// waiting for a retry past their window become `expired`. Returns them for logging.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
         let now_s = fmt_utc(now);
         // Read first: an idle daemon should not take the write lock every tick.
@@ -497,7 +482,6 @@ impl Sqlite {
         Ok(out)
     }
 
-    /// A manual occurrence (`dingrec trigger`), due now.
     pub async fn insert_manual(
         &self,
         policy_id: i64,
@@ -522,8 +506,6 @@ impl Sqlite {
         Ok(id)
     }
 
-    /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;
-    /// an attempt of it still without an outcome is closed as interrupted with `why`.
     pub async fn cancel_occurrence(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()> {
         let now_s = fmt_utc(now);
         let mut tx = self.begin_write().await?;
@@ -548,7 +530,6 @@ impl Sqlite {
         Ok(())
     }
 
-    /// An occurrence's state and last code, if it exists.
     pub async fn occurrence_state(&self, id: i64) -> Result<Option<(OccurrenceState, Option<String>)>> {
         let row = sqlx::query("SELECT state, last_code FROM occurrences WHERE id = ?")
             .bind(id)
@@ -557,7 +538,6 @@ impl Sqlite {
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
-    /// Live occurrences by state, for `/readyz`.
     pub async fn live_counts(&self) -> Result<Vec<(OccurrenceState, i64)>> {
         let rows = sqlx::query(
             "SELECT state, COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait', 'verifying') GROUP BY state",
@@ -579,8 +559,6 @@ impl Sqlite {
         opt_time(&row, "t")
     }
 
-    /// Drop occurrences (and their attempts and checks) that ended before `before`, and the
-    /// alerts raised before it that are no longer pending.
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(

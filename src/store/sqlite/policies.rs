@@ -57,8 +57,6 @@ impl Sqlite {
         rows.iter().map(stored).collect()
     }
 
-    /// Up to `limit` enabled policies with an id above `after`, by id: the forecast reads the
-    /// policies a page at a time, never all at once.
     pub async fn enabled_policies_after(&self, after: i64, limit: i64) -> Result<Vec<StoredPolicy>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{SELECT_POLICY} WHERE enabled = 1 AND id > ? ORDER BY id LIMIT ?"
@@ -78,9 +76,6 @@ impl Sqlite {
         row.as_ref().map(stored).transpose()
     }
 
-    /// Write `new` in one transaction: every policy lands or none. Unchanged policies are not
-    /// touched (no `updated_at` churn). Changed or disabled policies lose their future
-    /// not-yet-started occurrences (`cancelled`) and are planned again by the daemon.
     pub async fn apply_policies(
         &self,
         new: &[PolicyRecord],

@@ -10,12 +10,10 @@ use crate::store::FetchTurn;
 use crate::store::{Result, StoreError};
 
 impl Sqlite {
-    /// One daemon per SQLite database: no turn to wait for.
     pub async fn token_fetch_turn(&self, _app: &str) -> Result<Option<FetchTurn>> {
         Ok(None)
     }
 
-    /// The token kept for `app`, if any (fresh or not: the caller decides).
     pub async fn shared_token(&self, app: &str) -> Result<Option<SealedToken>> {
         let row: Option<(Vec<u8>, String, String)> =
             sqlx::query_as("SELECT sealed, expires_at, refresh_at FROM access_tokens WHERE app = ?")
@@ -33,7 +31,6 @@ impl Sqlite {
         }))
     }
 
-    /// Keep `token` for `app`, fetched by this process at `now`, in place of the one before.
     pub async fn share_token(&self, app: &str, token: &SealedToken, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -53,7 +50,6 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// Drop `app`'s token if it is still `sealed` (DingTalk refused it); a newer one stays.
     pub async fn forget_token(&self, app: &str, sealed: &[u8]) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("DELETE FROM access_tokens WHERE app = ? AND sealed = ?")

@@ -1,15 +1,12 @@
 //! `api_usage` and `quota_events` (`docs/quota.md`): the calls DingTalk counted against the
 //! monthly quota, per day of the quota's time zone and API, and what was said once a month.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use super::Sqlite;
-use crate::domain::quota::{Api, Calls, Month, Observed};
+use crate::domain::quota::{Calls, Month};
 use crate::domain::time::fmt_utc;
 use crate::store::Result;
-use crate::store::types::*;
 
 /// A month's calls by API (the month's label, `2026-12`): a range of the primary key.
 pub(crate) const MONTH_CALLS: &str = "SELECT api, SUM(calls) FROM api_usage \
@@ -37,7 +34,6 @@ pub(crate) async fn add_calls(conn: &mut sqlx::SqliteConnection, day: &str, call
 }
 
 impl Sqlite {
-    /// Count calls that belong to no attempt or check (token fetches), at `at`.
     pub async fn add_usage(&self, calls: &Calls, at: DateTime<Utc>) -> Result<()> {
         if calls.total() == 0 {
             return Ok(());
@@ -47,45 +43,24 @@ impl Sqlite {
         tx.commit().await
     }
 
-    /// The calls counted in `month`; with `history`, also what the month's attempts say about a
-    /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
-    pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(MONTH_CALLS)
+    pub async fn month_calls(&self, month: &Month) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(MONTH_CALLS)
             .bind(&month.label)
             .fetch_all(self.pool())
-            .await?;
-        let mut by_api = BTreeMap::new();
-        for (api, n) in rows {
-            if let Some(a) = Api::parse(&api) {
-                by_api.insert(a, u64::try_from(n).unwrap_or(0));
-            }
-        }
-        let start_calls = by_api.get(&Api::StartCloudRecord).copied().unwrap_or(0);
-        if !history {
-            return Ok(Usage {
-                by_api,
-                observed: Observed::default(),
-            });
-        }
-        // Occurrences of this month that made a call: the retry rate's denominator.
-        let started: i64 = sqlx::query_scalar(
+            .await?)
+    }
+
+    pub async fn month_started(&self, month: &Month) -> Result<i64> {
+        Ok(sqlx::query_scalar(
             "SELECT COUNT(DISTINCT occurrence_id) FROM attempts \
              WHERE started_at >= ?1 AND started_at < ?2 AND sent_at IS NOT NULL",
         )
         .bind(fmt_utc(month.start))
         .bind(fmt_utc(month.end))
         .fetch_one(self.pool())
-        .await?;
-        Ok(Usage {
-            by_api,
-            observed: Observed {
-                started: u64::try_from(started).unwrap_or(0),
-                start_calls,
-            },
-        })
+        .await?)
     }
 
-    /// Record that `event` was said in `month`; `false` when it already was.
     pub async fn quota_event_once(&self, month: &Month, event: &str, now: DateTime<Utc>) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query("INSERT OR IGNORE INTO quota_events (month, event, at) VALUES (?, ?, ?)")
@@ -99,7 +74,6 @@ impl Sqlite {
         Ok(n > 0)
     }
 
-    /// Attempts DingTalk refused this month because the quota ran out.
     pub async fn refused_for_quota(&self, month: &Month) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(QUOTA_REFUSED)
             .bind(fmt_utc(month.start))
