@@ -435,20 +435,43 @@ impl World {
                      OR next_check_at <= '{now}' \
                      UNION ALL SELECT 'attempt ' || id || ' of occurrence ' || occurrence_id || ' without outcome, started ' \
                      || started_at FROM attempts WHERE outcome IS NULL \
-                     UNION ALL SELECT 'check ' || id || ' of occurrence ' || occurrence_id || ' without outcome' \
+                     UNION ALL SELECT 'check ' || id || ' (' || kind || ') of occurrence ' || occurrence_id || ' without outcome, claimed at ' \
+                     || at || ' by ' || COALESCE(instance, '-') || ', lease until ' || COALESCE(lease_until, '-') \
                      FROM checks WHERE outcome IS NULL \
                      UNION ALL SELECT 'policy ' || name || ' planned until ' || planned_until FROM policies \
                      WHERE enabled AND planned_until < '{horizon}'"
                     ))
                     .await;
                 return Err(format!(
-                    "4: not at rest at {now}: {busy} rows in flight, due or past their window:\n{which}\n  {}",
-                    self.app.loop_state()
+                    "4: not at rest at {now}: {busy} rows in flight, due or past their window:\n{which}\n  {}\n  the fake's last requests (real time ms ago, method path id status code): {}",
+                    self.app.loop_state(),
+                    self.last_requests(8)
                 ));
             }
             self.app.wake();
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         }
+    }
+
+    /// The fake's last `n` requests, newest last, for a failure's message.
+    fn last_requests(&self, n: usize) -> String {
+        let now = chrono::Utc::now().timestamp_millis();
+        let log = self.app.fake.requests();
+        log.iter()
+            .skip(log.len().saturating_sub(n))
+            .map(|r| {
+                format!(
+                    "[{} {} {} {} {} {}]",
+                    now - r.at_ms,
+                    r.method,
+                    r.path,
+                    r.id.as_deref().unwrap_or("-"),
+                    r.status,
+                    r.code.as_deref().unwrap_or("-")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Move the clock `secs`, stepping through everything due on the way. With `hung`: stop as
