@@ -49,7 +49,7 @@ pub enum BuildError {
 
 /// What makes attempts: the DingTalk client, the metrics, the health board and the dispatcher
 /// with its outcome writer. The daemon and `dingrec trigger` build it the same way.
-pub struct Engine {
+pub struct AttemptEngine {
     pub client: Arc<DingTalkClient>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -57,7 +57,7 @@ pub struct Engine {
     pub writer: Writer,
 }
 
-impl Engine {
+impl AttemptEngine {
     /// `tick` is the scheduler loop's period (for the health board's "stuck" check);
     /// `rate_limit` and `max_in_flight` bound the calls.
     pub fn build(
@@ -67,7 +67,7 @@ impl Engine {
         clock: SharedClock,
         tick: std::time::Duration,
         (rate_limit, max_in_flight): (u32, usize),
-    ) -> Result<Engine, BuildError> {
+    ) -> Result<AttemptEngine, BuildError> {
         let metrics = Metrics::new();
         let client = Arc::new(
             DingTalkClient::new(
@@ -99,7 +99,7 @@ impl Engine {
             rate_limit,
             max_in_flight,
         );
-        Ok(Engine {
+        Ok(AttemptEngine {
             client,
             metrics,
             health,
@@ -197,14 +197,14 @@ impl App {
         // Before anything touches the database: one daemon per file.
         let instance_lock = match settings.database.engine() {
             // Its wait (up to a second) blocks: off the runtime's workers.
-            crate::config::Engine::Sqlite => {
+            crate::config::DatabaseEngine::Sqlite => {
                 let path = settings.database.path.clone();
                 let taken = tokio::task::spawn_blocking(move || InstanceLock::acquire(&path))
                     .await
                     .map_err(|e| BuildError::Config(format!("the instance lock's task failed: {e}")))?;
                 Some(taken?)
             }
-            crate::config::Engine::Postgres => None,
+            crate::config::DatabaseEngine::Postgres => None,
         };
         let quota = settings
             .dingtalk
@@ -226,13 +226,13 @@ impl App {
         let tick = notifier
             .watchdog_interval()
             .map_or(crate::scheduler::TICK, |w| w.min(crate::scheduler::TICK));
-        let Engine {
+        let AttemptEngine {
             client,
             metrics,
             health,
             dispatcher,
             writer,
-        } = Engine::build(
+        } = AttemptEngine::build(
             &settings,
             credentials,
             &store,

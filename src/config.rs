@@ -74,34 +74,34 @@ pub const MAX_DATABASE_CONNECTIONS: u32 = 64;
 
 /// Which engine a configuration selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub enum DatabaseEngine {
     Sqlite,
     Postgres,
 }
 
-impl Engine {
+impl DatabaseEngine {
     pub fn as_str(self) -> &'static str {
         match self {
-            Engine::Sqlite => "sqlite",
-            Engine::Postgres => "postgres",
+            DatabaseEngine::Sqlite => "sqlite",
+            DatabaseEngine::Postgres => "postgres",
         }
     }
 }
 
 impl DatabaseSettings {
-    pub fn engine(&self) -> Engine {
+    pub fn engine(&self) -> DatabaseEngine {
         if self.url.is_empty() {
-            Engine::Sqlite
+            DatabaseEngine::Sqlite
         } else {
-            Engine::Postgres
+            DatabaseEngine::Postgres
         }
     }
 
     /// Where the database is, for messages: the SQLite file, or the URL (which holds no password).
     pub fn location(&self) -> String {
         match self.engine() {
-            Engine::Sqlite => self.path.display().to_string(),
-            Engine::Postgres => self.url.clone(),
+            DatabaseEngine::Sqlite => self.path.display().to_string(),
+            DatabaseEngine::Postgres => self.url.clone(),
         }
     }
 
@@ -1703,7 +1703,7 @@ mod tests {
             )?;
             jail.set_env("CREDENTIALS_DIRECTORY", dir.join("creds").display());
             let s = Settings::load(Some(Path::new("config.yaml"))).expect("loads");
-            assert_eq!(s.database.engine(), Engine::Postgres);
+            assert_eq!(s.database.engine(), DatabaseEngine::Postgres);
             let options = s.database.postgres_options().expect("options");
             assert_eq!(options.get_host(), "db.example.com");
             assert_eq!(options.get_database(), Some("dingrec"));

@@ -272,7 +272,7 @@ pub fn parse_str(
             "missing key 'policies' (a list of policies)",
         )]);
     };
-    let mut ctx = Checker {
+    let mut ctx = Validator {
         file,
         text,
         errors: Vec::new(),
@@ -477,13 +477,13 @@ impl Entry {
     }
 }
 
-struct Checker<'a> {
+struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     errors: Vec<Diagnostic>,
 }
 
-impl Checker<'_> {
+impl Validator<'_> {
     fn at(&self, loc: &serde_saphyr::Location, width: usize, key: String, err: Invalid) -> Diagnostic {
         Diagnostic {
             file: self.file.to_owned(),
@@ -839,7 +839,7 @@ impl Checker<'_> {
     }
 }
 
-impl Checker<'_> {
+impl Validator<'_> {
     /// `verify`: `None` is an error (reported); `Some(None)` is `verify: false`.
     fn verify(
         &mut self,

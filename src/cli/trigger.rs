@@ -1,5 +1,5 @@
 //! `dingrec trigger POLICY`: a manual occurrence, started now, with the daemon's own parts
-//! ([`Engine`]): the same client, classification, retries and audit rows.
+//! ([`AttemptEngine`]): the same client, classification, retries and audit rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 
 use super::no_such_policy;
-use crate::app::Engine;
+use crate::app::AttemptEngine;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::time::fmt_utc;
@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, name: &str, conference_id: Option<&str>) -
         "manual occurrence {id} of '{name}': starting the recording (until {})",
         fmt_utc(window_ends)
     );
-    let engine = Engine::build(
+    let engine = AttemptEngine::build(
         settings,
         credentials,
         &store,

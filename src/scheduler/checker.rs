@@ -22,20 +22,20 @@ use crate::store::{CheckEffect, CheckResult, DueCheck, final_event};
 const MAX_CHECKS_IN_FLIGHT: usize = 16;
 
 /// Claims due checks and runs them as tasks; a task that panics fails the daemon.
-pub struct Checker {
+pub struct CheckRunner {
     dispatcher: Arc<Dispatcher>,
     tasks: JoinSet<()>,
 }
 
-impl std::fmt::Debug for Checker {
+impl std::fmt::Debug for CheckRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checker")
+        f.debug_struct("CheckRunner")
             .field("in_flight", &self.tasks.len())
             .finish()
     }
 }
 
-impl Checker {
+impl CheckRunner {
     pub fn new(dispatcher: Arc<Dispatcher>) -> Self {
         Self {
             dispatcher,

@@ -8,8 +8,10 @@
 pub mod checker;
 pub mod dispatcher;
 pub mod health;
+pub mod pacing;
 pub mod planner;
 pub mod quota;
+mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use self::checker::Checker;
+use self::checker::CheckRunner;
 use self::dispatcher::{Dispatcher, Writer};
 use self::health::Health;
 use crate::clock::SharedClock;
@@ -42,7 +44,7 @@ const DUE_EARLY: Duration = Duration::from_millis(2);
 
 pub struct Scheduler {
     pub dispatcher: Arc<Dispatcher>,
-    checker: Checker,
+    checker: CheckRunner,
     writer: Option<Writer>,
     store: Store,
     clock: SharedClock,
@@ -95,7 +97,7 @@ impl Scheduler {
     ) -> Self {
         let tick = notifier.watchdog_interval().map_or(TICK, |w| w.min(TICK));
         Self {
-            checker: Checker::new(dispatcher.clone()),
+            checker: CheckRunner::new(dispatcher.clone()),
             dispatcher,
             writer: Some(writer),
             store,
@@ -254,7 +256,7 @@ impl Scheduler {
     /// later. Under SQLite's lock the start-up recovery did that for all. `every_tick`: look
     /// whatever the time (another daemon may have claimed since the last look).
     async fn take_over(&mut self, every_tick: bool) -> crate::store::Result<()> {
-        if self.store.engine() != crate::config::Engine::Postgres {
+        if self.store.engine() != crate::config::DatabaseEngine::Postgres {
             return Ok(());
         }
         if !every_tick && self.next_take_over.is_none_or(|t| self.clock.now() <= t) {
@@ -308,9 +310,6 @@ impl Scheduler {
             if cancel.is_cancelled() || self.dispatcher.fatal().is_some() {
                 break;
             }
-            let mut sleep_for = self.tick;
-            // Whether the sleep ends at a due instant (to be met to the millisecond).
-            let mut until_due = false;
             // Planning and sweeping once per tick, even in a burst; dispatching every pass.
             let now = self.clock.now();
             let wished = self.health.take_housekeeping_wish();
@@ -343,60 +342,52 @@ impl Scheduler {
             if housekeeping_due && step.is_ok() {
                 self.health.planned(now);
             }
-            match step {
+            let wake = match step {
                 Ok(started) => {
                     db_backoff = Duration::from_millis(100);
                     self.health.db_recovered("scheduler");
-                    if started > 0 {
-                        // More may be due at once; look again without sleeping.
-                        sleep_for = Duration::ZERO;
-                    } else if !self.dispatcher.has_room() {
-                        // Due but no free worker: sleep until one frees up (the outcome writer
-                        // wakes the loop after every batch) or the tick, not in a busy loop.
-                    } else {
+                    // With no free worker, the due start waits for one to free up (the outcome
+                    // writer wakes the loop after every batch) or the tick, not a busy loop.
+                    let room = started == 0 && self.dispatcher.has_room();
+                    let mut due = None;
+                    let mut check = None;
+                    if room {
                         if let Ok(Some(next)) = self.store.next_due_at().await {
                             let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
                             if wait <= TOKEN_AHEAD {
                                 self.dispatcher.warm_token(next);
                             }
-                            if wait.is_zero() {
-                                // Due and not claimable (its window just closed; the sweep
-                                // takes it): look again soon, not in a busy loop.
-                                sleep_for = sleep_for.min(Duration::from_millis(1));
-                            } else if wait < sleep_for {
-                                sleep_for = wait;
-                                until_due = true;
-                            }
+                            due = Some(wait);
                         }
                         if let Ok(Some(next)) = self.store.next_check_at().await {
-                            let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
-                            let wait = wait.max(Duration::from_millis(1));
-                            if wait < sleep_for {
-                                // A check is not held to the millisecond.
-                                sleep_for = wait;
-                                until_due = false;
-                            }
+                            check = Some((next - self.clock.now()).to_std().unwrap_or(Duration::ZERO));
                         }
                     }
+                    wake::wake_up(wake::Pass {
+                        longest: self.tick,
+                        started: started > 0,
+                        room,
+                        due,
+                        check,
+                        take_over: self.next_take_over.map(|t| t - self.clock.now()),
+                    })
                 }
                 Err(e) => {
                     error!(error = %e, "scheduler: database error; trying again");
                     self.health.db_failed("scheduler", e.to_string());
-                    sleep_for = db_backoff;
+                    let wake = wake::wake_up(wake::Pass {
+                        longest: db_backoff,
+                        started: false,
+                        room: false,
+                        due: None,
+                        check: None,
+                        take_over: self.next_take_over.map(|t| t - self.clock.now()),
+                    });
                     db_backoff = (db_backoff * 2).min(Duration::from_secs(2));
+                    wake
                 }
-            }
-            if let Some(t) = self.next_take_over {
-                // Just after the lease ends (a lease is held until its instant); a lease that
-                // ended and is still there is being taken over by another daemon: look again soon.
-                let wait = (t - self.clock.now())
-                    .to_std()
-                    .map_or(Duration::from_millis(50), |d| d + Duration::from_millis(1));
-                if wait < sleep_for {
-                    sleep_for = wait;
-                    until_due = false;
-                }
-            }
+            };
+            let (sleep_for, until_due) = (wake.after, wake.at_due);
             if last_gauges.elapsed() >= Duration::from_secs(5) {
                 self.refresh_gauges().await;
                 last_gauges = tokio::time::Instant::now();

@@ -1,5 +1,5 @@
 //! The store's operations, each written once: every one hands its arguments to the engine the
-//! store was opened on ([`engine!`]). An operation one engine lacks does not compile. The rows and
+//! store was opened on ([`backend!`]). An operation one engine lacks does not compile. The rows and
 //! values they take and give are in `types.rs`; the SQL of each is in `sqlite/` and `postgres/`,
 //! in the file of the same name.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::types::*;
-use super::{Result, Store, engine};
+use super::{Result, Store, backend};
 use crate::domain::alert::Facts;
 use crate::domain::quota::{Calls, Month, Observed};
 use crate::domain::verify::CheckNext;
@@ -63,12 +63,12 @@ impl Store {
         wake: &[std::sync::Arc<tokio::sync::Notify>],
         cancel: &tokio_util::sync::CancellationToken,
     ) {
-        engine!(self, db => db.watch_policies(wake, cancel).await)
+        backend!(self, db => db.watch_policies(wake, cancel).await)
     }
 
     /// Readiness: does a write commit (and, on SQLite, may this process write the file)?
     pub async fn probe_writable(&self) -> Result<()> {
-        engine!(self, db => db.probe_writable().await)
+        backend!(self, db => db.probe_writable().await)
     }
 
     /// This database's own mark for the names of its alert messages (a robot's `msgUuid`, a
@@ -77,24 +77,24 @@ impl Store {
     /// receiver that drops repeats drops only real ones.
     pub async fn alert_prefix(&self) -> Result<String> {
         let drawn = i64::from(rand::random::<u32>());
-        let value = engine!(self, db => db.alert_prefix(drawn).await)?;
+        let value = backend!(self, db => db.alert_prefix(drawn).await)?;
         Ok(format!("{:08x}", value & 0xffff_ffff))
     }
 
     // policies
 
     pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
-        engine!(self, db => db.list_policies().await)
+        backend!(self, db => db.list_policies().await)
     }
 
     /// Up to `limit` enabled policies with an id above `after`, by id: the forecast reads the
     /// policies a page at a time, never all at once.
     pub async fn enabled_policies_after(&self, after: i64, limit: i64) -> Result<Vec<StoredPolicy>> {
-        engine!(self, db => db.enabled_policies_after(after, limit).await)
+        backend!(self, db => db.enabled_policies_after(after, limit).await)
     }
 
     pub async fn policy_by_name(&self, name: &str) -> Result<Option<StoredPolicy>> {
-        engine!(self, db => db.policy_by_name(name).await)
+        backend!(self, db => db.policy_by_name(name).await)
     }
 
     /// What `apply` would change, without writing.
@@ -113,25 +113,25 @@ impl Store {
         prune: Prune<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>> {
-        engine!(self, db => db.apply_policies(new, prune, now).await)
+        backend!(self, db => db.apply_policies(new, prune, now).await)
     }
 
     // occurrences
 
     /// Enabled policies whose rows reach less far than `until`.
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
-        engine!(self, db => db.plan_candidates(until, limit).await)
+        backend!(self, db => db.plan_candidates(until, limit).await)
     }
 
     /// Write planned rows (never duplicating: unique per policy and due time; a cancelled row at
     /// the same time comes back) and move each policy's `planned_until`, in one transaction.
     pub async fn write_plans(&self, plans: &[PolicyPlan], now: DateTime<Utc>) -> Result<u64> {
-        engine!(self, db => db.write_plans(plans, now).await)
+        backend!(self, db => db.write_plans(plans, now).await)
     }
 
     /// The earliest instant at which an occurrence wants an attempt.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
-        engine!(self, db => db.next_due_at().await)
+        backend!(self, db => db.next_due_at().await)
     }
 
     /// Claim up to `limit` due occurrences, earliest first (with `retries_first`, due retries
@@ -147,12 +147,12 @@ impl Store {
         retries_first: bool,
         read_back: usize,
     ) -> Result<Claim> {
-        engine!(self, db => db.claim(now, limit, None, retries_first, read_back).await)
+        backend!(self, db => db.claim(now, limit, None, retries_first, read_back).await)
     }
 
     /// Claim one occurrence by id if it is due (`dingrec trigger`), and read it back.
     pub async fn claim_occurrence(&self, id: i64, now: DateTime<Utc>) -> Result<Option<Claimed>> {
-        engine!(self, db => db.claim(now, 1, Some(id), false, 1).await)?
+        backend!(self, db => db.claim(now, 1, Some(id), false, 1).await)?
             .loaded
             .pop()
             .map(|(_, c)| c)
@@ -164,12 +164,12 @@ impl Store {
     /// writes never cause either: the schema's CHECKs hold the columns, and nothing deletes a
     /// running occurrence or a policy. Only an outside edit of the file can.)
     pub async fn load_claimed(&self, tickets: &[Ticket]) -> Result<Vec<(i64, Result<Claimed>)>> {
-        engine!(self, db => db.load_claimed(tickets).await)
+        backend!(self, db => db.load_claimed(tickets).await)
     }
 
     /// Write attempt outcomes and occurrence states, many in one transaction.
     pub async fn complete(&self, done: &[Completion], now: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.complete(done, now).await)
+        backend!(self, db => db.complete(done, now).await)
     }
 
     /// At start: close attempts left without an outcome as `interrupted`, let the occurrences they
@@ -177,13 +177,13 @@ impl Store {
     /// the latest past-due occurrence whose window is still open fires (`catch_up`); the others
     /// are `missed`.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        engine!(self, db => db.recover(now).await)
+        backend!(self, db => db.recover(now).await)
     }
 
     /// Occurrences whose window passed before they could be attempted become `missed`; ones
     /// waiting for a retry past their window become `expired`. Returns them for logging.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<FinalEvent>> {
-        engine!(self, db => db.sweep(now).await)
+        backend!(self, db => db.sweep(now).await)
     }
 
     /// A manual occurrence (`dingrec trigger`), due now.
@@ -195,37 +195,37 @@ impl Store {
         window_ends_at: DateTime<Utc>,
         conference_id: Option<&str>,
     ) -> Result<i64> {
-        engine!(self, db => db.insert_manual(policy_id, policy_name, now, window_ends_at, conference_id).await)
+        backend!(self, db => db.insert_manual(policy_id, policy_name, now, window_ends_at, conference_id).await)
     }
 
     /// Withdraw one live occurrence (`dingrec trigger` stopped by Ctrl-C): it becomes `cancelled`;
     /// an attempt of it still without an outcome is closed as interrupted with `why`.
     pub async fn cancel_occurrence(&self, id: i64, why: &str, now: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.cancel_occurrence(id, why, now).await)
+        backend!(self, db => db.cancel_occurrence(id, why, now).await)
     }
 
     /// An occurrence's state and last code, if it exists.
     pub async fn occurrence_state(&self, id: i64) -> Result<Option<(OccurrenceState, Option<String>)>> {
-        engine!(self, db => db.occurrence_state(id).await)
+        backend!(self, db => db.occurrence_state(id).await)
     }
 
     /// Live occurrences by state, for `/readyz`.
     pub async fn live_counts(&self) -> Result<Vec<(OccurrenceState, i64)>> {
-        engine!(self, db => db.live_counts().await)
+        backend!(self, db => db.live_counts().await)
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
-        engine!(self, db => db.enabled_policy_count().await)
+        backend!(self, db => db.enabled_policy_count().await)
     }
 
     pub async fn last_success_at(&self) -> Result<Option<DateTime<Utc>>> {
-        engine!(self, db => db.last_success_at().await)
+        backend!(self, db => db.last_success_at().await)
     }
 
     /// Drop occurrences (and their attempts and checks) that ended before `before`, and the
     /// alerts raised before it that are no longer pending.
     pub async fn prune_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        engine!(self, db => db.prune_before(before).await)
+        backend!(self, db => db.prune_before(before).await)
     }
 
     // checks
@@ -233,18 +233,18 @@ impl Store {
     /// Claim up to `limit` due checks: their intent rows are written and their occurrences' next
     /// check cleared (one in flight at a time), in one transaction.
     pub async fn claim_checks(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueCheck>> {
-        engine!(self, db => db.claim_checks(now, limit).await)
+        backend!(self, db => db.claim_checks(now, limit).await)
     }
 
     /// Is any check due later or in flight? (One statement: a claim moves a check from one to
     /// the other in one commit.)
     pub async fn checks_pending(&self) -> Result<bool> {
-        engine!(self, db => db.checks_pending().await)
+        backend!(self, db => db.checks_pending().await)
     }
 
     /// When the next check is due, if any is pending.
     pub async fn next_check_at(&self) -> Result<Option<DateTime<Utc>>> {
-        engine!(self, db => db.next_check_at().await)
+        backend!(self, db => db.next_check_at().await)
     }
 
     /// Record a check's outcome and take the occurrence's next step, in one transaction.
@@ -265,7 +265,7 @@ impl Store {
             c.restart_window_ms,
             now,
         );
-        engine!(self, db => db.complete_check(c, result, outcome, &write, now).await)
+        backend!(self, db => db.complete_check(c, result, outcome, &write, now).await)
     }
 
     // history
@@ -273,7 +273,7 @@ impl Store {
     /// One row per occurrence, its attempts as one JSON array of objects keyed like
     /// [`AttemptRow`] (a quarter of the rows a join would move).
     pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<OccurrenceRow>> {
-        engine!(self, db => db.history(f).await)
+        backend!(self, db => db.history(f).await)
     }
 
     // leases
@@ -281,37 +281,37 @@ impl Store {
     /// This daemon runs from `now` (`instances`): `dingrec status` and `/readyz` list it while it
     /// renews its leases.
     pub async fn register_instance(&self, now: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.register_instance(now).await)
+        backend!(self, db => db.register_instance(now).await)
     }
 
     /// This daemon stopped cleanly at `now`.
     pub async fn instance_stopped(&self, now: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.instance_stopped(now).await)
+        backend!(self, db => db.instance_stopped(now).await)
     }
 
     /// The processes seen since `since`, newest first, with what each holds now.
     pub async fn instances(&self, since: DateTime<Utc>) -> Result<Vec<InstanceRow>> {
-        engine!(self, db => db.instances(since).await)
+        backend!(self, db => db.instances(since).await)
     }
 
     /// Move this process's heartbeat to `now`, and its leases on attempts and checks without an
     /// outcome to `now` + the lease; how many rows it holds.
     pub async fn renew_leases(&self, now: DateTime<Utc>) -> Result<u64> {
-        engine!(self, db => db.renew_leases(now).await)
+        backend!(self, db => db.renew_leases(now).await)
     }
 
     /// When the first lease of another process's attempt or check runs out (if it is not
     /// renewed before): the moment to take it over, if that process is gone. Only several daemons
     /// on PostgreSQL have one.
     pub async fn next_foreign_lease_end(&self) -> Result<Option<DateTime<Utc>>> {
-        engine!(self, db => db.next_foreign_lease_end().await)
+        backend!(self, db => db.next_foreign_lease_end().await)
     }
 
     /// Take over the attempts and checks of other processes whose lease ran out before `now`:
     /// closed as `interrupted`, their occurrences carried on (see [`Store::recover`]). Rows written
     /// before leases existed (no `lease_until`) are left to the start-up recovery.
     pub async fn take_over_expired(&self, now: DateTime<Utc>) -> Result<Recovery> {
-        engine!(self, db => db.take_over_expired(now).await)
+        backend!(self, db => db.take_over_expired(now).await)
     }
 
     // alerts
@@ -325,7 +325,7 @@ impl Store {
         any_destination: bool,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        engine!(self, db => db.set_alert_routing(default, events, any_destination, now).await)
+        backend!(self, db => db.set_alert_routing(default, events, any_destination, now).await)
     }
 
     /// Raise an alert that no state change writes (`auth_broken`, `quota`, `test`): one row per
@@ -337,53 +337,53 @@ impl Store {
         facts: &Facts,
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        engine!(self, db => db.raise_alert(event, destinations, facts, now).await)
+        backend!(self, db => db.raise_alert(event, destinations, facts, now).await)
     }
 
     /// Pending alerts due at `now`, oldest first (at most `limit`).
     pub async fn alerts_due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
-        engine!(self, db => db.alerts_due(now, limit).await)
+        backend!(self, db => db.alerts_due(now, limit).await)
     }
 
     /// The alerts of one robot message (a batch being sent again).
     pub async fn alert_batch(&self, batch: &str) -> Result<Vec<AlertRow>> {
-        engine!(self, db => db.alert_batch(batch).await)
+        backend!(self, db => db.alert_batch(batch).await)
     }
 
     /// Before a send: the alerts go out together as `batch`, one more attempt each. Committed
     /// before the call, so that a crash mid-send sends the same message (same `msgUuid`) again.
     pub async fn start_alert_send(&self, ids: &[i64], batch: &str) -> Result<()> {
-        engine!(self, db => db.start_alert_send(ids, batch).await)
+        backend!(self, db => db.start_alert_send(ids, batch).await)
     }
 
     /// After a send: delivered (`Ok`), tried again at `retry_at`, or given up.
     pub async fn finish_alert_send(&self, ids: &[i64], end: AlertEnd<'_>, now: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.finish_alert_send(ids, end, now).await)
+        backend!(self, db => db.finish_alert_send(ids, end, now).await)
     }
 
     /// Alerts created at or after `since`, newest first.
     pub async fn alerts_since(&self, since: DateTime<Utc>) -> Result<Vec<AlertRow>> {
-        engine!(self, db => db.alerts_since(since).await)
+        backend!(self, db => db.alerts_since(since).await)
     }
 
     pub async fn alerts_pending(&self) -> Result<PendingStats> {
-        engine!(self, db => db.alerts_pending().await)
+        backend!(self, db => db.alerts_pending().await)
     }
 
     // usage
 
     /// Count calls that belong to no attempt or check (token fetches), at `at`.
     pub async fn add_usage(&self, calls: &Calls, at: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.add_usage(calls, at).await)
+        backend!(self, db => db.add_usage(calls, at).await)
     }
 
     /// The calls counted in `month`; with `history`, also what the month's attempts say about a
     /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
     pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
-        let by_api = crate::domain::quota::tally(engine!(self, db => db.month_calls(month).await)?);
+        let by_api = crate::domain::quota::tally(backend!(self, db => db.month_calls(month).await)?);
         let observed = if history {
             // Occurrences of this month that made a call: the retry rate's denominator.
-            let started = engine!(self, db => db.month_started(month).await)?;
+            let started = backend!(self, db => db.month_started(month).await)?;
             Observed::of(&by_api, started)
         } else {
             Observed::default()
@@ -393,43 +393,43 @@ impl Store {
 
     /// Record that `event` was said in `month`; `false` when it already was.
     pub async fn quota_event_once(&self, month: &Month, event: &str, now: DateTime<Utc>) -> Result<bool> {
-        engine!(self, db => db.quota_event_once(month, event, now).await)
+        backend!(self, db => db.quota_event_once(month, event, now).await)
     }
 
     /// Attempts DingTalk refused this month because the quota ran out.
     pub async fn refused_for_quota(&self, month: &Month) -> Result<u64> {
-        engine!(self, db => db.refused_for_quota(month).await)
+        backend!(self, db => db.refused_for_quota(month).await)
     }
 
     // tokens
 
     /// One daemon per SQLite database: no turn to wait for.
     pub async fn token_fetch_turn(&self, app: &str) -> Result<Option<FetchTurn>> {
-        engine!(self, db => db.token_fetch_turn(app).await)
+        backend!(self, db => db.token_fetch_turn(app).await)
     }
 
     /// The token kept for `app`, if any (fresh or not: the caller decides).
     pub async fn shared_token(&self, app: &str) -> Result<Option<SealedToken>> {
-        engine!(self, db => db.shared_token(app).await)
+        backend!(self, db => db.shared_token(app).await)
     }
 
     /// Keep `token` for `app`, fetched by this process at `now`, in place of the one before.
     pub async fn share_token(&self, app: &str, token: &SealedToken, now: DateTime<Utc>) -> Result<()> {
-        engine!(self, db => db.share_token(app, token, now).await)
+        backend!(self, db => db.share_token(app, token, now).await)
     }
 
     /// Drop `app`'s token if it is still `sealed` (DingTalk refused it); a newer one stays.
     pub async fn forget_token(&self, app: &str, sealed: &[u8]) -> Result<bool> {
-        engine!(self, db => db.forget_token(app, sealed).await)
+        backend!(self, db => db.forget_token(app, sealed).await)
     }
 
     // slots
 
     pub async fn take_send_slots(&self, app: &str, n: u32, period: Duration) -> Result<Option<Duration>> {
-        engine!(self, db => db.take_send_slots(app, n, period).await)
+        backend!(self, db => db.take_send_slots(app, n, period).await)
     }
 
     pub fn shares_rate_limit(&self) -> bool {
-        engine!(self, db => db.shares_rate_limit())
+        backend!(self, db => db.shares_rate_limit())
     }
 }

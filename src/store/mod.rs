@@ -133,7 +133,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Its operations (`api.rs`) are the same on both.
 #[derive(Clone, Debug)]
 pub struct Store {
-    engine: Engine,
+    backend: Backend,
 }
 
 /// What both engines keep beside their pool.
@@ -172,31 +172,31 @@ impl Ctx {
 
 /// The engine a store was opened on: the one place that chooses.
 #[derive(Clone)]
-enum Engine {
+enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Pg),
 }
 
 /// The engine's name only: a pool's Debug may show its connect options, a password among them.
-impl std::fmt::Debug for Engine {
+impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Engine::Sqlite(_) => "sqlite",
-            Engine::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         })
     }
 }
 
-/// `engine!(self, db => expr)`: `expr` on whichever engine the store was opened on.
-macro_rules! engine {
+/// `backend!(self, db => expr)`: `expr` on whichever engine the store was opened on.
+macro_rules! backend {
     ($store:expr, $db:ident => $body:expr) => {
-        match &$store.engine {
-            $crate::store::Engine::Sqlite($db) => $body,
-            $crate::store::Engine::Postgres($db) => $body,
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($db) => $body,
+            $crate::store::Backend::Postgres($db) => $body,
         }
     };
 }
-pub(crate) use engine;
+pub(crate) use backend;
 
 impl Store {
     /// Open (creating if missing) and migrate, after checking an existing file is not damaged
@@ -231,11 +231,11 @@ impl Store {
     /// file that does not exist is an error ("nothing was applied yet"). PostgreSQL: a database
     /// without dingrec's schema is the same error.
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Store> {
-        let store = if settings.engine() == crate::config::Engine::Postgres {
+        let store = if settings.engine() == crate::config::DatabaseEngine::Postgres {
             Self::open_unmigrated(settings).await?
         } else {
             Store {
-                engine: Engine::Sqlite(sqlite::Sqlite::open_for_reading(settings).await?),
+                backend: Backend::Sqlite(sqlite::Sqlite::open_for_reading(settings).await?),
             }
         };
         match store.schema().await? {
@@ -263,17 +263,17 @@ impl Store {
 
     /// Open without running migrations (the caller runs them, e.g. `dingrec migrate`).
     pub async fn open_unmigrated(settings: &DatabaseSettings) -> Result<Store> {
-        let engine = if settings.engine() == crate::config::Engine::Postgres {
-            Engine::Postgres(postgres::Pg::open(settings).await?)
+        let backend = if settings.engine() == crate::config::DatabaseEngine::Postgres {
+            Backend::Postgres(postgres::Pg::open(settings).await?)
         } else {
-            Engine::Sqlite(sqlite::Sqlite::open(settings).await?)
+            Backend::Sqlite(sqlite::Sqlite::open(settings).await?)
         };
-        Ok(Store { engine })
+        Ok(Store { backend })
     }
 
     /// Where this database's schema stands against this binary's migrations; reads only.
     pub async fn schema(&self) -> Result<Schema> {
-        let (applied, known) = engine!(self, db => (db.applied_migrations().await?, db.known_migrations()));
+        let (applied, known) = backend!(self, db => (db.applied_migrations().await?, db.known_migrations()));
         Ok(Schema::of(&applied, &known))
     }
 
@@ -286,41 +286,41 @@ impl Store {
         {
             return Err(StoreError::Schema(m));
         }
-        engine!(self, db => db.migrate().await)
+        backend!(self, db => db.migrate().await)
     }
 
     /// `sqlite` or `postgres` (`/readyz`, `dingrec status`).
-    pub fn engine(&self) -> crate::config::Engine {
-        match self.engine {
-            Engine::Sqlite(_) => crate::config::Engine::Sqlite,
-            Engine::Postgres(_) => crate::config::Engine::Postgres,
+    pub fn engine(&self) -> crate::config::DatabaseEngine {
+        match self.backend {
+            Backend::Sqlite(_) => crate::config::DatabaseEngine::Sqlite,
+            Backend::Postgres(_) => crate::config::DatabaseEngine::Postgres,
         }
     }
 
     fn ctx(&self) -> &Ctx {
-        engine!(self, db => &db.ctx)
+        backend!(self, db => &db.ctx)
     }
 
     fn ctx_mut(&mut self) -> &mut Ctx {
-        match &mut self.engine {
-            Engine::Sqlite(db) => &mut db.ctx,
-            Engine::Postgres(db) => &mut db.ctx,
+        match &mut self.backend {
+            Backend::Sqlite(db) => &mut db.ctx,
+            Backend::Postgres(db) => &mut db.ctx,
         }
     }
 
     /// The PostgreSQL pool, when the store is one (tests that read the database directly).
     pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
-        match &self.engine {
-            Engine::Postgres(db) => Some(&db.pool),
-            Engine::Sqlite(_) => None,
+        match &self.backend {
+            Backend::Postgres(db) => Some(&db.pool),
+            Backend::Sqlite(_) => None,
         }
     }
 
     /// The SQLite pool, when the store is one (tests that read the database directly).
     pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
-        match &self.engine {
-            Engine::Sqlite(db) => Some(&db.pool),
-            Engine::Postgres(_) => None,
+        match &self.backend {
+            Backend::Sqlite(db) => Some(&db.pool),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -338,7 +338,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        engine!(self, db => db.pool.close().await)
+        backend!(self, db => db.pool.close().await)
     }
 }
 

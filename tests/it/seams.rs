@@ -1025,8 +1025,10 @@ async fn a_policy_retrying_its_whole_window_is_bounded_and_delays_no_other() {
         assert_eq!(o.state, dingrec::domain::OccurrenceState::Succeeded, "{o:#?}");
         assert_eq!(o.attempts.len(), 1);
         assert_eq!(
-            o.attempts[0].started_at, o.due_at,
-            "other-{i:02} waited behind the storm's retries"
+            o.attempts[0].started_at,
+            o.due_at,
+            "other-{i:02} waited behind the storm's retries; the clock's first steps: {:?}",
+            clock.steps().iter().take(40).map(|t| rfc(*t)).collect::<Vec<_>>()
         );
     }
 }

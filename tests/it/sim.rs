@@ -453,7 +453,9 @@ impl World {
         }
     }
 
-    /// The fake's last `n` requests, newest last, for a failure's message.
+    /// The fake's last `n` requests, newest last, for a failure's message (how long ago each
+    /// arrived is real time, as the fake logs it).
+    #[allow(clippy::disallowed_methods)]
     fn last_requests(&self, n: usize) -> String {
         let now = chrono::Utc::now().timestamp_millis();
         let log = self.app.fake.requests();
