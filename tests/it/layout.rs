@@ -239,3 +239,54 @@ fn collect_all(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// Every file or folder of the repository that README.md and docs/ name in backquotes
+/// (`src/store/api.rs`, `migrations-postgres/`, `scripts/pg`) exists: a move or a rename shows
+/// here, not in a newcomer's search.
+#[test]
+fn the_paths_the_docs_name_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![
+        root.join("README.md"),
+        root.join("RELIABILITY.md"),
+        root.join("BENCHMARKS.md"),
+    ];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "md") {
+            docs.push(p);
+        }
+    }
+    let tops = [
+        "src/",
+        "tests/",
+        "migrations/",
+        "migrations-postgres/",
+        "scripts/",
+        "bench/",
+        "debian/",
+        "xtask/",
+    ];
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("doc");
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let path = quoted.split([' ', ':', '#']).next().unwrap_or("");
+            // A path with a placeholder (`<timestamp>`, `*.sql`, `{...}`) is a pattern.
+            if !tops.iter().any(|t| path.starts_with(t)) || path.contains(['<', '*', '{']) {
+                continue;
+            }
+            seen += 1;
+            if !root.join(path).exists() {
+                missing.push(format!("{}: {path}", doc.display()));
+            }
+        }
+    }
+    assert!(seen > 10, "the docs name only {seen} paths: is the scan broken?");
+    assert!(
+        missing.is_empty(),
+        "named in the docs but not in the repository:\n{}",
+        missing.join("\n")
+    );
+}
