@@ -20,19 +20,9 @@ fn postgres_only() -> bool {
     true
 }
 
-async fn wait_for(what: &str, db: &std::path::Path, sql: &str, want: &str) {
-    let until = tokio::time::Instant::now() + HANG;
-    loop {
-        let got = sqlite(db, sql);
-        if got == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}: {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Wait until `sql` on the test's database reads `want`.
+async fn wait_for_sql(what: &str, db: &std::path::Path, sql: &str, want: &str) {
+    crate::support::wait_for(what, HANG, || sqlite(db, sql) == want).await;
 }
 
 /// `dingtalk.rate_limit` is DingTalk's limit per app: two daemons sending 400 meetings due at once
@@ -60,7 +50,7 @@ async fn two_daemons_keep_one_rate_limit_of_20_calls_in_any_second_for_400_meeti
         &oneoff_entries("rl", n, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
     );
     apply_dir(&cfg, dir.path());
-    wait_for(
+    wait_for_sql(
         "every meeting started",
         &db,
         "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'",
@@ -115,7 +105,7 @@ async fn three_daemons_needing_a_token_at_once_fetch_one() {
         &oneoff_entries("tk", 30, wall() + TimeDelta::seconds(2), "    window: 10m\n"),
     );
     apply_dir(&cfg, dir.path());
-    wait_for(
+    wait_for_sql(
         "every meeting started",
         &db,
         "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'",

@@ -7,28 +7,14 @@ use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, Step};
 
 use crate::support::daemon::{Daemon, apply_dir, cli, write_config, write_policies};
-use crate::support::{HANG, engine, fake, live, sqlite, step};
+use crate::support::{HANG, engine, fake, live, policy, sqlite, step, wait_for};
+
+/// Retries a second apart: these tests watch retries happen in real time.
+const FAST_RETRY: &str = "    retry: { initial_interval: 1s, maximum_interval: 1s }\n";
 
 #[allow(clippy::disallowed_methods)]
 fn at_in(ms: i64) -> String {
     (Utc::now() + TimeDelta::milliseconds(ms)).to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn policy(name: &str, conf: &str, at: &str) -> String {
-    format!(
-        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n    retry: {{ initial_interval: 1s, maximum_interval: 1s }}\n"
-    )
-}
-
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let until = tokio::time::Instant::now() + limit;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,8 +36,8 @@ async fn sigterm_during_a_call_records_its_outcome_and_exits_0_without_new_attem
         "p.yaml",
         &format!(
             "{}{}",
-            policy("slow", "slow-conf", &at_in(1000)),
-            policy("later", "later-conf", &at_in(4000))
+            policy("slow", "slow-conf", &at_in(1000), FAST_RETRY),
+            policy("later", "later-conf", &at_in(4000), FAST_RETRY)
         ),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "log:\n  format: json\n");
@@ -114,7 +100,11 @@ async fn sigterm_closes_claimed_attempts_not_yet_sent_as_interrupted_without_cal
     write_policies(
         dir.path(),
         "p.yaml",
-        &format!("{}{}", policy("a", "conf-a", &at), policy("b", "conf-b", &at)),
+        &format!(
+            "{}{}",
+            policy("a", "conf-a", &at, FAST_RETRY),
+            policy("b", "conf-b", &at, FAST_RETRY)
+        ),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "scheduler:\n  max_in_flight: 1\n");
     let mut d = Daemon::spawn(&cfg, &[]);
@@ -148,13 +138,21 @@ async fn sighup_schedules_a_new_policy_and_keeps_the_old_ones_when_a_file_is_bro
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    write_policies(dir.path(), "a.yaml", &policy("first", "c1", &at_in(3_600_000)));
+    write_policies(
+        dir.path(),
+        "a.yaml",
+        &policy("first", "c1", &at_in(3_600_000), FAST_RETRY),
+    );
     let cfg = write_config(dir.path(), &f.base_url(), "");
     let d = Daemon::spawn(&cfg, &[]);
     d.wait_http(HANG).await;
     let db = dir.path().join("dingrec.db");
 
-    write_policies(dir.path(), "b.yaml", &policy("second", "c2", &at_in(2500)));
+    write_policies(
+        dir.path(),
+        "b.yaml",
+        &policy("second", "c2", &at_in(2500), FAST_RETRY),
+    );
     d.signal("HUP");
     wait_for("the new policy's occurrence", HANG, || {
         sqlite(
@@ -311,8 +309,8 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
         "a.yaml",
         &format!(
             "{}{}",
-            policy("now", "c1", &at_in(500)),
-            policy("later", "c2", &at_in(3_600_000))
+            policy("now", "c1", &at_in(500), FAST_RETRY),
+            policy("later", "c2", &at_in(3_600_000), FAST_RETRY)
         ),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
@@ -535,11 +533,11 @@ async fn the_secret_and_the_tokens_appear_nowhere_after_every_error_path_at_trac
         "p.yaml",
         &format!(
             "{}{retry}{}{retry}{}{retry}",
-            policy("busy", "busy", &at_in(300))
+            policy("busy", "busy", &at_in(300), FAST_RETRY)
                 .replace("    retry: { initial_interval: 1s, maximum_interval: 1s }\n", ""),
-            policy("closed", "closed", &at_in(300))
+            policy("closed", "closed", &at_in(300), FAST_RETRY)
                 .replace("    retry: { initial_interval: 1s, maximum_interval: 1s }\n", ""),
-            policy("fine", "fine", &at_in(300))
+            policy("fine", "fine", &at_in(300), FAST_RETRY)
                 .replace("    retry: { initial_interval: 1s, maximum_interval: 1s }\n", ""),
         ),
     );
@@ -640,7 +638,7 @@ async fn a_restarted_daemon_uses_the_token_it_kept_and_a_refused_one_is_replaced
     let db = dir.path().join("dingrec.db");
     let mut policies = String::new();
     let mut run = |name: &str| {
-        policies.push_str(&policy(name, &format!("conf-{name}"), &at_in(300)));
+        policies.push_str(&policy(name, &format!("conf-{name}"), &at_in(300), FAST_RETRY));
         write_policies(dir.path(), "p.yaml", &policies);
         let (name, cfg, db) = (name.to_owned(), cfg.clone(), db.clone());
         async move {
@@ -712,7 +710,11 @@ async fn a_call_in_flight_keeps_its_lease_and_status_shows_who_holds_it_live_gon
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    write_policies(dir.path(), "p.yaml", &policy("slow", "conf-slow", &at_in(300)));
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &policy("slow", "conf-slow", &at_in(300), FAST_RETRY),
+    );
     let cfg = write_config(dir.path(), &f.base_url(), "scheduler:\n  lease: 5s\n");
     std::fs::write(
         &cfg,
@@ -814,8 +816,8 @@ async fn killed_between_intent_and_outcome_the_attempt_is_interrupted_and_the_oc
         "p.yaml",
         &format!(
             "{}{}",
-            policy("done", "conf-done", &at_in(300)),
-            policy("slow", "conf-slow", &at_in(1000))
+            policy("done", "conf-done", &at_in(300), FAST_RETRY),
+            policy("slow", "conf-slow", &at_in(1000), FAST_RETRY)
         ),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
@@ -888,7 +890,7 @@ async fn trigger_starts_a_recording_now_and_history_shows_it_in_every_format() {
     write_policies(
         dir.path(),
         "p.yaml",
-        &policy("adhoc", "conf-m", "2031-01-01T09:00:00Z"),
+        &policy("adhoc", "conf-m", "2031-01-01T09:00:00Z", FAST_RETRY),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
     let run = |args: &[&str]| cli(&cfg, args).output().expect("runs");
@@ -952,7 +954,11 @@ async fn a_second_daemon_on_the_same_database_refuses_before_touching_anything()
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    write_policies(dir.path(), "p.yaml", &policy("held", "held-conf", &at_in(500)));
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &policy("held", "held-conf", &at_in(500), FAST_RETRY),
+    );
     let cfg = write_config(dir.path(), &f.base_url(), "");
     let mut first = Daemon::spawn(&cfg, &[("DINGREC_DINGTALK__REQUEST_TIMEOUT", "30s")]);
     wait_for("the first daemon's call", HANG, || !f.start_requests().is_empty()).await;
@@ -1001,7 +1007,7 @@ async fn trigger_stops_on_ctrl_c_and_cancels_its_occurrence() {
     write_policies(
         dir.path(),
         "p.yaml",
-        &policy("adhoc", "hangs", "2031-01-01T09:00:00Z"),
+        &policy("adhoc", "hangs", "2031-01-01T09:00:00Z", FAST_RETRY),
     );
     let cfg = write_config(dir.path(), &f.base_url(), "");
     apply_dir(&cfg, dir.path());
@@ -1072,7 +1078,11 @@ async fn a_refused_app_secret_is_one_error_line_and_shows_in_readyz_while_attemp
     })
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    write_policies(dir.path(), "p.yaml", &policy("board", "c1", &at_in(200)));
+    write_policies(
+        dir.path(),
+        "p.yaml",
+        &policy("board", "c1", &at_in(200), FAST_RETRY),
+    );
     let cfg = write_config(dir.path(), &f.base_url(), "");
     let d = Daemon::spawn(&cfg, &[]);
     let db = dir.path().join("dingrec.db");
@@ -1121,7 +1131,7 @@ async fn with_every_worker_busy_the_loop_waits_instead_of_polling_the_database()
     let dir = tempfile::tempdir().expect("tmp");
     let at = at_in(1500);
     let policies: String = (0..12)
-        .map(|i| policy(&format!("p{i}"), &format!("m{i}"), &at))
+        .map(|i| policy(&format!("p{i}"), &format!("m{i}"), &at, FAST_RETRY))
         .collect();
     write_policies(dir.path(), "p.yaml", &policies);
     let cfg = write_config(

@@ -1,4 +1,6 @@
-//! dingrec's integration tests: one test binary (see STYLE.md 13).
+//! dingrec's integration tests, one module per subject in one test binary: dingrec is linked once,
+//! not once per `tests/*.rs` file, and the modules share `support` (the fake, the daemon, the
+//! database helpers).
 
 mod support;
 

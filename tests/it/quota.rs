@@ -17,15 +17,12 @@ use secrecy::SecretString;
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{cli, write_config};
-use crate::support::{HANG, engine, live, step};
+use crate::support::{HANG, engine, live, policy, step};
+
+const WINDOW_AND_RETRY: &str =
+    "    window: 30m\n    retry: { initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }\n";
 
 const STEP: TimeDelta = TimeDelta::seconds(5);
-
-fn policy(name: &str, conf: &str, at: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n    window: 30m\n    retry: {{ initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }}\n{extra}"
-    )
-}
 
 async fn on_clock(
     t0: &str,
@@ -123,8 +120,18 @@ async fn the_count_is_what_dingtalk_counted_through_retries_throttling_and_token
         ..Scenario::default()
     };
     let verify = "    verify: { after: 10s, checks: 2 }\n";
-    let mut policies = policy("retry", "conf-retry", "2030-01-07T08:00:30Z", verify);
-    policies.push_str(&policy("throttled", "conf-throttled", "2030-01-07T08:00:30Z", ""));
+    let mut policies = policy(
+        "retry",
+        "conf-retry",
+        "2030-01-07T08:00:30Z",
+        &[WINDOW_AND_RETRY, verify].concat(),
+    );
+    policies.push_str(&policy(
+        "throttled",
+        "conf-throttled",
+        "2030-01-07T08:00:30Z",
+        &[WINDOW_AND_RETRY, ""].concat(),
+    ));
     policies.push_str(
         "  - name: scheduled\n    schedule_conference_id: sched-1\n    host_union_id: host-1\n    at: \"2030-01-07T08:00:30Z\"\n    window: 30m\n",
     );
@@ -139,7 +146,12 @@ async fn the_count_is_what_dingtalk_counted_through_retries_throttling_and_token
         &clock,
         &format!(
             "policies:\n{}",
-            policy("expired", "conf-expired", "2030-01-07T08:10:00Z", verify)
+            policy(
+                "expired",
+                "conf-expired",
+                "2030-01-07T08:10:00Z",
+                &[WINDOW_AND_RETRY, verify].concat()
+            )
         ),
     )
     .await;
@@ -194,7 +206,7 @@ async fn a_crash_between_a_call_and_its_outcome_leaves_the_count_right() {
             "board",
             "conf-1",
             "2030-01-07T08:00:30Z",
-            "    verify: { after: 10s, checks: 2 }\n",
+            &[WINDOW_AND_RETRY, "    verify: { after: 10s, checks: 2 }\n"].concat(),
         ),
     )
     .await;
@@ -227,8 +239,18 @@ async fn a_crash_between_a_call_and_its_outcome_leaves_the_count_right() {
 #[tokio::test]
 async fn the_month_turns_at_midnight_in_shanghai() {
     // 16:00 UTC on the last day of January is midnight of 1 February in Asia/Shanghai.
-    let mut policies = policy("january", "conf-1", "2030-01-31T15:59:50Z", "");
-    policies.push_str(&policy("february", "conf-2", "2030-01-31T16:00:10Z", ""));
+    let mut policies = policy(
+        "january",
+        "conf-1",
+        "2030-01-31T15:59:50Z",
+        &[WINDOW_AND_RETRY, ""].concat(),
+    );
+    policies.push_str(&policy(
+        "february",
+        "conf-2",
+        "2030-01-31T16:00:10Z",
+        &[WINDOW_AND_RETRY, ""].concat(),
+    ));
     let (mut app, clock) = on_clock(
         "2030-01-31T15:59:40Z",
         Scenario {
@@ -287,7 +309,11 @@ async fn inside_the_reserve_watch_checks_stop_and_starts_go_on() {
             "board",
             "conf-1",
             "2030-01-07T08:00:30Z",
-            "    verify: { after: 10s, checks: 2, watch: 1m, video: true }\n",
+            &[
+                WINDOW_AND_RETRY,
+                "    verify: { after: 10s, checks: 2, watch: 1m, video: true }\n",
+            ]
+            .concat(),
         ),
     )
     .await;
@@ -342,7 +368,7 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
             &format!("board-{i}"),
             &format!("conf-{i}"),
             "2030-01-07T08:00:30Z",
-            "",
+            &[WINDOW_AND_RETRY, ""].concat(),
         ));
     }
     let (mut app, clock) = on_clock(
@@ -644,7 +670,12 @@ async fn the_forecast_read_a_page_at_a_time_counts_every_policy_once() {
         .map(|i| {
             let at = base + TimeDelta::hours(i64::from(i % 500));
             let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            policy(&format!("p{i:04}"), &format!("conf-{i}"), &at, "")
+            policy(
+                &format!("p{i:04}"),
+                &format!("conf-{i}"),
+                &at,
+                &[WINDOW_AND_RETRY, ""].concat(),
+            )
         })
         .collect();
     let (mut app, clock) = on_clock("2030-03-02T00:00:00Z", Scenario::default(), |_| {}, policies).await;

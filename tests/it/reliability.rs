@@ -14,7 +14,7 @@ use dingrec::fake::{FakeDingTalk, MeetingSpec, Scenario, UnknownConferences};
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{Daemon, write_config};
-use crate::support::{HANG, engine, fake, live, oneoff_entries, refusing_addr, sqlite, step, wall};
+use crate::support::{HANG, engine, fake, live, oneoff_entries, refusing_addr, sqlite, step, wait_for, wall};
 
 fn rfc(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -26,17 +26,6 @@ fn oneoffs(dir: &std::path::Path, prefix: &str, n: usize, at: chrono::DateTime<U
         &format!("{prefix}.yaml"),
         &oneoff_entries(prefix, n, at, extra),
     );
-}
-
-async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let until = tokio::time::Instant::now() + limit;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Per conference: StartCloudRecord calls the fake received.
@@ -175,7 +164,7 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
         d.wait_http(HANG).await;
         schema_ready.store(true, Ordering::Relaxed);
         // The previous round's interrupted occurrences are caught up first.
-        wait_until("the earlier rounds' occurrences final", HANG, || {
+        wait_for("the earlier rounds' occurrences final", HANG, || {
             sqlite(
                 &db,
                 "SELECT COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait')",
@@ -220,7 +209,7 @@ async fn kill_9_during_bursts_loses_nothing_and_never_starts_twice() {
     // The last restart settles everything.
     let last = Daemon::spawn(&cfg, &[]);
     last.wait_http(HANG).await;
-    wait_until("every attempt and occurrence settled", HANG, || {
+    wait_for("every attempt and occurrence settled", HANG, || {
         sqlite(
             &db,
             "SELECT (SELECT COUNT(*) FROM attempts WHERE outcome IS NULL) + (SELECT COUNT(*) FROM occurrences WHERE state IN ('scheduled', 'running', 'retry_wait'))",
@@ -294,7 +283,7 @@ async fn kill_9_mid_burst_with_verify_starts_no_meeting_twice() {
     d.wait(HANG).await;
     let last = Daemon::spawn(&cfg, &[]);
     last.wait_http(HANG).await;
-    wait_until("every occurrence confirmed", HANG, || {
+    wait_for("every occurrence confirmed", HANG, || {
         sqlite(
             &db,
             "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded' AND verified_at IS NOT NULL",
@@ -377,7 +366,7 @@ async fn three_daemons_one_killed_each_round_start_every_meeting_once() {
         daemons[victim].wait_http(HANG).await;
     }
     let total = rounds * n;
-    wait_until("every occurrence confirmed and every attempt closed", HANG, || {
+    wait_for("every occurrence confirmed and every attempt closed", HANG, || {
         sqlite(
             &db,
             "SELECT (SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded' AND verified_at IS NOT NULL), \
@@ -501,7 +490,7 @@ async fn a_full_disk_makes_no_call_without_its_intent_row_and_the_daemon_resumes
     );
     let d = Daemon::spawn(&cfg, &[]);
     d.wait_http(HANG).await;
-    wait_until("planning", HANG, || {
+    wait_for("planning", HANG, || {
         sqlite(&db, "SELECT COUNT(*) FROM occurrences") == "2000"
     })
     .await;

@@ -9,19 +9,13 @@ use dingrec::domain::{AttemptOutcome, OccurrenceState, Trigger};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, ScheduleSpec};
 
 use crate::support::app::{TestApp, apply, at_in, parse_t};
-use crate::support::{HANG, engine, live, sqlite, step};
+use crate::support::{HANG, engine, live, policy, sqlite, step};
 
 fn scenario(meetings: Vec<MeetingSpec>) -> Scenario {
     Scenario {
         meetings,
         ..Scenario::default()
     }
-}
-
-fn policy(name: &str, conf: &str, at: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n{extra}"
-    )
 }
 
 /// The app on a manual clock at 2030-01-07T08:00:00Z; `policies` gets the clock to place them.

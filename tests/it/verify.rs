@@ -12,16 +12,21 @@ use dingrec::fake::{MeetingSpec, RecordingAction, Scenario, Silent};
 use dingrec::store::OccurrenceRow;
 
 use crate::support::app::{TestApp, parse_t};
-use crate::support::{HANG, engine, live, step};
+use crate::support::{HANG, engine, live, policy, step};
 
-const T0: &str = "2030-01-07T08:00:00Z";
-
-/// A policy due at 08:00:30 with `verify` and `retry` as given.
-fn policy(name: &str, conf: &str, verify: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"2030-01-07T08:00:30Z\"\n    window: 30m\n    verify: {verify}\n    retry: {{ initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }}\n{extra}"
+/// A policy due at 08:00:30 with `verify` and `more` keys as given.
+fn verified(name: &str, conf: &str, verify: &str, more: &str) -> String {
+    policy(
+        name,
+        conf,
+        "2030-01-07T08:00:30Z",
+        &format!(
+            "    window: 30m\n    verify: {verify}\n    retry: {{ initial_interval: 5s, maximum_interval: 20s, maximum_attempts: 5 }}\n{more}"
+        ),
     )
 }
+
+const T0: &str = "2030-01-07T08:00:00Z";
 
 async fn on_clock(meetings: Vec<MeetingSpec>, policies: String) -> (TestApp, ManualClock) {
     on_clock_with(meetings, policies, |_| {}).await
@@ -54,7 +59,7 @@ const STEP: TimeDelta = TimeDelta::seconds(5);
 
 /// The one-meeting case: `board` on `conf-1` with `verify`, driven until final.
 async fn board_until_final(meeting: MeetingSpec, verify: &str) -> (TestApp, OccurrenceRow) {
-    let (app, clock) = on_clock(vec![meeting], policy("board", "conf-1", verify, "")).await;
+    let (app, clock) = on_clock(vec![meeting], verified("board", "conf-1", verify, "")).await;
     let rows = app.drive_until_final(&clock, STEP, 1).await;
     let o = TestApp::occurrence(&rows, "board").clone();
     (app, o)
@@ -165,7 +170,7 @@ async fn a_recording_someone_else_started_counts_and_says_whose_it_is() {
         recording_owner: Some("someone-else".into()),
         ..live("conf-1", vec![])
     };
-    let (app, clock) = on_clock(vec![meeting], policy("board", "conf-1", "{ after: 10s }", "")).await;
+    let (app, clock) = on_clock(vec![meeting], verified("board", "conf-1", "{ after: 10s }", "")).await;
     let rows = app.drive_until_final(&clock, STEP, 1).await;
     let o = TestApp::occurrence(&rows, "board");
     assert_eq!(o.state, OccurrenceState::Succeeded, "{o:#?}");
@@ -191,7 +196,7 @@ async fn a_recording_stopped_mid_meeting_is_restarted_and_the_watch_ends_with_th
     };
     let (app, clock) = on_clock(
         vec![meeting],
-        policy("board", "conf-1", "{ after: 10s, watch: 1m, video: true }", ""),
+        verified("board", "conf-1", "{ after: 10s, watch: 1m, video: true }", ""),
     )
     .await;
     let rows = app.drive_until_settled(&clock, TimeDelta::seconds(30), 2).await;
@@ -233,7 +238,7 @@ async fn a_paused_recording_is_reported_not_restarted_and_a_missing_video_is_no_
     };
     let (app, clock) = on_clock(
         vec![meeting],
-        policy("board", "conf-1", "{ after: 10s, watch: 1m, video: true }", ""),
+        verified("board", "conf-1", "{ after: 10s, watch: 1m, video: true }", ""),
     )
     .await;
     let rows = app.drive_until_settled(&clock, TimeDelta::seconds(30), 1).await;
@@ -260,7 +265,7 @@ async fn a_paused_recording_is_reported_not_restarted_and_a_missing_video_is_no_
 async fn a_crash_after_the_start_was_sent_is_settled_by_a_check_not_a_second_start() {
     let (mut app, clock) = on_clock(
         vec![live("conf-1", vec![])],
-        policy("board", "conf-1", "{ after: 10s }", ""),
+        verified("board", "conf-1", "{ after: 10s }", ""),
     )
     .await;
     // The call takes effect at DingTalk and is never answered; the daemon dies waiting.
@@ -295,7 +300,7 @@ async fn a_crash_between_a_checks_intent_and_its_outcome_redoes_the_check() {
     // The hung check must still be in flight when the daemon dies: no request timeout first.
     let (mut app, clock) = on_clock_with(
         vec![meeting],
-        policy("board", "conf-1", "{ after: 10s }", ""),
+        verified("board", "conf-1", "{ after: 10s }", ""),
         |s| s.dingtalk.request_timeout = HANG,
     )
     .await;
@@ -341,7 +346,7 @@ async fn a_crash_between_a_checks_intent_and_its_outcome_redoes_the_check() {
 async fn the_fake_admin_api_stops_a_recording_live() {
     let (app, clock) = on_clock(
         vec![live("conf-1", vec![])],
-        policy("board", "conf-1", "{ after: 10s, watch: 1m, restart: false }", ""),
+        verified("board", "conf-1", "{ after: 10s, watch: 1m, restart: false }", ""),
     )
     .await;
     let rows = app.drive_until_final(&clock, STEP, 1).await;
@@ -439,7 +444,7 @@ async fn disabling_a_watched_policy_ends_its_watch_without_another_call() {
     let verify = "{ after: 10s, watch: 1m }";
     let (app, clock) = on_clock(
         vec![live("conf-1", vec![])],
-        policy("board", "conf-1", verify, ""),
+        verified("board", "conf-1", verify, ""),
     )
     .await;
     let rows = app.drive_until_final(&clock, STEP, 1).await;
@@ -450,7 +455,7 @@ async fn disabling_a_watched_policy_ends_its_watch_without_another_call() {
         &clock,
         &format!(
             "policies:\n{}",
-            policy("board", "conf-1", verify, "    enabled: false\n")
+            verified("board", "conf-1", verify, "    enabled: false\n")
         ),
     )
     .await;

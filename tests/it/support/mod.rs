@@ -18,6 +18,27 @@ use dingrec::dingtalk::DingTalkClient;
 /// benchmark's business (BENCHMARKS.md).
 pub const HANG: Duration = Duration::from_secs(120);
 
+/// One policy of a policy file: `name` records conference `conf` of host `host-1`, one meeting
+/// at `at`; `more` is further keys, each a line indented four spaces (`"    window: 30m\n"`).
+pub fn policy(name: &str, conf: &str, at: &str, more: &str) -> String {
+    format!(
+        "  - name: {name}\n    conference_id: {conf}\n    host_union_id: host-1\n    at: \"{at}\"\n{more}"
+    )
+}
+
+/// Wait until `f` holds, looking every 20 ms; a test failure naming `what` after `limit` (a hang:
+/// tests wait for conditions, never for a speed).
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The wall clock, for tests of the real binary (which reads it too).
 #[allow(clippy::disallowed_methods)]
 pub fn wall() -> chrono::DateTime<chrono::Utc> {
