@@ -294,6 +294,77 @@ pub(crate) fn diff(
     changes
 }
 
+/// Which of a policy's occurrences an `apply` cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// A changed policy's occurrences that have not started and are not due yet: planned again
+    /// from the new settings.
+    Future,
+    /// A disabled or pruned policy's unfinished occurrences (waiting, due, or waiting for a retry).
+    Unfinished,
+}
+
+/// What `apply` writes for one change: the decision both engines carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyWrite<'a> {
+    Insert(&'a PolicyRecord),
+    /// Its columns from `record`; with `replan`, planned again (`planned_until` cleared): a field
+    /// that shapes occurrences changed, not only where the policy comes from or where its alerts go.
+    Update {
+        record: &'a PolicyRecord,
+        replan: bool,
+        cancel: Option<(i64, Cancel)>,
+    },
+    /// Disabled (pruned: in none of the files) and planned again when enabled.
+    Disable {
+        name: &'a str,
+        cancel: Option<(i64, Cancel)>,
+    },
+}
+
+impl PolicyWrite<'_> {
+    /// The occurrences to cancel after the write: the policy's id and which.
+    pub fn cancel(&self) -> Option<(i64, Cancel)> {
+        match self {
+            PolicyWrite::Insert(_) => None,
+            PolicyWrite::Update { cancel, .. } | PolicyWrite::Disable { cancel, .. } => *cancel,
+        }
+    }
+}
+
+/// The writes of `changes` (from [`diff`] of `existing` and `new`), in their order.
+pub fn policy_writes<'a>(
+    existing: &HashMap<String, StoredPolicy>,
+    new: &'a [PolicyRecord],
+    changes: &'a [Change],
+) -> Vec<PolicyWrite<'a>> {
+    let by_name: HashMap<&str, &PolicyRecord> = new.iter().map(|r| (r.name.as_str(), r)).collect();
+    let id = |name: &str| existing.get(name).map(|p| p.id);
+    changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Added { name } => by_name.get(name.as_str()).map(|r| PolicyWrite::Insert(r)),
+            Change::Changed { name, fields } => by_name.get(name.as_str()).map(|r| {
+                let replan = fields.iter().any(|f| !matches!(f.field, "source" | "alert"));
+                let cancel = match id(name) {
+                    Some(id) if !r.enabled => Some((id, Cancel::Unfinished)),
+                    Some(id) if replan => Some((id, Cancel::Future)),
+                    _ => None,
+                };
+                PolicyWrite::Update {
+                    record: r,
+                    replan,
+                    cancel,
+                }
+            }),
+            Change::Removed { name, .. } => Some(PolicyWrite::Disable {
+                name,
+                cancel: id(name).map(|id| (id, Cancel::Unfinished)),
+            }),
+        })
+        .collect()
+}
+
 // ---- Occurrences and attempts (`occurrences`, `attempts`) ----
 
 /// A policy that needs occurrence rows written.
@@ -790,5 +861,108 @@ pub struct Usage {
 impl Usage {
     pub fn used(&self) -> u64 {
         self.by_api.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, cron: &str, source: &str, enabled: bool) -> PolicyRecord {
+        PolicyRecord {
+            name: name.into(),
+            conference_id: Some("c".into()),
+            schedule_conference_id: None,
+            host_union_id: "h".into(),
+            layout: "grid".into(),
+            small_window_position: "right_top".into(),
+            cron: Some(cron.into()),
+            at: None,
+            timezone: "UTC".into(),
+            start_offset_ms: 0,
+            window_ms: 60_000,
+            retry: "{}".into(),
+            verify: None,
+            alert: None,
+            skip_dates: "[]".into(),
+            enabled,
+            source: source.into(),
+        }
+    }
+
+    fn stored(id: i64, r: PolicyRecord) -> (String, StoredPolicy) {
+        (
+            r.name.clone(),
+            StoredPolicy {
+                id,
+                record: r,
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn an_apply_cancels_what_its_change_makes_stale_and_nothing_else() {
+        let existing: HashMap<String, StoredPolicy> = [
+            stored(1, record("moved", "0 9 * * *", "/a.yaml:1", true)),
+            stored(2, record("retimed", "0 9 * * *", "/a.yaml:5", true)),
+            stored(3, record("off", "0 9 * * *", "/a.yaml:9", true)),
+            stored(4, record("gone", "0 9 * * *", "/a.yaml:13", true)),
+        ]
+        .into_iter()
+        .collect();
+        let new = [
+            record("moved", "0 9 * * *", "/b.yaml:1", true),
+            record("retimed", "0 10 * * *", "/a.yaml:5", true),
+            record("off", "0 9 * * *", "/a.yaml:9", false),
+            record("added", "0 9 * * *", "/a.yaml:17", true),
+        ];
+        let changes = diff(&existing, &new, Prune::All);
+        let writes = policy_writes(&existing, &new, &changes);
+        let by_name = |n: &str| {
+            writes
+                .iter()
+                .find(|w| match w {
+                    PolicyWrite::Insert(r) | PolicyWrite::Update { record: r, .. } => r.name == n,
+                    PolicyWrite::Disable { name, .. } => *name == n,
+                })
+                .unwrap_or_else(|| panic!("no write for {n}: {writes:?}"))
+        };
+        assert!(
+            matches!(
+                by_name("moved"),
+                PolicyWrite::Update {
+                    replan: false,
+                    cancel: None,
+                    ..
+                }
+            ),
+            "a new source alone keeps the plan"
+        );
+        assert!(matches!(
+            by_name("retimed"),
+            PolicyWrite::Update {
+                replan: true,
+                cancel: Some((2, Cancel::Future)),
+                ..
+            }
+        ));
+        assert!(matches!(
+            by_name("off"),
+            PolicyWrite::Update {
+                cancel: Some((3, Cancel::Unfinished)),
+                ..
+            }
+        ));
+        assert!(matches!(
+            by_name("gone"),
+            PolicyWrite::Disable {
+                cancel: Some((4, Cancel::Unfinished)),
+                ..
+            }
+        ));
+        assert!(matches!(by_name("added"), PolicyWrite::Insert(_)));
+        assert_eq!(writes.len(), 5);
     }
 }

@@ -8,7 +8,9 @@ use sqlx::postgres::PgRow;
 
 use super::{POLICIES_CHANNEL, Pg, Tx, ms, text_time};
 use crate::store::Result;
-use crate::store::types::{Change, PolicyRecord, Prune, StoredPolicy, diff};
+use crate::store::types::{
+    Cancel, Change, PolicyRecord, PolicyWrite, Prune, StoredPolicy, diff, policy_writes,
+};
 
 /// The columns of a policy row that [`record`] reads.
 pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
@@ -85,7 +87,6 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(&r.source)
 }
 
-/// SQLite's statement with PostgreSQL's parameters (`?1` → `$1`).
 /// A changed policy's occurrences that have not started and are not due yet (`$2` the policy's
 /// id, `$1` now): planned again from the new settings.
 const CANCEL_FUTURE: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = $1 \
@@ -95,7 +96,11 @@ const CANCEL_FUTURE: &str = "UPDATE occurrences SET state = 'cancelled', next_at
 const CANCEL_UNFINISHED: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = $1 \
      WHERE policy_id = $2 AND state IN ('scheduled', 'retry_wait')";
 
-async fn cancel(tx: &mut Tx, policy_id: i64, sql: &'static str, now: DateTime<Utc>) -> Result<()> {
+async fn cancel(tx: &mut Tx, policy_id: i64, which: Cancel, now: DateTime<Utc>) -> Result<()> {
+    let sql = match which {
+        Cancel::Future => CANCEL_FUTURE,
+        Cancel::Unfinished => CANCEL_UNFINISHED,
+    };
     sqlx::query(sql)
         .bind(now)
         .bind(policy_id)
@@ -160,11 +165,9 @@ impl Pg {
             tx.rollback().await?;
             return Ok(changes);
         }
-        let by_name: HashMap<&str, &PolicyRecord> = new.iter().map(|r| (r.name.as_str(), r)).collect();
-        for change in &changes {
-            match change {
-                Change::Added { name } => {
-                    let r = by_name[name.as_str()];
+        for write in policy_writes(&existing, new, &changes) {
+            match write {
+                PolicyWrite::Insert(r) => {
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
@@ -175,10 +178,9 @@ impl Pg {
                     .bind(&r.name);
                     bind_fields(q, r).bind(now).execute(&mut *tx).await?;
                 }
-                Change::Changed { name, fields } => {
-                    let r = by_name[name.as_str()];
-                    let id = existing.get(name).map(|p| p.id);
-                    let replan = fields.iter().any(|f| !matches!(f.field, "source" | "alert"));
+                PolicyWrite::Update {
+                    record: r, replan, ..
+                } => {
                     let q = sqlx::query(
                         "UPDATE policies SET conference_id = $2, schedule_conference_id = $3, host_union_id = $4, \
                          layout = $5, small_window_position = $6, cron = $7, at = $8, timezone = $9, \
@@ -187,15 +189,10 @@ impl Pg {
                          updated_at = $18, planned_until = CASE WHEN $19 THEN NULL ELSE planned_until END \
                          WHERE name = $1",
                     )
-                    .bind(name);
+                    .bind(&r.name);
                     bind_fields(q, r).bind(now).bind(replan).execute(&mut *tx).await?;
-                    match id {
-                        Some(id) if !r.enabled => cancel(&mut tx, id, CANCEL_UNFINISHED, now).await?,
-                        Some(id) if replan => cancel(&mut tx, id, CANCEL_FUTURE, now).await?,
-                        _ => {}
-                    }
                 }
-                Change::Removed { name, .. } => {
+                PolicyWrite::Disable { name, .. } => {
                     sqlx::query(
                         "UPDATE policies SET enabled = false, updated_at = $1, planned_until = NULL WHERE name = $2",
                     )
@@ -203,10 +200,10 @@ impl Pg {
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
-                    if let Some(p) = existing.get(name) {
-                        cancel(&mut tx, p.id, CANCEL_UNFINISHED, now).await?;
-                    }
                 }
+            }
+            if let Some((id, which)) = write.cancel() {
+                cancel(&mut tx, id, which, now).await?;
             }
         }
         sqlx::query("SELECT pg_notify($1, '')")

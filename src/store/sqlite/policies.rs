@@ -96,11 +96,9 @@ impl Sqlite {
             tx.rollback().await?;
             return Ok(changes);
         }
-        let by_name: HashMap<&str, &PolicyRecord> = new.iter().map(|r| (r.name.as_str(), r)).collect();
-        for change in &changes {
-            match change {
-                Change::Added { name } => {
-                    let r = by_name[name.as_str()];
+        for write in policy_writes(&existing, new, &changes) {
+            match write {
+                PolicyWrite::Insert(r) => {
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
@@ -114,11 +112,9 @@ impl Sqlite {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Change::Changed { name, fields } => {
-                    let r = by_name[name.as_str()];
-                    let id = existing.get(name).map(|p| p.id);
-                    // Where a policy comes from and where its alerts go do not change its occurrences.
-                    let replan = fields.iter().any(|f| !matches!(f.field, "source" | "alert"));
+                PolicyWrite::Update {
+                    record: r, replan, ..
+                } => {
                     let q = sqlx::query(
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
                          layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
@@ -130,16 +126,11 @@ impl Sqlite {
                     bind_fields(q, r)
                         .bind(&now_s)
                         .bind(replan)
-                        .bind(name)
+                        .bind(&r.name)
                         .execute(&mut *tx)
                         .await?;
-                    match id {
-                        Some(id) if !r.enabled => cancel(&mut tx, id, CANCEL_UNFINISHED, &now_s).await?,
-                        Some(id) if replan => cancel(&mut tx, id, CANCEL_FUTURE, &now_s).await?,
-                        _ => {}
-                    }
                 }
-                Change::Removed { name, .. } => {
+                PolicyWrite::Disable { name, .. } => {
                     sqlx::query(
                         "UPDATE policies SET enabled = 0, updated_at = ?, planned_until = '' WHERE name = ?",
                     )
@@ -147,10 +138,10 @@ impl Sqlite {
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
-                    if let Some(p) = existing.get(name) {
-                        cancel(&mut tx, p.id, CANCEL_UNFINISHED, &now_s).await?;
-                    }
                 }
+            }
+            if let Some((id, which)) = write.cancel() {
+                cancel(&mut tx, id, which, &now_s).await?;
             }
         }
         tx.commit().await?;
@@ -191,12 +182,11 @@ pub(crate) const CANCEL_FUTURE: &str = "UPDATE occurrences SET state = 'cancelle
 pub(crate) const CANCEL_UNFINISHED: &str = "UPDATE occurrences SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?1 \
      WHERE policy_id = ?2 AND state IN ('scheduled', 'retry_wait')";
 
-async fn cancel(
-    conn: &mut sqlx::SqliteConnection,
-    policy_id: i64,
-    sql: &'static str,
-    now: &str,
-) -> Result<()> {
+async fn cancel(conn: &mut sqlx::SqliteConnection, policy_id: i64, which: Cancel, now: &str) -> Result<()> {
+    let sql = match which {
+        Cancel::Future => CANCEL_FUTURE,
+        Cancel::Unfinished => CANCEL_UNFINISHED,
+    };
     sqlx::query(sql)
         .bind(now)
         .bind(policy_id)
