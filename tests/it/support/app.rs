@@ -405,6 +405,14 @@ impl TestApp {
                 clock.now(),
                 self.history().await
             );
+            // Whether the loop has planned at the clock's instant, read before the database: the
+            // loop marks it after its pass committed, so the reading below includes that plan.
+            // (Read after, a plan committing in between would be missed: the clock would move on
+            // past rows it never saw.)
+            let planned_now = self
+                .health
+                .as_ref()
+                .is_none_or(|h| h.planned_at() == Some(clock.now()));
             // One statement, one snapshot: a claim moves an attempt from "due" to "running", a
             // check from "due" to "open", in one commit; read apart, a claim between two reads
             // would look like nothing in flight and nothing due, and the clock would move on.
@@ -453,7 +461,7 @@ impl TestApp {
             // swept) at this instant; else a firing due in between would be planned late, as a
             // catch-up, or a window would close unswept, depending on this machine's speed.
             if let Some(h) = &self.health
-                && h.planned_at() != Some(now)
+                && !planned_now
             {
                 h.want_housekeeping();
                 if let Some(w) = &self.waker {
