@@ -35,6 +35,25 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub const TOKEN_HEADER: &str = "x-acs-dingtalk-access-token";
 
+/// The Stream mode open call's path.
+pub const STREAM_OPEN_PATH: &str = "/v1.0/gateway/connections/open";
+
+/// Where a Stream connection goes, and its ticket (valid 90 s, for one connection; a secret:
+/// never logged, never in `Debug`).
+pub struct StreamTicket {
+    pub endpoint: String,
+    pub ticket: SecretString,
+}
+
+impl std::fmt::Debug for StreamTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTicket")
+            .field("endpoint", &self.endpoint)
+            .field("ticket", &"[REDACTED]")
+            .finish()
+    }
+}
+
 /// StartCloudRecord's body. Field order is the SDK's (alphabetical); unset fields are left out.
 #[derive(Debug, Clone, Serialize)]
 pub struct StartBody<'a> {
@@ -415,6 +434,51 @@ impl DingTalkClient {
             }
         }
         result
+    }
+
+    /// Open a Stream mode connection (`POST /v1.0/gateway/connections/open`, docs/dingtalk.md "Stream
+    /// mode"): the body the official Stream SDKs send, with the app's key and secret and one
+    /// subscription to every event. Not a counted call. An internal app's credentials only.
+    pub async fn open_stream(&self, local_ip: &str) -> Result<StreamTicket, DingTalkError> {
+        let Some(Credentials::Internal { app_key, app_secret }) = &self.credentials else {
+            return Err(DingTalkError::Api {
+                status: 0,
+                code: "missingCredentials".into(),
+                message: "Stream mode needs an internal app's dingtalk.app_key and app secret".into(),
+                request_id: None,
+            });
+        };
+        let body = serde_json::json!({
+            "clientId": app_key,
+            "clientSecret": app_secret.expose_secret(),
+            "subscriptions": [{"type": "EVENT", "topic": "*"}],
+            "ua": concat!("dingrec/", env!("CARGO_PKG_VERSION")),
+            "localIp": local_ip,
+        });
+        let raw = self.send(self.post_json(STREAM_OPEN_PATH, &body)).await?;
+        let (m, request_id) = parse(&raw)?;
+        let field = |k: &str| m.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        match (field("endpoint"), field("ticket")) {
+            (Some(endpoint), Some(ticket)) => Ok(StreamTicket {
+                endpoint: endpoint.chars().take(2048).collect(),
+                ticket: SecretString::from(ticket.to_owned()),
+            }),
+            _ => Err(DingTalkError::InvalidResponse {
+                status: raw.status,
+                reason: "connection answer without endpoint/ticket".into(),
+                request_id,
+            }),
+        }
+    }
+
+    /// The clock the client reads (a test's manual clock, or the system's).
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The API host's base URL (`dingtalk.base_url`).
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// A valid token: cached, or fetched (one fetch at a time).

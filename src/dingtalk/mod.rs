@@ -5,7 +5,8 @@
 pub mod client;
 pub mod error;
 pub mod seal;
+pub mod stream;
 pub mod token;
 
-pub use client::{ConferenceItem, DingTalkClient, StartRequest};
+pub use client::{ConferenceItem, DingTalkClient, StartRequest, StreamTicket};
 pub use error::{DingTalkError, TransportKind};

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::scenario::{MeetingSpec, RecordingAction, Scenario};
 use super::state::{Reply, State, new_request_id, unix_ms};
+use super::stream::{EventSpec, Gateway};
 use crate::domain::quota::Api;
 
 const MAX_HEAD: usize = 16 * 1024;
@@ -47,6 +48,8 @@ impl LoggedRequest {
 struct Shared {
     state: Mutex<State>,
     log: Mutex<Vec<LoggedRequest>>,
+    stream: Arc<Gateway>,
+    addr: SocketAddr,
 }
 
 /// A running fake DingTalk.
@@ -82,8 +85,11 @@ impl FakeDingTalk {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(scenario, clock)),
             log: Mutex::new(Vec::new()),
+            stream: Arc::new(Gateway::default()),
+            addr,
         });
         let cancel = CancellationToken::new();
+        tokio::spawn(shared.stream.clone().redeliver_loop(cancel.clone()));
         let task = tokio::spawn(accept_loop(listener, shared.clone(), cancel.clone()));
         Ok(Self {
             addr,
@@ -129,6 +135,16 @@ impl FakeDingTalk {
             .into_iter()
             .filter(LoggedRequest::is_start)
             .collect()
+    }
+
+    /// The Stream mode gateway: push events, disconnect, look at the acknowledgements.
+    pub fn stream(&self) -> &Gateway {
+        &self.shared.stream
+    }
+
+    /// Push a `meeting_status_change` event to a connected Stream client; its eventId.
+    pub fn push_event(&self, spec: &EventSpec) -> String {
+        self.shared.stream.push(spec)
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -216,6 +232,8 @@ struct Request {
     query: String,
     token: Option<String>,
     close: bool,
+    /// `Sec-WebSocket-Key` of a WebSocket upgrade.
+    ws_key: Option<String>,
     body: Vec<u8>,
 }
 
@@ -231,6 +249,7 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
                 let mut len = 0usize;
                 let mut token = None;
                 let mut close = false;
+                let mut ws_key = None;
                 for h in req.headers.iter() {
                     let v = String::from_utf8_lossy(h.value).to_string();
                     if h.name.eq_ignore_ascii_case("content-length") {
@@ -239,6 +258,8 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
                         token = Some(v);
                     } else if h.name.eq_ignore_ascii_case("connection") {
                         close = v.eq_ignore_ascii_case("close");
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
+                        ws_key = Some(v.trim().to_owned());
                     }
                 }
                 if len > MAX_BODY {
@@ -264,6 +285,7 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
                     query,
                     token,
                     close,
+                    ws_key,
                     body,
                 }));
             }
@@ -291,6 +313,9 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
             () = cancel.cancelled() => return,
         };
         let Ok(Some(req)) = req else { return };
+        if req.method == "GET" && req.path == "/connect" {
+            return stream_connect(sock, req, &shared, cancel).await;
+        }
         let close = req.close;
         let request_id = new_request_id();
         let (reply, delay, mut entry) = route(&shared, &req, &request_id);
@@ -317,6 +342,52 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
         if close || !keep {
             let _ = sock.shutdown().await;
             return;
+        }
+    }
+}
+
+/// `GET /connect?ticket=`: a WebSocket upgrade with a valid ticket becomes a Stream connection.
+async fn stream_connect(mut sock: TcpStream, req: Request, shared: &Shared, cancel: CancellationToken) {
+    let ticket = query_param(&req.query, "ticket").unwrap_or_default();
+    let refusal = match &req.ws_key {
+        None => Some((400, "not a WebSocket upgrade")),
+        Some(_) if !shared.stream.take_ticket(&ticket) => Some((403, "invalid or used ticket")),
+        Some(_) => None,
+    };
+    if let Ok(mut log) = shared.log.lock()
+        && log.len() < MAX_LOG
+    {
+        // The ticket is a credential: not logged.
+        log.push(LoggedRequest {
+            at_ms: unix_ms(),
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: String::new(),
+            id: None,
+            union_id: None,
+            mode: None,
+            small_window_position: None,
+            token: None,
+            body: String::new(),
+            status: refusal.map_or(101, |(s, _)| s),
+            code: None,
+        });
+    }
+    match (refusal, req.ws_key) {
+        (None, Some(key)) => shared.stream.serve(sock, &key, cancel).await,
+        (refused, _) => {
+            let (status, why) = refused.unwrap_or((400, "not a WebSocket upgrade"));
+            let body = json!({"code": "invalidTicket", "message": why}).to_string();
+            let mut out = head(
+                status,
+                "application/json;charset=utf-8",
+                body.len(),
+                &new_request_id(),
+            )
+            .into_bytes();
+            out.extend_from_slice(body.as_bytes());
+            let _ = sock.write_all(&out).await;
+            let _ = sock.shutdown().await;
         }
     }
 }
@@ -408,9 +479,13 @@ async fn send(
 /// The body as logged: secrets in token calls are replaced.
 fn redacted_body(json: &Value, raw: &[u8]) -> String {
     match json {
-        Value::Object(m) if m.contains_key("appSecret") || m.contains_key("suiteSecret") => {
+        Value::Object(m)
+            if ["appSecret", "suiteSecret", "clientSecret"]
+                .iter()
+                .any(|k| m.contains_key(*k)) =>
+        {
             let mut m = m.clone();
-            for k in ["appSecret", "suiteSecret", "suiteTicket"] {
+            for k in ["appSecret", "suiteSecret", "suiteTicket", "clientSecret"] {
                 if m.contains_key(k) {
                     m.insert(k.into(), Value::String("[REDACTED]".into()));
                 }
@@ -482,6 +557,21 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
         }
         ("POST", ["v1.0", "oauth2", "accessToken"]) => st.token(false, &body, request_id),
         ("POST", ["v1.0", "oauth2", "corpAccessToken"]) => st.token(true, &body, request_id),
+        ("POST", ["v1.0", "gateway", "connections", "open"]) => {
+            let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+            if !st.credentials_ok(s("clientId"), s("clientSecret")) {
+                super::state::error("invalidClientIdOrSecret", Some(400), request_id)
+            } else {
+                let endpoint = format!("ws://{}/connect", shared.addr);
+                match shared.stream.open(&body, endpoint) {
+                    Some(answer) => Reply::Json {
+                        status: 200,
+                        body: answer,
+                    },
+                    None => super::state::error("systemError", Some(500), request_id),
+                }
+            }
+        }
         (m, ["v1.0", "conference", "videoConferences", rest @ ..]) => {
             // The conference called is logged whether or not the token is accepted.
             entry.id = match rest {
@@ -672,6 +762,44 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
                 .token_outage(Duration::from_secs_f64(secs.max(0.0)));
             ok(json!({"token_outage_seconds": secs}))
         }
+        ("POST", "events") => match serde_json::from_slice::<EventSpec>(&req.body) {
+            Ok(spec) => {
+                let event_id = shared.stream.push(&spec);
+                ok(json!({"event_id": event_id}))
+            }
+            Err(e) => bad(format!("an event: {e}")),
+        },
+        ("GET", "stream") => ok(shared.stream.summary()),
+        ("POST", "stream/ping") => {
+            shared.stream.ping();
+            ok(json!({"pinged": shared.stream.connections()}))
+        }
+        ("POST", "stream/disconnect") => {
+            let ms = query_param(&req.query, "after_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10_000);
+            shared.stream.disconnect(Duration::from_millis(ms));
+            ok(json!({"disconnecting": shared.stream.connections(), "close_after_ms": ms}))
+        }
+        ("POST", "stream/blackhole") => {
+            let on = query_param(&req.query, "on").is_none_or(|v| v != "false");
+            shared.stream.set_blackhole(on);
+            ok(json!({"blackhole": on}))
+        }
+        ("POST", "stream/refuse-opens") => {
+            let n = query_param(&req.query, "count")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            shared.stream.refuse_opens(n);
+            ok(json!({"refuse_opens": n}))
+        }
+        ("POST", "stream/redeliver-after") => {
+            let ms = query_param(&req.query, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60_000);
+            shared.stream.set_redeliver_after(Duration::from_millis(ms));
+            ok(json!({"redeliver_after_ms": ms}))
+        }
         ("GET", "stats") => {
             let st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             ok(
@@ -700,7 +828,7 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
         }
         _ => Reply::Json {
             status: 404,
-            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "GET usage", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats", "POST recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video"]}),
+            body: json!({"error": "unknown admin call", "calls": ["GET requests", "DELETE requests", "GET usage", "POST scenario", "POST meetings", "POST expire-tokens", "POST token-outage?seconds=N", "GET stats", "POST recording?conference_id=ID&action=pause|resume|stop|end|silent_once|silent_always|no_video", "POST events", "GET stream", "POST stream/ping", "POST stream/disconnect?after_ms=N", "POST stream/blackhole?on=true|false", "POST stream/refuse-opens?count=N", "POST stream/redeliver-after?ms=N"]}),
         },
     }
 }

@@ -374,13 +374,7 @@ impl State {
             // A corp token is new on every request.
             return self.issue(new_token());
         }
-        let key_ok = self.scenario.app_key.as_deref().is_none_or(|k| k == s("appKey"));
-        let secret_ok = self
-            .scenario
-            .app_secret
-            .as_deref()
-            .is_none_or(|k| k == s("appSecret"));
-        if s("appKey").is_empty() || !key_ok || !secret_ok {
+        if !self.credentials_ok(s("appKey"), s("appSecret")) {
             return error("invalidClientIdOrSecret", Some(400), request_id);
         }
         // The same token until it expires; asking again extends it.
@@ -390,6 +384,13 @@ impl State {
         };
         self.internal_token = Some((token.clone(), self.after(self.token_ttl)));
         self.issue(token)
+    }
+
+    /// Are these the app's key and secret (any non-empty key when the scenario names none)?
+    pub fn credentials_ok(&self, key: &str, secret: &str) -> bool {
+        let key_ok = self.scenario.app_key.as_deref().is_none_or(|k| k == key);
+        let secret_ok = self.scenario.app_secret.as_deref().is_none_or(|k| k == secret);
+        !key.is_empty() && key_ok && secret_ok
     }
 
     /// Check the token header; `Some(reply)` when it is refused.

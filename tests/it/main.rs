@@ -17,4 +17,5 @@ mod reliability;
 mod scheduler;
 mod seams;
 mod sim;
+mod stream;
 mod verify;
