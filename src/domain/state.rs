@@ -136,6 +136,8 @@ text_enum!(
         /// A watch check found the recording of a succeeded occurrence stopped while the meeting
         /// was in progress (`verify.restart`): a new occurrence, due at once.
         Restart => "restart",
+        /// DingTalk's `conference_created` event for a meeting a `match` policy wants.
+        Event => "event",
     }
 );
 

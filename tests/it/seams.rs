@@ -377,63 +377,86 @@ async fn versions_never_crash_loop_and_read_only_commands_never_migrate() {
     assert!(codes.contains(&"65") && codes.contains(&"78"), "{prevent}");
 }
 
-/// The one migration outside sqlx's transaction (it rebuilds `occurrences`) committed, and
-/// dingrec stopped before sqlx recorded it: the next start records it instead of running it
-/// again (which failed: its tables exist) and migrates on.
+/// A migration outside sqlx's transaction (the rebuilds of `occurrences`) committed, and dingrec
+/// stopped before sqlx recorded it: the next start finishes the job, by recording it (the
+/// verification rebuild, which could not run twice) or by running it again (the events rebuild,
+/// written to), and nothing of what the database held is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_between_the_rebuild_and_its_record_is_finished_at_the_next_start() {
     if !crate::support::engine::sqlite_only("the rebuild is SQLite's") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = write_config(dir.path(), "http://127.0.0.1:9", "");
-    let settings = dingrec::config::Settings::load(Some(&config)).expect("settings");
-    let store = dingrec::store::Store::open_unmigrated(&settings.database)
-        .await
-        .expect("open");
     let all = sqlx::migrate::Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
         .await
         .expect("migrations");
-    let rebuild = all
-        .iter()
-        .find(|m| m.no_tx)
-        .expect("the no-transaction migration")
-        .clone();
-    let before: Vec<_> = all
-        .iter()
-        .filter(|m| m.version < rebuild.version)
-        .cloned()
-        .collect();
-    sqlx::migrate::Migrator::with_migrations(before)
-        .run(store.sqlite_pool().expect("SQLite"))
+    let rebuilds: Vec<_> = all.iter().filter(|m| m.no_tx).cloned().collect();
+    assert!(rebuilds.len() >= 2, "the verification and the events rebuilds");
+    for rebuild in rebuilds {
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = write_config(dir.path(), "http://127.0.0.1:9", "");
+        let settings = dingrec::config::Settings::load(Some(&config)).expect("settings");
+        let store = dingrec::store::Store::open_unmigrated(&settings.database)
+            .await
+            .expect("open");
+        let pool = store.sqlite_pool().expect("SQLite");
+        let before: Vec<_> = all
+            .iter()
+            .filter(|m| m.version < rebuild.version)
+            .cloned()
+            .collect();
+        sqlx::migrate::Migrator::with_migrations(before)
+            .run(pool)
+            .await
+            .expect("earlier migrations");
+        sqlx::query(
+            "INSERT INTO policies (name, conference_id, host_union_id, layout, small_window_position, at, timezone, \
+             start_offset_ms, window_ms, retry, skip_dates, enabled, source, created_at, updated_at) VALUES \
+             ('board', 'c1', 'h1', 'speech', 'relative_right', '2030-01-01T00:00:00Z', 'UTC', 0, 60000, '{}', '[]', 1, 'x:1', \
+             '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+        )
+        .execute(pool)
         .await
-        .expect("earlier migrations");
-    sqlx::query(
-        "INSERT INTO policies (name, conference_id, host_union_id, layout, small_window_position, at, timezone, \
-         start_offset_ms, window_ms, retry, skip_dates, enabled, source, created_at, updated_at) VALUES \
-         ('board', 'c1', 'h1', 'speech', 'relative_right', '2030-01-01T00:00:00Z', 'UTC', 0, 60000, '{}', '[]', 1, 'x:1', \
-         '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
-    )
-    .execute(store.sqlite_pool().expect("SQLite"))
-    .await
-    .expect("a policy");
-    // The body alone, as sqlx runs it, without the record.
-    let mut conn = store
-        .sqlite_pool()
-        .expect("SQLite")
-        .acquire()
+        .expect("a policy");
+        sqlx::query(
+            "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, created_at, updated_at) \
+             VALUES (1, 'board', '2030-01-01T00:00:00.000Z', '2030-01-01T00:01:00.000Z', 'x', 'x')",
+        )
+        .execute(pool)
         .await
-        .expect("conn");
-    sqlx::raw_sql(rebuild.sql.clone())
-        .execute(&mut *conn)
-        .await
-        .expect("the body");
-    drop(conn);
-    store.close().await;
+        .expect("an occurrence");
+        sqlx::query("INSERT INTO attempts (occurrence_id, attempt_no, started_at) VALUES (1, 1, 'x')")
+            .execute(pool)
+            .await
+            .expect("an attempt");
+        // The body alone, as sqlx runs it, without the record.
+        let mut conn = pool.acquire().await.expect("conn");
+        sqlx::raw_sql(rebuild.sql.clone())
+            .execute(&mut *conn)
+            .await
+            .expect("the body");
+        drop(conn);
+        store.close().await;
 
-    exits(&config, &["migrate"], 0);
-    exits(&config, &["policies"], 0);
-    assert_eq!(enabled(&config, "board"), Some(true));
+        exits(&config, &["migrate"], 0);
+        exits(&config, &["policies"], 0);
+        assert_eq!(enabled(&config, "board"), Some(true), "after {}", rebuild.version);
+        let db = dir.path().join("dingrec.db");
+        let counts = std::process::Command::new("sqlite3")
+            .arg(&db)
+            .arg(
+                "SELECT (SELECT COUNT(*) FROM occurrences) || ' ' || (SELECT COUNT(*) FROM attempts); \
+                 PRAGMA foreign_key_check; PRAGMA integrity_check;",
+            )
+            .output()
+            .expect("sqlite3");
+        assert_eq!(
+            String::from_utf8_lossy(&counts.stdout),
+            "1 1\nok\n",
+            "after {}: {}",
+            rebuild.version,
+            String::from_utf8_lossy(&counts.stderr)
+        );
+    }
 }
 
 /// A throwaway PostgreSQL that takes TLS only (`scripts/pg start-tls`), stopped when dropped.

@@ -23,7 +23,7 @@ const PLAN_INSERT: &str = "INSERT INTO occurrences (policy_id, policy_name, due_
     trigger, meeting_at, created_at, updated_at) \
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $9 WHERE NOT EXISTS ( \
     SELECT 1 FROM occurrences WHERE policy_id = $1 AND meeting_at = $8 AND state <> 'cancelled' AND due_at <> $3) \
-    ON CONFLICT (policy_id, due_at) DO UPDATE SET state = excluded.state, \
+    ON CONFLICT (policy_id, due_at) WHERE event_conference_id IS NULL DO UPDATE SET state = excluded.state, \
     window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
     trigger = excluded.trigger, meeting_at = excluded.meeting_at, updated_at = excluded.updated_at \
     WHERE occurrences.state = 'cancelled'";
@@ -120,7 +120,7 @@ pub(super) async fn insert_due_now(
             "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
              next_attempt_at, trigger, restart_of, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, 'scheduled', $3, $6, $7, $8, $8) \
-             ON CONFLICT (policy_id, due_at) DO NOTHING RETURNING id",
+             ON CONFLICT (policy_id, due_at) WHERE event_conference_id IS NULL DO NOTHING RETURNING id",
         )
         .bind(policy_id)
         .bind(policy_name)

@@ -223,11 +223,12 @@ impl WriteTx {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The one migration that runs outside sqlx's transaction (`-- no-transaction`: it rebuilds
-/// `occurrences` with foreign keys off) and its sign of completion. Its body commits on its own;
-/// a daemon stopped between that COMMIT and sqlx's record would run it again and fail (its tables
-/// exist) or lose the columns it added. Every other migration runs in one transaction with its
-/// record.
+/// The verification migration, which runs outside sqlx's transaction (`-- no-transaction`: it
+/// rebuilds `occurrences` with foreign keys off), and its sign of completion. Its body commits on
+/// its own; a daemon stopped between that COMMIT and sqlx's record would run it again and fail
+/// (its tables exist) or lose the columns it added. The other rebuild outside a transaction (the
+/// events migration) is written to run again instead; every other migration runs in one
+/// transaction with its record.
 const NO_TX_MIGRATION: i64 = 20261203000001;
 
 /// Record the no-transaction migration as applied when its body committed but its record did not

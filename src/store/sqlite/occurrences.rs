@@ -33,7 +33,7 @@ pub(crate) const PLAN_INSERT: &str = "INSERT INTO occurrences (policy_id, policy
     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 WHERE NOT EXISTS ( \
     SELECT 1 FROM occurrences INDEXED BY occurrences_by_meeting \
     WHERE policy_id = ?1 AND meeting_at = ?8 AND state != 'cancelled' AND due_at != ?3) \
-    ON CONFLICT (policy_id, due_at) DO UPDATE SET state = excluded.state, \
+    ON CONFLICT (policy_id, due_at) WHERE event_conference_id IS NULL DO UPDATE SET state = excluded.state, \
     window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
     trigger = excluded.trigger, meeting_at = excluded.meeting_at, updated_at = excluded.updated_at \
     WHERE occurrences.state = 'cancelled'";
@@ -101,7 +101,7 @@ pub(crate) async fn insert_due_now(
             "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
              next_attempt_at, trigger, restart_of, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?) \
-             ON CONFLICT (policy_id, due_at) DO NOTHING RETURNING id",
+             ON CONFLICT (policy_id, due_at) WHERE event_conference_id IS NULL DO NOTHING RETURNING id",
         )
         .bind(policy_id)
         .bind(policy_name)
