@@ -18,7 +18,8 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::domain::PolicyDefaults;
-use crate::domain::policy::{ScheduleConferenceId, check_timing};
+use crate::domain::matching::{MatchRule, PatternError, TitlePattern};
+use crate::domain::policy::{HOST_CREATOR, ScheduleConferenceId, check_timing};
 use crate::domain::schedule::{At, CronExpr};
 use crate::domain::{
     ConferenceId, Layout, Policy, PolicyName, RetryPolicy, Schedule, Target, UnionId, Verify, WindowPosition,
@@ -355,17 +356,20 @@ macro_rules! raw_policy {
             /// Where the entry starts (its first key).
             first_key: Option<serde_saphyr::Location>,
             $($key: Option<S<$ty>>,)+
+            /// `match` (a Rust keyword, so not a field name of its own).
+            match_rule: Option<S<RawMatch>>,
             unknown: Vec<S<String>>,
         }
 
         /// Every key a policy entry may hold.
-        pub const POLICY_KEYS: &[&str] = &[$(stringify!($key)),+];
+        pub const POLICY_KEYS: &[&str] = &[$(stringify!($key)),+, "match"];
 
         impl RawPolicy {
             /// Read the value of `key` into its field; false for a key that is not a policy key.
             fn read_value<'de, A: MapAccess<'de>>(&mut self, key: &str, m: &mut A) -> Result<bool, A::Error> {
                 match key {
                     $(stringify!($key) => self.$key = Some(m.next_value()?),)+
+                    "match" => self.match_rule = Some(m.next_value()?),
                     _ => return Ok(false),
                 }
                 Ok(true)
@@ -391,6 +395,15 @@ raw_policy! {
     verify: RawVerify,
     alert: Vec<S<String>>,
     enabled: bool,
+}
+
+/// `match:`: which meetings a policy wants, by rule (docs/policies.md).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    creators: Option<S<Vec<S<String>>>>,
+    title: Option<S<String>>,
+    schedule_conference_ids: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -570,6 +583,16 @@ impl Validator<'_> {
             UnionId::parse,
         );
         let target = self.target(&e, &raw);
+        if let Some(h) = &raw.host_union_id
+            && h.value == HOST_CREATOR
+            && raw.match_rule.is_none()
+        {
+            self.push(
+                h,
+                e.key("host_union_id"),
+                Invalid::new("host_union_id: creator is for match policies (the meeting's creator starts it); name the host's unionId"),
+            );
+        }
         let schedule = self.schedule(&e, &raw);
         let timezone = self
             .field(&raw.timezone, || e.key("timezone"), Zone::parse)
@@ -657,8 +680,26 @@ impl Validator<'_> {
         }
     }
 
-    /// `conference_id` or `schedule_conference_id`.
+    /// `conference_id` or `schedule_conference_id`, or a `match` rule and neither.
     fn target(&mut self, e: &Entry, raw: &RawPolicy) -> Option<Target> {
+        if let Some(rule) = &raw.match_rule {
+            for (key, v) in [
+                ("conference_id", &raw.conference_id),
+                ("schedule_conference_id", &raw.schedule_conference_id),
+            ] {
+                if let Some(v) = v {
+                    self.push(
+                        v,
+                        e.key(key),
+                        Invalid::new(format!(
+                            "a match policy names no meeting: its meetings come from DingTalk's events; remove '{key}'"
+                        ))
+                        .with_hint(Some("to record only a scheduled series' meetings, list it under match.schedule_conference_ids".into())),
+                    );
+                }
+            }
+            return self.match_rule(e, rule).map(Target::Match);
+        }
         let conf = self.field(&raw.conference_id, || e.key("conference_id"), ConferenceId::parse);
         let sched = self.field(
             &raw.schedule_conference_id,
@@ -678,8 +719,32 @@ impl Validator<'_> {
         )
     }
 
-    /// `cron` or `at`.
+    /// `cron` or `at`; neither for a `match` policy (the event is the time).
     fn schedule(&mut self, e: &Entry, raw: &RawPolicy) -> Option<Schedule> {
+        if raw.match_rule.is_some() {
+            let mut ok = true;
+            for (key, v) in [("cron", &raw.cron), ("at", &raw.at)] {
+                if let Some(v) = v {
+                    self.push(
+                        v,
+                        e.key(key),
+                        Invalid::new(format!(
+                            "a match policy has no schedule: a meeting's creation is its time; remove '{key}'"
+                        )),
+                    );
+                    ok = false;
+                }
+            }
+            if let Some(v) = &raw.skip_dates {
+                self.push(
+                    v,
+                    e.key("skip_dates"),
+                    Invalid::new("skip_dates applies to policies with a schedule, not to a match policy"),
+                );
+                ok = false;
+            }
+            return ok.then_some(Schedule::OnEvent);
+        }
         let cron = self.field(&raw.cron, || e.key("cron"), CronExpr::parse);
         let at = self.field(&raw.at, || e.key("at"), At::parse);
         self.one_of(
@@ -693,6 +758,80 @@ impl Validator<'_> {
             ),
             (Schedule::Cron, Schedule::At),
         )
+    }
+
+    /// `match: {creators, title, schedule_conference_ids}`: at least one; a title that is not a
+    /// valid regular expression is reported at the pattern's character at fault.
+    fn match_rule(&mut self, e: &Entry, raw: &S<RawMatch>) -> Option<MatchRule> {
+        let before = self.errors.len();
+        let list = |this: &mut Self, v: &Option<S<Vec<S<String>>>>, key: &str, parse: &dyn Fn(&str) -> Result<String, Invalid>| {
+            let mut out = Vec::new();
+            for (j, item) in v.iter().flat_map(|l| l.value.iter()).enumerate() {
+                match parse(&item.value) {
+                    Ok(x) => out.push(x),
+                    Err(err) => this.push(item, e.key(&format!("match.{key}[{j}]")), err),
+                }
+            }
+            if let Some(l) = v
+                && l.value.is_empty()
+            {
+                this.push(l, e.key(&format!("match.{key}")), Invalid::new(format!("match.{key} is empty; list at least one, or leave it out")));
+            }
+            out
+        };
+        let creators: Vec<UnionId> = list(self, &raw.value.creators, "creators", &|s| UnionId::parse(s).map(|u| u.as_str().to_owned()))
+            .iter()
+            .filter_map(|s| UnionId::parse(s).ok())
+            .collect();
+        let series: Vec<ScheduleConferenceId> = list(self, &raw.value.schedule_conference_ids, "schedule_conference_ids", &|s| {
+            ScheduleConferenceId::parse(s).map(|u| u.as_str().to_owned())
+        })
+        .iter()
+        .filter_map(|s| ScheduleConferenceId::parse(s).ok())
+        .collect();
+        let title = match &raw.value.title {
+            None => None,
+            Some(t) => match TitlePattern::parse(&t.value) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    self.pattern_error(t, e.key("match.title"), err);
+                    None
+                }
+            },
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        match MatchRule::new(creators, title, series) {
+            Ok(rule) => Some(rule),
+            Err(err) => {
+                self.push(raw, e.key("match"), err);
+                None
+            }
+        }
+    }
+
+    /// A title pattern's error, at the pattern's character at fault: the value's column, past its
+    /// opening quote.
+    fn pattern_error(&mut self, v: &S<String>, key: String, err: PatternError) {
+        let loc = v.referenced;
+        let line = source_line(self.text, loc.line());
+        let start = usize::try_from(loc.column().saturating_sub(1)).unwrap_or(0);
+        let quoted = line
+            .as_deref()
+            .and_then(|l| l.chars().nth(start))
+            .is_some_and(|c| c == '"' || c == '\'');
+        let column = loc.column() + u64::from(quoted) + u64::try_from(err.column.saturating_sub(1)).unwrap_or(0);
+        self.errors.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: loc.line(),
+            column,
+            message: err.invalid.message,
+            key: Some(key),
+            hint: err.invalid.hint,
+            source_line: line,
+            width: 1,
+        });
     }
 
     /// `start_offset` and `window`, each defaulted, the window longer than the offset.

@@ -40,8 +40,14 @@ pub async fn run(
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let mut cache = CronCache::default();
     let mut firings: Vec<(DateTime<Utc>, String, Zone)> = Vec::new();
+    // `match` policies fire on DingTalk's events, not at times: listed after the timed firings.
+    let mut on_event: Vec<(String, Zone, String)> = Vec::new();
     for sp in stored.iter().filter(|p| p.record.enabled) {
         let p = sp.record.to_policy()?;
+        if let crate::domain::Target::Match(rule) = &p.target {
+            on_event.push((p.name.to_string(), p.timezone, rule.describe()));
+            continue;
+        }
         // A firing is upcoming while its due time is ahead: look back one offset for meetings
         // that started but whose first attempt is still to come.
         let after = TimeDelta::from_std(p.start_offset)
@@ -68,6 +74,15 @@ pub async fn run(
                         "timezone": zone.name(),
                     })
                 })
+                .chain(on_event.iter().map(|(name, zone, rule)| {
+                    serde_json::json!({
+                        "policy": name,
+                        "due_at": null,
+                        "on_event": true,
+                        "match": rule,
+                        "timezone": zone.name(),
+                    })
+                }))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&items).unwrap_or_default());
         }
@@ -84,6 +99,14 @@ pub async fn run(
                         name.clone(),
                     ]
                 })
+                .chain(on_event.iter().map(|(name, zone, rule)| {
+                    vec![
+                        "on event".to_owned(),
+                        rule.clone(),
+                        zone.name().to_owned(),
+                        name.clone(),
+                    ]
+                }))
                 .collect();
             print!("{}", table(&["DUE (UTC)", "LOCAL", "TIMEZONE", "POLICY"], &rows));
         }

@@ -164,11 +164,19 @@ pub async fn list(settings: &Settings, format: TableOrJson) -> CmdResult {
                         r.cron
                             .clone()
                             .or_else(|| r.at.as_ref().map(|a| format!("at {a}")))
+                            .or_else(|| r.match_rule.as_ref().map(|_| "on event".to_owned()))
                             .unwrap_or_default(),
                         r.timezone.clone(),
                         r.conference_id
                             .clone()
                             .or_else(|| r.schedule_conference_id.as_ref().map(|s| format!("schedule:{s}")))
+                            .or_else(|| {
+                                r.match_rule.as_deref().map(|m| {
+                                    crate::domain::matching::MatchRule::from_json(m)
+                                        .map(|rule| format!("match {}", rule.describe()))
+                                        .unwrap_or_else(|_| format!("match {m}"))
+                                })
+                            })
                             .unwrap_or_default(),
                         r.host_union_id.clone(),
                         r.layout.clone(),

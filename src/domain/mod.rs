@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod invalid;
+pub mod matching;
 pub mod outcome;
 pub mod policy;
 pub mod quota;

@@ -113,7 +113,12 @@ pub enum Target {
     Conference(ConferenceId),
     /// A scheduled meeting; the live `conferenceId` is looked up at fire time.
     Scheduled(ScheduleConferenceId),
+    /// Meetings DingTalk's events report, by rule (`match`; its schedule is [`Schedule::OnEvent`]).
+    Match(super::matching::MatchRule),
 }
+
+/// `host_union_id: creator`: a `match` policy's meetings are started by whoever created them.
+pub const HOST_CREATOR: &str = "creator";
 
 macro_rules! api_enum {
     ($(#[$doc:meta])* $name:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {

@@ -172,7 +172,7 @@ pub fn firing_cost(p: &Policy, retry_rate: f64) -> f64 {
     let starts = 1.0 + retry_rate.max(0.0);
     let lookups = match p.target {
         Target::Scheduled(_) => starts,
-        Target::Conference(_) => 0.0,
+        Target::Conference(_) | Target::Match(_) => 0.0,
     };
     let verify = p.verify.as_ref().map_or(0.0, |v| {
         let watch = if v.watch.is_zero() {

@@ -198,6 +198,8 @@ impl At {
 pub enum Schedule {
     At(At),
     Cron(CronExpr),
+    /// A `match` policy's: its meetings start when DingTalk's event says so; nothing is planned.
+    OnEvent,
 }
 
 /// Parsed cron patterns shared by expression: 100k policies on "0 9 * * MON" parse it once.
@@ -247,6 +249,7 @@ impl Schedule {
         cache: &mut CronCache,
     ) -> Option<DateTime<Utc>> {
         match self {
+            Schedule::OnEvent => None,
             Schedule::At(at) => {
                 let t = match at {
                     At::Local(local) => zone.resolve_local(*local)?,
@@ -289,6 +292,7 @@ impl Schedule {
         cache: &mut CronCache,
     ) -> Option<DateTime<Utc>> {
         match self {
+            Schedule::OnEvent => None,
             Schedule::At(_) => self
                 .next_start_after(zone, not_before - TimeDelta::milliseconds(1), cache)
                 .filter(|t| *t <= at_or_before),

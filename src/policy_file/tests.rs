@@ -621,3 +621,61 @@ fn alert_names_destinations_of_the_config_and_an_unknown_one_is_a_located_error(
     let d = one_error(&format!("{VALID_HEAD}{at}    alert: [pager]\n"));
     assert!(format!("{d}").contains("defines no alerts.destinations"), "{d}");
 }
+
+/// The `match` example of docs/policies.md, as written there.
+const MATCH_EXAMPLE: &str = r#"policies:
+  - name: board-meetings
+    match:
+      creators: [WFBkgxxx, WFBkgyyy]   # unionIds of whoever creates the meeting (the event's creatorId)
+      title: "董事会|Board"             # a regular expression on the meeting's title
+    host_union_id: creator              # the meeting's creator starts the recording, or a unionId
+    start_offset: 0s
+    window: 20m
+"#;
+
+#[test]
+fn a_match_policy_names_no_meeting_and_no_schedule() {
+    let ps = parse(MATCH_EXAMPLE).expect("valid");
+    let p = &ps[0].policy;
+    let Target::Match(rule) = &p.target else {
+        panic!("not a match policy: {:?}", p.target);
+    };
+    assert_eq!(p.schedule, Schedule::OnEvent);
+    assert_eq!(p.host_union_id.as_str(), HOST_CREATOR);
+    assert_eq!(rule.creators.len(), 2);
+    assert_eq!(rule.title.as_ref().map(|t| t.as_str()), Some("董事会|Board"));
+    assert_eq!(p.window, Duration::from_secs(1200));
+}
+
+#[test]
+fn a_bad_title_pattern_is_reported_at_its_character() {
+    let text = "policies:\n  - name: p\n    host_union_id: creator\n    match:\n      title: \"董事会|(Board\"\n";
+    let d = one_error(text);
+    assert_eq!((d.line, d.column), (5, 19), "{d}");
+    assert!(d.message.contains("unclosed group"), "{d}");
+    assert_eq!(d.key.as_deref(), Some("policies[0] (p).match.title"));
+    // Unquoted: no quote to step over.
+    let plain = "policies:\n  - name: p\n    host_union_id: creator\n    match:\n      title: a[z-a]\n";
+    assert_eq!(one_error(plain).column, 16, "the range z-a");
+}
+
+#[test]
+fn a_match_policy_refuses_a_meeting_a_schedule_and_an_empty_rule() {
+    let text = "policies:\n  - name: p\n    host_union_id: h\n    conference_id: c\n    cron: \"0 9 * * *\"\n    match:\n      creators: [a]\n";
+    let es = errors(text);
+    let keys: Vec<&str> = es.iter().filter_map(|d| d.key.as_deref()).collect();
+    assert_eq!(keys, ["policies[0] (p).conference_id", "policies[0] (p).cron"], "{es:#?}");
+    let empty = one_error("policies:\n  - name: p\n    host_union_id: h\n    match: {}\n");
+    assert!(empty.message.contains("at least one"), "{empty}");
+    let unknown = one_error("policies:\n  - name: p\n    host_union_id: h\n    match:\n      creator: [a]\n");
+    assert!(unknown.message.contains("creator"), "{unknown}");
+}
+
+#[test]
+fn the_creator_as_host_is_for_match_policies_only() {
+    let d = one_error(
+        "policies:\n  - name: p\n    conference_id: c1\n    host_union_id: creator\n    at: 2030-01-01T09:00:00\n",
+    );
+    assert_eq!(d.key.as_deref(), Some("policies[0] (p).host_union_id"));
+    assert_eq!((d.line, d.column), (4, 20));
+}

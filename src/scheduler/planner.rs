@@ -237,7 +237,7 @@ pub fn plan_policy(
             // firing (validation refuses one that never fires); should a search still come back
             // empty, look again in a day rather than never.
             None => match p.schedule {
-                crate::domain::Schedule::At(_) => far_future(),
+                crate::domain::Schedule::At(_) | crate::domain::Schedule::OnEvent => far_future(),
                 crate::domain::Schedule::Cron(_) => {
                     add(now, Duration::from_secs(24 * 3600)).unwrap_or_else(far_future)
                 }

@@ -14,6 +14,7 @@ use crate::domain::alert::{Alert, Facts};
 use crate::domain::policy::{Layout, ScheduleConferenceId, WindowPosition};
 use crate::domain::quota::{Api, Observed};
 use crate::domain::schedule::{At, CronExpr};
+use crate::domain::matching::MatchRule;
 use crate::domain::time::{fmt_utc, parse_utc};
 use crate::domain::{
     AlertEvent, AlertState, AttemptOutcome, CheckKind, CheckOutcome, ConferenceId, OccurrenceState, Policy,
@@ -44,6 +45,8 @@ pub struct PolicyRecord {
     pub skip_dates: String,
     pub enabled: bool,
     pub source: String,
+    /// A `match` policy's rule as JSON (`None` for the others).
+    pub match_rule: Option<String>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -52,13 +55,15 @@ fn ms(d: std::time::Duration) -> i64 {
 
 impl PolicyRecord {
     pub fn from_policy(p: &Policy, source: &str) -> Self {
-        let (conference_id, schedule_conference_id) = match &p.target {
-            Target::Conference(c) => (Some(c.as_str().to_owned()), None),
-            Target::Scheduled(s) => (None, Some(s.as_str().to_owned())),
+        let (conference_id, schedule_conference_id, match_rule) = match &p.target {
+            Target::Conference(c) => (Some(c.as_str().to_owned()), None, None),
+            Target::Scheduled(s) => (None, Some(s.as_str().to_owned()), None),
+            Target::Match(rule) => (None, None, Some(rule.to_json())),
         };
         let (cron, at) = match &p.schedule {
             Schedule::Cron(c) => (Some(c.as_str().to_owned()), None),
             Schedule::At(a) => (None, Some(a.to_text())),
+            Schedule::OnEvent => (None, None),
         };
         let skip: Vec<String> = p.skip_dates.iter().map(|d| d.to_string()).collect();
         Self {
@@ -84,6 +89,7 @@ impl PolicyRecord {
             skip_dates: serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into()),
             enabled: p.enabled,
             source: source.to_owned(),
+            match_rule,
         }
     }
 
@@ -93,6 +99,9 @@ impl PolicyRecord {
             StoreError::Data(format!("policy '{}': {what}: {e}", self.name))
         };
         let target = match (&self.conference_id, &self.schedule_conference_id) {
+            (None, None) if let Some(rule) = &self.match_rule => {
+                Target::Match(MatchRule::from_json(rule).map_err(|e| bad("match_rule", &e))?)
+            }
             (Some(c), None) => {
                 Target::Conference(ConferenceId::parse(c).map_err(|e| bad("conference_id", &e))?)
             }
@@ -107,6 +116,7 @@ impl PolicyRecord {
             }
         };
         let schedule = match (&self.cron, &self.at) {
+            (None, None) if self.match_rule.is_some() => Schedule::OnEvent,
             (Some(c), None) => Schedule::Cron(CronExpr::from_stored(c)),
             (None, Some(a)) => Schedule::At(At::parse(a).map_err(|e| bad("at", &e))?),
             _ => return Err(bad("schedule", &"exactly one of cron/at")),
@@ -149,6 +159,7 @@ impl PolicyRecord {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         vec![
             ("conference_id", opt(&self.conference_id)),
+            ("match", opt(&self.match_rule)),
             ("schedule_conference_id", opt(&self.schedule_conference_id)),
             ("host_union_id", self.host_union_id.clone()),
             ("cron", opt(&self.cron)),
@@ -887,6 +898,7 @@ mod tests {
             skip_dates: "[]".into(),
             enabled,
             source: source.into(),
+            match_rule: None,
         }
     }
 

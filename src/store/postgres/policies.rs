@@ -15,7 +15,7 @@ use crate::store::types::{
 /// The columns of a policy row that [`record`] reads.
 pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry::text AS retry, verify::text AS verify, \
-     alert::text AS alert, skip_dates::text AS skip_dates, enabled, source";
+     alert::text AS alert, skip_dates::text AS skip_dates, enabled, source, match_rule::text AS match_rule";
 
 /// A `jsonb` column as `apply` wrote it: PostgreSQL keeps JSON in its own form (spaces, keys
 /// reordered), so the text is read back into its type and written as SQLite keeps it, or `plan`
@@ -31,6 +31,7 @@ fn json_as_written<T: serde::Serialize + serde::de::DeserializeOwned>(text: Stri
 pub(super) fn record(r: &PgRow) -> Result<PolicyRecord> {
     let verify: Option<String> = r.try_get("verify")?;
     let alert: Option<String> = r.try_get("alert")?;
+    let match_rule: Option<String> = r.try_get("match_rule")?;
     Ok(PolicyRecord {
         name: r.try_get("name")?,
         conference_id: r.try_get("conference_id")?,
@@ -49,6 +50,11 @@ pub(super) fn record(r: &PgRow) -> Result<PolicyRecord> {
         skip_dates: json_as_written::<Vec<String>>(r.try_get("skip_dates")?),
         enabled: r.try_get("enabled")?,
         source: r.try_get("source")?,
+        match_rule: match_rule.map(|text| {
+            crate::domain::matching::MatchRule::from_json(&text)
+                .map(|rule| rule.to_json())
+                .unwrap_or(text)
+        }),
     })
 }
 
@@ -67,7 +73,7 @@ fn stored(r: &PgRow) -> Result<StoredPolicy> {
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Bind the columns `conference_id` … `source`, in table order (`$2` … `$17`).
+/// Bind the columns `conference_id` … `source`, `match_rule`, in table order (`$2` … `$18`).
 fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
     q.bind(&r.conference_id)
         .bind(&r.schedule_conference_id)
@@ -85,6 +91,7 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(&r.skip_dates)
         .bind(r.enabled)
         .bind(&r.source)
+        .bind(&r.match_rule)
 }
 
 /// A changed policy's occurrences that have not started and are not due yet (`$2` the policy's
@@ -171,9 +178,9 @@ impl Pg {
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
-                         skip_dates, enabled, source, created_at, updated_at) \
+                         skip_dates, enabled, source, match_rule, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, \
-                         $15::jsonb, $16, $17, $18, $18)",
+                         $15::jsonb, $16, $17, $18::jsonb, $19, $19)",
                     )
                     .bind(&r.name);
                     bind_fields(q, r).bind(now).execute(&mut *tx).await?;
@@ -186,7 +193,8 @@ impl Pg {
                          layout = $5, small_window_position = $6, cron = $7, at = $8, timezone = $9, \
                          start_offset_ms = $10, window_ms = $11, retry = $12::jsonb, verify = $13::jsonb, \
                          alert = $14::jsonb, skip_dates = $15::jsonb, enabled = $16, source = $17, \
-                         updated_at = $18, planned_until = CASE WHEN $19 THEN NULL ELSE planned_until END \
+                         match_rule = $18::jsonb, \
+                         updated_at = $19, planned_until = CASE WHEN $20 THEN NULL ELSE planned_until END \
                          WHERE name = $1",
                     )
                     .bind(&r.name);

@@ -32,13 +32,14 @@ impl PolicyRecord {
             skip_dates: r.try_get("skip_dates")?,
             enabled: r.try_get::<i64, _>("enabled")? != 0,
             source: r.try_get("source")?,
+            match_rule: r.try_get("match_rule")?,
         })
     }
 }
 
 const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, \
-     enabled, source, created_at, updated_at FROM policies";
+     enabled, source, match_rule, created_at, updated_at FROM policies";
 
 fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
     Ok(StoredPolicy {
@@ -102,8 +103,8 @@ impl Sqlite {
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
-                         skip_dates, enabled, source, created_at, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         skip_dates, enabled, source, match_rule, created_at, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(&r.name);
                     bind_fields(q, r)
@@ -119,7 +120,7 @@ impl Sqlite {
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
                          layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
                          start_offset_ms = ?, window_ms = ?, retry = ?, verify = ?, alert = ?, skip_dates = ?, enabled = ?, \
-                         source = ?, \
+                         source = ?, match_rule = ?, \
                          updated_at = ?, planned_until = CASE WHEN ? THEN '' ELSE planned_until END \
                          WHERE name = ?",
                     );
@@ -151,7 +152,8 @@ impl Sqlite {
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-/// Bind the columns `conference_id` … `source`, in table order (INSERT and UPDATE share them).
+/// Bind the columns `conference_id` … `source`, `match_rule`, in table order (INSERT and UPDATE
+/// share them).
 fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
     q.bind(&r.conference_id)
         .bind(&r.schedule_conference_id)
@@ -169,6 +171,7 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(&r.skip_dates)
         .bind(r.enabled)
         .bind(&r.source)
+        .bind(&r.match_rule)
 }
 
 /// A changed policy's occurrences that have not started and are not due yet (`?2` the policy's
