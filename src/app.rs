@@ -527,6 +527,36 @@ impl App {
             replan: self.replan.clone(),
             said: Default::default(),
         };
+        // Stream mode (`dingtalk.stream.enabled`): the connection, and the events it hands over
+        // turned into occurrences.
+        let stream_cancel = cancel.child_token();
+        let stream = self.settings.dingtalk.stream.enabled.then(|| {
+            let s = &self.settings.dingtalk.stream;
+            let settings = crate::dingtalk::stream::StreamSettings {
+                reconnect_max: s.reconnect_max,
+                keepalive: s.keepalive,
+                connect_timeout: self.settings.dingtalk.connect_timeout
+                    + self.settings.dingtalk.request_timeout,
+                ..Default::default()
+            };
+            let client = crate::dingtalk::stream::StreamClient::new(self.client.clone(), settings);
+            let handler = crate::scheduler::events::EventHandler {
+                store: self.store.clone(),
+                client: self.client.clone(),
+                clock: self.clock.clone(),
+            };
+            (client, handler)
+        });
+        let events = async move {
+            if let Some((client, handler)) = stream {
+                let (tx, rx) = mpsc::channel(256);
+                tokio::join!(
+                    client.run(tx, stream_cancel.clone()),
+                    handler.run(rx, stream_cancel)
+                );
+            }
+            Ok::<(), String>(())
+        };
         // The alert sender and the quota task: either one failing ends the daemon.
         let (alerts_cancel, quota_cancel) = (cancel.child_token(), cancel.child_token());
         let (store, watch_cancel) = (self.store.clone(), cancel.child_token());
@@ -538,7 +568,8 @@ impl App {
             tokio::try_join!(
                 sender.run_until_stopped(alerts_cancel),
                 quota.run_until_stopped(quota_cancel),
-                watch
+                watch,
+                events
             )
             .map(|_| ())
         });

@@ -764,7 +764,10 @@ impl Validator<'_> {
     /// valid regular expression is reported at the pattern's character at fault.
     fn match_rule(&mut self, e: &Entry, raw: &S<RawMatch>) -> Option<MatchRule> {
         let before = self.errors.len();
-        let list = |this: &mut Self, v: &Option<S<Vec<S<String>>>>, key: &str, parse: &dyn Fn(&str) -> Result<String, Invalid>| {
+        let list = |this: &mut Self,
+                    v: &Option<S<Vec<S<String>>>>,
+                    key: &str,
+                    parse: &dyn Fn(&str) -> Result<String, Invalid>| {
             let mut out = Vec::new();
             for (j, item) in v.iter().flat_map(|l| l.value.iter()).enumerate() {
                 match parse(&item.value) {
@@ -775,17 +778,28 @@ impl Validator<'_> {
             if let Some(l) = v
                 && l.value.is_empty()
             {
-                this.push(l, e.key(&format!("match.{key}")), Invalid::new(format!("match.{key} is empty; list at least one, or leave it out")));
+                this.push(
+                    l,
+                    e.key(&format!("match.{key}")),
+                    Invalid::new(format!(
+                        "match.{key} is empty; list at least one, or leave it out"
+                    )),
+                );
             }
             out
         };
-        let creators: Vec<UnionId> = list(self, &raw.value.creators, "creators", &|s| UnionId::parse(s).map(|u| u.as_str().to_owned()))
-            .iter()
-            .filter_map(|s| UnionId::parse(s).ok())
-            .collect();
-        let series: Vec<ScheduleConferenceId> = list(self, &raw.value.schedule_conference_ids, "schedule_conference_ids", &|s| {
-            ScheduleConferenceId::parse(s).map(|u| u.as_str().to_owned())
+        let creators: Vec<UnionId> = list(self, &raw.value.creators, "creators", &|s| {
+            UnionId::parse(s).map(|u| u.as_str().to_owned())
         })
+        .iter()
+        .filter_map(|s| UnionId::parse(s).ok())
+        .collect();
+        let series: Vec<ScheduleConferenceId> = list(
+            self,
+            &raw.value.schedule_conference_ids,
+            "schedule_conference_ids",
+            &|s| ScheduleConferenceId::parse(s).map(|u| u.as_str().to_owned()),
+        )
         .iter()
         .filter_map(|s| ScheduleConferenceId::parse(s).ok())
         .collect();
@@ -821,7 +835,8 @@ impl Validator<'_> {
             .as_deref()
             .and_then(|l| l.chars().nth(start))
             .is_some_and(|c| c == '"' || c == '\'');
-        let column = loc.column() + u64::from(quoted) + u64::try_from(err.column.saturating_sub(1)).unwrap_or(0);
+        let column =
+            loc.column() + u64::from(quoted) + u64::try_from(err.column.saturating_sub(1)).unwrap_or(0);
         self.errors.push(Diagnostic {
             file: self.file.to_owned(),
             line: loc.line(),

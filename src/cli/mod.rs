@@ -2,6 +2,7 @@
 //! and the dispatch to one module per command. Data goes to stdout, diagnostics to stderr.
 
 mod alerts;
+mod events;
 mod fake;
 mod history;
 mod next;
@@ -142,6 +143,18 @@ pub enum Command {
         /// Only alerts raised within this long before now (humantime: 24h, 7d).
         #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
         since: Duration,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
+    /// The meeting events DingTalk pushed over Stream mode (newest first) and what came of each:
+    /// `matched` (an occurrence), `ignored`, `duplicate`, `invalid`. See docs/events.md.
+    Events {
+        /// Only events received within this long before now (humantime: 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_duration)]
+        since: Duration,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
         #[arg(long, value_enum, default_value = "table")]
         format: TableOrJson,
     },
@@ -289,6 +302,7 @@ async fn run_command(cmd: Command, settings: &Settings) -> CmdResult {
             format,
         } => alerts::list(settings, since, format).await,
         Command::Quota { format } => quota::run(settings, format).await,
+        Command::Events { since, limit, format } => events::list(settings, since, limit, format).await,
         Command::Status { format } => status::run(settings, format).await,
         Command::Trigger {
             policy,

@@ -30,9 +30,29 @@ fn load_policies(paths: &[PathBuf], settings: &Settings) -> Result<Vec<SourcedPo
     let defaults = settings
         .policy_defaults()
         .map_err(|e| Failure::new(EXIT_INVALID, format!("invalid config: {e}")))?;
-    policy_file::load_paths(paths, &defaults).map_err(|ds| {
+    let ps = policy_file::load_paths(paths, &defaults).map_err(|ds| {
         print_diagnostics(&ds);
         Failure::new(EXIT_INVALID, "")
+    })?;
+    if let Some(warning) = match_without_stream(&ps, settings) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(ps)
+}
+
+/// `match` policies fire only on DingTalk's events: without Stream mode they never do.
+pub fn match_without_stream(ps: &[SourcedPolicy], settings: &Settings) -> Option<String> {
+    let names: Vec<&str> = ps
+        .iter()
+        .filter(|p| p.policy.enabled && matches!(p.policy.target, crate::domain::Target::Match(_)))
+        .map(|p| p.policy.name.as_str())
+        .collect();
+    (!names.is_empty() && !settings.dingtalk.stream.enabled).then(|| {
+        format!(
+            "{} never fire{}: they wait for DingTalk's meeting events and dingtalk.stream.enabled is false (docs/events.md)",
+            names.join(", "),
+            if names.len() == 1 { "s" } else { "" }
+        )
     })
 }
 

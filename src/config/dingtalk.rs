@@ -47,6 +47,77 @@ pub struct DingTalkSettings {
     /// The share of the quota kept for starts and start checks: above `1 - quota_reserve` of it,
     /// watch checks and video look-ups stop. A fraction: 0.1 is 10 %.
     pub quota_reserve: f64,
+    /// Stream mode: DingTalk's meeting events (docs/events.md).
+    pub stream: StreamConfig,
+}
+
+/// `dingtalk.stream`: the connection on which DingTalk pushes meeting events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Open the connection (`match` policies need it).
+    pub enabled: bool,
+    /// The longest wait between reconnection attempts (jittered backoff from 1 s).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Down this long: `/readyz` says not ready and the `stream_down` alert is raised.
+    #[serde(with = "humantime_serde")]
+    pub alert_after: Duration,
+    /// A WebSocket ping this often; nothing heard for two periods means the socket is dead.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            reconnect_max: Duration::from_secs(60),
+            alert_after: Duration::from_secs(300),
+            keepalive: Duration::from_secs(30),
+        }
+    }
+}
+
+impl StreamConfig {
+    pub(super) fn validate(&self, app_type: AppType) -> Result<(), ConfigError> {
+        let between = |key: &str, v: Duration, lo: Duration, hi: Duration| {
+            if v < lo || v > hi {
+                Err(ConfigError::Invalid(format!(
+                    "dingtalk.stream.{key} must be from {} to {} (it is {})",
+                    humantime::format_duration(lo),
+                    humantime::format_duration(hi),
+                    humantime::format_duration(v)
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        between(
+            "reconnect_max",
+            self.reconnect_max,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?;
+        between(
+            "alert_after",
+            self.alert_after,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        )?;
+        between(
+            "keepalive",
+            self.keepalive,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
+        if self.enabled && app_type != AppType::Internal {
+            return Err(ConfigError::Invalid(
+                "dingtalk.stream.enabled needs an internal app (dingtalk.app_type: internal): Stream mode opens with the app's key and secret".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Two optional secrets are the same value (compared without printing them).
@@ -88,6 +159,7 @@ impl fmt::Debug for DingTalkSettings {
             .field("monthly_quota", &self.monthly_quota)
             .field("quota_timezone", &self.quota_timezone)
             .field("quota_reserve", &self.quota_reserve)
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -159,6 +231,7 @@ impl Default for DingTalkSettings {
             monthly_quota: 5000,
             quota_timezone: "Asia/Shanghai".into(),
             quota_reserve: 0.1,
+            stream: StreamConfig::default(),
         }
     }
 }

@@ -183,6 +183,7 @@ impl Settings {
             ));
         }
         self.dingtalk.quota()?;
+        self.dingtalk.stream.validate(self.dingtalk.app_type)?;
         if self.http.header_timeout.is_zero() || self.http.header_timeout > Duration::from_secs(300) {
             return Err(ConfigError::Invalid(
                 "http.header_timeout must be more than 0 and at most 5m".into(),

@@ -104,6 +104,8 @@ pub struct ConfInfo {
     #[serde(default)]
     pub status: i64,
     #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
     pub creator_id: Option<String>,
     #[serde(default)]
     pub schedule_conference_id: Option<String>,

@@ -52,22 +52,43 @@ impl TitlePattern {
             column,
         };
         if source.is_empty() {
-            return Err(at(1, "an empty title pattern matches every meeting; leave `title` out instead".into()));
+            return Err(at(
+                1,
+                "an empty title pattern matches every meeting; leave `title` out instead".into(),
+            ));
         }
         if source.chars().count() > MAX_PATTERN {
-            return Err(at(MAX_PATTERN + 1, format!("the title pattern is longer than {MAX_PATTERN} characters")));
+            return Err(at(
+                MAX_PATTERN + 1,
+                format!("the title pattern is longer than {MAX_PATTERN} characters"),
+            ));
         }
         // The parser's errors carry where they are; the regex crate's only say it in prose.
         let ast = regex_syntax::ast::parse::Parser::new()
             .parse(source)
-            .map_err(|e| at(e.span().start.column, format!("invalid title pattern: {}", e.kind())))?;
+            .map_err(|e| {
+                at(
+                    e.span().start.column,
+                    format!("invalid title pattern: {}", e.kind()),
+                )
+            })?;
         regex_syntax::hir::translate::Translator::new()
             .translate(source, &ast)
-            .map_err(|e| at(e.span().start.column, format!("invalid title pattern: {}", e.kind())))?;
+            .map_err(|e| {
+                at(
+                    e.span().start.column,
+                    format!("invalid title pattern: {}", e.kind()),
+                )
+            })?;
         let regex = regex::RegexBuilder::new(source)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map_err(|e| at(1, format!("invalid title pattern: {}", first_line(&e.to_string()))))?;
+            .map_err(|e| {
+                at(
+                    1,
+                    format!("invalid title pattern: {}", first_line(&e.to_string())),
+                )
+            })?;
         Ok(Self {
             source: source.to_owned(),
             regex,
@@ -139,7 +160,9 @@ impl MatchRule {
             ));
         }
         if creators.len() > MAX_LISTED || schedule_conference_ids.len() > MAX_LISTED {
-            return Err(Invalid::new(format!("a match lists at most {MAX_LISTED} creators or series")));
+            return Err(Invalid::new(format!(
+                "a match lists at most {MAX_LISTED} creators or series"
+            )));
         }
         creators.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         creators.dedup();
@@ -154,9 +177,15 @@ impl MatchRule {
 
     /// Does the rule want this meeting? Every criterion given must hold.
     pub fn wants(&self, m: &MeetingFacts<'_>) -> Verdict {
-        let listed = |wanted: &[&str], got: Option<&str>| wanted.is_empty() || got.is_some_and(|g| wanted.contains(&g));
+        let listed = |wanted: &[&str], got: Option<&str>| {
+            wanted.is_empty() || got.is_some_and(|g| wanted.contains(&g))
+        };
         let creators: Vec<&str> = self.creators.iter().map(UnionId::as_str).collect();
-        let series: Vec<&str> = self.schedule_conference_ids.iter().map(ScheduleConferenceId::as_str).collect();
+        let series: Vec<&str> = self
+            .schedule_conference_ids
+            .iter()
+            .map(ScheduleConferenceId::as_str)
+            .collect();
         if !listed(&creators, m.creator_id) || !listed(&series, m.schedule_conference_id) {
             return Verdict::NotWanted;
         }
@@ -184,7 +213,11 @@ impl MatchRule {
 
     pub fn from_json(text: &str) -> Result<Self, Invalid> {
         let s: Stored = serde_json::from_str(text).map_err(|e| Invalid::new(format!("match_rule: {e}")))?;
-        let creators = s.creators.iter().map(|c| UnionId::parse(c)).collect::<Result<_, _>>()?;
+        let creators = s
+            .creators
+            .iter()
+            .map(|c| UnionId::parse(c))
+            .collect::<Result<_, _>>()?;
         let series = s
             .schedule_conference_ids
             .iter()
@@ -210,7 +243,11 @@ impl MatchRule {
             parts.push(format!("title=/{}/", t.as_str()));
         }
         if !self.schedule_conference_ids.is_empty() {
-            let s: Vec<&str> = self.schedule_conference_ids.iter().map(ScheduleConferenceId::as_str).collect();
+            let s: Vec<&str> = self
+                .schedule_conference_ids
+                .iter()
+                .map(ScheduleConferenceId::as_str)
+                .collect();
             parts.push(format!("schedule_conference_ids=[{}]", s.join(",")));
         }
         parts.join(" ")
@@ -225,7 +262,11 @@ mod tests {
         UnionId::parse(s).expect("unionId")
     }
 
-    fn facts<'a>(creator: Option<&'a str>, title: Option<&'a str>, series: Option<&'a str>) -> MeetingFacts<'a> {
+    fn facts<'a>(
+        creator: Option<&'a str>,
+        title: Option<&'a str>,
+        series: Option<&'a str>,
+    ) -> MeetingFacts<'a> {
         MeetingFacts {
             creator_id: creator,
             title,
@@ -241,22 +282,33 @@ mod tests {
             vec![],
         )
         .expect("rule");
-        assert_eq!(rule.wants(&facts(Some("WFBk1"), Some("Q4 董事会"), None)), Verdict::Wanted);
-        assert_eq!(rule.wants(&facts(Some("WFBk2"), Some("Board review"), None)), Verdict::Wanted);
-        assert_eq!(rule.wants(&facts(Some("WFBk1"), Some("standup"), None)), Verdict::NotWanted);
-        assert_eq!(rule.wants(&facts(Some("other"), Some("Board"), None)), Verdict::NotWanted);
+        assert_eq!(
+            rule.wants(&facts(Some("WFBk1"), Some("Q4 董事会"), None)),
+            Verdict::Wanted
+        );
+        assert_eq!(
+            rule.wants(&facts(Some("WFBk2"), Some("Board review"), None)),
+            Verdict::Wanted
+        );
+        assert_eq!(
+            rule.wants(&facts(Some("WFBk1"), Some("standup"), None)),
+            Verdict::NotWanted
+        );
+        assert_eq!(
+            rule.wants(&facts(Some("other"), Some("Board"), None)),
+            Verdict::NotWanted
+        );
         assert_eq!(rule.wants(&facts(None, Some("Board"), None)), Verdict::NotWanted);
         assert_eq!(rule.wants(&facts(Some("WFBk1"), None, None)), Verdict::NeedsTitle);
         // A creator outside the list never costs a title look-up.
         assert_eq!(rule.wants(&facts(Some("other"), None, None)), Verdict::NotWanted);
-        let series = MatchRule::new(
-            vec![],
-            None,
-            vec![ScheduleConferenceId::parse("s1").expect("id")],
-        )
-        .expect("rule");
+        let series =
+            MatchRule::new(vec![], None, vec![ScheduleConferenceId::parse("s1").expect("id")]).expect("rule");
         assert_eq!(series.wants(&facts(None, None, Some("s1"))), Verdict::Wanted);
-        assert_eq!(series.wants(&facts(Some("x"), Some("y"), None)), Verdict::NotWanted);
+        assert_eq!(
+            series.wants(&facts(Some("x"), Some("y"), None)),
+            Verdict::NotWanted
+        );
     }
 
     #[test]

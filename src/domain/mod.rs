@@ -20,6 +20,8 @@ pub use outcome::{Classification, RetryClass};
 pub use policy::{ConferenceId, Layout, Policy, PolicyDefaults, PolicyName, Target, UnionId, WindowPosition};
 pub use retry::RetryPolicy;
 pub use schedule::{Schedule, Zone};
-pub use state::{AlertEvent, AlertState, AttemptOutcome, CheckKind, CheckOutcome, OccurrenceState, Trigger};
+pub use state::{
+    AlertEvent, AlertState, AttemptOutcome, CheckKind, CheckOutcome, EventOutcome, OccurrenceState, Trigger,
+};
 pub use token::SealedToken;
 pub use verify::Verify;

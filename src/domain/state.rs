@@ -142,6 +142,21 @@ text_enum!(
 );
 
 text_enum!(
+    /// What came of an event DingTalk pushed (`events.outcome`).
+    EventOutcome, "event outcome", {
+        /// An enabled `match` policy wants its meeting: an occurrence was made.
+        Matched => "matched",
+        /// No enabled `match` policy wants it (or it is not an event dingrec acts on).
+        Ignored => "ignored",
+        /// A policy wants its meeting, which already has its occurrence (another event, a
+        /// catch-up, another daemon).
+        Duplicate => "duplicate",
+        /// Unreadable, or missing what it needs (a meeting id, the creator for `host: creator`).
+        Invalid => "invalid",
+    }
+);
+
+text_enum!(
     /// What a check asked (`checks.kind`).
     CheckKind, "check kind", {
         /// After StartCloudRecord answered 200 (or after a crash left a call's outcome unknown):

@@ -142,9 +142,11 @@ impl FakeDingTalk {
         &self.shared.stream
     }
 
-    /// Push a `meeting_status_change` event to a connected Stream client; its eventId.
+    /// Push a `meeting_status_change` event to a connected Stream client; its eventId. A
+    /// `conference_created` event for a meeting the fake does not know makes it: live, hosted by
+    /// the event's creator.
     pub fn push_event(&self, spec: &EventSpec) -> String {
-        self.shared.stream.push(spec)
+        push_event(&self.shared, spec)
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -344,6 +346,22 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
             return;
         }
     }
+}
+
+fn push_event(shared: &Shared, spec: &EventSpec) -> String {
+    if spec.data.is_none()
+        && spec
+            .change_scene
+            .as_deref()
+            .is_none_or(|s| s == "conference_created")
+    {
+        shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .meeting_created(&spec.conference_id, spec.creator_id.as_deref());
+    }
+    shared.stream.push(spec)
 }
 
 /// `GET /connect?ticket=`: a WebSocket upgrade with a valid ticket becomes a Stream connection.
@@ -764,7 +782,7 @@ fn admin(shared: &Shared, what: &str, req: &Request) -> Reply {
         }
         ("POST", "events") => match serde_json::from_slice::<EventSpec>(&req.body) {
             Ok(spec) => {
-                let event_id = shared.stream.push(&spec);
+                let event_id = push_event(shared, &spec);
                 ok(json!({"event_id": event_id}))
             }
             Err(e) => bad(format!("an event: {e}")),

@@ -305,6 +305,20 @@ impl State {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
+    /// A `conference_created` event's meeting, live now and hosted by its creator, unless the
+    /// scenario has it already.
+    pub fn meeting_created(&mut self, conference_id: &str, creator: Option<&str>) {
+        if conference_id.is_empty() || self.meetings.contains_key(conference_id) {
+            return;
+        }
+        let spec = super::scenario::MeetingSpec {
+            host_union_id: creator.map(str::to_owned),
+            state: Some(MeetingState::Live),
+            ..super::scenario::MeetingSpec::live(conference_id)
+        };
+        self.add_meeting(spec, None);
+    }
+
     pub fn add_meeting(&mut self, m: super::scenario::MeetingSpec, schedule_id: Option<String>) {
         let initial = m.state.unwrap_or(if m.live_after.is_some() {
             MeetingState::NotStarted

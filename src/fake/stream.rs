@@ -54,6 +54,10 @@ pub struct EventSpec {
     /// The whole `data` document instead of one built from the fields above.
     #[serde(default)]
     pub data: Option<Value>,
+    /// To every open connection at once (DingTalk gives an event to one; the worst case of
+    /// several daemons each receiving it).
+    #[serde(default)]
+    pub to_all: bool,
 }
 
 impl EventSpec {
@@ -247,7 +251,14 @@ impl Gateway {
                 last_sent: None,
             },
         );
-        g.send_event(&event_id);
+        if spec.to_all {
+            let conns: Vec<u64> = g.conns.keys().copied().collect();
+            for conn in conns {
+                g.deliver(conn, &event_id);
+            }
+        } else {
+            g.send_event(&event_id);
+        }
         event_id
     }
 
@@ -453,14 +464,19 @@ impl Gateway {
 impl Inner {
     /// Send a pending event to a connection chosen at random (none open: it waits).
     fn send_event(&mut self, event_id: &str) {
-        let Some(p) = self.pending.get(event_id) else {
-            return;
-        };
         if self.conns.is_empty() || self.blackhole {
             return;
         }
         let pick = rand::rng().random_range(0..self.conns.len());
         let Some(conn) = self.conns.keys().nth(pick).copied() else {
+            return;
+        };
+        self.deliver(conn, event_id);
+    }
+
+    /// Send a pending event to one connection, as a new message.
+    fn deliver(&mut self, conn: u64, event_id: &str) {
+        let Some(p) = self.pending.get(event_id) else {
             return;
         };
         let message_id = new_id("msg-");

@@ -649,7 +649,8 @@ fn a_match_policy_names_no_meeting_and_no_schedule() {
 
 #[test]
 fn a_bad_title_pattern_is_reported_at_its_character() {
-    let text = "policies:\n  - name: p\n    host_union_id: creator\n    match:\n      title: \"董事会|(Board\"\n";
+    let text =
+        "policies:\n  - name: p\n    host_union_id: creator\n    match:\n      title: \"董事会|(Board\"\n";
     let d = one_error(text);
     assert_eq!((d.line, d.column), (5, 19), "{d}");
     assert!(d.message.contains("unclosed group"), "{d}");
@@ -664,7 +665,11 @@ fn a_match_policy_refuses_a_meeting_a_schedule_and_an_empty_rule() {
     let text = "policies:\n  - name: p\n    host_union_id: h\n    conference_id: c\n    cron: \"0 9 * * *\"\n    match:\n      creators: [a]\n";
     let es = errors(text);
     let keys: Vec<&str> = es.iter().filter_map(|d| d.key.as_deref()).collect();
-    assert_eq!(keys, ["policies[0] (p).conference_id", "policies[0] (p).cron"], "{es:#?}");
+    assert_eq!(
+        keys,
+        ["policies[0] (p).conference_id", "policies[0] (p).cron"],
+        "{es:#?}"
+    );
     let empty = one_error("policies:\n  - name: p\n    host_union_id: h\n    match: {}\n");
     assert!(empty.message.contains("at least one"), "{empty}");
     let unknown = one_error("policies:\n  - name: p\n    host_union_id: h\n    match:\n      creator: [a]\n");

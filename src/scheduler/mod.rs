@@ -7,6 +7,7 @@
 
 pub mod checker;
 pub mod dispatcher;
+pub mod events;
 pub mod health;
 pub mod pacing;
 pub mod planner;

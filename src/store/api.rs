@@ -97,6 +97,23 @@ impl Store {
         backend!(self, db => db.policy_by_name(name).await)
     }
 
+    /// The enabled `match` policies, by name (docs/events.md).
+    pub async fn match_policies(&self) -> Result<Vec<StoredPolicy>> {
+        backend!(self, db => db.match_policies().await)
+    }
+
+    /// Write an event with what was decided about it, and for a match the meeting's occurrence,
+    /// in one transaction: an eventId seen before writes nothing; a meeting that already has its
+    /// occurrence makes the event a `duplicate`.
+    pub async fn record_event(&self, e: &NewEvent) -> Result<EventRecorded> {
+        backend!(self, db => db.record_event(e).await)
+    }
+
+    /// Events received since `since`, newest first (`dingrec events`).
+    pub async fn events_since(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<EventRow>> {
+        backend!(self, db => db.events_since(since, limit).await)
+    }
+
     /// What `apply` would change, without writing.
     pub async fn plan_policies(&self, new: &[PolicyRecord], prune: Prune<'_>) -> Result<Vec<Change>> {
         let existing = self.list_policies().await?;

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Result, StoreError};
 use crate::domain::alert::{Alert, Facts};
+use crate::domain::matching::MatchRule;
 use crate::domain::policy::{Layout, ScheduleConferenceId, WindowPosition};
 use crate::domain::quota::{Api, Observed};
 use crate::domain::schedule::{At, CronExpr};
-use crate::domain::matching::MatchRule;
 use crate::domain::time::{fmt_utc, parse_utc};
 use crate::domain::{
     AlertEvent, AlertState, AttemptOutcome, CheckKind, CheckOutcome, ConferenceId, OccurrenceState, Policy,
@@ -873,6 +873,108 @@ impl Usage {
     pub fn used(&self) -> u64 {
         self.by_api.values().sum()
     }
+}
+
+// ---- Events (`events`) ----
+
+/// The most of an event's data the `events` table keeps.
+pub const MAX_EVENT_PAYLOAD: usize = 16 * 1024;
+
+/// An event's data as stored: itself when it is JSON within [`MAX_EVENT_PAYLOAD`], else
+/// `{"truncated": "<its start>"}` or `{"unreadable": "<its start>"}` (the column holds JSON).
+pub fn event_payload(data: &str) -> String {
+    let start = |s: &str| -> String {
+        let mut end = s.len().min(MAX_EVENT_PAYLOAD - 64);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_owned()
+    };
+    match serde_json::from_str::<serde_json::Value>(data) {
+        Ok(_) if data.len() <= MAX_EVENT_PAYLOAD => data.to_owned(),
+        Ok(_) => serde_json::json!({ "truncated": start(data) }).to_string(),
+        Err(_) => serde_json::json!({ "unreadable": start(data) }).to_string(),
+    }
+}
+
+/// What dingrec decided about an event, to be written with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventDecision {
+    /// Make the meeting's occurrence (one per meeting: a meeting that has one already makes the
+    /// event a `duplicate`).
+    Matched {
+        policy_id: i64,
+        policy_name: String,
+        conference_id: String,
+        due_at: DateTime<Utc>,
+        window_ends_at: DateTime<Utc>,
+        meeting_at: DateTime<Utc>,
+        /// The occurrence's own host (`host_union_id: creator`); `None`: the policy's.
+        host_union_id: Option<String>,
+    },
+    Ignored(String),
+    Invalid(String),
+}
+
+/// An event as received, with what dingrec decided.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub message_id: String,
+    pub event_type: String,
+    pub change_scene: Option<String>,
+    pub conference_id: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub born_at: Option<DateTime<Utc>>,
+    /// [`event_payload`] of its data.
+    pub payload: String,
+    pub instance: String,
+    pub decision: EventDecision,
+}
+
+impl NewEvent {
+    /// The outcome and reason written at first (a match may still turn out a duplicate).
+    pub(crate) fn first_outcome(&self) -> (crate::domain::EventOutcome, Option<&str>, Option<i64>) {
+        use crate::domain::EventOutcome as O;
+        match &self.decision {
+            EventDecision::Matched { policy_id, .. } => (O::Matched, None, Some(*policy_id)),
+            EventDecision::Ignored(why) => (O::Ignored, Some(why), None),
+            EventDecision::Invalid(why) => (O::Invalid, Some(why), None),
+        }
+    }
+}
+
+/// What writing an event came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventRecorded {
+    /// Its eventId was recorded before (DingTalk sent it again): nothing written.
+    Again,
+    Stored {
+        outcome: crate::domain::EventOutcome,
+        occurrence_id: Option<i64>,
+    },
+}
+
+/// The reason a matched event is a duplicate.
+pub(crate) fn duplicate_reason(occurrence_id: i64, policy_name: &str) -> String {
+    format!("its meeting already has occurrence {occurrence_id} (policy {policy_name})")
+}
+
+/// One row of `events`, for `dingrec events` and `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub change_scene: Option<String>,
+    pub conference_id: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub born_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub policy_name: Option<String>,
+    pub occurrence_id: Option<i64>,
+    pub instance: Option<String>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod cluster;
 mod daemon;
 mod dingtalk_client;
 mod dingtalk_fixtures;
+mod events;
 mod layout;
 mod postgres;
 mod quota;

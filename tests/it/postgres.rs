@@ -135,6 +135,20 @@ async fn the_postgresql_schema_has_the_sqlite_tables_columns_and_state_names() {
         want.sort_unstable();
         assert_eq!(allowed, want, "{table}.{column}: {def}");
     }
+    // The policies' row rules, SQLite's too: the window outlasts the offset; a policy names one
+    // meeting and one schedule, or has a match rule and neither.
+    let defs: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'policies'::regclass AND contype = 'c'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("constraints");
+    for wanted in ["(window_ms > start_offset_ms)", "match_rule IS NULL"] {
+        assert!(
+            defs.iter().any(|d| d.contains(wanted)),
+            "no CHECK with {wanted}: {defs:?}"
+        );
+    }
     pool.close().await;
 }
 

@@ -18,7 +18,7 @@ const CLAIM_CHECKS: &str = "INSERT INTO checks (occurrence_id, kind, at, instanc
 
 const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o.policy_name, o.state, \
      COALESCE(o.conference_id, p.conference_id) AS conference_id, o.due_at, o.window_ends_at, o.check_count, \
-     o.check_failures, o.attempt_count - o.throttled_count - o.uncalled_count AS counted, p.host_union_id, \
+     o.check_failures, o.attempt_count - o.throttled_count - o.uncalled_count AS counted, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, \
      p.retry::text AS retry, p.verify::text AS verify, p.enabled, p.window_ms - p.start_offset_ms AS restart_window_ms \
      FROM unnest($1::bigint[]) WITH ORDINALITY AS j (id, ord) JOIN checks c ON c.id = j.id \
      JOIN occurrences o ON o.id = c.occurrence_id JOIN policies p ON p.id = o.policy_id ORDER BY j.ord";

@@ -16,6 +16,7 @@
 
 mod alerts;
 mod checks;
+mod events;
 mod history;
 mod leases;
 mod occurrences;

@@ -44,7 +44,7 @@ const CLAIM_RETRIES_SELECT: &str = "SELECT id FROM occurrences \
 
 const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
-     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry::text AS retry, p.enabled, \
+     p.schedule_conference_id, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.layout, p.small_window_position, p.retry::text AS retry, p.enabled, \
      p.verify::text AS verify \
      FROM unnest($1::bigint[]) WITH ORDINALITY AS j (id, ord) JOIN attempts a ON a.id = j.id \
      JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id ORDER BY j.ord";

@@ -58,11 +58,11 @@ pub(super) fn record(r: &PgRow) -> Result<PolicyRecord> {
     })
 }
 
-fn select_policy() -> String {
+pub(super) fn select_policy() -> String {
     format!("SELECT id, {POLICY_COLUMNS}, created_at, updated_at FROM policies")
 }
 
-fn stored(r: &PgRow) -> Result<StoredPolicy> {
+pub(super) fn stored(r: &PgRow) -> Result<StoredPolicy> {
     Ok(StoredPolicy {
         id: r.try_get("id")?,
         record: record(r)?,

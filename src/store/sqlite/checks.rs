@@ -25,7 +25,7 @@ pub(crate) const NEXT_CHECK: &str = "SELECT MIN(next_check_at) FROM occurrences 
 
 pub(crate) const LOAD_CHECKS: &str = "SELECT c.id AS check_id, c.kind, o.id, o.policy_id, o.policy_name, o.state, \
      COALESCE(o.conference_id, p.conference_id) AS conference_id, o.due_at, o.window_ends_at, o.check_count, \
-     o.check_failures, o.attempt_count - o.throttled_count - o.uncalled_count AS counted, p.host_union_id, p.retry, \
+     o.check_failures, o.attempt_count - o.throttled_count - o.uncalled_count AS counted, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.retry, \
      p.verify, p.enabled, p.window_ms - p.start_offset_ms AS restart_window_ms \
      FROM json_each(?) AS j CROSS JOIN checks c ON c.id = j.value JOIN occurrences o ON o.id = c.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod checks;
+mod events;
 mod history;
 mod leases;
 mod occurrences;

@@ -16,12 +16,12 @@ use crate::domain::{OccurrenceState, Trigger};
 use crate::store::types::*;
 use crate::store::{Result, StoreError};
 
-fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
+pub(super) fn time(r: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
     let s: &str = r.try_get(col)?;
     parse_utc(s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}")))
 }
 
-fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+pub(super) fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
     let s: Option<&str> = r.try_get(col)?;
     s.map(|s| parse_utc(s).map_err(|e| StoreError::Data(format!("{col} '{s}': {e}"))))
         .transpose()
@@ -157,7 +157,7 @@ pub(crate) const LAST_SUCCESS: &str = "SELECT MAX(finished_at) AS t FROM attempt
 /// Claimed attempts (a JSON array of attempt ids) with what their calls need, in array order.
 pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
-     p.schedule_conference_id, p.host_union_id, p.layout, p.small_window_position, p.retry, p.enabled, p.verify \
+     p.schedule_conference_id, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.layout, p.small_window_position, p.retry, p.enabled, p.verify \
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 

@@ -41,7 +41,7 @@ const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, \
      enabled, source, match_rule, created_at, updated_at FROM policies";
 
-fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
+pub(super) fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
     Ok(StoredPolicy {
         id: r.try_get("id")?,
         record: PolicyRecord::from_row(r)?,

@@ -1,0 +1,244 @@
+//! Meetings dingrec finds by itself: `dingrec run` with `dingtalk.stream.enabled` against the
+//! fake's Stream gateway. A matched `conference_created` event makes one occurrence, started by
+//! the meeting's creator; everything else is recorded and ignored; an event delivered again
+//! (after an acknowledgement, after a kill -9) or to several daemons makes nothing more.
+
+use std::path::{Path, PathBuf};
+
+use dingrec::fake::{EventSpec, FakeDingTalk, Scenario};
+
+use crate::support::daemon::{Daemon, cli, write_config, write_policies};
+use crate::support::{HANG, engine, fake, sqlite, wait_for};
+
+const BOARD: &str = "  - name: board-meetings
+    match:
+      creators: [union-creator]
+      title: \"董事会|Board\"
+    host_union_id: creator
+    window: 20m
+    verify: false
+";
+
+/// A config with Stream mode on (the test's config names the fake as the API host).
+fn stream_config(dir: &Path, base_url: &str) -> PathBuf {
+    let cfg = write_config(dir, base_url, "");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let with_stream = text.replace(
+        "  rate_limit: 0\n",
+        "  rate_limit: 0\n  stream:\n    enabled: true\n    keepalive: 2s\n",
+    );
+    assert_ne!(text, with_stream, "the config's dingtalk section");
+    std::fs::write(&cfg, with_stream).expect("config");
+    cfg
+}
+
+fn acks(f: &FakeDingTalk, event_id: &str) -> Vec<String> {
+    f.stream()
+        .acks()
+        .into_iter()
+        .filter(|a| a.event_id.as_deref() == Some(event_id))
+        .map(|a| a.status)
+        .collect()
+}
+
+async fn acknowledged(f: &FakeDingTalk, event_id: &str, times: usize) {
+    wait_for("the event's acknowledgements", HANG, || {
+        acks(f, event_id).len() >= times
+    })
+    .await;
+    assert!(
+        acks(f, event_id).iter().all(|s| s == "SUCCESS"),
+        "{:?}",
+        acks(f, event_id)
+    );
+}
+
+fn board(conference_id: &str, event_id: &str) -> EventSpec {
+    EventSpec {
+        event_id: Some(event_id.into()),
+        title: Some("Q4 董事会".into()),
+        creator_id: Some("union-creator".into()),
+        ..EventSpec::created(conference_id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matched_meeting_is_recorded_once_by_its_creator_and_every_event_is_kept() {
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "board.yaml", BOARD);
+    let cfg = stream_config(dir.path(), &f.base_url());
+    let db = dir.path().join("dingrec.db");
+    let mut d = Daemon::spawn(&cfg, &[]);
+    wait_for("the daemon's Stream connection", HANG, || {
+        f.stream().connections() == 1
+    })
+    .await;
+
+    f.push_event(&board("board-1", "evt-board-1"));
+    let standup = f.push_event(&EventSpec {
+        title: Some("standup".into()),
+        creator_id: Some("someone".into()),
+        ..EventSpec::created("standup-1")
+    });
+    let closed = f.push_event(&EventSpec {
+        change_scene: Some("conference_closed".into()),
+        ..EventSpec::created("board-1")
+    });
+    acknowledged(&f, "evt-board-1", 1).await;
+    acknowledged(&f, &standup, 1).await;
+    acknowledged(&f, &closed, 1).await;
+    if tokio::time::timeout(HANG, async {
+        while f.starts_for("board-1") != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        panic!(
+            "no recording of board-1: {}\n{}",
+            sqlite(
+                &db,
+                "SELECT id, state, due_at, next_attempt_at, window_ends_at, conference_id FROM occurrences"
+            ),
+            d.stderr()
+        );
+    }
+    let start = f
+        .start_requests()
+        .into_iter()
+        .find(|r| r.id.as_deref() == Some("board-1"))
+        .expect("the start");
+    assert_eq!(
+        start.union_id.as_deref(),
+        Some("union-creator"),
+        "the creator starts it"
+    );
+    assert_eq!(f.starts_for("standup"), 0, "no policy wants the standup");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT outcome || ' ' || COALESCE(conference_id, '') FROM events ORDER BY id"
+        ),
+        "matched board-1\nignored standup-1\nignored board-1"
+    );
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT o.trigger || ' ' || o.host_union_id || ' ' || (e.occurrence_id = o.id) \
+             FROM occurrences o JOIN events e ON e.event_id = 'evt-board-1'"
+        ),
+        if engine::postgres() {
+            "event union-creator true"
+        } else {
+            "event union-creator 1"
+        }
+    );
+    wait_for("the occurrence succeeded", HANG, || {
+        sqlite(&db, "SELECT state FROM occurrences") == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        sqlite(&db, "SELECT host_union_id FROM audit_log"),
+        "union-creator",
+        "the audit log names who started it"
+    );
+
+    // DingTalk may send an event again after its acknowledgement: nothing more happens.
+    f.push_event(&board("board-1", "evt-board-1"));
+    acknowledged(&f, "evt-board-1", 2).await;
+    // Another event for the same meeting (another eventId): kept, a duplicate.
+    f.push_event(&board("board-1", "evt-board-1-again"));
+    acknowledged(&f, "evt-board-1-again", 1).await;
+
+    // A kill -9 after the commit: the event sent again to the next daemon changes nothing.
+    d.signal("KILL");
+    let _ = d.wait(HANG).await;
+    let d2 = Daemon::spawn(&cfg, &[]);
+    wait_for("the new daemon's Stream connection", HANG, || {
+        f.stream().connections() == 1 && f.stream().opens() >= 2
+    })
+    .await;
+    f.push_event(&board("board-1", "evt-board-1"));
+    acknowledged(&f, "evt-board-1", 3).await;
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM occurrences"),
+        "1",
+        "one occurrence per meeting"
+    );
+    assert_eq!(f.starts_for("board-1"), 1, "recorded once");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT outcome FROM events WHERE event_id = 'evt-board-1-again'"
+        ),
+        "duplicate"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM events"),
+        "4",
+        "one row per eventId"
+    );
+
+    // `dingrec events` lists them, newest first.
+    let out = cli(&cfg, &["events", "--since", "1h"]).output().expect("events");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("board-meetings") && text.contains("duplicate"),
+        "{text}"
+    );
+    let json = cli(&cfg, &["events", "--format", "json"])
+        .output()
+        .expect("events");
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(4));
+    drop(d2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_without_stream_mode_says_so() {
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "board.yaml", BOARD);
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let out = cli(&cfg, &["validate"]).output().expect("validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("dingtalk.stream.enabled"),
+        "a match policy without Stream mode never fires: {err}"
+    );
+}
+
+/// DingTalk gives an event to one connection; in the worst case every daemon receives it: one
+/// row, one occurrence, one start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_receiving_the_same_event_record_its_meeting_once() {
+    if !engine::postgres() {
+        eprintln!("skipped on SQLite: several daemons share one database only on PostgreSQL");
+        return;
+    }
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "board.yaml", BOARD);
+    let cfg = stream_config(dir.path(), &f.base_url());
+    let db = dir.path().join("dingrec.db");
+    let ds = Daemon::spawn_ready(&cfg, 3).await;
+    wait_for("three Stream connections", HANG, || f.stream().connections() == 3).await;
+    f.push_event(&EventSpec {
+        to_all: true,
+        ..board("board-3", "evt-board-3")
+    });
+    acknowledged(&f, "evt-board-3", 3).await;
+    wait_for("the recording", HANG, || f.starts_for("board-3") == 1).await;
+    wait_for("the occurrence succeeded", HANG, || {
+        sqlite(&db, "SELECT state FROM occurrences") == "succeeded"
+    })
+    .await;
+    assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM events"), "1");
+    assert_eq!(sqlite(&db, "SELECT COUNT(*) FROM occurrences"), "1");
+    assert_eq!(f.starts_for("board-3"), 1);
+    drop(ds);
+}
