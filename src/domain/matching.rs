@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::Invalid;
-use super::policy::{ScheduleConferenceId, UnionId};
+use super::ids::{ScheduleConferenceId, UnionId};
 
 /// The longest title pattern, in characters.
 pub const MAX_PATTERN: usize = 512;

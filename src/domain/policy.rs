@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+pub use super::ids::{ConferenceId, ScheduleConferenceId, UnionId};
 use super::invalid::{Invalid, did_you_mean};
 use super::retry::RetryPolicy;
 use super::schedule::{Schedule, Zone};
@@ -46,65 +47,6 @@ impl fmt::Display for PolicyName {
         f.write_str(&self.0)
     }
 }
-
-/// Shared rules for DingTalk's opaque ids: non-empty, at most 128 bytes, no whitespace or
-/// control characters. Anything else is sent percent-encoded in the path.
-fn check_id(kind: &str, s: &str) -> Result<(), Invalid> {
-    if s.is_empty() {
-        return Err(Invalid::new(format!("{kind} must not be empty")));
-    }
-    if s.len() > 128 {
-        return Err(Invalid::new(format!("{kind} is longer than 128 bytes")));
-    }
-    if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Invalid::new(format!(
-            "{kind} must not contain whitespace or control characters, found {c:?}"
-        )));
-    }
-    Ok(())
-}
-
-macro_rules! id_newtype {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
-
-        impl $name {
-            pub fn parse(s: &str) -> Result<Self, Invalid> {
-                check_id($kind, s)?;
-                Ok(Self(s.to_owned()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-id_newtype!(
-    /// A live meeting's `conferenceId`.
-    ConferenceId,
-    "conference_id"
-);
-id_newtype!(
-    /// A scheduled (recurring) meeting's `scheduleConferenceId`.
-    ScheduleConferenceId,
-    "schedule_conference_id"
-);
-id_newtype!(
-    /// A user's `unionId` (the host's, for StartCloudRecord).
-    UnionId,
-    "host_union_id"
-);
 
 /// Which meeting a policy records.
 #[derive(Debug, Clone, PartialEq, Eq)]
