@@ -485,6 +485,39 @@ impl App {
         let (Some(listener), Some(scheduler)) = (self.listener.take(), self.scheduler.take()) else {
             return Err("run_until_stopped called twice".into());
         };
+        // Stream mode (`dingtalk.stream.enabled`): the connection, the events it hands over
+        // turned into occurrences, and its health (`/readyz`, the metrics, `stream_down`).
+        let stream_cancel = cancel.child_token();
+        let stream_settings = &self.settings.dingtalk.stream;
+        let mut stream_view = crate::scheduler::stream_health::StreamView::off();
+        let stream = stream_settings.enabled.then(|| {
+            let settings = crate::dingtalk::stream::StreamSettings {
+                reconnect_max: stream_settings.reconnect_max,
+                keepalive: stream_settings.keepalive,
+                connect_timeout: self.settings.dingtalk.connect_timeout
+                    + self.settings.dingtalk.request_timeout,
+                ..Default::default()
+            };
+            let client = crate::dingtalk::stream::StreamClient::new(self.client.clone(), settings);
+            stream_view = crate::scheduler::stream_health::StreamView {
+                status: Some(client.status()),
+                alert_after: stream_settings.alert_after,
+            };
+            let handler = crate::scheduler::events::EventHandler {
+                store: self.store.clone(),
+                client: self.client.clone(),
+                clock: self.clock.clone(),
+                metrics: self.metrics.clone(),
+            };
+            let health = crate::scheduler::stream_health::StreamHealth {
+                status: client.status(),
+                alert_after: stream_settings.alert_after,
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                metrics: self.metrics.clone(),
+            };
+            (client, handler, health)
+        });
         let quota_state = scheduler.dispatcher.quota.clone();
         let state = HttpState {
             store: self.store.clone(),
@@ -494,6 +527,7 @@ impl App {
             clock: self.clock.clone(),
             quota: quota_state.clone(),
             ready: Default::default(),
+            stream: stream_view,
         };
         let http_cancel = CancellationToken::new();
         let http_stop = http_cancel.clone();
@@ -527,33 +561,22 @@ impl App {
             replan: self.replan.clone(),
             said: Default::default(),
         };
-        // Stream mode (`dingtalk.stream.enabled`): the connection, and the events it hands over
-        // turned into occurrences.
-        let stream_cancel = cancel.child_token();
-        let stream = self.settings.dingtalk.stream.enabled.then(|| {
-            let s = &self.settings.dingtalk.stream;
-            let settings = crate::dingtalk::stream::StreamSettings {
-                reconnect_max: s.reconnect_max,
-                keepalive: s.keepalive,
-                connect_timeout: self.settings.dingtalk.connect_timeout
-                    + self.settings.dingtalk.request_timeout,
-                ..Default::default()
-            };
-            let client = crate::dingtalk::stream::StreamClient::new(self.client.clone(), settings);
-            let handler = crate::scheduler::events::EventHandler {
-                store: self.store.clone(),
-                client: self.client.clone(),
-                clock: self.clock.clone(),
-            };
-            (client, handler)
-        });
         let events = async move {
-            if let Some((client, handler)) = stream {
+            if let Some((client, handler, health)) = stream {
                 let (tx, rx) = mpsc::channel(256);
-                tokio::join!(
-                    client.run(tx, stream_cancel.clone()),
-                    handler.run(rx, stream_cancel)
-                );
+                let (c, h) = (stream_cancel.clone(), stream_cancel.clone());
+                // The health task's error (an alert not written) ends the daemon at once.
+                tokio::try_join!(
+                    async move {
+                        client.run(tx, c).await;
+                        Ok(())
+                    },
+                    async move {
+                        handler.run(rx, h).await;
+                        Ok(())
+                    },
+                    health.run_until_stopped(stream_cancel)
+                )?;
             }
             Ok::<(), String>(())
         };

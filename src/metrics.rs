@@ -25,6 +25,9 @@ pub const ALERTS_PENDING: &str = "dingrec_alerts_pending";
 pub const DINGTALK_CALLS: &str = "dingrec_dingtalk_calls_total";
 pub const QUOTA_USED: &str = "dingrec_quota_used_ratio";
 pub const QUOTA_FORECAST: &str = "dingrec_quota_forecast_ratio";
+pub const STREAM_CONNECTED: &str = "dingrec_stream_connected";
+pub const STREAM_EVENTS: &str = "dingrec_stream_events_total";
+pub const STREAM_RECONNECTS: &str = "dingrec_stream_reconnects_total";
 
 const LATENESS_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -172,6 +175,20 @@ impl Metrics {
     pub fn quota(&self, used: f64, forecast: f64) {
         self.gauge(QUOTA_USED, &[], used);
         self.gauge(QUOTA_FORECAST, &[], forecast);
+    }
+
+    /// Stream mode: connected or not, and the connections opened after the first.
+    pub fn stream(&self, connected: bool, reconnects: u64) {
+        self.gauge(STREAM_CONNECTED, &[], if connected { 1.0 } else { 0.0 });
+        self.recorder
+            .register_counter(&key(STREAM_RECONNECTS, &[]), &META)
+            .absolute(reconnects);
+    }
+
+    /// An event received and what came of it. `event_type` is one of a fixed few (the caller
+    /// names any other `other`: a label never grows with outside input).
+    pub fn stream_event(&self, event_type: &'static str, outcome: &str) {
+        self.count(STREAM_EVENTS, &[("event_type", event_type), ("outcome", outcome)]);
     }
 
     pub fn token_refresh(&self, ok: bool) {

@@ -18,6 +18,8 @@ pub fn headline(event: AlertEvent) -> &'static str {
         AlertEvent::AuthBroken => "DingTalk refuses dingrec's credentials",
         AlertEvent::Quota => "DingTalk's monthly API quota",
         AlertEvent::PolicyFilesEmpty => "the policy files hold no policy: nothing was changed",
+        AlertEvent::StreamDown => "DingTalk's meeting events are not arriving (Stream mode down)",
+        AlertEvent::StreamRecovered => "DingTalk's meeting events arrive again (Stream mode back)",
         AlertEvent::Test => "test message",
     }
 }
@@ -62,6 +64,12 @@ pub fn advice(event: AlertEvent, code: Option<&str>) -> &'static str {
             AlertEvent::Test => "nothing: this destination works",
             AlertEvent::PolicyFilesEmpty => {
                 "check that the policy folder is mounted and deployed; the policies in force stay as they were"
+            }
+            AlertEvent::StreamDown => {
+                "meetings nobody declared are not found meanwhile: check the network to DingTalk and the app's Stream mode and event subscription; the daemon keeps reconnecting"
+            }
+            AlertEvent::StreamRecovered => {
+                "nothing: the meetings in progress were looked up on reconnect and the ones a match policy wants are being recorded"
             }
             _ => {
                 "start the recording by hand if the meeting is on, and see `dingrec history` for every attempt"

@@ -95,6 +95,15 @@ impl StreamStatus {
             last_error: None,
         }
     }
+
+    /// Down (not connecting for the first time, not connected) for longer than `bound` at `now`:
+    /// the `stream_down` alert and `/readyz`'s verdict.
+    pub fn down_longer_than(&self, now: DateTime<Utc>, bound: Duration) -> bool {
+        self.state == StreamState::Down
+            && self
+                .down_since
+                .is_some_and(|since| (now - since).to_std().is_ok_and(|d| d > bound))
+    }
 }
 
 /// One event pushed by DingTalk.

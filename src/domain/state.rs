@@ -207,7 +207,7 @@ text_enum!(
 
 text_enum!(
     /// What an alert is about (`alerts.event`, config.yaml's `alerts.events`). The migration's
-    /// triggers write the occurrence and check events; `auth_broken` and `quota` come from code.
+    /// triggers write the occurrence and check events; `auth_broken`, `quota`, `policy_files_empty` and the `stream_*` ones come from code.
     AlertEvent, "alert event", {
         /// An occurrence failed for good (a code that no retry can fix).
         Failed => "failed",
@@ -230,6 +230,11 @@ text_enum!(
         /// The policy files the daemon reads (`policies.paths`) held no policy at all while the
         /// database holds enabled policies from them: nothing was changed.
         PolicyFilesEmpty => "policy_files_empty",
+        /// Stream mode has been down longer than `dingtalk.stream.alert_after`: meetings nobody
+        /// declared are not found until it is back (the catch-up then finds those in progress).
+        StreamDown => "stream_down",
+        /// Stream mode is connected again after a `stream_down`.
+        StreamRecovered => "stream_recovered",
         /// `dingrec alerts test`: a message that checks the way to a destination.
         Test => "test",
     }

@@ -1,6 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics` (`docs/operations.md`). Liveness never depends on DingTalk or the
-//! database; readiness is true (503 when the database cannot be written or the scheduler loop is
-//! stuck). Requests here are not logged.
+//! database; readiness is true (503 when the database cannot be written, the scheduler loop is
+//! stuck or Stream mode has been down longer than `dingtalk.stream.alert_after`). Requests here are not logged.
 
 pub mod serve;
 
@@ -36,6 +36,8 @@ pub struct HttpState {
     pub quota: Arc<crate::scheduler::quota::QuotaState>,
     /// The database's part of `/readyz`, read at most once a second whoever asks.
     pub ready: Arc<ReadyCache>,
+    /// Stream mode's connection (`stream`).
+    pub stream: crate::scheduler::stream_health::StreamView,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -206,7 +208,8 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
         .clone()
         .or_else(|| s.health.db_error().filter(|_| !s.health.db_ok()));
     let stuck = s.health.loop_stuck();
-    let ready = db_error.is_none() && !stuck;
+    let (stream_ok, stream) = s.stream.report(s.clock.now());
+    let ready = db_error.is_none() && !stuck && stream_ok;
     let token = match &*s.token.borrow() {
         TokenStatus::Valid { expires_at } => {
             json!({"valid": true, "expires_at": fmt_utc(*expires_at)})
@@ -226,6 +229,7 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
             "stuck": stuck,
         },
         "token": token,
+        "stream": stream,
         "last_reload_error": s.health.reload_error(),
         "quota": s.quota.view().map(|v| json!({
             "month": v.month.label,

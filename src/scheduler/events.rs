@@ -127,6 +127,16 @@ pub struct EventHandler {
     pub store: Store,
     pub client: Arc<DingTalkClient>,
     pub clock: SharedClock,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// `dingrec_stream_events_total`'s `event_type`: the types acted on, any other as `other`.
+fn type_label(event_type: &str) -> &'static str {
+    MEETING_EVENTS
+        .iter()
+        .find(|t| **t == event_type)
+        .copied()
+        .unwrap_or("other")
 }
 
 impl EventHandler {
@@ -140,9 +150,14 @@ impl EventHandler {
                 },
                 () = cancel.cancelled() => return,
             };
+            let label = type_label(&delivery.event.event_type);
             let ack = match self.handle(&delivery.event).await {
-                Ok(()) => Ack::Success,
+                Ok(outcome) => {
+                    self.metrics.stream_event(label, outcome);
+                    Ack::Success
+                }
                 Err(e) => {
+                    self.metrics.stream_event(label, "not_stored");
                     warn!(event_id = %delivery.event.event_id, error = %e, "cannot store an event: DingTalk will send it again");
                     Ack::Later
                 }
@@ -151,8 +166,9 @@ impl EventHandler {
         }
     }
 
-    /// Decide about one event and write it; `Err` when it could not be stored.
-    pub async fn handle(&self, event: &StreamEvent) -> Result<(), String> {
+    /// Decide about one event and write it: its outcome (`again` when its eventId was recorded
+    /// before), `Err` when it could not be stored.
+    pub async fn handle(&self, event: &StreamEvent) -> Result<&'static str, String> {
         let now = self.clock.now();
         let read = read_meeting_event(&event.data);
         let meeting = read.clone().unwrap_or_default();
@@ -180,22 +196,25 @@ impl EventHandler {
             decision,
         };
         let recorded = self.store.record_event(&new).await.map_err(|e| e.to_string())?;
-        match recorded {
+        Ok(match recorded {
             EventRecorded::Again => {
-                info!(event_id = %event.event_id, "event delivered again: recorded before, nothing to do")
+                info!(event_id = %event.event_id, "event delivered again: recorded before, nothing to do");
+                "again"
             }
             EventRecorded::Stored {
                 outcome,
                 occurrence_id,
-            } => info!(
-                event_id = %event.event_id,
-                conference_id = meeting.conference_id.as_deref().unwrap_or(""),
-                outcome = outcome.as_str(),
-                occurrence_id = occurrence_id.unwrap_or(0),
-                "event recorded"
-            ),
-        }
-        Ok(())
+            } => {
+                info!(
+                    event_id = %event.event_id,
+                    conference_id = meeting.conference_id.as_deref().unwrap_or(""),
+                    outcome = outcome.as_str(),
+                    occurrence_id = occurrence_id.unwrap_or(0),
+                    "event recorded"
+                );
+                outcome.as_str()
+            }
+        })
     }
 
     /// Which policy wants a created meeting, looking its title up (QueryConferenceInfo, a counted

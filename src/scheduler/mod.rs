@@ -12,6 +12,7 @@ pub mod health;
 pub mod pacing;
 pub mod planner;
 pub mod quota;
+pub mod stream_health;
 mod wake;
 
 use std::sync::Arc;

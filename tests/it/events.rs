@@ -242,3 +242,110 @@ async fn three_daemons_receiving_the_same_event_record_its_meeting_once() {
     assert_eq!(f.starts_for("board-3"), 1);
     drop(ds);
 }
+
+/// Stream mode down longer than `dingtalk.stream.alert_after`: `/readyz` says so and answers
+/// 503, the metrics show it, `stream_down` reaches the ops robot once; back up: ready again,
+/// `stream_recovered`, a reconnect counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_down_too_long_is_not_ready_alerts_once_and_recovers() {
+    let f = fake(Scenario {
+        robots: vec![dingrec::fake::RobotSpec {
+            access_token: "robot-token".into(),
+            ..dingrec::fake::RobotSpec::default()
+        }],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("robot_token"), "robot-token\n").expect("token");
+    let cfg = stream_config(dir.path(), &f.base_url());
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "    keepalive: 2s\n",
+        "    keepalive: 2s\n    alert_after: 2s\n    reconnect_max: 1s\n",
+    );
+    let text = format!(
+        "{text}alerts:\n  destinations:\n    ops:\n      type: dingtalk_robot\n      url: {}/robot/send\n      access_token_file: {}\n  default: [ops]\n",
+        f.base_url(),
+        dir.path().join("robot_token").display()
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let d = Daemon::spawn(&cfg, &[]);
+    wait_for("the daemon's Stream connection", HANG, || {
+        f.stream().connections() == 1
+    })
+    .await;
+    let readyz = || async {
+        let (code, body) = d.get("/readyz").await.expect("readyz");
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+        )
+    };
+    let until = |what: &'static str, want: fn(u16, &serde_json::Value) -> bool| {
+        let readyz = &readyz;
+        let d = &d;
+        async move {
+            let limit = tokio::time::Instant::now() + HANG;
+            loop {
+                let (code, body) = readyz().await;
+                if want(code, &body) {
+                    return body;
+                }
+                assert!(
+                    tokio::time::Instant::now() < limit,
+                    "{what}: {code} {body}\n{}",
+                    d.stderr()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let up = until("connected", |c, b| {
+        c == 200 && b["stream"]["state"] == "connected"
+    })
+    .await;
+    assert!(up["stream"]["connected_since"].is_string(), "{up}");
+
+    // DingTalk drops the connection and refuses every new one.
+    f.stream().refuse_opens(u32::MAX);
+    f.stream().disconnect(std::time::Duration::ZERO);
+    let down = until("down too long", |c, b| {
+        c == 503 && b["stream"]["down_too_long"] == true
+    })
+    .await;
+    assert_eq!(down["stream"]["state"], "down", "{down}");
+    assert!(down["stream"]["down_since"].is_string(), "{down}");
+    let (_, metrics) = d.get("/metrics").await.expect("metrics");
+    assert!(metrics.contains("dingrec_stream_connected 0"), "{metrics}");
+    wait_for("the stream_down message", HANG, || {
+        f.robot_messages()
+            .iter()
+            .any(|m| m.text.contains("Stream mode down"))
+    })
+    .await;
+
+    f.stream().refuse_opens(0);
+    let back = until("connected again", |c, b| {
+        c == 200 && b["stream"]["state"] == "connected"
+    })
+    .await;
+    assert!(back["stream"]["reconnects"].as_u64() >= Some(1), "{back}");
+    wait_for("the stream_recovered message", HANG, || {
+        f.robot_messages()
+            .iter()
+            .any(|m| m.text.contains("Stream mode back"))
+    })
+    .await;
+    let downs = f
+        .robot_messages()
+        .iter()
+        .filter(|m| m.text.contains("Stream mode down"))
+        .count();
+    assert_eq!(downs, 1, "one stream_down per outage");
+    let (_, metrics) = d.get("/metrics").await.expect("metrics");
+    assert!(metrics.contains("dingrec_stream_connected 1"), "{metrics}");
+    assert!(
+        !metrics.contains("dingrec_stream_reconnects_total 0"),
+        "{metrics}"
+    );
+}
