@@ -564,6 +564,7 @@ impl App {
         let events = async move {
             if let Some((client, handler, health)) = stream {
                 let (tx, rx) = mpsc::channel(256);
+                let status = client.status();
                 let (c, h) = (stream_cancel.clone(), stream_cancel.clone());
                 // The health task's error (an alert not written) ends the daemon at once.
                 tokio::try_join!(
@@ -572,7 +573,7 @@ impl App {
                         Ok(())
                     },
                     async move {
-                        handler.run(rx, h).await;
+                        handler.run(rx, status, h).await;
                         Ok(())
                     },
                     health.run_until_stopped(stream_cancel)

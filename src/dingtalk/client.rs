@@ -82,6 +82,38 @@ pub struct CallOk {
     pub request_id: Option<String>,
 }
 
+/// Meetings in progress a page of QueryOrgConferenceList asks for (DingTalk's largest page).
+pub const ORG_PAGE: u32 = 50;
+
+/// A page of QueryOrgConferenceList.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgConferencePage {
+    #[serde(default)]
+    pub on_going_conf_list: Vec<OrgConference>,
+    #[serde(default)]
+    pub next_token: Option<String>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// A meeting in progress, the fields dingrec uses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgConference {
+    pub conference_id: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub creator_id: Option<String>,
+    /// 2: in progress.
+    #[serde(default)]
+    pub status: i64,
+    /// Unix ms.
+    #[serde(default)]
+    pub start_time: Option<i64>,
+}
+
 /// One meeting of a scheduled meeting.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -669,6 +701,32 @@ impl DingTalkClient {
         );
         self.get(Api::ScheduleConference, &path, token, "conferenceList")
             .await
+    }
+
+    /// One page of the organisation's meetings in progress (QueryOrgConferenceList), from
+    /// `next_token` (empty: the first page).
+    pub async fn org_conferences_with(
+        &self,
+        token: &SecretString,
+        next_token: &str,
+    ) -> Result<OrgConferencePage, DingTalkError> {
+        let path = format!(
+            "/v1.0/conference/orgConferences?maxResults={ORG_PAGE}&nextToken={}",
+            utf8_percent_encode(next_token, SEGMENT)
+        );
+        let req = Self::with_token(self.http.get(self.url(&path)), token)?;
+        let result = async {
+            let raw = self.send(req).await?;
+            let (m, request_id) = parse(&raw)?;
+            serde_json::from_value(Value::Object(m)).map_err(|e| DingTalkError::InvalidResponse {
+                status: raw.status,
+                reason: format!("an unreadable list of meetings in progress: {e}"),
+                request_id,
+            })
+        }
+        .await;
+        self.tally(Api::OrgConferences, &result);
+        result
     }
 
     /// A look-up: GET `path`, the answer's field `key`.

@@ -18,16 +18,19 @@ pub enum Api {
     ScheduleConference,
     CloudRecordVideos,
     StopCloudRecord,
+    /// QueryOrgConferenceList: the Stream catch-up's meetings in progress.
+    OrgConferences,
 }
 
 impl Api {
-    pub const ALL: [Api; 6] = [
+    pub const ALL: [Api; 7] = [
         Api::Token,
         Api::StartCloudRecord,
         Api::ConferenceInfo,
         Api::ScheduleConference,
         Api::CloudRecordVideos,
         Api::StopCloudRecord,
+        Api::OrgConferences,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Api {
             Api::ScheduleConference => "schedule_conference",
             Api::CloudRecordVideos => "cloud_record_videos",
             Api::StopCloudRecord => "stop_cloud_record",
+            Api::OrgConferences => "org_conferences",
         }
     }
 
@@ -48,7 +52,7 @@ impl Api {
 
 /// Calls DingTalk counted, per API: what one attempt or check adds to `api_usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Calls([u32; 6]);
+pub struct Calls([u32; Api::ALL.len()]);
 
 impl Calls {
     pub fn one(api: Api) -> Self {

@@ -149,6 +149,12 @@ impl FakeDingTalk {
         push_event(&self.shared, spec)
     }
 
+    /// A meeting created and live, its event lost (created while no Stream connection was
+    /// there to receive it, and never sent again): only QueryOrgConferenceList shows it.
+    pub fn create_meeting(&self, conference_id: &str, title: &str, creator: &str) {
+        self.with_state(|s| s.meeting_created(conference_id, Some(creator), Some(title)));
+    }
+
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut st)
@@ -359,7 +365,11 @@ fn push_event(shared: &Shared, spec: &EventSpec) -> String {
             .state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .meeting_created(&spec.conference_id, spec.creator_id.as_deref());
+            .meeting_created(
+                &spec.conference_id,
+                spec.creator_id.as_deref(),
+                spec.title.as_deref(),
+            );
     }
     shared.stream.push(spec)
 }
@@ -590,6 +600,16 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
                 }
             }
         }
+        ("GET", ["v1.0", "conference", "orgConferences"]) => {
+            match st.check_token(req.token.as_deref(), request_id) {
+                Some(refused) => refused,
+                None => st.org_conferences(
+                    query_param(&req.query, "maxResults").as_deref(),
+                    query_param(&req.query, "nextToken").as_deref(),
+                    request_id,
+                ),
+            }
+        }
         (m, ["v1.0", "conference", "videoConferences", rest @ ..]) => {
             // The conference called is logged whether or not the token is accepted.
             entry.id = match rest {
@@ -683,6 +703,7 @@ fn api_of(method: &str, segs: &[&str]) -> Option<Api> {
             ],
         ) => Api::CloudRecordVideos,
         ("GET", ["v1.0", "conference", "videoConferences", _]) => Api::ConferenceInfo,
+        ("GET", ["v1.0", "conference", "orgConferences"]) => Api::OrgConferences,
         _ => return None,
     })
 }

@@ -53,6 +53,8 @@ struct Meeting {
     info_script: VecDeque<Step>,
     schedule_id: Option<String>,
     start_time_ms: i64,
+    /// The title (`Meeting` unless an event created it with one).
+    title: Option<String>,
 }
 
 impl Meeting {
@@ -307,7 +309,7 @@ impl State {
 
     /// A `conference_created` event's meeting, live now and hosted by its creator, unless the
     /// scenario has it already.
-    pub fn meeting_created(&mut self, conference_id: &str, creator: Option<&str>) {
+    pub fn meeting_created(&mut self, conference_id: &str, creator: Option<&str>, title: Option<&str>) {
         if conference_id.is_empty() || self.meetings.contains_key(conference_id) {
             return;
         }
@@ -317,6 +319,68 @@ impl State {
             ..super::scenario::MeetingSpec::live(conference_id)
         };
         self.add_meeting(spec, None);
+        if let Some(m) = self.meetings.get_mut(conference_id) {
+            m.title = title.map(str::to_owned);
+        }
+    }
+
+    /// `GET /v1.0/conference/orgConferences?maxResults=&nextToken=` (QueryOrgConferenceList): the
+    /// meetings in progress, by conferenceId, a page at a time (`nextToken` is the last id of the
+    /// page before; at most 50 a page, as DingTalk).
+    pub fn org_conferences(
+        &mut self,
+        max_results: Option<&str>,
+        next_token: Option<&str>,
+        request_id: &str,
+    ) -> Reply {
+        let max = match max_results.map(str::parse::<usize>) {
+            None => 20,
+            Some(Ok(n)) if (1..=50).contains(&n) => n,
+            Some(_) => return error_msg("paramError", Some(400), request_id, "maxResults must be 1 to 50"),
+        };
+        let now = self.clock.now();
+        let after = next_token.filter(|t| !t.is_empty() && *t != "0");
+        let mut ids: Vec<&String> = self
+            .meetings
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        ids.sort();
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        let mut live = ids.into_iter().filter_map(|id| {
+            let m = self.meetings.get_mut(&id)?;
+            m.advance(now);
+            (m.state(now) == MeetingState::Live).then(|| {
+                json!({
+                    "conferenceId": id,
+                    "title": m.title.clone().unwrap_or_else(|| "Meeting".into()),
+                    "roomCode": "",
+                    "status": 2,
+                    "startTime": m.start_time_ms,
+                    "endTime": 0,
+                    "creatorId": m.host.clone().unwrap_or_default(),
+                    "creatorNick": "",
+                    "bizType": "",
+                })
+            })
+        });
+        let page: Vec<Value> = live.by_ref().take(max).collect();
+        let has_more = live.next().is_some();
+        let next = page
+            .last()
+            .filter(|_| has_more)
+            .and_then(|m| m["conferenceId"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Reply::Json {
+            status: 200,
+            body: json!({
+                "onGoingConfList": page,
+                "nextToken": next,
+                "hasMore": has_more,
+                "totalCount": page.len(),
+            }),
+        }
     }
 
     pub fn add_meeting(&mut self, m: super::scenario::MeetingSpec, schedule_id: Option<String>) {
@@ -347,6 +411,7 @@ impl State {
                 info_script: m.info_script.into_iter().collect(),
                 schedule_id,
                 start_time_ms: unix_ms(),
+                title: None,
             },
         );
     }

@@ -9,22 +9,36 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::SharedClock;
 use crate::dingtalk::DingTalkClient;
-use crate::dingtalk::stream::{Ack, Delivery, StreamEvent};
+use crate::dingtalk::stream::{Ack, Delivery, StreamEvent, StreamState, StreamStatus};
 use crate::domain::matching::{MeetingFacts, Verdict};
 use crate::domain::policy::HOST_CREATOR;
 use crate::domain::quota::{Api, Calls};
-use crate::domain::{Policy, Target};
+use crate::domain::{Policy, Target, Trigger};
 use crate::store::{EventDecision, EventRecorded, NewEvent, Store, event_payload};
 
 /// The event types dingrec acts on (the second: meetings the app's own API calls created).
 const MEETING_EVENTS: &[&str] = &["meeting_status_change", "meeting_status_change_target_push"];
 const CREATED: &str = "conference_created";
+/// QueryOrgConferenceList's `status` of a meeting in progress.
+const LIVE: i64 = 2;
+/// The most pages one catch-up reads (50 meetings each).
+const CATCH_UP_PAGES: usize = 100;
+/// After a failed catch-up, the next try (while the connection stays up).
+const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a catch-up found: meetings in progress, occurrences made, matched meetings that had one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    pub seen: usize,
+    pub made: usize,
+    pub known: usize,
+}
 
 /// What a `meeting_status_change` says about its meeting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,7 +104,12 @@ pub fn first_wanting<'p>(
 
 /// What to write for an event about `m`, at `at` (the event's time), given the policy that
 /// wants it.
-pub fn decision(wanting: Option<&(i64, Policy)>, m: &MeetingEvent, at: DateTime<Utc>) -> EventDecision {
+pub fn decision(
+    wanting: Option<&(i64, Policy)>,
+    m: &MeetingEvent,
+    at: DateTime<Utc>,
+    trigger: Trigger,
+) -> EventDecision {
     let Some((policy_id, p)) = wanting else {
         return EventDecision::Ignored("no enabled match policy wants its meeting".into());
     };
@@ -119,6 +138,7 @@ pub fn decision(wanting: Option<&(i64, Policy)>, m: &MeetingEvent, at: DateTime<
         window_ends_at: after(p.window),
         meeting_at: at,
         host_union_id,
+        trigger,
     }
 }
 
@@ -140,30 +160,75 @@ fn type_label(event_type: &str) -> &'static str {
 }
 
 impl EventHandler {
-    /// Handle deliveries until `cancel` or until the connection side is gone.
-    pub async fn run(self, mut events: mpsc::Receiver<Delivery>, cancel: CancellationToken) {
+    /// Handle deliveries until `cancel` or until the connection side is gone, and catch up each
+    /// time `status` says a new connection is up (again after `CATCH_UP_RETRY` when it failed).
+    pub async fn run(
+        self,
+        mut events: mpsc::Receiver<Delivery>,
+        mut status: watch::Receiver<StreamStatus>,
+        cancel: CancellationToken,
+    ) {
+        // The connection the last catch-up was for, and when to try again after a failure.
+        let mut caught_up: Option<DateTime<Utc>> = None;
+        let mut retry: Option<tokio::time::Instant> = None;
+        let mut watching = true;
         loop {
-            let delivery = tokio::select! {
+            let retry_at = retry.unwrap_or_else(|| tokio::time::Instant::now() + CATCH_UP_RETRY);
+            tokio::select! {
                 d = events.recv() => match d {
-                    Some(d) => d,
+                    Some(d) => self.deliver(d).await,
                     None => return,
                 },
+                changed = status.changed(), if watching => {
+                    watching = changed.is_ok();
+                    let s = status.borrow_and_update().clone();
+                    if s.state == StreamState::Connected && s.connected_since != caught_up {
+                        caught_up = s.connected_since;
+                        retry = self.catch_up_logged().await;
+                    }
+                }
+                () = tokio::time::sleep_until(retry_at), if retry.is_some() => {
+                    retry = self.catch_up_logged().await;
+                }
                 () = cancel.cancelled() => return,
-            };
-            let label = type_label(&delivery.event.event_type);
-            let ack = match self.handle(&delivery.event).await {
-                Ok(outcome) => {
-                    self.metrics.stream_event(label, outcome);
-                    Ack::Success
-                }
-                Err(e) => {
-                    self.metrics.stream_event(label, "not_stored");
-                    warn!(event_id = %delivery.event.event_id, error = %e, "cannot store an event: DingTalk will send it again");
-                    Ack::Later
-                }
-            };
-            delivery.ack(ack);
+            }
         }
+    }
+
+    /// A catch-up, logged; when to try again if it failed.
+    async fn catch_up_logged(&self) -> Option<tokio::time::Instant> {
+        match self.catch_up().await {
+            Ok(c) => {
+                info!(
+                    in_progress = c.seen,
+                    made = c.made,
+                    known = c.known,
+                    "catch-up done"
+                );
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_s = CATCH_UP_RETRY.as_secs(), "catch-up failed");
+                Some(tokio::time::Instant::now() + CATCH_UP_RETRY)
+            }
+        }
+    }
+
+    /// Handle one delivery and acknowledge it.
+    async fn deliver(&self, delivery: Delivery) {
+        let label = type_label(&delivery.event.event_type);
+        let ack = match self.handle(&delivery.event).await {
+            Ok(outcome) => {
+                self.metrics.stream_event(label, outcome);
+                Ack::Success
+            }
+            Err(e) => {
+                self.metrics.stream_event(label, "not_stored");
+                warn!(event_id = %delivery.event.event_id, error = %e, "cannot store an event: DingTalk will send it again");
+                Ack::Later
+            }
+        };
+        delivery.ack(ack);
     }
 
     /// Decide about one event and write it: its outcome (`again` when its eventId was recorded
@@ -181,7 +246,10 @@ impl EventHandler {
                 "change scene '{}' makes no occurrence",
                 m.change_scene.as_deref().unwrap_or("")
             )),
-            (Ok(m), true) => self.match_meeting(m, event.born_at.unwrap_or(now)).await?,
+            (Ok(m), true) => {
+                self.match_meeting(m, event.born_at.unwrap_or(now), Trigger::Event)
+                    .await?
+            }
         };
         let new = NewEvent {
             event_id: event.event_id.clone(),
@@ -219,18 +287,13 @@ impl EventHandler {
 
     /// Which policy wants a created meeting, looking its title up (QueryConferenceInfo, a counted
     /// call) when a title decides and the event carries none.
-    async fn match_meeting(&self, m: &MeetingEvent, at: DateTime<Utc>) -> Result<EventDecision, String> {
-        let stored = self.store.match_policies().await.map_err(|e| e.to_string())?;
-        let policies: Vec<(i64, Policy)> = stored
-            .iter()
-            .filter_map(|s| match s.record.to_policy() {
-                Ok(p) => Some((s.id, p)),
-                Err(e) => {
-                    warn!(error = %e, "a match policy in the database does not read; skipped");
-                    None
-                }
-            })
-            .collect();
+    async fn match_meeting(
+        &self,
+        m: &MeetingEvent,
+        at: DateTime<Utc>,
+        trigger: Trigger,
+    ) -> Result<EventDecision, String> {
+        let policies = self.match_policy_list().await?;
         let wanting = match first_wanting(&policies, m) {
             Ok(w) => w,
             Err(TitleNeeded) => {
@@ -245,23 +308,117 @@ impl EventHandler {
                 first_wanting(&policies, &known).unwrap_or(None)
             }
         };
-        Ok(decision(wanting, m, at))
+        Ok(decision(wanting, m, at, trigger))
     }
 
     async fn title_of(&self, conference_id: &str) -> Result<String, String> {
         let token = self.client.token().await.map_err(|e| e.to_string())?;
         let info = self.client.conference_info_with(&token, conference_id).await;
-        if info.is_ok() || matches!(info, Err(crate::dingtalk::DingTalkError::Api { .. })) {
-            let counted = self
-                .store
-                .add_usage(&Calls::one(Api::ConferenceInfo), self.clock.now())
-                .await;
-            if let Err(e) = counted {
-                warn!(error = %e, "cannot count a meeting look-up in api_usage");
-            }
-        }
+        self.count(Api::ConferenceInfo, &info).await;
         let info = info.map_err(|e| format!("looking up the meeting's title: {e}"))?;
         Ok(info.title.unwrap_or_default())
+    }
+
+    /// A call DingTalk answered (and so counted) goes into `api_usage`.
+    async fn count<T>(&self, api: Api, answer: &Result<T, crate::dingtalk::DingTalkError>) {
+        if answer.is_ok() || matches!(answer, Err(crate::dingtalk::DingTalkError::Api { .. })) {
+            let counted = self.store.add_usage(&Calls::one(api), self.clock.now()).await;
+            if let Err(e) = counted {
+                warn!(error = %e, api = api.as_str(), "cannot count a call in api_usage");
+            }
+        }
+    }
+
+    /// The catch-up, on every (re)connect: the meetings in progress (QueryOrgConferenceList, a
+    /// page at a time) that a `match` policy wants get their occurrence as if their
+    /// `conference_created` had arrived (`trigger = catch_up`), so that a meeting created while
+    /// the connection was down is still recorded. Each is written as an event row of its own
+    /// (`catch_up:<conferenceId>`); a meeting that has its occurrence already (from its event or
+    /// an earlier catch-up), or that no policy wants, leaves no row.
+    pub async fn catch_up(&self) -> Result<CatchUp, String> {
+        let policies = self.match_policy_list().await?;
+        let mut done = CatchUp::default();
+        if policies.is_empty() {
+            return Ok(done);
+        }
+        let token = self.client.token().await.map_err(|e| e.to_string())?;
+        let mut next = String::new();
+        for _ in 0..CATCH_UP_PAGES {
+            let page = self.client.org_conferences_with(&token, &next).await;
+            self.count(Api::OrgConferences, &page).await;
+            let page = page.map_err(|e| format!("listing the meetings in progress: {e}"))?;
+            for c in page.on_going_conf_list.iter().filter(|c| c.status == LIVE) {
+                done.seen += 1;
+                let m = MeetingEvent {
+                    change_scene: Some(CREATED.into()),
+                    conference_id: Some(c.conference_id.clone()),
+                    title: c.title.clone(),
+                    creator_id: c.creator_id.clone().filter(|s| !s.is_empty()),
+                    schedule_conference_id: None,
+                };
+                let now = self.clock.now();
+                let started = c.start_time.and_then(DateTime::from_timestamp_millis);
+                let d = decision(
+                    first_wanting(&policies, &m).unwrap_or(None),
+                    &m,
+                    started.unwrap_or(now),
+                    Trigger::CatchUp,
+                );
+                if !matches!(d, EventDecision::Matched { .. }) {
+                    continue;
+                }
+                let new = NewEvent {
+                    event_id: format!("{}:{}", Trigger::CatchUp.as_str(), c.conference_id),
+                    message_id: String::new(),
+                    event_type: Trigger::CatchUp.as_str().to_owned(),
+                    change_scene: m.change_scene.clone(),
+                    conference_id: m.conference_id.clone(),
+                    received_at: now,
+                    born_at: started,
+                    payload: event_payload(&serde_json::to_string(c).unwrap_or_default()),
+                    instance: crate::instance::this().to_owned(),
+                    decision: d,
+                };
+                match self.store.record_event(&new).await.map_err(|e| e.to_string())? {
+                    EventRecorded::Stored {
+                        outcome: crate::domain::EventOutcome::Matched,
+                        occurrence_id,
+                    } => {
+                        info!(
+                            conference_id = %c.conference_id,
+                            occurrence_id = occurrence_id.unwrap_or(0),
+                            "catch-up: a meeting in progress had no occurrence; it has one now"
+                        );
+                        done.made += 1;
+                    }
+                    _ => done.known += 1,
+                }
+            }
+            match page.next_token.filter(|t| page.has_more && !t.is_empty()) {
+                Some(t) => next = t,
+                None => return Ok(done),
+            }
+        }
+        warn!(
+            pages = CATCH_UP_PAGES,
+            "catch-up: stopped after its last page; more meetings are in progress"
+        );
+        Ok(done)
+    }
+
+    /// The enabled `match` policies, by name (a row that does not read is skipped and logged).
+    async fn match_policy_list(&self) -> Result<Vec<(i64, Policy)>, String> {
+        let stored = self.store.match_policies().await.map_err(|e| e.to_string())?;
+        Ok(stored
+            .iter()
+            .filter_map(|s| match s.record.to_policy() {
+                Ok(p) => Some((s.id, p)),
+                Err(e) => {
+                    warn!(error = %e, "a match policy in the database does not read; skipped");
+                    None
+                }
+            })
+            .collect())
     }
 }
 
@@ -313,7 +470,7 @@ mod tests {
         let at = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
         let m = created("c1", Some("Board Q4"), Some("u1"));
         let w = first_wanting(&ps, &m).expect("decided");
-        match decision(w, &m, at) {
+        match decision(w, &m, at, Trigger::Event) {
             EventDecision::Matched {
                 policy_name,
                 due_at,
@@ -329,7 +486,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let fixed = created("c2", Some("standup"), Some("u1"));
-        match decision(first_wanting(&ps, &fixed).expect("decided"), &fixed, at) {
+        match decision(
+            first_wanting(&ps, &fixed).expect("decided"),
+            &fixed,
+            at,
+            Trigger::Event,
+        ) {
             EventDecision::Matched {
                 policy_name,
                 host_union_id,
@@ -348,7 +510,12 @@ mod tests {
         let at = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
         let nobody = created("c3", Some("standup"), Some("u9"));
         assert!(matches!(
-            decision(first_wanting(&ps, &nobody).expect("decided"), &nobody, at),
+            decision(
+                first_wanting(&ps, &nobody).expect("decided"),
+                &nobody,
+                at,
+                Trigger::Event
+            ),
             EventDecision::Ignored(_)
         ));
         assert_eq!(
@@ -358,7 +525,12 @@ mod tests {
         );
         let no_creator = created("c5", Some("Board"), None);
         assert!(matches!(
-            decision(first_wanting(&ps, &no_creator).expect("decided"), &no_creator, at),
+            decision(
+                first_wanting(&ps, &no_creator).expect("decided"),
+                &no_creator,
+                at,
+                Trigger::Event
+            ),
             EventDecision::Invalid(_)
         ));
     }

@@ -911,6 +911,8 @@ pub enum EventDecision {
         meeting_at: DateTime<Utc>,
         /// The occurrence's own host (`host_union_id: creator`); `None`: the policy's.
         host_union_id: Option<String>,
+        /// `event`, or `catch_up` for a meeting the catch-up found in progress.
+        trigger: crate::domain::Trigger,
     },
     Ignored(String),
     Invalid(String),

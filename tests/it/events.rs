@@ -53,6 +53,20 @@ async fn acknowledged(f: &FakeDingTalk, event_id: &str, times: usize) {
     );
 }
 
+/// QueryOrgConferenceList calls the fake has answered.
+fn catch_up_calls(f: &FakeDingTalk) -> usize {
+    f.requests()
+        .iter()
+        .filter(|r| r.path == "/v1.0/conference/orgConferences")
+        .count()
+}
+
+/// Until `n` catch-ups have listed the meetings in progress: a meeting the test creates after
+/// that is found by its event, not by a catch-up racing it.
+async fn caught_up(f: &FakeDingTalk, n: usize) {
+    wait_for("the catch-ups on connect", HANG, || catch_up_calls(f) >= n).await;
+}
+
 fn board(conference_id: &str, event_id: &str) -> EventSpec {
     EventSpec {
         event_id: Some(event_id.into()),
@@ -74,6 +88,7 @@ async fn a_matched_meeting_is_recorded_once_by_its_creator_and_every_event_is_ke
         f.stream().connections() == 1
     })
     .await;
+    caught_up(&f, 1).await;
 
     f.push_event(&board("board-1", "evt-board-1"));
     let standup = f.push_event(&EventSpec {
@@ -227,6 +242,7 @@ async fn three_daemons_receiving_the_same_event_record_its_meeting_once() {
     let db = dir.path().join("dingrec.db");
     let ds = Daemon::spawn_ready(&cfg, 3).await;
     wait_for("three Stream connections", HANG, || f.stream().connections() == 3).await;
+    caught_up(&f, 3).await;
     f.push_event(&EventSpec {
         to_all: true,
         ..board("board-3", "evt-board-3")
@@ -348,4 +364,68 @@ async fn a_stream_down_too_long_is_not_ready_alerts_once_and_recovers() {
         !metrics.contains("dingrec_stream_reconnects_total 0"),
         "{metrics}"
     );
+}
+
+/// A meeting created while the connection was down (its event lost) is found by the catch-up on
+/// reconnect and recorded; a second catch-up and the late event itself add nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_created_while_the_stream_was_down_is_recorded_after_the_catch_up() {
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "board.yaml", BOARD);
+    let cfg = stream_config(dir.path(), &f.base_url());
+    let db = dir.path().join("dingrec.db");
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "    keepalive: 2s\n",
+        "    keepalive: 2s\n    reconnect_max: 1s\n",
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let d = Daemon::spawn(&cfg, &[]);
+    wait_for("the daemon's Stream connection", HANG, || {
+        f.stream().connections() == 1
+    })
+    .await;
+    let opens = f.stream().opens();
+
+    f.stream().refuse_opens(u32::MAX);
+    f.stream().disconnect(std::time::Duration::ZERO);
+    wait_for("the connection gone", HANG, || f.stream().connections() == 0).await;
+    f.create_meeting("board-late", "Q4 董事会", "union-creator");
+    f.create_meeting("standup-late", "standup", "someone");
+    assert_eq!(f.starts_for("board-late"), 0);
+
+    f.stream().refuse_opens(0);
+    wait_for("the meeting recorded after the catch-up", HANG, || {
+        f.starts_for("board-late") == 1
+    })
+    .await;
+    assert!(f.stream().opens() > opens);
+    let start = f
+        .start_requests()
+        .into_iter()
+        .find(|r| r.id.as_deref() == Some("board-late"))
+        .expect("the start");
+    assert_eq!(start.union_id.as_deref(), Some("union-creator"));
+    let rows = sqlite(&db, "SELECT trigger, conference_id FROM occurrences ORDER BY id");
+    assert_eq!(rows, "catch_up|board-late", "{}", d.stderr());
+
+    // Connected again: a second catch-up finds the occurrence; the late event is a duplicate.
+    let opened = f.stream().opens();
+    f.stream().disconnect(std::time::Duration::ZERO);
+    wait_for("a new connection", HANG, || f.stream().opens() > opened).await;
+    let late = f.push_event(&board("board-late", "evt-board-late"));
+    acknowledged(&f, &late, 1).await;
+    caught_up(&f, 3).await;
+    let events = sqlite(
+        &db,
+        "SELECT event_type, conference_id, outcome FROM events ORDER BY id",
+    );
+    assert_eq!(
+        events,
+        "catch_up|board-late|matched\nmeeting_status_change|board-late|duplicate",
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(f.starts_for("board-late"), 1, "recorded once");
+    assert_eq!(f.starts_for("standup-late"), 0, "no policy wants the standup");
 }

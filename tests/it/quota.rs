@@ -634,6 +634,7 @@ fn dingrec_quota_shows_the_month_in_json_and_as_a_table() {
         [
             "cloud_record_videos",
             "conference_info",
+            "org_conferences",
             "schedule_conference",
             "start_cloud_record",
             "stop_cloud_record",

@@ -57,6 +57,7 @@ impl Sqlite {
             window_ends_at,
             meeting_at,
             host_union_id,
+            trigger,
         } = &e.decision
         else {
             tx.commit().await?;
@@ -69,7 +70,7 @@ impl Sqlite {
         let made: Option<i64> = sqlx::query_scalar(
             "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, conference_id, state, \
              next_attempt_at, trigger, meeting_at, host_union_id, event_conference_id, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'scheduled', ?3, 'event', ?6, ?7, ?5, ?8, ?8) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'scheduled', ?3, ?9, ?6, ?7, ?5, ?8, ?8) \
              ON CONFLICT (event_conference_id) DO NOTHING RETURNING id",
         )
         .bind(policy_id)
@@ -80,8 +81,15 @@ impl Sqlite {
         .bind(fmt_utc(*meeting_at))
         .bind(host_union_id)
         .bind(&now)
+        .bind(trigger.as_str())
         .fetch_optional(&mut *tx)
         .await?;
+        // The catch-up keeps no row for a meeting that has its occurrence already: it looks at
+        // every meeting in progress on every reconnect.
+        if made.is_none() && *trigger == crate::domain::Trigger::CatchUp {
+            tx.rollback().await?;
+            return Ok(EventRecorded::Again);
+        }
         let (outcome, occurrence_id) = match made {
             Some(id) => {
                 sqlx::query("UPDATE events SET occurrence_id = ? WHERE id = ?")
