@@ -141,6 +141,25 @@ pub fn render_history(occurrences: &[OccurrenceRow], as_csv: bool) -> String {
                 i,
             ]
         };
+        // The event that made it first: ATTEMPT says `event:<type>`, REQUEST ID its eventId.
+        if let Some(e) = &o.event {
+            rows.push(base([
+                format!("event:{}", e.event_type),
+                e.received_at.clone(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                opt(&o.conference_id),
+                e.event_id.clone(),
+                format!(
+                    "found by {} (DingTalk's time {}) on {}",
+                    e.event_id,
+                    e.born_at.as_deref().unwrap_or("-"),
+                    e.instance.as_deref().unwrap_or("-")
+                ),
+            ]));
+        }
         if o.attempts.is_empty() {
             let dash = || "-".to_owned();
             rows.push(base([

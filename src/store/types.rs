@@ -737,6 +737,18 @@ pub struct OccurrenceRow {
     pub restart_of: Option<i64>,
     /// Its checks, oldest first.
     pub checks: Vec<CheckRow>,
+    /// For an `event` or `catch_up` occurrence of a `match` policy: the event that made it.
+    pub event: Option<EventRef>,
+}
+
+/// The event that made an occurrence, as `history` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRef {
+    pub event_id: String,
+    pub event_type: String,
+    pub received_at: String,
+    pub born_at: Option<String>,
+    pub instance: Option<String>,
 }
 
 /// One check, as `history` shows it.

@@ -159,6 +159,19 @@ async fn a_matched_meeting_is_recorded_once_by_its_creator_and_every_event_is_ke
         "union-creator",
         "the audit log names who started it"
     );
+    // `history` shows the event that made the occurrence.
+    let out = cli(&cfg, &["history", "--format", "json"])
+        .output()
+        .expect("history");
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(h[0]["event"]["event_id"], "evt-board-1", "{h}");
+    assert_eq!(h[0]["event"]["event_type"], "meeting_status_change", "{h}");
+    let out = cli(&cfg, &["history"]).output().expect("history");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("event:meeting_status_change") && table.contains("found by evt-board-1"),
+        "{table}"
+    );
 
     // DingTalk may send an event again after its acknowledgement: nothing more happens.
     f.push_event(&board("board-1", "evt-board-1"));
@@ -408,6 +421,11 @@ async fn a_meeting_created_while_the_stream_was_down_is_recorded_after_the_catch
     assert_eq!(start.union_id.as_deref(), Some("union-creator"));
     let rows = sqlite(&db, "SELECT trigger, conference_id FROM occurrences ORDER BY id");
     assert_eq!(rows, "catch_up|board-late", "{}", d.stderr());
+    let out = cli(&cfg, &["history", "--format", "json"])
+        .output()
+        .expect("history");
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(h[0]["event"]["event_id"], "catch_up:board-late", "{h}");
 
     // Connected again: a second catch-up finds the occurrence; the late event is a duplicate.
     let opened = f.stream().opens();
@@ -428,4 +446,62 @@ async fn a_meeting_created_while_the_stream_was_down_is_recorded_after_the_catch
     );
     assert_eq!(f.starts_for("board-late"), 1, "recorded once");
     assert_eq!(f.starts_for("standup-late"), 0, "no policy wants the standup");
+}
+
+/// Retention prunes events with the attempts: an old event goes, a recent one stays, and so does
+/// an old one whose occurrence is still live.
+#[tokio::test]
+async fn old_events_are_pruned_with_the_attempts_but_not_a_live_occurrences() {
+    use dingrec::store::{EventDecision, NewEvent};
+    let app = crate::support::app::TestApp::build_with(
+        Scenario::default(),
+        std::sync::Arc::new(dingrec::clock::SystemClock),
+        |_| {},
+        |_| format!("policies:\n{BOARD}"),
+    )
+    .await;
+    let now = crate::support::wall();
+    let old = now - chrono::TimeDelta::days(400);
+    let policy_id = engine::count(&app.store, "SELECT id FROM policies").await;
+    let event = |id: &str, at, decision| NewEvent {
+        event_id: id.into(),
+        message_id: format!("m-{id}"),
+        event_type: "meeting_status_change".into(),
+        change_scene: Some("conference_created".into()),
+        conference_id: Some(format!("conf-{id}")),
+        received_at: at,
+        born_at: Some(at),
+        payload: "{}".into(),
+        instance: "test".into(),
+        decision,
+    };
+    let ignored = || EventDecision::Ignored("no enabled match policy wants its meeting".into());
+    for e in [
+        event("old-ignored", old, ignored()),
+        event("new-ignored", now, ignored()),
+        event(
+            "old-live",
+            old,
+            EventDecision::Matched {
+                policy_id,
+                policy_name: "board-meetings".into(),
+                conference_id: "conf-old-live".into(),
+                // Due long ago and still scheduled: its event stays while it lives.
+                due_at: old,
+                window_ends_at: now + chrono::TimeDelta::minutes(20),
+                meeting_at: old,
+                host_union_id: Some("union-creator".into()),
+                trigger: dingrec::domain::Trigger::Event,
+            },
+        ),
+    ] {
+        app.store.record_event(&e).await.expect("recorded");
+    }
+    app.store
+        .prune_before(now - chrono::TimeDelta::days(365))
+        .await
+        .expect("pruned");
+    let left = engine::rows(&app.store, "SELECT event_id FROM events ORDER BY event_id").await;
+    let left: Vec<&str> = left.iter().map(|r| r[0].as_str().expect("id")).collect();
+    assert_eq!(left, ["new-ignored", "old-live"]);
 }

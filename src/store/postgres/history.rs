@@ -25,12 +25,17 @@ impl Pg {
                 'started_at', {a_started}, 'finished_at', {a_finished}, 'duration_ms', a.duration_ms, \
                 'conference_id', a.conference_id, 'http_status', a.http_status, 'code', a.code, 'message', a.message, \
                 'request_id', a.request_id, 'outcome', a.outcome, 'next_attempt_at', {a_next}) \
-                ORDER BY a.attempt_no), '[]')::text FROM attempts a WHERE a.occurrence_id = o.id) AS attempts \
+                ORDER BY a.attempt_no), '[]')::text FROM attempts a WHERE a.occurrence_id = o.id) AS attempts, \
+             (SELECT jsonb_build_object('event_id', e.event_id, 'event_type', e.event_type, \
+                'received_at', {e_received}, 'born_at', {e_born}, 'instance', e.instance)::text \
+              FROM events e WHERE e.occurrence_id = o.id AND e.outcome = 'matched' ORDER BY e.id LIMIT 1) AS event \
              FROM occurrences o WHERE true",
             c_at = utc("c.at"),
             a_started = utc("a.started_at"),
             a_finished = utc("a.finished_at"),
             a_next = utc("a.next_attempt_at"),
+            e_received = utc("e.received_at"),
+            e_born = utc("e.born_at"),
         );
         // Only fixed fragments are appended; every value is bound, numbered in order.
         let mut n = 0;
@@ -79,6 +84,7 @@ impl Pg {
                 let id: i64 = r.try_get("id")?;
                 let attempts: &str = r.try_get("attempts")?;
                 let checks: &str = r.try_get("checks")?;
+                let event: Option<&str> = r.try_get("event")?;
                 Ok(OccurrenceRow {
                     id,
                     policy: r.try_get("policy_name")?,
@@ -95,6 +101,10 @@ impl Pg {
                     restart_of: r.try_get("restart_of")?,
                     checks: serde_json::from_str(checks)
                         .map_err(|e| StoreError::Data(format!("checks of occurrence {id}: {e}")))?,
+                    event: event
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|e| StoreError::Data(format!("the event of occurrence {id}: {e}")))?,
                 })
             })
             .collect()

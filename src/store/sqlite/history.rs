@@ -22,7 +22,10 @@ impl Sqlite {
                 'finished_at', a.finished_at, 'duration_ms', a.duration_ms, 'conference_id', a.conference_id, \
                 'http_status', a.http_status, 'code', a.code, 'message', a.message, 'request_id', a.request_id, \
                 'outcome', a.outcome, 'next_attempt_at', a.next_attempt_at)) \
-              FROM (SELECT * FROM attempts WHERE occurrence_id = o.id ORDER BY attempt_no) a) AS attempts \
+              FROM (SELECT * FROM attempts WHERE occurrence_id = o.id ORDER BY attempt_no) a) AS attempts, \
+             (SELECT json_object('event_id', e.event_id, 'event_type', e.event_type, 'received_at', e.received_at, \
+                'born_at', e.born_at, 'instance', e.instance) \
+              FROM events e WHERE e.occurrence_id = o.id AND e.outcome = 'matched' ORDER BY e.id LIMIT 1) AS event \
              FROM occurrences o WHERE 1 = 1",
         );
         // Only fixed fragments are appended; every value is bound.
@@ -66,6 +69,7 @@ impl Sqlite {
                 let id: i64 = r.try_get("id")?;
                 let attempts: &str = r.try_get("attempts")?;
                 let checks: &str = r.try_get("checks")?;
+                let event: Option<&str> = r.try_get("event")?;
                 Ok(OccurrenceRow {
                     id,
                     policy: r.try_get("policy_name")?,
@@ -82,6 +86,10 @@ impl Sqlite {
                     restart_of: r.try_get("restart_of")?,
                     checks: serde_json::from_str(checks)
                         .map_err(|e| super::StoreError::Data(format!("checks of occurrence {id}: {e}")))?,
+                    event: event
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|e| super::StoreError::Data(format!("the event of occurrence {id}: {e}")))?,
                 })
             })
             .collect()

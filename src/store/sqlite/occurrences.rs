@@ -572,6 +572,15 @@ impl Sqlite {
             .bind(fmt_utc(before))
             .execute(&mut *tx)
             .await?;
+        // Events go with the attempts (an event whose occurrence is still live stays).
+        sqlx::query(
+            "DELETE FROM events WHERE received_at < ?1 AND (occurrence_id IS NULL \
+             OR occurrence_id NOT IN (SELECT id FROM occurrences WHERE due_at >= ?1 \
+             OR state IN ('scheduled', 'running', 'retry_wait', 'verifying')))",
+        )
+        .bind(fmt_utc(before))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(n)
     }
