@@ -1,8 +1,9 @@
 -- Stream mode's health (docs/events.md): the alert events `stream_down` (the connection has been
 -- down longer than dingtalk.stream.alert_after) and `stream_recovered` (it is up again), and the
 -- `api_usage` values `org_conferences` (the catch-up's QueryOrgConferenceList, a counted call) and
--- `stream_event` (DingTalk counts pushed events against their own monthly quota). SQLite cannot
--- widen a CHECK constraint in place, so both tables are rebuilt with the same columns and indexes,
+-- `stream_event` (DingTalk counts pushed events against their own monthly quota), and the
+-- `quota_events` `events_80` and `events_90` (that quota said once a month). SQLite cannot
+-- widen a CHECK constraint in place, so the tables are rebuilt with the same columns and indexes,
 -- in sqlx's transaction with the migration's record (all or nothing).
 CREATE TABLE alerts_new (
     id              INTEGER PRIMARY KEY,
@@ -50,3 +51,15 @@ CREATE TABLE api_usage_new (
 INSERT INTO api_usage_new (day, api, calls) SELECT day, api, calls FROM api_usage;
 DROP TABLE api_usage;
 ALTER TABLE api_usage_new RENAME TO api_usage;
+
+-- The events' own quota is said once a month at 80 % and 90 % used.
+CREATE TABLE quota_events_new (
+    month TEXT NOT NULL CHECK (month GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]'),
+    event TEXT NOT NULL CHECK (event IN ('forecast_80', 'used_90', 'exhausted', 'reserve',
+                                         'events_80', 'events_90')),
+    at    TEXT NOT NULL,
+    PRIMARY KEY (month, event)
+) WITHOUT ROWID;
+INSERT INTO quota_events_new (month, event, at) SELECT month, event, at FROM quota_events;
+DROP TABLE quota_events;
+ALTER TABLE quota_events_new RENAME TO quota_events;

@@ -80,6 +80,15 @@ fn show(v: &QuotaView, quota: &Quota) -> String {
     if v.limit > 0 && v.forecast > u64::from(v.limit) {
         out.push_str("warning: the forecast passes the quota; see docs/quota.md for what costs calls\n");
     }
+    let events_limit = if v.event_limit == 0 {
+        "no limit".to_owned()
+    } else {
+        format!("of {} ({:.0} %)", v.event_limit, v.events_ratio() * 100.0)
+    };
+    out.push_str(&format!(
+        "events:   {} {events_limit} pushed by DingTalk (their own quota, dingtalk.monthly_event_quota)\n",
+        v.events
+    ));
     out
 }
 

@@ -42,6 +42,9 @@ pub struct DingTalkSettings {
     pub classification: BTreeMap<String, RetryClass>,
     /// The organisation's API calls a month (DingTalk's standard edition: 5,000); 0: unlimited.
     pub monthly_quota: u32,
+    /// The events DingTalk pushes to the app a month (webhook and Stream together; standard
+    /// edition: 3,000), a quota of their own; 0: unlimited.
+    pub monthly_event_quota: u32,
     /// Where DingTalk's month begins.
     pub quota_timezone: String,
     /// The share of the quota kept for starts and start checks: above `1 - quota_reserve` of it,
@@ -157,6 +160,7 @@ impl fmt::Debug for DingTalkSettings {
             .field("token_refresh_margin", &self.token_refresh_margin)
             .field("classification", &self.classification)
             .field("monthly_quota", &self.monthly_quota)
+            .field("monthly_event_quota", &self.monthly_event_quota)
             .field("quota_timezone", &self.quota_timezone)
             .field("quota_reserve", &self.quota_reserve)
             .field("stream", &self.stream)
@@ -169,6 +173,8 @@ impl fmt::Debug for DingTalkSettings {
 pub struct Quota {
     /// 0: unlimited.
     pub limit: u32,
+    /// Pushed events a month; 0: unlimited.
+    pub event_limit: u32,
     pub timezone: chrono_tz::Tz,
     pub reserve: f64,
 }
@@ -189,6 +195,15 @@ impl DingTalkSettings {
                 ),
             ));
         }
+        if self.monthly_event_quota > MAX_MONTHLY_QUOTA {
+            return Err(bad(
+                "monthly_event_quota",
+                format!(
+                    "{} is more than {MAX_MONTHLY_QUOTA} (0 turns the event budget off)",
+                    self.monthly_event_quota
+                ),
+            ));
+        }
         if !(0.0..=0.5).contains(&self.quota_reserve) {
             return Err(bad(
                 "quota_reserve",
@@ -203,6 +218,7 @@ impl DingTalkSettings {
             .tz();
         Ok(Quota {
             limit: self.monthly_quota,
+            event_limit: self.monthly_event_quota,
             timezone,
             reserve: self.quota_reserve,
         })
@@ -229,6 +245,7 @@ impl Default for DingTalkSettings {
             token_refresh_margin: Duration::from_secs(200),
             classification: BTreeMap::new(),
             monthly_quota: 5000,
+            monthly_event_quota: 3000,
             quota_timezone: "Asia/Shanghai".into(),
             quota_reserve: 0.1,
             stream: StreamConfig::default(),

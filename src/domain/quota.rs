@@ -50,6 +50,10 @@ impl Api {
     }
 }
 
+/// `api_usage.api` of the events DingTalk pushes: counted against their own monthly quota
+/// (`dingtalk.monthly_event_quota`), not the calls'.
+pub const STREAM_EVENT: &str = "stream_event";
+
 /// Calls DingTalk counted, per API: what one attempt or check adds to `api_usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Calls([u32; Api::ALL.len()]);

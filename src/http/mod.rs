@@ -237,6 +237,8 @@ pub async fn readiness(s: &HttpState) -> (bool, Value) {
             "limit": v.limit,
             "forecast": v.forecast,
             "optional_calls_stopped": s.quota.optional_stopped(),
+            "events_used": v.events,
+            "event_limit": v.event_limit,
         })),
     });
     if let Value::Object(m) = &mut body {

@@ -262,6 +262,7 @@ impl EventHandler {
             payload: event_payload(&event.data),
             instance: crate::instance::this().to_owned(),
             decision,
+            counted: true,
         };
         let recorded = self.store.record_event(&new).await.map_err(|e| e.to_string())?;
         Ok(match recorded {
@@ -378,6 +379,7 @@ impl EventHandler {
                     payload: event_payload(&serde_json::to_string(c).unwrap_or_default()),
                     instance: crate::instance::this().to_owned(),
                     decision: d,
+                    counted: false,
                 };
                 match self.store.record_event(&new).await.map_err(|e| e.to_string())? {
                     EventRecorded::Stored {

@@ -37,6 +37,9 @@ pub struct QuotaView {
     pub used: u64,
     /// Used plus what the planned firings until the month's end are expected to cost.
     pub forecast: u64,
+    /// Events DingTalk pushed this month, and their own limit (0: unlimited).
+    pub events: u64,
+    pub event_limit: u32,
 }
 
 impl QuotaView {
@@ -54,6 +57,15 @@ impl QuotaView {
 
     pub fn forecast_ratio(&self) -> f64 {
         self.ratio(self.forecast)
+    }
+
+    /// Events used, as a share of their limit (0 without one).
+    pub fn events_ratio(&self) -> f64 {
+        if self.event_limit == 0 {
+            0.0
+        } else {
+            self.events as f64 / f64::from(self.event_limit)
+        }
     }
 
     /// `dingrec quota --format json`'s object.
@@ -74,6 +86,7 @@ impl QuotaView {
             "by_api": by_api,
             "forecast": self.forecast,
             "forecast_ratio": (self.forecast_ratio() * 1000.0).round() / 1000.0,
+            "events": {"used": self.events, "limit": self.event_limit},
         })
     }
 }
@@ -192,6 +205,8 @@ pub async fn view(
         by_api: usage.by_api,
         used,
         forecast,
+        events: usage.events,
+        event_limit: quota.event_limit,
     })
 }
 
@@ -392,6 +407,7 @@ impl QuotaWatch {
             )
             .await?;
         }
+        self.event_budget(v, now).await?;
         if self.said(&v.month, "exhausted") {
             return Ok(());
         }
@@ -406,6 +422,36 @@ impl QuotaWatch {
                 ),
             )
             .await?;
+        }
+        Ok(())
+    }
+
+    /// The events' own quota: an alert at 80 % and at 90 % used, each once a month. DingTalk
+    /// stops pushing past the limit; the catch-up on reconnect still finds meetings in progress.
+    async fn event_budget(&self, v: &QuotaView, now: DateTime<Utc>) -> crate::store::Result<()> {
+        if v.event_limit == 0 {
+            return Ok(());
+        }
+        for (share, said) in [(0.9, "events_90"), (0.8, "events_80")] {
+            if v.events_ratio() < share {
+                continue;
+            }
+            if self.once(&v.month, said, now).await? {
+                self.alert(
+                    v,
+                    now,
+                    format!(
+                        "{} of the {} DingTalk events of {} are used ({} %): past the limit DingTalk pushes no more meeting events this month, and meetings nobody declared are found only by the catch-up when the Stream connection reconnects. Look at `dingrec events` and the app's other event subscriptions",
+                        v.events,
+                        v.event_limit,
+                        v.month.label,
+                        (v.events_ratio() * 100.0).round()
+                    ),
+                )
+                .await?;
+            }
+            // 90 % said: 80 % need not be said too.
+            break;
         }
         Ok(())
     }

@@ -397,7 +397,13 @@ impl Store {
     /// The calls counted in `month`; with `history`, also what the month's attempts say about a
     /// firing's cost (a read of the month's attempts: for forecasts, not for every poll).
     pub async fn usage(&self, month: &Month, history: bool) -> Result<Usage> {
-        let by_api = crate::domain::quota::tally(backend!(self, db => db.month_calls(month).await)?);
+        let rows = backend!(self, db => db.month_calls(month).await)?;
+        let events = rows
+            .iter()
+            .filter(|(api, _)| api == crate::domain::quota::STREAM_EVENT)
+            .map(|(_, n)| u64::try_from(*n).unwrap_or(0))
+            .sum();
+        let by_api = crate::domain::quota::tally(rows);
         let observed = if history {
             // Occurrences of this month that made a call: the retry rate's denominator.
             let started = backend!(self, db => db.month_started(month).await)?;
@@ -405,7 +411,11 @@ impl Store {
         } else {
             Observed::default()
         };
-        Ok(Usage { by_api, observed })
+        Ok(Usage {
+            by_api,
+            observed,
+            events,
+        })
     }
 
     /// Record that `event` was said in `month`; `false` when it already was.

@@ -879,6 +879,8 @@ pub const GIVE_UP_AFTER: TimeDelta = TimeDelta::hours(24);
 pub struct Usage {
     pub by_api: BTreeMap<Api, u64>,
     pub observed: Observed,
+    /// Events DingTalk pushed (`api_usage.api = 'stream_event'`): a quota of their own.
+    pub events: u64,
 }
 
 impl Usage {
@@ -944,6 +946,9 @@ pub struct NewEvent {
     pub payload: String,
     pub instance: String,
     pub decision: EventDecision,
+    /// Pushed by DingTalk (not made up by the catch-up): counted in `api_usage` as
+    /// `stream_event`, in the same transaction, delivered again or not.
+    pub counted: bool,
 }
 
 impl NewEvent {

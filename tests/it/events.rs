@@ -474,6 +474,7 @@ async fn old_events_are_pruned_with_the_attempts_but_not_a_live_occurrences() {
         payload: "{}".into(),
         instance: "test".into(),
         decision,
+        counted: false,
     };
     let ignored = || EventDecision::Ignored("no enabled match policy wants its meeting".into());
     for e in [
@@ -504,4 +505,101 @@ async fn old_events_are_pruned_with_the_attempts_but_not_a_live_occurrences() {
     let left = engine::rows(&app.store, "SELECT event_id FROM events ORDER BY event_id").await;
     let left: Vec<&str> = left.iter().map(|r| r[0].as_str().expect("id")).collect();
     assert_eq!(left, ["new-ignored", "old-live"]);
+}
+
+/// Every event received counts against the events' own quota (a redelivery too, the catch-up
+/// not), `dingrec quota` shows it beside the calls, and 80 % then 90 % of
+/// `dingtalk.monthly_event_quota` each raise one `quota` alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_count_against_their_own_quota_with_alerts_at_80_and_90_percent() {
+    let f = fake(Scenario {
+        robots: vec![dingrec::fake::RobotSpec {
+            access_token: "robot-token".into(),
+            ..dingrec::fake::RobotSpec::default()
+        }],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(dir.path(), "board.yaml", BOARD);
+    std::fs::write(dir.path().join("robot_token"), "robot-token\n").expect("token");
+    let cfg = stream_config(dir.path(), &f.base_url());
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "  rate_limit: 0\n",
+        "  rate_limit: 0\n  monthly_event_quota: 10\n",
+    );
+    let text = format!(
+        "{text}alerts:\n  destinations:\n    ops:\n      type: dingtalk_robot\n      url: {}/robot/send\n      access_token_file: {}\n  default: [ops]\n",
+        f.base_url(),
+        dir.path().join("robot_token").display()
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let db = dir.path().join("dingrec.db");
+    let d = Daemon::spawn(&cfg, &[]);
+    wait_for("the daemon's Stream connection", HANG, || {
+        f.stream().connections() == 1
+    })
+    .await;
+    caught_up(&f, 1).await;
+    let quota_messages = || {
+        f.robot_messages()
+            .into_iter()
+            .filter(|m| m.text.contains("DingTalk events of"))
+            .count()
+    };
+    // A meeting the catch-up finds is not an event.
+    f.create_meeting("board-found", "董事会", "union-creator");
+    let opened = f.stream().opens();
+    f.stream().disconnect(std::time::Duration::ZERO);
+    wait_for("a new connection", HANG, || f.stream().opens() > opened).await;
+    caught_up(&f, 2).await;
+    wait_for("the found meeting recorded", HANG, || {
+        f.starts_for("board-found") == 1
+    })
+    .await;
+
+    for i in 0..7 {
+        let id = f.push_event(&EventSpec {
+            title: Some("standup".into()),
+            ..EventSpec::created(&format!("standup-{i}"))
+        });
+        acknowledged(&f, &id, 1).await;
+    }
+    f.push_event(&board("board-1", "evt-twice"));
+    acknowledged(&f, "evt-twice", 1).await;
+    wait_for("the 80 % message", HANG, || quota_messages() == 1).await;
+    assert!(
+        f.robot_messages()
+            .iter()
+            .any(|m| m.text.contains("8 of the 10 DingTalk events")),
+        "{:?}",
+        f.robot_messages()
+    );
+    // Delivered again: DingTalk pushed it twice, and counts both.
+    f.push_event(&board("board-1", "evt-twice"));
+    acknowledged(&f, "evt-twice", 2).await;
+    assert_eq!(
+        sqlite(&db, "SELECT SUM(calls) FROM api_usage WHERE api = 'stream_event'"),
+        "9",
+        "seven events, one twice; not the catch-up's meeting"
+    );
+    wait_for("the 90 % message", HANG, || quota_messages() == 2).await;
+    assert!(
+        f.robot_messages()
+            .iter()
+            .any(|m| m.text.contains("9 of the 10 DingTalk events")),
+        "{:?}",
+        f.robot_messages()
+    );
+    let out = cli(&cfg, &["quota", "--format", "json"]).output().expect("quota");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["events"], serde_json::json!({"used": 9, "limit": 10}), "{v}");
+    let out = cli(&cfg, &["quota"]).output().expect("quota");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("events:   9 of 10 (90 %)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(quota_messages(), 2, "each said once");
+    drop(d);
 }

@@ -25,6 +25,15 @@ impl Pg {
 
     pub async fn record_event(&self, e: &NewEvent) -> Result<EventRecorded> {
         let mut tx = self.begin().await?;
+        if e.counted {
+            sqlx::query(
+                "INSERT INTO api_usage (day, api, calls) VALUES ($1::date, 'stream_event', 1) \
+                 ON CONFLICT (day, api) DO UPDATE SET calls = api_usage.calls + 1",
+            )
+            .bind(self.ctx.usage_day(e.received_at))
+            .execute(&mut *tx)
+            .await?;
+        }
         let (outcome, reason, policy_id) = e.first_outcome();
         let row: Option<i64> = sqlx::query_scalar(
             "INSERT INTO events (event_id, message_id, event_type, change_scene, conference_id, received_at, born_at, \
@@ -47,7 +56,8 @@ impl Pg {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            tx.tx.rollback().await?;
+            // Delivered again: nothing more but its count.
+            tx.commit().await?;
             return Ok(EventRecorded::Again);
         };
         let EventDecision::Matched {
