@@ -25,6 +25,7 @@ use crate::store::{EventDecision, EventRecorded, NewEvent, Store, event_payload}
 /// The event types dingrec acts on (the second: meetings the app's own API calls created).
 const MEETING_EVENTS: &[&str] = &["meeting_status_change", "meeting_status_change_target_push"];
 const CREATED: &str = "conference_created";
+const CLOSED: &str = "conference_closed";
 /// QueryOrgConferenceList's `status` of a meeting in progress.
 const LIVE: i64 = 2;
 /// The most pages one catch-up reads (50 meetings each).
@@ -265,6 +266,18 @@ impl EventHandler {
             counted: true,
         };
         let recorded = self.store.record_event(&new).await.map_err(|e| e.to_string())?;
+        if meeting.change_scene.as_deref() == Some(CLOSED)
+            && let Some(conf) = &meeting.conference_id
+        {
+            let n = self
+                .store
+                .meeting_closed(conf, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            if n > 0 {
+                info!(conference_id = %conf, "the meeting closed: its watch ends with a check now");
+            }
+        }
         Ok(match recorded {
             EventRecorded::Again => {
                 info!(event_id = %event.event_id, "event delivered again: recorded before, nothing to do");

@@ -109,6 +109,12 @@ impl Store {
         backend!(self, db => db.record_event(e).await)
     }
 
+    /// A meeting closed (its `conference_closed` event): the next watch check of its occurrences
+    /// is made now. How many were brought forward.
+    pub async fn meeting_closed(&self, conference_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        backend!(self, db => db.meeting_closed(conference_id, now).await)
+    }
+
     /// Events received since `since`, newest first (`dingrec events`).
     pub async fn events_since(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<EventRow>> {
         backend!(self, db => db.events_since(since, limit).await)

@@ -603,3 +603,52 @@ async fn events_count_against_their_own_quota_with_alerts_at_80_and_90_percent()
     assert_eq!(quota_messages(), 2, "each said once");
     drop(d);
 }
+
+/// A `conference_closed` event ends the meeting's watch: the next watch check (an hour away) is
+/// made at once, sees the meeting ended, and the watch is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_event_ends_the_meetings_watch_at_once() {
+    let f = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write_policies(
+        dir.path(),
+        "board.yaml",
+        &BOARD.replace("    verify: false\n", "    verify: { after: 1s, watch: 1h }\n"),
+    );
+    let cfg = stream_config(dir.path(), &f.base_url());
+    let db = dir.path().join("dingrec.db");
+    let d = Daemon::spawn(&cfg, &[]);
+    wait_for("the daemon's Stream connection", HANG, || {
+        f.stream().connections() == 1
+    })
+    .await;
+    caught_up(&f, 1).await;
+    f.push_event(&board("board-w", "evt-board-w"));
+    wait_for("the recording confirmed and watched", HANG, || {
+        sqlite(
+            &db,
+            "SELECT state || ' ' || COALESCE(next_check_kind, '') FROM occurrences",
+        ) == "succeeded watch"
+    })
+    .await;
+
+    assert!(f.recording("board-w", dingrec::fake::RecordingAction::End));
+    let closed = f.push_event(&EventSpec {
+        change_scene: Some("conference_closed".into()),
+        ..EventSpec::created("board-w")
+    });
+    acknowledged(&f, &closed, 1).await;
+    wait_for("the watch ended by its check", HANG, || {
+        sqlite(
+            &db,
+            "SELECT outcome FROM checks WHERE kind = 'watch' ORDER BY id DESC LIMIT 1",
+        ) == "meeting_ended"
+    })
+    .await;
+    assert_eq!(
+        sqlite(&db, "SELECT COALESCE(next_check_kind, 'none') FROM occurrences"),
+        "none",
+        "{}",
+        d.stderr()
+    );
+}

@@ -23,6 +23,22 @@ impl Pg {
         rows.iter().map(super::policies::stored).collect()
     }
 
+    /// As in SQLite: the closed meeting's next watch check is made now.
+    pub async fn meeting_closed(&self, conference_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE occurrences SET next_check_at = $2 \
+             WHERE conference_id = $1 AND next_check_kind = 'watch' AND next_check_at > $2",
+        )
+        .bind(conference_id)
+        .bind(super::ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn record_event(&self, e: &NewEvent) -> Result<EventRecorded> {
         let mut tx = self.begin().await?;
         if e.counted {

@@ -23,6 +23,23 @@ impl Sqlite {
         rows.iter().map(super::policies::stored).collect()
     }
 
+    /// A meeting closed: its occurrences' next watch check is made now (it sees the meeting
+    /// ended and goes on to the video, or ends). How many were brought forward.
+    pub async fn meeting_closed(&self, conference_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE occurrences SET next_check_at = ?2 \
+             WHERE conference_id = ?1 AND next_check_kind = 'watch' AND next_check_at > ?2",
+        )
+        .bind(conference_id)
+        .bind(fmt_utc(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub async fn record_event(&self, e: &NewEvent) -> Result<EventRecorded> {
         let mut tx = self.begin_write().await?;
         if e.counted {
