@@ -73,6 +73,11 @@ fn scenario() -> Scenario {
     }
 }
 
+/// The meeting nobody declared: created mid-tour, found by its `conference_created` event.
+const FOUND_MEETING: &str = "conf-created-mid-tour";
+/// When it is created, after the daemon started.
+const FOUND_AFTER: Duration = Duration::from_secs(5);
+
 /// The ops group's robot on the fake (made-up credentials: nothing here is real).
 const DEMO_ROBOT_TOKEN: &str = "demo-robot-access-token";
 const DEMO_ROBOT_SECRET: &str = "SECdemo-robot-signing-secret";
@@ -119,6 +124,11 @@ policies:
     host_union_id: demo-host-union-id
     at: "{b}"
     retry: {{ initial_interval: 1s, maximum_interval: 2s }}
+  - name: board-by-title           # no id: any meeting whose title says board, found by DingTalk's event
+    match:
+      title: "董事会|[Bb]oard"
+    host_union_id: creator
+    window: 20m
 "#,
         a = at(2),
         b = at(3),
@@ -180,6 +190,8 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
         },
     );
     settings.alerts.default = vec!["ops-group".into()];
+    // DingTalk's meeting events, over Stream mode (the fake's gateway).
+    settings.dingtalk.stream.enabled = true;
 
     println!(
         "dingrec demo: fake DingTalk at {}, database {}",
@@ -188,7 +200,8 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
     );
     println!(
         "Six meetings start in 2-3 seconds, each start checked 2 s later; a participant stops one recording and\n\
-         dingrec starts it again. Watch the log below (about 30 s); the audit log follows.\n"
+         dingrec starts it again; 5 s in, someone creates a board meeting nobody declared, and DingTalk's event\n\
+         finds it. Watch the log below (about 30 s); the audit log follows.\n"
     );
 
     let db = settings.database.clone();
@@ -202,15 +215,27 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
 
     let started = tokio::time::Instant::now();
     let mut finished = false;
+    let mut created = false;
     while started.elapsed() < DEADLINE {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if !created && started.elapsed() >= FOUND_AFTER && fake.stream().connections() > 0 {
+            created = true;
+            let event_id = fake.push_event(&crate::fake::EventSpec {
+                title: Some("Q4 董事会 (board meeting, created just now)".into()),
+                creator_id: Some("demo-host-union-id".into()),
+                ..crate::fake::EventSpec::created(FOUND_MEETING)
+            });
+            println!(
+                "\n>>> someone creates \"Q4 董事会\" ({FOUND_MEETING}); DingTalk pushes its event {event_id}\n"
+            );
+        }
         let rows = store
             .history(&HistoryFilter::default())
             .await
             .map_err(|e| fail("database", &e))?;
         let checks_pending = store.checks_pending().await.map_err(|e| fail("database", &e))?;
         let alerts = store.alerts_pending().await.map_err(|e| fail("database", &e))?;
-        if rows.len() >= 7
+        if rows.len() >= 8
             && rows.iter().all(|o| !o.state.is_live())
             && !checks_pending
             && alerts.pending == 0
@@ -238,7 +263,7 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
     print!("{}", crate::output::render_history(&rows, false));
     let count = |s: OccurrenceState| rows.iter().filter(|o| o.state == s).count();
     println!(
-        "\n{} occurrences: {} succeeded ({} confirmed recording by a check), {} failed, {} expired, {} missed; {} restarted after a participant stopped the recording. DingTalk (the fake) saw {} StartCloudRecord calls and {} checks.",
+        "\n{} occurrences: {} succeeded ({} confirmed recording by a check), {} failed, {} expired, {} missed; {} restarted after a participant stopped the recording; {} found by DingTalk's event. DingTalk (the fake) saw {} StartCloudRecord calls and {} checks.",
         rows.len(),
         count(OccurrenceState::Succeeded),
         rows.iter().filter(|o| o.verified_at.is_some()).count(),
@@ -247,6 +272,9 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
         count(OccurrenceState::Missed),
         rows.iter()
             .filter(|o| o.trigger == crate::domain::Trigger::Restart)
+            .count(),
+        rows.iter()
+            .filter(|o| o.trigger == crate::domain::Trigger::Event)
             .count(),
         fake.start_requests().len(),
         fake.info_calls() + fake.video_calls()

@@ -467,11 +467,18 @@ async fn the_demo_shows_every_case_and_exits_0() {
         line("weekly-sync", "meetingNotLive") && line("weekly-sync", "conf-weekly-sync-live"),
         "resolved: {text}"
     );
-    // Six policies and one restart: the quarterly review's recording was stopped by a
-    // participant, found by the watch, and started again.
+    // Six policies, one restart (the quarterly review's recording was stopped by a participant,
+    // found by the watch, and started again) and one meeting nobody declared, found by its event.
     assert!(
-        text.contains("7 occurrences: 6 succeeded (6 confirmed recording by a check), 1 failed"),
+        text.contains("8 occurrences: 7 succeeded (7 confirmed recording by a check), 1 failed"),
         "{text}"
+    );
+    assert!(text.contains("1 found by DingTalk's event"), "{text}");
+    assert!(
+        line("board-by-title", "event:meeting_status_change")
+            && line("board-by-title", "conf-created-mid-tour")
+            && line("board-by-title", "recording"),
+        "the meeting found by its event, recorded and confirmed: {text}"
     );
     assert!(
         text.contains("1 restarted after a participant stopped the recording"),
