@@ -508,6 +508,7 @@ impl App {
                 client: self.client.clone(),
                 clock: self.clock.clone(),
                 metrics: self.metrics.clone(),
+                wake: scheduler.dispatcher.notify.clone(),
             };
             let health = crate::scheduler::stream_health::StreamHealth {
                 status: client.status(),

@@ -15,6 +15,7 @@
 mod baseline;
 mod burst;
 mod cluster;
+mod events;
 mod history;
 mod idle;
 mod monday;
@@ -74,6 +75,16 @@ async fn main() {
                 .map(|(b, shares)| format!("{b:?} calls per daemon {shares:?}")),
             Err(err) => Err(err),
         }),
+        Some("--events") => Some(
+            event_burst(&bin_or_exit(), num(2), Duration::from_secs(10))
+                .await
+                .map(|b| format!("{b:?}")),
+        ),
+        Some("--event-flood") => Some(
+            event_flood(&bin_or_exit(), num(2))
+                .await
+                .map(|x| format!("{x:?}")),
+        ),
         Some("--idle") => Some(idle(&bin_or_exit(), num(2), 60).await.map(|(cpu, rss)| {
             format!(
                 "idle with {} cron policies: {cpu:.2} s CPU in 60 s, RSS {rss:.1} MB",
@@ -315,6 +326,60 @@ async fn run(smoke: bool) -> R<()> {
                 x.max_calls_any_second, x.meetings, x.succeeded, x.confirmed, x.twice
             ));
         }
+    }
+
+    // Meetings found by events.
+    let (en, eover) = if smoke {
+        (100, Duration::from_secs(1))
+    } else {
+        (1_000, Duration::from_secs(10))
+    };
+    let mut eb = Vec::new();
+    for _ in 0..runs {
+        eb.push(event_burst(&bin, en, eover).await?);
+    }
+    say(format!(
+        "\n## Meetings found by events: {en} meetings created within {} s, each matched by a `match` policy (Stream mode, the fake's gateway)\n",
+        eover.as_secs()
+    ));
+    say("| StartCloudRecord arrival at the fake after the event's push p50 / p99 / max (ms) | meetings started | started twice |".into());
+    say("|---|---|---|".into());
+    let ea = |f: fn(&EventBurst) -> f64| agg(&eb.iter().map(f).collect::<Vec<_>>());
+    say(format!(
+        "| {} / {} / {} | {} | {} |",
+        ea(|b| b.p50_ms),
+        ea(|b| b.p99_ms),
+        ea(|b| b.max_ms),
+        ea(|b| b.started as f64),
+        ea(|b| b.twice as f64)
+    ));
+    if eb.iter().any(|b| b.started != en as u64 || b.twice != 0) {
+        return Err(format!(
+            "events: not every matched meeting started once: {:?}",
+            eb.iter().map(|b| (b.started, b.twice)).collect::<Vec<_>>()
+        ));
+    }
+    let fnn = if smoke { 1_000 } else { 10_000 };
+    let flood = event_flood(&bin, fnn).await?;
+    say(format!(
+        "\n## Events nobody wants: {fnn} events, 1 % matched (one run)\n"
+    ));
+    say("| events pushed | daemon RSS (MB) | daemon CPU used so far (s) |".into());
+    say("|---|---|---|".into());
+    for (k, rss, cpu) in &flood.marks {
+        say(format!("| {k} | {rss:.1} | {cpu:.2} |"));
+    }
+    say(format!(
+        "\nevents stored: {}; meetings started: {} (of {} matched)\n",
+        flood.stored,
+        flood.started,
+        fnn.div_ceil(100)
+    ));
+    if flood.stored != fnn as i64 || flood.started != fnn.div_ceil(100) as u64 {
+        return Err(format!(
+            "event flood: {} of {fnn} events stored, {} meetings started",
+            flood.stored, flood.started
+        ));
     }
 
     // apply.

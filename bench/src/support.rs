@@ -12,6 +12,7 @@ pub(crate) use sqlx::Row;
 pub(crate) use crate::baseline::*;
 pub(crate) use crate::burst::*;
 pub(crate) use crate::cluster::*;
+pub(crate) use crate::events::*;
 pub(crate) use crate::history::*;
 pub(crate) use crate::idle::*;
 pub(crate) use crate::monday::*;

@@ -149,6 +149,8 @@ pub struct EventHandler {
     pub client: Arc<DingTalkClient>,
     pub clock: SharedClock,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The scheduler loop's wake-up: an occurrence made now is due now.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// `dingrec_stream_events_total`'s `event_type`: the types acted on, any other as `other`.
@@ -294,6 +296,9 @@ impl EventHandler {
                     occurrence_id = occurrence_id.unwrap_or(0),
                     "event recorded"
                 );
+                if outcome == crate::domain::EventOutcome::Matched {
+                    self.wake.notify_one();
+                }
                 outcome.as_str()
             }
         })
@@ -405,6 +410,7 @@ impl EventHandler {
                             "catch-up: a meeting in progress had no occurrence; it has one now"
                         );
                         done.made += 1;
+                        self.wake.notify_one();
                     }
                     _ => done.known += 1,
                 }
