@@ -355,23 +355,23 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, cancel: Cancellati
 }
 
 fn push_event(shared: &Shared, spec: &EventSpec) -> String {
-    if spec.data.is_none()
-        && spec
-            .change_scene
-            .as_deref()
-            .is_none_or(|s| s == "conference_created")
-    {
-        shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .meeting_created(
+    let now_ms = {
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if spec.data.is_none()
+            && spec
+                .change_scene
+                .as_deref()
+                .is_none_or(|s| s == "conference_created")
+        {
+            st.meeting_created(
                 &spec.conference_id,
                 spec.creator_id.as_deref(),
                 spec.title.as_deref(),
             );
-    }
-    shared.stream.push(spec)
+        }
+        st.now().timestamp_millis()
+    };
+    shared.stream.push(spec, now_ms)
 }
 
 /// `GET /connect?ticket=`: a WebSocket upgrade with a valid ticket becomes a Stream connection.

@@ -410,7 +410,7 @@ impl State {
                 script: m.script.into_iter().collect(),
                 info_script: m.info_script.into_iter().collect(),
                 schedule_id,
-                start_time_ms: unix_ms(),
+                start_time_ms: self.clock.now().timestamp_millis(),
                 title: None,
             },
         );

@@ -230,8 +230,8 @@ impl Gateway {
 
     /// Push an event now, to one connection chosen at random (kept and sent again until
     /// acknowledged). Returns its eventId.
-    pub fn push(&self, spec: &EventSpec) -> String {
-        let now_ms = unix_ms();
+    /// Push an event born at `now_ms` (the fake's clock: a test's injected one, or the wall's).
+    pub fn push(&self, spec: &EventSpec, now_ms: i64) -> String {
         let event_id = spec.event_id.clone().unwrap_or_else(|| new_id("evt-"));
         let mut g = self.lock();
         if g.pending.len() >= MAX_PENDING

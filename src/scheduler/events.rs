@@ -171,8 +171,9 @@ impl EventHandler {
         mut status: watch::Receiver<StreamStatus>,
         cancel: CancellationToken,
     ) {
-        // The connection the last catch-up was for, and when to try again after a failure.
-        let mut caught_up: Option<DateTime<Utc>> = None;
+        // The connection the last catch-up was for (by its number: two connections can open at
+        // the same instant of the clock), and when to try again after a failure.
+        let mut caught_up: Option<u64> = None;
         let mut retry: Option<tokio::time::Instant> = None;
         let mut watching = true;
         loop {
@@ -185,8 +186,8 @@ impl EventHandler {
                 changed = status.changed(), if watching => {
                     watching = changed.is_ok();
                     let s = status.borrow_and_update().clone();
-                    if s.state == StreamState::Connected && s.connected_since != caught_up {
-                        caught_up = s.connected_since;
+                    if s.state == StreamState::Connected && caught_up != Some(s.reconnects) {
+                        caught_up = Some(s.reconnects);
                         retry = self.catch_up_logged().await;
                     }
                 }

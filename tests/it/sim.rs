@@ -12,7 +12,11 @@
 //! tokens expire every 15 minutes of the injected clock. Policies verify the recording (the
 //! checks: off, start checks, a watch with restarts and the video look-up) against meetings whose
 //! starts silently do not record, whose recordings a participant pauses or stops, that end, that
-//! leave no video, and whose meeting-info answers fail or hang. The real daemon runs all of it: planner,
+//! leave no video, and whose meeting-info answers fail or hang. Meetings nobody declared are
+//! created too, found by DingTalk's events over Stream mode (a `match` policy wants the ones titled
+//! Board): events delivered twice, a Stream outage while a meeting is created (the catch-up on
+//! reconnect must find it), a crash right after an event arrives (its acknowledgement lost, the
+//! event sent again). The real daemon runs all of it: planner,
 //! dispatcher, store on a real SQLite file, retry logic, the HTTP client against the fake.
 //!
 //! Time only moves between operations and only when nothing is in flight, so a history's outcome
@@ -32,10 +36,13 @@
 //! 6. every firing of a policy (one-off or cron, by an independent model of the schedule and its
 //!    DST rules) whose meeting starts after the policy was last applied (after the latest time
 //!    the clock had shown then), and is due by now, has its row, not cancelled;
-//! 7. the daemon never ends by itself; a broken policy file changes nothing.
+//! 7. the daemon never ends by itself; a broken policy file changes nothing;
+//! 8. a meeting the `match` policy wants has exactly one occurrence made by its event or the
+//!    catch-up, whatever was delivered twice or lost; no StartCloudRecord for a meeting it does not
+//!    want; every event acknowledged `SUCCESS` has its row.
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 200; `SIM_FROM=K` starts at seed K), `SIM_SEED=S` replays
-//! one: every chance of the daemon is drawn from the seed too (through the seeded clock). A
+//! one (`SIM_TRACE=1` with `--nocapture` prints each operation, and a failure before shrinking it): every chance of the daemon is drawn from the seed too (through the seeded clock). A
 //! failure prints the seed, the clock's steps and the shortest history it could shrink to
 //! (dropping operations while it still fails).
 
@@ -47,7 +54,7 @@ use dingrec::app::App;
 use dingrec::clock::{Clock, ManualClock};
 use dingrec::domain::PolicyDefaults;
 use dingrec::domain::time::fmt_utc;
-use dingrec::fake::{MeetingSpec, Scenario, Silent, Step};
+use dingrec::fake::{EventSpec, MeetingSpec, Scenario, Silent, Step};
 use dingrec::notify::Notifier;
 use dingrec::store::PolicyRecord;
 use futures_util::StreamExt;
@@ -66,6 +73,10 @@ const STARTS: [&str; 3] = [
 ];
 const POLICY_SLOTS: usize = 6;
 const OPS: usize = 16;
+/// Operations with meetings nobody declared, put between the others.
+const EVENT_OPS: usize = 3;
+/// The `match` policy every history has: meetings titled Board, started by their creator.
+const MATCH_POLICY: &str = "  - name: found-board\n    match: { title: Board }\n    host_union_id: creator\n    timezone: UTC\n    window: 10m\n    verify: false\n";
 /// The fake's token lifetime: several refreshes per history.
 const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(900);
 /// Short, so that a call that never answers costs little real time.
@@ -127,6 +138,15 @@ enum Op {
     Reload { broken: Option<Broken> },
     /// Set the clock back this many seconds (an NTP correction, a VM restored).
     ClockBack { secs: i64 },
+    /// A meeting created, its event pushed (`twice`: delivered a second time, as DingTalk may);
+    /// `wanted`: titled Board, which the `match` policy wants.
+    Event { wanted: bool, twice: bool },
+    /// The Stream connection down (opens refused) while a meeting is created, its event lost;
+    /// then up again: the catch-up finds it.
+    Outage { wanted: bool },
+    /// An event pushed and the daemon killed at once (committed or not, its acknowledgement may
+    /// be lost); started again, DingTalk sends it again.
+    EventCrash,
 }
 
 /// Ways to break a policy file.
@@ -296,6 +316,23 @@ fn history(seed: u64) -> History {
         };
         ops.push(op);
     }
+    // Meetings nobody declared, from a stream of their own (the operations above stay what the
+    // seed drew before events existed), put between them.
+    let mut erng = StdRng::seed_from_u64(seed ^ 0x00E7_E7E7_E7E7_E7E7);
+    for _ in 0..EVENT_OPS {
+        let op = match erng.random_range(0..10) {
+            0..5 => Op::Event {
+                wanted: erng.random_bool(0.6),
+                twice: erng.random_bool(0.3),
+            },
+            5..8 => Op::Outage {
+                wanted: erng.random_bool(0.7),
+            },
+            _ => Op::EventCrash,
+        };
+        let at = erng.random_range(0..=ops.len());
+        ops.insert(at, op);
+    }
     History {
         seed,
         t0,
@@ -373,6 +410,8 @@ struct World {
     high_water: DateTime<Utc>,
     /// The policy file the daemon reads at start and on reload.
     policy_file: std::path::PathBuf,
+    /// Meetings nobody declared, made so far: (conference id, wanted by the `match` policy).
+    found: Vec<(String, bool)>,
 }
 
 type Check = Result<(), String>;
@@ -504,12 +543,72 @@ impl World {
     }
 
     fn model_yaml(&self) -> String {
-        if self.model.is_empty() {
-            return "policies: []\n".into();
-        }
         std::iter::once("policies:\n".to_owned())
+            .chain(std::iter::once(MATCH_POLICY.to_owned()))
             .chain(self.model.iter().map(|(slot, s)| s.yaml(*slot, self.t0)))
             .collect()
+    }
+
+    /// A new meeting nobody declared: its conference id and eventId.
+    fn new_meeting(&mut self, wanted: bool) -> (String, String) {
+        let k = self.found.len();
+        let conf = format!("ev-{k}");
+        self.found.push((conf.clone(), wanted));
+        (conf, format!("evt-{k}"))
+    }
+
+    fn event_spec(conf: &str, event_id: &str, wanted: bool) -> EventSpec {
+        EventSpec {
+            event_id: Some(event_id.into()),
+            title: Some(if wanted { "Board" } else { "standup" }.into()),
+            creator_id: Some("union-creator".into()),
+            ..EventSpec::created(conf)
+        }
+    }
+
+    /// Until `event_id` has `n` acknowledgements, the last `SUCCESS`.
+    async fn acknowledged(&self, event_id: &str, n: usize) -> Check {
+        let until = tokio::time::Instant::now() + crate::support::HANG;
+        loop {
+            let acks: Vec<String> = self
+                .app
+                .fake
+                .stream()
+                .acks()
+                .into_iter()
+                .filter(|a| a.event_id.as_deref() == Some(event_id))
+                .map(|a| a.status)
+                .collect();
+            if acks.len() >= n && acks.last().is_some_and(|s| s == "SUCCESS") {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > until {
+                return Err(format!("8: {event_id} not acknowledged {n} times: {acks:?}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// QueryOrgConferenceList calls the fake has answered: one per catch-up page.
+    fn catch_ups(&self) -> usize {
+        self.app
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1.0/conference/orgConferences" && r.status == 200)
+            .count()
+    }
+
+    /// Until `what` holds, polling the fake (real time, bounded).
+    async fn until(&self, what: &str, mut f: impl FnMut(&Self) -> bool) -> Check {
+        let until = tokio::time::Instant::now() + crate::support::HANG;
+        while !f(self) {
+            if tokio::time::Instant::now() > until {
+                return Err(format!("8: timed out waiting for {what}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// `dingrec apply --prune` of the model, written to the policy file too (what the daemon
@@ -645,6 +744,53 @@ impl World {
                     Err(e) => return Err(format!("the second daemon failed otherwise: {e}")),
                 }
             }
+            Op::Event { wanted, twice } => {
+                let (conf, event_id) = self.new_meeting(*wanted);
+                let spec = Self::event_spec(&conf, &event_id, *wanted);
+                self.app.fake.push_event(&spec);
+                self.acknowledged(&event_id, 1).await?;
+                if *twice {
+                    self.app.fake.push_event(&spec);
+                    self.acknowledged(&event_id, 2).await?;
+                }
+            }
+            Op::Outage { wanted } => {
+                let stream = self.app.fake.stream();
+                stream.refuse_opens(u32::MAX);
+                stream.disconnect(std::time::Duration::ZERO);
+                self.until("the Stream connection gone", |w| {
+                    w.app.fake.stream().connections() == 0
+                })
+                .await?;
+                let (conf, _) = self.new_meeting(*wanted);
+                let title = if *wanted { "Board" } else { "standup" };
+                self.app.fake.create_meeting(&conf, title, "union-creator");
+                let before = self.catch_ups();
+                self.app.fake.stream().refuse_opens(0);
+                self.until("the catch-up after the outage", |w| w.catch_ups() > before)
+                    .await?;
+                if *wanted {
+                    let until = tokio::time::Instant::now() + crate::support::HANG;
+                    let found = format!("SELECT COUNT(*) FROM occurrences WHERE conference_id = '{conf}'");
+                    while self.q(&found).await == "0" {
+                        if tokio::time::Instant::now() > until {
+                            return Err(format!("8: the catch-up did not find {conf}"));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            Op::EventCrash => {
+                let (conf, event_id) = self.new_meeting(true);
+                self.app
+                    .fake
+                    .push_event(&Self::event_spec(&conf, &event_id, true));
+                if !self.app.crash().await {
+                    return Err("7: the daemon had ended before it was killed".into());
+                }
+                self.app.run().await;
+                self.acknowledged(&event_id, 1).await?;
+            }
             Op::Trigger { slot } => {
                 if let Some(s) = self.model.get(slot).filter(|s| s.enabled) {
                     let name = format!("p{slot}");
@@ -703,7 +849,7 @@ impl World {
         let twice = self.q(
             "SELECT group_concat(policy_name || ' ' || meeting_at, ', ') FROM (SELECT policy_name, meeting_at \
              FROM occurrences WHERE trigger NOT IN ('manual', 'restart') AND state != 'cancelled' \
-             GROUP BY policy_id, policy_name, meeting_at HAVING COUNT(*) > 1) AS twice",
+             GROUP BY policy_id, policy_name, meeting_at, COALESCE(event_conference_id, '') HAVING COUNT(*) > 1) AS twice",
         ).await;
         if !twice.is_empty() {
             return Err(format!("1: two occurrences for the same meeting: {twice}"));
@@ -810,11 +956,47 @@ impl World {
                 }
             }
         }
+        self.check_found().await
+    }
+
+    /// Invariant 8: meetings nobody declared.
+    async fn check_found(&self) -> Check {
+        let made: BTreeMap<String, usize> = self
+            .q("SELECT conference_id || ' ' || COUNT(*) FROM occurrences \
+                 WHERE trigger IN ('event', 'catch_up') GROUP BY conference_id")
+            .await
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(c, n)| (c.to_owned(), n.parse().unwrap_or(0)))
+            .collect();
+        for (conf, wanted) in &self.found {
+            let n = made.get(conf).copied().unwrap_or(0);
+            if *wanted && n != 1 {
+                return Err(format!("8: {conf}, wanted, has {n} occurrences"));
+            }
+            if !*wanted && (n != 0 || self.app.fake.starts_for(conf) != 0) {
+                return Err(format!(
+                    "8: {conf}, wanted by no policy, has {n} occurrences and {} starts",
+                    self.app.fake.starts_for(conf)
+                ));
+            }
+        }
+        for ack in self.app.fake.stream().acks() {
+            let Some(id) = ack.event_id.filter(|_| ack.status == "SUCCESS") else {
+                continue;
+            };
+            let rows = self
+                .q(&format!("SELECT COUNT(*) FROM events WHERE event_id = '{id}'"))
+                .await;
+            if rows != "1" {
+                return Err(format!("8: {id} was acknowledged and has {rows} rows"));
+            }
+        }
         Ok(())
     }
 }
 
-const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n";
+const SIM_CONFIG: &str = "database:\n  path: {db}\ndingtalk:\n  base_url: {url}\n  app_key: test-app-key\n  app_secret_file: {secret}\n  rate_limit: 0\n  request_timeout: 400ms\n  stream:\n    enabled: true\n    reconnect_max: 1s\nhttp:\n  listen: 127.0.0.1:0\npolicies:\n  paths: [{policies}]\n  prune: true\ndefaults:\n  timezone: UTC\n";
 
 /// Run one history; the number of the operation that broke an invariant, and why, with the
 /// instants the clock was set to (the history replays with the same seed: every chance is drawn
@@ -843,6 +1025,8 @@ async fn play_on(h: &History, ops: &[Op], clock: ManualClock) -> Result<(), (usi
             s.defaults.verify = Some(dingrec::domain::Verify::default());
             s.dingtalk.request_timeout = REQUEST_TIMEOUT;
             s.policies.prune = true;
+            s.dingtalk.stream.enabled = true;
+            s.dingtalk.stream.reconnect_max = std::time::Duration::from_secs(1);
         },
         |_| String::new(),
     )
@@ -879,8 +1063,19 @@ async fn play_on(h: &History, ops: &[Op], clock: ManualClock) -> Result<(), (usi
         applied_at: BTreeMap::new(),
         high_water: h.t0,
         policy_file,
+        found: Vec::new(),
     };
+    // An event not acknowledged (its daemon killed) is sent again soon.
+    world
+        .app
+        .fake
+        .stream()
+        .set_redeliver_after(std::time::Duration::from_millis(300));
+    world.apply_model().await.map_err(|e| (0, e))?;
     for (i, op) in ops.iter().enumerate() {
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("TRACE op {i}: {op:?}");
+        }
         let t = std::time::Instant::now();
         world.run(op).await.map_err(|e| (i, e))?;
         if std::env::var("SIM_TRACE").is_ok() {
@@ -967,6 +1162,9 @@ async fn random_histories_of_daily_operations_keep_every_promise() {
         );
     while let Some((seed, result)) = runs.next().await {
         if let Err((at, why)) = result {
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!("TRACE seed {seed} failed at operation {at}: {why}");
+            }
             let h = history(seed);
             let (short, why_short) = shrink(&h).await;
             eprintln!(
