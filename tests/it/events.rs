@@ -159,6 +159,15 @@ async fn a_matched_meeting_is_recorded_once_by_its_creator_and_every_event_is_ke
         "union-creator",
         "the audit log names who started it"
     );
+    // The metrics count what came of each event.
+    let (_, metrics) = d.get("/metrics").await.expect("metrics");
+    for line in [
+        "dingrec_stream_events_total{event_type=\"meeting_status_change\",outcome=\"matched\"} 1",
+        "dingrec_stream_events_total{event_type=\"meeting_status_change\",outcome=\"ignored\"} 2",
+        "dingrec_stream_connected 1",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
     // `history` shows the event that made the occurrence.
     let out = cli(&cfg, &["history", "--format", "json"])
         .output()
