@@ -339,9 +339,9 @@ impl EventHandler {
         Ok(info.title.unwrap_or_default())
     }
 
-    /// A call DingTalk answered (and so counted) goes into `api_usage`.
+    /// A call DingTalk counted (the rule every other call follows) goes into `api_usage`.
     async fn count<T>(&self, api: Api, answer: &Result<T, crate::dingtalk::DingTalkError>) {
-        if answer.is_ok() || matches!(answer, Err(crate::dingtalk::DingTalkError::Api { .. })) {
+        if crate::dingtalk::error::counted(answer) {
             let counted = self.store.add_usage(&Calls::one(api), self.clock.now()).await;
             if let Err(e) = counted {
                 warn!(error = %e, api = api.as_str(), "cannot count a call in api_usage");

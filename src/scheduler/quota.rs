@@ -356,6 +356,8 @@ impl QuotaWatch {
         if let Ok(mut slot) = self.state.view.lock() {
             *slot = Some(v.clone());
         }
+        // The events' quota is its own: said even with the calls' budget off.
+        self.event_budget(&v, now).await?;
         self.budget(&v, now).await
     }
 
@@ -407,7 +409,6 @@ impl QuotaWatch {
             )
             .await?;
         }
-        self.event_budget(v, now).await?;
         if self.said(&v.month, "exhausted") {
             return Ok(());
         }
