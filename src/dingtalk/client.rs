@@ -106,9 +106,9 @@ pub struct OrgConference {
     pub title: Option<String>,
     #[serde(default)]
     pub creator_id: Option<String>,
-    /// 2: in progress.
+    /// 2: in progress (the list is of meetings in progress: absent counts as 2).
     #[serde(default)]
-    pub status: i64,
+    pub status: Option<i64>,
     /// Unix ms.
     #[serde(default)]
     pub start_time: Option<i64>,

@@ -638,7 +638,7 @@ impl State {
             status: 200,
             body: json!({"confInfo": {
                 "conferenceId": conference_id,
-                "title": "Meeting",
+                "title": m.title.clone().unwrap_or_else(|| "Meeting".into()),
                 "status": Self::status_code(m.state(now)),
                 "creatorId": m.host.clone().unwrap_or_default(),
                 "startTime": m.start_time_ms,

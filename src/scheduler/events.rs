@@ -367,7 +367,11 @@ impl EventHandler {
             let page = self.client.org_conferences_with(&token, &next).await;
             self.count(Api::OrgConferences, &page).await;
             let page = page.map_err(|e| format!("listing the meetings in progress: {e}"))?;
-            for c in page.on_going_conf_list.iter().filter(|c| c.status == LIVE) {
+            for c in page
+                .on_going_conf_list
+                .iter()
+                .filter(|c| c.status.is_none_or(|s| s == LIVE))
+            {
                 done.seen += 1;
                 let m = MeetingEvent {
                     change_scene: Some(CREATED.into()),

@@ -196,3 +196,48 @@ async fn redirects_are_not_followed_and_the_token_never_goes_to_another_host() {
         "nothing reached the other host"
     );
 }
+
+/// QueryOrgConferenceList a page at a time, as the catch-up reads it: 120 meetings in progress in
+/// three pages of at most 50, each once, the ended one not among them, the request the SDK's
+/// (`maxResults`, `nextToken`).
+#[tokio::test]
+async fn the_meetings_in_progress_are_read_page_by_page_each_once() {
+    let mut meetings: Vec<_> = (0..120).map(|i| live(&format!("m-{i:03}"), vec![])).collect();
+    meetings.push(dingrec::fake::MeetingSpec {
+        state: Some(dingrec::fake::MeetingState::Ended),
+        ..live("m-ended", vec![])
+    });
+    let f = fake(Scenario {
+        meetings,
+        ..Scenario::default()
+    })
+    .await;
+    let c = client(
+        &dingtalk_settings(&f.base_url()),
+        Some(internal_credentials("k", "s")),
+    );
+    let token = c.token().await.expect("token");
+    let (mut seen, mut next, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = c.org_conferences_with(&token, &next).await.expect("page");
+        pages += 1;
+        assert!(page.on_going_conf_list.len() <= 50);
+        seen.extend(page.on_going_conf_list.into_iter().map(|m| m.conference_id));
+        match page.next_token.filter(|t| page.has_more && !t.is_empty()) {
+            Some(t) => next = t,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!((seen.len(), unique.len()), (120, 120));
+    assert!(!unique.contains("m-ended"));
+    let asked: Vec<String> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1.0/conference/orgConferences")
+        .map(|r| r.query)
+        .collect();
+    assert_eq!(asked[0], "maxResults=50&nextToken=");
+    assert!(asked[1].starts_with("maxResults=50&nextToken=m-"), "{asked:?}");
+}
