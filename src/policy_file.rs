@@ -18,6 +18,7 @@ use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::domain::PolicyDefaults;
+use crate::domain::auto_record::{AutoRecord, When};
 use crate::domain::matching::{MatchRule, PatternError, TitlePattern};
 use crate::domain::policy::{HOST_CREATOR, ScheduleConferenceId, check_timing};
 use crate::domain::schedule::{At, CronExpr};
@@ -394,7 +395,42 @@ raw_policy! {
     retry: RawRetry,
     verify: RawVerify,
     alert: Vec<S<String>>,
+    auto_record: RawAutoRecord,
+    creator_union_id: String,
+    auto_record_refresh: String,
     enabled: bool,
+}
+
+/// `auto_record:` is `false`, `true` (`when: host`) or `{when: host | cohost | anyone}`.
+enum RawAutoRecord {
+    Switch(bool),
+    Fields(RawAutoRecordFields),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoRecordFields {
+    when: S<String>,
+}
+
+impl<'de> Deserialize<'de> for RawAutoRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAutoRecord;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("false, true, or a mapping with when: host, cohost or anyone")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawAutoRecord, E> {
+                Ok(RawAutoRecord::Switch(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<RawAutoRecord, A::Error> {
+                RawAutoRecordFields::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawAutoRecord::Fields)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `match:`: which meetings a policy wants, by rule (docs/policies.md).
@@ -612,6 +648,7 @@ impl Validator<'_> {
         let retry = self.retry(&raw.retry, defaults.retry, &|k| e.key(k));
         let verify = self.verify(&raw.verify, defaults.verify, &|k| e.key(k));
         let alert = self.alert(&e, &raw.alert, &defaults.alert_destinations);
+        let auto_record = self.auto_record(&e, &raw, defaults, host.as_ref());
         let enabled = raw.enabled.as_ref().is_none_or(|v| v.value);
 
         if self.errors.len() > before {
@@ -633,6 +670,7 @@ impl Validator<'_> {
                 retry: retry?,
                 verify: verify?,
                 alert: alert?,
+                auto_record: auto_record?,
                 enabled,
             },
             source: format!("{}:{line}", self.file.display()),
@@ -883,6 +921,86 @@ impl Validator<'_> {
     /// `skip_dates`: local dates, `YYYY-MM-DD`.
     /// `alert: [names]`: each a destination of config.yaml's `alerts.destinations`; `None` (no
     /// key) routes to `alerts.default`.
+    /// `auto_record`, `creator_union_id`, `auto_record_refresh`: DingTalk's own auto-recording,
+    /// for scheduled meetings only (the default applies to those alone).
+    fn auto_record(
+        &mut self,
+        e: &Entry,
+        raw: &RawPolicy,
+        defaults: &PolicyDefaults,
+        host: Option<&UnionId>,
+    ) -> Option<Option<AutoRecord>> {
+        let scheduled = raw.schedule_conference_id.is_some() && raw.match_rule.is_none();
+        let when = match &raw.auto_record {
+            None if scheduled => defaults.auto_record,
+            None => None,
+            Some(r) => {
+                let when = match &r.value {
+                    RawAutoRecord::Switch(false) => None,
+                    RawAutoRecord::Switch(true) => Some(When::Host),
+                    RawAutoRecord::Fields(f) => match When::parse(&f.when.value) {
+                        Ok(w) => Some(w),
+                        Err(err) => {
+                            self.push(&f.when, e.key("auto_record.when"), err);
+                            return None;
+                        }
+                    },
+                };
+                if when.is_some() && !scheduled {
+                    self.push(
+                        r,
+                        e.key("auto_record"),
+                        Invalid::new("auto_record is for schedule_conference_id policies: DingTalk's auto-recording is a setting of a scheduled meeting")
+                            .with_hint(Some("remove auto_record; dingrec's StartCloudRecord records this policy's meetings".into())),
+                    );
+                    return None;
+                }
+                when
+            }
+        };
+        let creator = self.field(
+            &raw.creator_union_id,
+            || e.key("creator_union_id"),
+            UnionId::parse,
+        )?;
+        let refresh = self.field(
+            &raw.auto_record_refresh,
+            || e.key("auto_record_refresh"),
+            |s| {
+                let d = parse_duration(s)?;
+                AutoRecord::check_refresh(d)?;
+                Ok(d)
+            },
+        )?;
+        let Some(when) = when else {
+            for (key, v) in [
+                ("creator_union_id", &raw.creator_union_id),
+                ("auto_record_refresh", &raw.auto_record_refresh),
+            ] {
+                if let Some(v) = v {
+                    self.push(
+                        v,
+                        e.key(key),
+                        Invalid::new(format!("{key} is used only with auto_record")),
+                    );
+                    return None;
+                }
+            }
+            return Some(None);
+        };
+        let creator = match (creator, host) {
+            (Some(c), _) => c,
+            (None, Some(h)) => h.clone(),
+            // The host's own error is reported already.
+            (None, _) => return None,
+        };
+        Some(Some(AutoRecord {
+            when,
+            creator_union_id: creator,
+            refresh: refresh.unwrap_or(defaults.auto_record_refresh),
+        }))
+    }
+
     fn alert(
         &mut self,
         e: &Entry,

@@ -20,6 +20,12 @@ pub fn headline(event: AlertEvent) -> &'static str {
         AlertEvent::PolicyFilesEmpty => "the policy files hold no policy: nothing was changed",
         AlertEvent::StreamDown => "DingTalk's meeting events are not arriving (Stream mode down)",
         AlertEvent::StreamRecovered => "DingTalk's meeting events arrive again (Stream mode back)",
+        AlertEvent::AutoRecordRefused => {
+            "DingTalk refused the auto-record setting; dingrec starts the recording itself"
+        }
+        AlertEvent::AutoRecordMissed => {
+            "DingTalk's auto-recording did not start twice in a row; dingrec started it"
+        }
         AlertEvent::Test => "test message",
     }
 }
@@ -39,6 +45,9 @@ pub fn advice(event: AlertEvent, code: Option<&str>) -> &'static str {
         }
         "Forbidden.AccessDenied.ApiCountLimitForOrg" => {
             "the organisation's monthly API calls are spent: buy more, or wait for the month's end"
+        }
+        "creatorUidError" => {
+            "set the policy's creator_union_id to the scheduled meeting's creator and apply it; dingrec starts the recording itself meanwhile"
         }
         "invalidClientIdOrSecret" | "invalidSuiteKey" | "invalidSuiteTicket" => {
             "check dingtalk.app_key and the app secret file, then `systemctl reload dingrec`"
@@ -67,6 +76,12 @@ pub fn advice(event: AlertEvent, code: Option<&str>) -> &'static str {
             }
             AlertEvent::StreamDown => {
                 "meetings nobody declared are not found meanwhile: check the network to DingTalk and the app's Stream mode and event subscription; the daemon keeps reconnecting"
+            }
+            AlertEvent::AutoRecordRefused => {
+                "grant the app VideoConference.Conference.Write and check creator_union_id; meanwhile dingrec starts the recording itself"
+            }
+            AlertEvent::AutoRecordMissed => {
+                "check the meeting's auto-record setting in DingTalk and whether the host joined as the setting's `when` expects; dingrec keeps starting the recording itself"
             }
             AlertEvent::StreamRecovered => {
                 "nothing: the meetings in progress were looked up on reconnect and the ones a match policy wants are being recorded"

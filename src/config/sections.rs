@@ -63,6 +63,48 @@ pub struct DefaultSettings {
     /// `verify` for every policy: the settings, or `false` (off).
     #[serde(with = "verify_switch")]
     pub verify: Option<Verify>,
+    /// `auto_record` for every scheduled-meeting policy: `false`, `true` (`when: host`) or
+    /// `{when: host | cohost | anyone}`.
+    #[serde(with = "auto_record_switch")]
+    pub auto_record: Option<crate::domain::auto_record::When>,
+    /// How long before each occurrence the auto-record setting is made again.
+    #[serde(with = "humantime_serde")]
+    pub auto_record_refresh: Duration,
+}
+
+/// `defaults.auto_record`: `false`, `true` (`when: host`), or `{when: ...}`.
+mod auto_record_switch {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::domain::auto_record::When;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fields {
+        when: When,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Switch(bool),
+        Fields(Fields),
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<When>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(when) => Repr::Fields(Fields { when: *when }).serialize(s),
+            None => Repr::Switch(false).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<When>, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Switch(false) => None,
+            Repr::Switch(true) => Some(When::Host),
+            Repr::Fields(f) => Some(f.when),
+        })
+    }
 }
 
 /// `defaults.verify`: `false`, `true` (the built-in settings), or the settings.
@@ -104,6 +146,8 @@ impl Default for DefaultSettings {
             window: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
             verify: Some(Verify::default()),
+            auto_record: None,
+            auto_record_refresh: crate::domain::auto_record::DEFAULT_REFRESH,
         }
     }
 }
@@ -134,6 +178,12 @@ impl DefaultSettings {
                         .map_err(|e| ConfigError::Invalid(format!("defaults.{}", e)))?;
                 }
                 self.verify
+            },
+            auto_record: self.auto_record,
+            auto_record_refresh: {
+                crate::domain::auto_record::AutoRecord::check_refresh(self.auto_record_refresh)
+                    .map_err(|e| field("auto_record_refresh", e.message))?;
+                self.auto_record_refresh
             },
             // `Settings::policy_defaults` adds `alerts.destinations`.
             alert_destinations: Default::default(),

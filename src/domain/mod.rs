@@ -3,6 +3,7 @@
 //! here imports the rest of the crate.
 
 pub mod alert;
+pub mod auto_record;
 pub mod ids;
 pub mod invalid;
 pub mod matching;

@@ -141,6 +141,8 @@ pub struct Policy {
     pub verify: Option<Verify>,
     /// Where its alerts go: destination names of `alerts.destinations` (`None`: `alerts.default`).
     pub alert: Option<Vec<String>>,
+    /// DingTalk's own auto-recording, set ahead (scheduled meetings only; `None`: off).
+    pub auto_record: Option<super::auto_record::AutoRecord>,
     pub enabled: bool,
 }
 
@@ -186,6 +188,10 @@ pub struct PolicyDefaults {
     pub window: Duration,
     pub retry: RetryPolicy,
     pub verify: Option<Verify>,
+    /// `auto_record` for the scheduled policies (`None`: off): who joining starts it.
+    pub auto_record: Option<super::auto_record::When>,
+    /// `auto_record_refresh`: how long before each occurrence the setting is made again.
+    pub auto_record_refresh: Duration,
     /// The destination names a policy's `alert:` may use (`alerts.destinations`).
     pub alert_destinations: BTreeSet<String>,
 }
@@ -200,6 +206,8 @@ impl Default for PolicyDefaults {
             window: Duration::from_secs(30 * 60),
             retry: RetryPolicy::default(),
             verify: Some(Verify::default()),
+            auto_record: None,
+            auto_record_refresh: super::auto_record::DEFAULT_REFRESH,
             alert_destinations: BTreeSet::new(),
         }
     }

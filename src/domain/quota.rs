@@ -20,10 +20,12 @@ pub enum Api {
     StopCloudRecord,
     /// QueryOrgConferenceList: the Stream catch-up's meetings in progress.
     OrgConferences,
+    /// UpdateScheduleConfSettings: the auto-record setting (docs/auto-record.md).
+    ScheduleSettings,
 }
 
 impl Api {
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 8] = [
         Api::Token,
         Api::StartCloudRecord,
         Api::ConferenceInfo,
@@ -31,6 +33,7 @@ impl Api {
         Api::CloudRecordVideos,
         Api::StopCloudRecord,
         Api::OrgConferences,
+        Api::ScheduleSettings,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Api {
             Api::CloudRecordVideos => "cloud_record_videos",
             Api::StopCloudRecord => "stop_cloud_record",
             Api::OrgConferences => "org_conferences",
+            Api::ScheduleSettings => "schedule_settings",
         }
     }
 

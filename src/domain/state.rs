@@ -166,6 +166,9 @@ text_enum!(
         Watch => "watch",
         /// After the meeting (`verify.video`): is there a video?
         Video => "video",
+        /// UpdateScheduleConfSettings: DingTalk's own auto-recording set on a scheduled meeting
+        /// (`auto_record`, docs/auto-record.md).
+        Settings => "settings",
     }
 );
 
@@ -188,6 +191,15 @@ text_enum!(
         NoVideo => "no_video",
         /// The check could not be made (timeout, 5xx, throttled, dingrec stopped): tried again.
         Error => "error",
+        /// A settings call: DingTalk accepted the auto-record setting.
+        Set => "set",
+        /// A settings call: DingTalk refused it (`creatorUidError`, `noPermission`, ...).
+        Refused => "refused",
+        /// The due-time check of an `auto_record` policy: DingTalk's own auto-recording runs,
+        /// no StartCloudRecord is sent.
+        AutoRecorded => "auto_recorded",
+        /// The due-time check: the meeting is live and not recording; StartCloudRecord follows.
+        AutoRecordMissed => "auto_record_missed",
     }
 );
 
@@ -235,6 +247,11 @@ text_enum!(
         StreamDown => "stream_down",
         /// Stream mode is connected again after a `stream_down`.
         StreamRecovered => "stream_recovered",
+        /// DingTalk refused a policy's auto-record setting; the policy falls back to
+        /// StartCloudRecord alone.
+        AutoRecordRefused => "auto_record_refused",
+        /// The auto-record setting did not start the recording twice in a row (StartCloudRecord did).
+        AutoRecordMissed => "auto_record_missed",
         /// `dingrec alerts test`: a message that checks the way to a destination.
         Test => "test",
     }

@@ -211,7 +211,7 @@ pub fn decide_check(
             CheckKind::Watch | CheckKind::Video if n < retry.maximum_attempts => {
                 (outcome, CheckNext::Again(kind, next))
             }
-            CheckKind::Watch | CheckKind::Video => (outcome, CheckNext::Done),
+            CheckKind::Watch | CheckKind::Video | CheckKind::Settings => (outcome, CheckNext::Done),
         };
     }
     let next = match kind {
@@ -243,7 +243,7 @@ pub fn decide_check(
             ) if v.restart => CheckNext::Restart,
             _ => CheckNext::Again(kind, at(ctx.now, v.watch)),
         },
-        CheckKind::Video => CheckNext::Done,
+        CheckKind::Video | CheckKind::Settings => CheckNext::Done,
     };
     (outcome, next)
 }

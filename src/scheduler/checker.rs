@@ -137,6 +137,8 @@ async fn seen_from(kind: CheckKind, d: &Dispatcher, c: &DueCheck) -> (Seen, Chec
                     }
                 })
             }
+            // Settings calls are the auto-record task's, never claimed as a check.
+            CheckKind::Settings => Ok(Seen::Failed),
             CheckKind::Video => {
                 let videos = d
                     .client
@@ -373,7 +375,12 @@ fn report(d: &Dispatcher, c: &DueCheck, outcome: CheckOutcome, r: &CheckResult, 
                 outcome = outcome.as_str(),
                 "not recording yet; checking again"
             ),
-            CheckOutcome::Recording | CheckOutcome::Paused => {}
+            CheckOutcome::Recording
+            | CheckOutcome::Paused
+            | CheckOutcome::Set
+            | CheckOutcome::Refused
+            | CheckOutcome::AutoRecorded
+            | CheckOutcome::AutoRecordMissed => {}
         },
     }
 }

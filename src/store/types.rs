@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Result, StoreError};
 use crate::domain::alert::{Alert, Facts};
+use crate::domain::auto_record::AutoRecord;
 use crate::domain::matching::MatchRule;
 use crate::domain::policy::{Layout, ScheduleConferenceId, WindowPosition};
 use crate::domain::quota::{Api, Observed};
@@ -47,6 +48,8 @@ pub struct PolicyRecord {
     pub source: String,
     /// A `match` policy's rule as JSON (`None` for the others).
     pub match_rule: Option<String>,
+    /// `auto_record` as JSON ([`AutoRecord`]; `None`: off).
+    pub auto_record: Option<String>,
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -90,6 +93,7 @@ impl PolicyRecord {
             enabled: p.enabled,
             source: source.to_owned(),
             match_rule,
+            auto_record: p.auto_record.as_ref().map(AutoRecord::to_json),
         }
     }
 
@@ -150,6 +154,12 @@ impl PolicyRecord {
             retry,
             verify,
             alert,
+            auto_record: self
+                .auto_record
+                .as_deref()
+                .map(AutoRecord::from_json)
+                .transpose()
+                .map_err(|e| bad("auto_record", &e))?,
             enabled: self.enabled,
         })
     }
@@ -173,6 +183,10 @@ impl PolicyRecord {
             ("verify", self.verify.clone().unwrap_or_else(|| "false".into())),
             ("alert", self.alert.clone().unwrap_or_else(|| "default".into())),
             ("skip_dates", self.skip_dates.clone()),
+            (
+                "auto_record",
+                self.auto_record.clone().unwrap_or_else(|| "false".into()),
+            ),
             ("enabled", self.enabled.to_string()),
             ("source", self.source.clone()),
         ]
@@ -1020,6 +1034,7 @@ mod tests {
             enabled,
             source: source.into(),
             match_rule: None,
+            auto_record: None,
         }
     }
 

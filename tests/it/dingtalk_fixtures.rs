@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use dingrec::config::Credentials;
 use dingrec::dingtalk::DingTalkError;
-use dingrec::dingtalk::client::StartRequest;
+use dingrec::dingtalk::client::{AutoRecordRequest, StartRequest};
 use dingrec::domain::outcome::{Classification, RetryClass};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -38,6 +38,7 @@ enum Call {
     CorpToken,
     ConfInfo,
     ScheduleList,
+    Settings,
 }
 
 /// The outcome as the audit log sees it.
@@ -131,6 +132,24 @@ async fn run(name: &str, call: Call, timeout: Duration) -> (Replay, Value, Outco
                 assert_eq!(list[0].status, 0);
                 (200, Some(REQUEST_ID.to_owned()))
             }),
+        Call::Settings => {
+            let rec = &body["scheduleConfSettingModel"]["moziConfOpenRecordSetting"];
+            c.update_schedule_settings_with(
+                &token,
+                &AutoRecordRequest {
+                    schedule_conference_id: body["scheduleConferenceId"].as_str().unwrap_or_default(),
+                    creator_union_id: body["creatorUnionId"].as_str().unwrap_or_default(),
+                    on: rec["recordAutoStart"] == 1,
+                    start_type: rec["recordAutoStartType"]
+                        .as_i64()
+                        .and_then(|n| i32::try_from(n).ok())
+                        .unwrap_or(-1),
+                    layout: rec["mode"].as_str().unwrap_or_default(),
+                },
+            )
+            .await
+            .map(|ok| (ok.status, ok.request_id))
+        }
     };
     (server, f, outcome_of(result))
 }
@@ -368,6 +387,35 @@ async fn stop_and_lookups_match_the_sdk() {
         let (server, f, got) = run(name, call, T).await;
         assert_same_request(&server, &f);
         assert_eq!(got.code, "200", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn auto_record_settings_match_the_sdk_and_refusals_name_their_code() {
+    for (name, code, status) in [
+        ("update_schedule_conf_settings_ok", "200", 200),
+        ("update_schedule_conf_settings_anyone_grid", "200", 200),
+        (
+            "update_schedule_conf_settings_err_400_creatorUidError",
+            "creatorUidError",
+            400,
+        ),
+        (
+            "update_schedule_conf_settings_err_403_noPermission",
+            "noPermission",
+            403,
+        ),
+    ] {
+        let (server, f, got) = run(name, Call::Settings, T).await;
+        assert_same_request(&server, &f);
+        assert_eq!(server.requests()[0].method, "PUT", "{name}");
+        assert_eq!(
+            server.requests()[0].header("content-type"),
+            Some("application/json"),
+            "{name}"
+        );
+        assert_eq!((got.code.as_str(), got.status), (code, status), "{name}");
+        assert_eq!(got.request_id.as_deref(), Some(REQUEST_ID), "{name}");
     }
 }
 

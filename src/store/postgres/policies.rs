@@ -15,7 +15,8 @@ use crate::store::types::{
 /// The columns of a policy row that [`record`] reads.
 pub(super) const POLICY_COLUMNS: &str = "name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry::text AS retry, verify::text AS verify, \
-     alert::text AS alert, skip_dates::text AS skip_dates, enabled, source, match_rule::text AS match_rule";
+     alert::text AS alert, skip_dates::text AS skip_dates, enabled, source, match_rule::text AS match_rule, \
+     auto_record::text AS auto_record";
 
 /// A `jsonb` column as `apply` wrote it: PostgreSQL keeps JSON in its own form (spaces, keys
 /// reordered), so the text is read back into its type and written as SQLite keeps it, or `plan`
@@ -32,6 +33,7 @@ pub(super) fn record(r: &PgRow) -> Result<PolicyRecord> {
     let verify: Option<String> = r.try_get("verify")?;
     let alert: Option<String> = r.try_get("alert")?;
     let match_rule: Option<String> = r.try_get("match_rule")?;
+    let auto_record: Option<String> = r.try_get("auto_record")?;
     Ok(PolicyRecord {
         name: r.try_get("name")?,
         conference_id: r.try_get("conference_id")?,
@@ -55,6 +57,7 @@ pub(super) fn record(r: &PgRow) -> Result<PolicyRecord> {
                 .map(|rule| rule.to_json())
                 .unwrap_or(text)
         }),
+        auto_record: auto_record.map(json_as_written::<crate::domain::auto_record::AutoRecord>),
     })
 }
 
@@ -73,7 +76,8 @@ pub(super) fn stored(r: &PgRow) -> Result<StoredPolicy> {
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Bind the columns `conference_id` … `source`, `match_rule`, in table order (`$2` … `$18`).
+/// Bind the columns `conference_id` … `source`, `match_rule`, `auto_record`, in table order
+/// (`$2` … `$19`).
 fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
     q.bind(&r.conference_id)
         .bind(&r.schedule_conference_id)
@@ -92,6 +96,7 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(r.enabled)
         .bind(&r.source)
         .bind(&r.match_rule)
+        .bind(&r.auto_record)
 }
 
 /// A changed policy's occurrences that have not started and are not due yet (`$2` the policy's
@@ -178,9 +183,9 @@ impl Pg {
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
-                         skip_dates, enabled, source, match_rule, created_at, updated_at) \
+                         skip_dates, enabled, source, match_rule, auto_record, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, \
-                         $15::jsonb, $16, $17, $18::jsonb, $19, $19)",
+                         $15::jsonb, $16, $17, $18::jsonb, $19::jsonb, $20, $20)",
                     )
                     .bind(&r.name);
                     bind_fields(q, r).bind(now).execute(&mut *tx).await?;
@@ -193,8 +198,8 @@ impl Pg {
                          layout = $5, small_window_position = $6, cron = $7, at = $8, timezone = $9, \
                          start_offset_ms = $10, window_ms = $11, retry = $12::jsonb, verify = $13::jsonb, \
                          alert = $14::jsonb, skip_dates = $15::jsonb, enabled = $16, source = $17, \
-                         match_rule = $18::jsonb, \
-                         updated_at = $19, planned_until = CASE WHEN $20 THEN NULL ELSE planned_until END \
+                         match_rule = $18::jsonb, auto_record = $19::jsonb, \
+                         updated_at = $20, planned_until = CASE WHEN $21 THEN NULL ELSE planned_until END \
                          WHERE name = $1",
                     )
                     .bind(&r.name);

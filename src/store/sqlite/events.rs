@@ -13,7 +13,7 @@ use crate::store::types::*;
 
 const SELECT_MATCH_POLICIES: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, \
-     enabled, source, match_rule, created_at, updated_at FROM policies \
+     enabled, source, match_rule, auto_record, created_at, updated_at FROM policies \
      WHERE enabled = 1 AND match_rule IS NOT NULL ORDER BY name";
 
 impl Sqlite {

@@ -141,7 +141,7 @@ pub(crate) const CLAIM_RETRIES_SELECT: &str = "SELECT o.id, o.due_at, o.attempt_
 /// Enabled policies whose rows reach less far than `?1`, the least planned first.
 pub(crate) const PLAN_CANDIDATES: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, enabled, \
-     source, match_rule, planned_until FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?";
+     source, match_rule, auto_record, planned_until FROM policies WHERE enabled = 1 AND planned_until < ? ORDER BY planned_until LIMIT ?";
 
 /// The earliest instant an occurrence wants an attempt.
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) AS t FROM occurrences INDEXED BY occurrences_next_due \

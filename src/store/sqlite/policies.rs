@@ -33,13 +33,14 @@ impl PolicyRecord {
             enabled: r.try_get::<i64, _>("enabled")? != 0,
             source: r.try_get("source")?,
             match_rule: r.try_get("match_rule")?,
+            auto_record: r.try_get("auto_record")?,
         })
     }
 }
 
 const SELECT_POLICY: &str = "SELECT id, name, conference_id, schedule_conference_id, host_union_id, layout, \
      small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, skip_dates, \
-     enabled, source, match_rule, created_at, updated_at FROM policies";
+     enabled, source, match_rule, auto_record, created_at, updated_at FROM policies";
 
 pub(super) fn stored(r: &SqliteRow) -> Result<StoredPolicy> {
     Ok(StoredPolicy {
@@ -103,8 +104,8 @@ impl Sqlite {
                     let q = sqlx::query(
                         "INSERT INTO policies (name, conference_id, schedule_conference_id, host_union_id, layout, \
                          small_window_position, cron, at, timezone, start_offset_ms, window_ms, retry, verify, alert, \
-                         skip_dates, enabled, source, match_rule, created_at, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         skip_dates, enabled, source, match_rule, auto_record, created_at, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(&r.name);
                     bind_fields(q, r)
@@ -120,7 +121,7 @@ impl Sqlite {
                         "UPDATE policies SET conference_id = ?, schedule_conference_id = ?, host_union_id = ?, \
                          layout = ?, small_window_position = ?, cron = ?, at = ?, timezone = ?, \
                          start_offset_ms = ?, window_ms = ?, retry = ?, verify = ?, alert = ?, skip_dates = ?, enabled = ?, \
-                         source = ?, match_rule = ?, \
+                         source = ?, match_rule = ?, auto_record = ?, \
                          updated_at = ?, planned_until = CASE WHEN ? THEN '' ELSE planned_until END \
                          WHERE name = ?",
                     );
@@ -152,7 +153,7 @@ impl Sqlite {
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-/// Bind the columns `conference_id` … `source`, `match_rule`, in table order (INSERT and UPDATE
+/// Bind the columns `conference_id` … `source`, `match_rule`, `auto_record`, in table order (INSERT and UPDATE
 /// share them).
 fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
     q.bind(&r.conference_id)
@@ -172,6 +173,7 @@ fn bind_fields<'q>(q: Query<'q>, r: &'q PolicyRecord) -> Query<'q> {
         .bind(r.enabled)
         .bind(&r.source)
         .bind(&r.match_rule)
+        .bind(&r.auto_record)
 }
 
 /// A changed policy's occurrences that have not started and are not due yet (`?2` the policy's
