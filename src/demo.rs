@@ -63,6 +63,7 @@ fn scenario() -> Scenario {
             live_after: Some(Duration::from_secs(6)),
             ends_after: None,
             script: vec![],
+            ..ScheduleSpec::default()
         }],
         robots: vec![crate::fake::RobotSpec {
             access_token: DEMO_ROBOT_TOKEN.into(),
@@ -119,11 +120,12 @@ policies:
     host_union_id: demo-host-union-id
     at: "{a}"
     verify: {{ watch: 10s, video: true }}
-  - name: weekly-sync              # a scheduled meeting that goes live a few seconds late
-    schedule_conference_id: sched-weekly-sync
+  - name: weekly-sync              # a scheduled meeting that goes live a few seconds late: DingTalk's own
+    schedule_conference_id: sched-weekly-sync  # auto-recording, set ahead, starts it; dingrec checks and confirms
     host_union_id: demo-host-union-id
     at: "{b}"
     retry: {{ initial_interval: 1s, maximum_interval: 2s }}
+    auto_record: true
   - name: board-by-title           # no id: any meeting whose title says board, found by DingTalk's event
     match:
       title: "董事会|[Bb]oard"

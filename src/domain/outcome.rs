@@ -31,6 +31,9 @@ pub mod codes {
     pub const QUOTA_EXHAUSTED: &str = "Forbidden.AccessDenied.ApiCountLimitForOrg";
     /// A watch check or video look-up not made: the month's quota is inside its reserve.
     pub const QUOTA_RESERVE: &str = "quota_reserve";
+    /// An `auto_record` policy's attempt that found DingTalk's own auto-recording running: no
+    /// StartCloudRecord was sent (docs/auto-record.md).
+    pub const AUTO_RECORDED: &str = "auto_recorded";
 }
 
 /// The longest DingTalk `code` kept (characters; DingTalk's longest known is 46): a longer one
@@ -69,7 +72,10 @@ const KNOWN_CODES: &[&str] = &[
     codes::ROOM_CLOSED,
     codes::QUOTA_EXHAUSTED,
     codes::QUOTA_RESERVE,
+    codes::AUTO_RECORDED,
     "recordStartPermissionError",
+    "creatorUidError",
+    "noPermission",
     "paramsError",
     "systemError",
     "Forbidden.AccessDenied.AccessTokenPermissionDenied",

@@ -139,6 +139,8 @@ pub enum RecordingAction {
     SilentAlways,
     /// The meeting will have no video.
     NoVideo,
+    /// Someone turns the scheduled meeting's auto-record setting off in DingTalk.
+    AutoRecordOff,
 }
 
 impl RecordingAction {
@@ -148,7 +150,7 @@ impl RecordingAction {
 }
 
 /// A scheduled (recurring) meeting whose live meeting appears at a set time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     pub schedule_conference_id: String,
@@ -162,6 +164,17 @@ pub struct ScheduleSpec {
     pub ends_after: Option<Duration>,
     #[serde(default)]
     pub script: Vec<Step>,
+    /// The series' creator, the only `creatorUnionId` UpdateScheduleConfSettings accepts
+    /// (default `host_union_id`; neither: any).
+    #[serde(default)]
+    pub creator_union_id: Option<String>,
+    /// The auto-record setting is accepted but silently does not start the recording.
+    #[serde(default)]
+    pub auto_record_fails: bool,
+    /// Answers to UpdateScheduleConfSettings, in order, before the fake's own logic
+    /// (`noPermission`, `systemError`, `hang`, …).
+    #[serde(default)]
+    pub settings_script: Vec<Step>,
 }
 
 /// A whole scenario. Every field is optional.

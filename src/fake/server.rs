@@ -600,6 +600,29 @@ fn route(shared: &Shared, req: &Request, request_id: &str) -> (Reply, Option<Dur
                 }
             }
         }
+        ("PUT", ["v1.0", "conference", "scheduleConferences", "settings"]) => {
+            match st.check_token(req.token.as_deref(), request_id) {
+                Some(refused) => refused,
+                None => {
+                    entry.id = body
+                        .get("scheduleConferenceId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    let (r, d) = st.update_schedule_settings(&body, request_id);
+                    own_delay = d;
+                    r
+                }
+            }
+        }
+        ("GET", ["v1.0", "conference", "scheduleConferences", "settings"]) => {
+            match st.check_token(req.token.as_deref(), request_id) {
+                Some(refused) => refused,
+                None => st.schedule_settings(
+                    &query_param(&req.query, "scheduleConferenceId").unwrap_or_default(),
+                    request_id,
+                ),
+            }
+        }
         ("GET", ["v1.0", "conference", "orgConferences"]) => {
             match st.check_token(req.token.as_deref(), request_id) {
                 Some(refused) => refused,
@@ -704,6 +727,7 @@ fn api_of(method: &str, segs: &[&str]) -> Option<Api> {
         ) => Api::CloudRecordVideos,
         ("GET", ["v1.0", "conference", "videoConferences", _]) => Api::ConferenceInfo,
         ("GET", ["v1.0", "conference", "orgConferences"]) => Api::OrgConferences,
+        ("PUT" | "GET", ["v1.0", "conference", "scheduleConferences", "settings"]) => Api::ScheduleSettings,
         _ => return None,
     })
 }

@@ -55,12 +55,51 @@ struct Meeting {
     start_time_ms: i64,
     /// The title (`Meeting` unless an event created it with one).
     title: Option<String>,
+    /// The scheduled meeting's auto-record setting, as UpdateScheduleConfSettings left it.
+    auto_record: Option<AutoSetting>,
+    /// The setting was looked at when the meeting went live (it acts once, as the host joins).
+    auto_started: bool,
+}
+
+/// A scheduled meeting's auto-record setting.
+#[derive(Debug, Clone, Copy)]
+struct AutoSetting {
+    /// False: accepted, and silently does not start (`auto_record_fails`).
+    works: bool,
+    set_at: DateTime<Utc>,
+}
+
+/// What the fake knows of a scheduled meeting besides its meeting.
+#[derive(Debug, Clone, Default)]
+struct ScheduleMeta {
+    conference_id: String,
+    creator: Option<String>,
+    auto_record_fails: bool,
+    settings_script: VecDeque<Step>,
 }
 
 impl Meeting {
     /// Apply what happened by `now`: a pause or stop that came due (to a running recording),
     /// the meeting's end (which ends its recording).
     fn advance(&mut self, now: DateTime<Utc>) {
+        // DingTalk's own auto-recording: set before the meeting went live, it starts the
+        // recording as the host joins (the fake's "goes live"), once.
+        if !self.auto_started
+            && let Some(live) = self.live_at
+            && now >= live
+        {
+            self.auto_started = true;
+            if let Some(a) = self.auto_record
+                && a.works
+                && a.set_at <= live
+                && self.record_status == 0
+                && self.ends_at.is_none_or(|t| t > live)
+            {
+                self.record_status = 1;
+                self.recorded = true;
+                self.record_owner = self.host.clone();
+            }
+        }
         if self.pause_at.is_some_and(|t| now >= t) {
             self.pause_at = None;
             if self.record_status == 1 {
@@ -106,7 +145,7 @@ pub struct State {
     internal_token: Option<(String, DateTime<Utc>)>,
     tokens: HashMap<String, DateTime<Utc>>,
     meetings: HashMap<String, Meeting>,
-    schedules: HashMap<String, String>,
+    schedules: HashMap<String, ScheduleMeta>,
     default_script: VecDeque<Step>,
     recent_starts: VecDeque<Instant>,
     token_outage_until: Option<DateTime<Utc>>,
@@ -282,8 +321,15 @@ impl State {
             self.add_meeting(m.clone(), None);
         }
         for s in &scenario.schedules {
-            self.schedules
-                .insert(s.schedule_conference_id.clone(), s.conference_id.clone());
+            self.schedules.insert(
+                s.schedule_conference_id.clone(),
+                ScheduleMeta {
+                    conference_id: s.conference_id.clone(),
+                    creator: s.creator_union_id.clone().or_else(|| s.host_union_id.clone()),
+                    auto_record_fails: s.auto_record_fails,
+                    settings_script: s.settings_script.iter().cloned().collect(),
+                },
+            );
             self.add_meeting(
                 super::scenario::MeetingSpec {
                     host_union_id: s.host_union_id.clone(),
@@ -412,6 +458,8 @@ impl State {
                 schedule_id,
                 start_time_ms: self.clock.now().timestamp_millis(),
                 title: None,
+                auto_record: None,
+                auto_started: false,
             },
         );
     }
@@ -707,6 +755,7 @@ impl State {
             RecordingAction::SilentOnce => m.silent_left = m.silent_left.saturating_add(1),
             RecordingAction::SilentAlways => m.silent_left = u32::MAX,
             RecordingAction::NoVideo => m.video = false,
+            RecordingAction::AutoRecordOff => m.auto_record = None,
             RecordingAction::Pause | RecordingAction::Resume | RecordingAction::Stop => {}
         }
         true
@@ -714,7 +763,7 @@ impl State {
 
     /// `GET /v1.0/conference/videoConferences/scheduleConferences/{id}`.
     pub fn schedule(&self, schedule_id: &str, request_id: &str) -> Reply {
-        let Some(conf) = self.schedules.get(schedule_id) else {
+        let Some(conf) = self.schedules.get(schedule_id).map(|s| &s.conference_id) else {
             return error("paramsError", Some(400), request_id);
         };
         let Some(m) = self.meetings.get(conf) else {
@@ -734,6 +783,79 @@ impl State {
                 "nextToken": "1",
                 "totalCount": 1
             }),
+        }
+    }
+
+    /// `PUT /v1.0/conference/scheduleConferences/settings` (UpdateScheduleConfSettings): the
+    /// auto-record block is kept on the scheduled meeting's meeting; other blocks are accepted
+    /// and ignored.
+    pub fn update_schedule_settings(&mut self, body: &Value, request_id: &str) -> (Reply, Option<Duration>) {
+        let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default();
+        let now = self.clock.now();
+        let Some(meta) = self.schedules.get_mut(s("scheduleConferenceId")) else {
+            return (
+                error_msg(
+                    "scheduleConferenceIdError",
+                    Some(400),
+                    request_id,
+                    "scheduleConferenceIdError:schedule conference not found",
+                ),
+                None,
+            );
+        };
+        if let Some(step) = pop(&mut meta.settings_script)
+            && let Some(r) = scripted(&step, request_id)
+        {
+            return (r, step.delay);
+        }
+        if meta.creator.as_deref().is_some_and(|c| c != s("creatorUnionId")) {
+            return (
+                error_msg(
+                    "creatorUidError",
+                    Some(400),
+                    request_id,
+                    "creatorUidError:the operator is not the creator of the schedule conference",
+                ),
+                None,
+            );
+        }
+        let block = &body["scheduleConfSettingModel"]["moziConfOpenRecordSetting"];
+        let on = block.get("recordAutoStart").and_then(Value::as_i64);
+        let works = !meta.auto_record_fails;
+        if let Some(m) = self.meetings.get_mut(&meta.conference_id) {
+            m.advance(now);
+            match on {
+                Some(1) => {
+                    m.auto_record = Some(AutoSetting { works, set_at: now });
+                }
+                Some(0) => m.auto_record = None,
+                _ => {}
+            }
+        }
+        (
+            Reply::Json {
+                status: 200,
+                body: json!({ "success": true }),
+            },
+            None,
+        )
+    }
+
+    /// `GET /v1.0/conference/scheduleConferences/settings?scheduleConferenceId=`
+    /// (QueryScheduleConfSettings): as DingTalk, without the auto-record block.
+    pub fn schedule_settings(&self, schedule_id: &str, request_id: &str) -> Reply {
+        let Some(meta) = self.schedules.get(schedule_id) else {
+            return error("scheduleConferenceIdError", Some(400), request_id);
+        };
+        Reply::Json {
+            status: 200,
+            body: json!({"scheduleConfSettingModel": {
+                "hostUnionId": meta.creator.clone().unwrap_or_default(),
+                "cohostUnionIds": [],
+                "lockRoom": 0,
+                "muteOnJoin": 0,
+                "screenShareForbidden": 0,
+            }}),
         }
     }
 

@@ -73,6 +73,8 @@ pub struct Dispatcher {
     pub notify: Arc<Notify>,
     /// The monthly quota's budget, kept by the quota task.
     pub quota: Arc<super::quota::QuotaState>,
+    /// Told when the planner wrote occurrences: the auto-record task looks for settings due.
+    pub planned: Notify,
     limiter: Option<DefaultDirectRateLimiter>,
     window: Option<SendWindow>,
     /// Claimed attempts waiting for a worker, earliest due first.
@@ -143,6 +145,7 @@ impl Dispatcher {
             health,
             notify,
             quota: Arc::default(),
+            planned: Notify::new(),
             limiter: rate_limiter(rate_limit),
             rate: rate_limit,
             window,
@@ -585,10 +588,17 @@ impl Dispatcher {
             conference_id,
             sent_at,
             calls,
+            auto_recorded,
         } = self.call(c).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let now = self.clock.now();
         let (code, http_status, message, request_id) = match &result {
+            Ok(ok) if auto_recorded => (
+                codes::AUTO_RECORDED.to_owned(),
+                ok.0,
+                "DingTalk's own auto-recording runs; no StartCloudRecord was sent".to_owned(),
+                ok.1.clone(),
+            ),
             Ok(ok) => (codes::SUCCESS.to_owned(), ok.0, String::new(), ok.1.clone()),
             Err(e) => (
                 e.code().to_owned(),
@@ -597,7 +607,11 @@ impl Dispatcher {
                 e.request_id().map(str::to_owned),
             ),
         };
-        let class = self.classification.classify(&code, http_status);
+        let class = if auto_recorded {
+            RetryClass::Success
+        } else {
+            self.classification.classify(&code, http_status)
+        };
         let called = code != codes::WINDOW_PASSED;
         let token_error = matches!(&result, Err(e) if e.is_token_error());
         // Calls made, throttled ones left out (an attempt closed before its call is not one).
@@ -704,6 +718,7 @@ impl Dispatcher {
             conference_id,
             sent_at: None,
             calls,
+            auto_recorded: false,
         };
         if let Err(e) = self.window_open(c) {
             return failed(e, None, Calls::default());
@@ -746,6 +761,18 @@ impl Dispatcher {
                 return failed(e, None, calls);
             }
         };
+        if c.auto_record_first
+            && let super::auto_record::CheckFirst::Recording(request_id) =
+                super::auto_record::check_first(self, c, &token, &conference_id).await
+        {
+            return Call {
+                result: Ok((200, request_id)),
+                conference_id: Some(conference_id),
+                sent_at: None,
+                calls,
+                auto_recorded: true,
+            };
+        }
         let req = StartRequest {
             conference_id: &conference_id,
             union_id: &c.host_union_id,
@@ -773,6 +800,7 @@ impl Dispatcher {
             conference_id: Some(conference_id),
             sent_at: Some(sent_at),
             calls,
+            auto_recorded: false,
         }
     }
 
@@ -847,6 +875,9 @@ struct Call {
     sent_at: Option<DateTime<Utc>>,
     /// The calls DingTalk counted against the monthly quota (the token's aside).
     calls: Calls,
+    /// The due-time check of an `auto_record` policy found DingTalk's own recording running: no
+    /// StartCloudRecord was sent.
+    auto_recorded: bool,
 }
 
 /// Tests only: an attempt of the policy by this name panics, standing for a bug inside an attempt

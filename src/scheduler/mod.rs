@@ -5,6 +5,7 @@
 //! planning, settles what passed its window, and dispatches what is due. It never scans all
 //! policies: every question it asks on a tick is an indexed range query.
 
+pub mod auto_record;
 pub mod checker;
 pub mod dispatcher;
 pub mod events;
@@ -219,7 +220,11 @@ impl Scheduler {
                     }
                 }
             }
-            written += self.store.write_plans(&plans, now).await?;
+            let wrote = self.store.write_plans(&plans, now).await?;
+            if wrote > 0 {
+                self.dispatcher.planned.notify_one();
+            }
+            written += wrote;
             for ev in &missed {
                 report_final(&self.metrics, ev);
             }

@@ -291,6 +291,46 @@ impl Store {
         backend!(self, db => db.complete_check(c, result, outcome, &write, now).await)
     }
 
+    // auto-record (docs/auto-record.md)
+
+    /// The enabled scheduled-meeting policies with `auto_record` on, each with its last settings
+    /// call and its next scheduled occurrence after `now`.
+    pub async fn auto_record_policies(&self, now: DateTime<Utc>) -> Result<Vec<AutoRecordPolicy>> {
+        backend!(self, db => db.auto_record_policies(now).await)
+    }
+
+    /// Take a policy's settings call: only if its last call is still the one read at `seen_at`
+    /// (another daemon has not taken it meanwhile). The call is `pending` until finished.
+    pub async fn claim_auto_record(
+        &self,
+        policy_id: i64,
+        seen_at: Option<DateTime<Utc>>,
+        for_setting: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        backend!(self, db => db.claim_auto_record(policy_id, seen_at, for_setting, now).await)
+    }
+
+    /// A settings call's answer: its row in `checks`, the policy's last result, the calls
+    /// counted, in one transaction.
+    pub async fn finish_auto_record(
+        &self,
+        policy_id: i64,
+        for_setting: &str,
+        result: crate::domain::auto_record::SetResult,
+        check: &AutoCheck<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        backend!(self, db => db.finish_auto_record(policy_id, for_setting, result, check, now).await)
+    }
+
+    /// An `auto_record` policy's due-time check, written whole; returns the policy's misses in a
+    /// row when this check changed them (0 after `auto_recorded`; an occurrence's first miss adds
+    /// one, its later attempts' misses nothing).
+    pub async fn record_auto_check(&self, check: &AutoCheck<'_>, now: DateTime<Utc>) -> Result<Option<i64>> {
+        backend!(self, db => db.record_auto_check(check, now).await)
+    }
+
     // history
 
     /// One row per occurrence, its attempts as one JSON array of objects keyed like

@@ -472,6 +472,9 @@ pub struct Claimed {
     pub policy_enabled: bool,
     /// How its recording is checked (`None`: `verify: false`).
     pub verify: Option<Verify>,
+    /// `auto_record` is on and DingTalk has not refused the setting: check whether its own
+    /// auto-recording runs before sending StartCloudRecord (docs/auto-record.md).
+    pub auto_record_first: bool,
 }
 
 impl Claimed {
@@ -655,6 +658,35 @@ pub struct DueCheck {
     pub policy_enabled: bool,
     /// The policy's window after its offset: a `restart` occurrence's window.
     pub restart_window_ms: i64,
+}
+
+/// An enabled policy with `auto_record` on, as the auto-record task reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoRecordPolicy {
+    pub policy_id: i64,
+    pub policy_name: String,
+    pub schedule_conference_id: String,
+    pub layout: String,
+    /// The setting as JSON ([`AutoRecord`]), compared with the last call's.
+    pub auto_record: String,
+    /// The policy's own alert destinations (`None`: the default).
+    pub alert: Option<Vec<String>>,
+    /// Its last settings call, if any.
+    pub last: Option<crate::domain::auto_record::SettingState>,
+    /// Its next scheduled occurrence (id, due time) after now: the row a settings call is kept
+    /// with in `checks`.
+    pub next: Option<(i64, DateTime<Utc>)>,
+}
+
+/// A row of `checks` written whole, after its call: a settings call (`kind = settings`) or an
+/// `auto_record` policy's due-time check (`kind = start`, `auto_recorded` / `auto_record_missed`).
+#[derive(Debug, Clone)]
+pub struct AutoCheck<'a> {
+    pub occurrence_id: i64,
+    pub kind: CheckKind,
+    pub at: DateTime<Utc>,
+    pub outcome: CheckOutcome,
+    pub result: &'a CheckResult,
 }
 
 /// A check's result and the occurrence's next step, written together.

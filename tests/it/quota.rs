@@ -116,6 +116,7 @@ async fn the_count_is_what_dingtalk_counted_through_retries_throttling_and_token
             live_after: None,
             ends_after: None,
             script: vec![],
+            ..ScheduleSpec::default()
         }],
         ..Scenario::default()
     };

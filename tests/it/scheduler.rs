@@ -264,6 +264,7 @@ async fn a_scheduled_meeting_is_resolved_once_it_goes_live() {
                 live_after: Some(Duration::from_millis(3300)),
                 ends_after: None,
                 script: vec![],
+                ..ScheduleSpec::default()
             }],
             ..Scenario::default()
         },

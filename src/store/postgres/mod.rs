@@ -15,6 +15,7 @@
 //! - There is no process-wide write turn: PostgreSQL's row locks order the writers.
 
 mod alerts;
+mod auto_record;
 mod checks;
 mod events;
 mod history;

@@ -45,7 +45,8 @@ const CLAIM_RETRIES_SELECT: &str = "SELECT id FROM occurrences \
 const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
      p.schedule_conference_id, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.layout, p.small_window_position, p.retry::text AS retry, p.enabled, \
-     p.verify::text AS verify \
+     p.verify::text AS verify, \
+     p.auto_record IS NOT NULL AND COALESCE(p.auto_record_result, 'refused') <> 'refused' AS auto_first \
      FROM unnest($1::bigint[]) WITH ORDINALITY AS j (id, ord) JOIN attempts a ON a.id = j.id \
      JOIN occurrences o ON o.id = a.occurrence_id JOIN policies p ON p.id = o.policy_id ORDER BY j.ord";
 
@@ -82,6 +83,7 @@ fn claimed_from_row(r: &PgRow, shared: &mut Shared) -> Result<Claimed> {
             == Some(codes::INVALID_AUTHENTICATION),
         policy_enabled: r.try_get("enabled")?,
         verify: crate::store::verify_column(r.try_get("verify")?).map_err(|e| data("verify", e))?,
+        auto_record_first: r.try_get("auto_first")?,
     })
 }
 

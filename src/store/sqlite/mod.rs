@@ -5,6 +5,7 @@
 //! `store/api.rs`, their PostgreSQL twins in `store/postgres/`, file for file.
 
 mod alerts;
+mod auto_record;
 mod checks;
 mod events;
 mod history;

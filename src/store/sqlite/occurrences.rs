@@ -77,6 +77,7 @@ fn claimed_from_row(r: &SqliteRow, shared: &mut Shared) -> Result<Claimed> {
             == Some(codes::INVALID_AUTHENTICATION),
         policy_enabled: r.try_get::<i64, _>("enabled")? != 0,
         verify: crate::store::verify_column(r.try_get("verify")?).map_err(|e| data("verify", e))?,
+        auto_record_first: r.try_get::<i64, _>("auto_first")? != 0,
     })
 }
 
@@ -157,7 +158,8 @@ pub(crate) const LAST_SUCCESS: &str = "SELECT MAX(finished_at) AS t FROM attempt
 /// Claimed attempts (a JSON array of attempt ids) with what their calls need, in array order.
 pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
-     p.schedule_conference_id, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.layout, p.small_window_position, p.retry, p.enabled, p.verify \
+     p.schedule_conference_id, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.layout, p.small_window_position, p.retry, p.enabled, p.verify, \
+     p.auto_record IS NOT NULL AND COALESCE(p.auto_record_result, 'refused') != 'refused' AS auto_first \
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 
