@@ -9,6 +9,7 @@ ALTER TABLE policies ADD COLUMN auto_record_at timestamptz;
 ALTER TABLE policies ADD COLUMN auto_record_result text
     CHECK (auto_record_result IS NULL OR auto_record_result IN ('pending', 'set', 'refused', 'error'));
 ALTER TABLE policies ADD COLUMN auto_record_code text;
+ALTER TABLE policies ADD COLUMN auto_record_occurrence bigint;
 ALTER TABLE policies ADD COLUMN auto_record_misses integer NOT NULL DEFAULT 0;
 CREATE INDEX policies_auto_record ON policies (id) WHERE auto_record IS NOT NULL AND enabled;
 

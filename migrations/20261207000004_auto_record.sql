@@ -13,6 +13,8 @@ ALTER TABLE policies ADD COLUMN auto_record_at TEXT;
 ALTER TABLE policies ADD COLUMN auto_record_result TEXT
     CHECK (auto_record_result IS NULL OR auto_record_result IN ('pending', 'set', 'refused', 'error'));
 ALTER TABLE policies ADD COLUMN auto_record_code TEXT;
+-- The occurrence that call was made ahead of (its row in `checks` is that occurrence's).
+ALTER TABLE policies ADD COLUMN auto_record_occurrence INTEGER;
 -- Due-time checks in a row that found the setting did not start the recording.
 ALTER TABLE policies ADD COLUMN auto_record_misses INTEGER NOT NULL DEFAULT 0;
 -- The auto-record task's question: which enabled policies have the setting?

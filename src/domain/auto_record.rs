@@ -96,6 +96,8 @@ impl AutoRecord {
 pub struct SettingState {
     /// The setting (JSON of [`AutoRecord`]) that call was made for.
     pub for_setting: String,
+    /// The occurrence it was made ahead of.
+    pub occurrence_id: Option<i64>,
     pub at: DateTime<Utc>,
     pub result: SetResult,
 }
@@ -143,14 +145,16 @@ pub enum Due {
     Retry,
 }
 
-/// Whether `setting` should be made now. `next_due` is the policy's next scheduled occurrence's
-/// due time (none planned: only a change is acted on). A refusal is not retried before the next
-/// refresh: DingTalk said no, and asking again every minute would only spend the quota.
+/// Whether `setting` should be made now. `next` is the policy's next scheduled occurrence (id,
+/// due time; none planned: only a change is acted on). Each occurrence gets its own call inside
+/// its `refresh` window, even when the last one (for the occurrence before, or at apply time) is
+/// recent: someone may have turned the setting off since. A refusal is not retried before the
+/// next refresh: DingTalk said no, and asking again every minute would only spend the quota.
 pub fn due(
     setting: &AutoRecord,
     json: &str,
     last: Option<&SettingState>,
-    next_due: Option<DateTime<Utc>>,
+    next: Option<(i64, DateTime<Utc>)>,
     now: DateTime<Utc>,
 ) -> Option<Due> {
     let Some(last) = last.filter(|l| l.for_setting == json) else {
@@ -160,12 +164,13 @@ pub fn due(
     if matches!(last.result, SetResult::Pending | SetResult::Error) && now - last.at >= retry_after {
         return Some(Due::Retry);
     }
-    let next = next_due?;
+    let (id, due_at) = next?;
     let refresh = TimeDelta::from_std(setting.refresh).unwrap_or(TimeDelta::MAX);
-    let window_opens = next
+    let window_opens = due_at
         .checked_sub_signed(refresh)
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    (next > now && window_opens <= now && last.at < window_opens).then_some(Due::Refresh)
+    let made_for_it = last.occurrence_id == Some(id) && last.at >= window_opens;
+    (due_at > now && window_opens <= now && !made_for_it).then_some(Due::Refresh)
 }
 
 #[cfg(test)]
@@ -187,6 +192,7 @@ mod tests {
     fn last(json: &str, at: &str, result: SetResult) -> SettingState {
         SettingState {
             for_setting: json.into(),
+            occurrence_id: Some(1),
             at: t(at),
             result,
         }
@@ -206,7 +212,7 @@ mod tests {
     fn it_is_made_again_once_when_the_next_occurrence_comes_within_refresh() {
         let s = setting();
         let j = s.to_json();
-        let next = Some(t("2026-12-07T10:00:00Z"));
+        let next = Some((1, t("2026-12-07T10:00:00Z")));
         let set_early = last(&j, "2026-12-07T07:00:00Z", SetResult::Set);
         // Two hours ahead: not yet; one hour ahead: now; once made: not again.
         assert_eq!(
@@ -225,6 +231,12 @@ mod tests {
         // A refusal waits for the next refresh too.
         let refused = last(&j, "2026-12-07T09:00:01Z", SetResult::Refused);
         assert_eq!(due(&s, &j, Some(&refused), next, t("2026-12-07T09:30:00Z")), None);
+        // The next occurrence, 30 minutes later, gets its own call though the last is recent.
+        let following = Some((2, t("2026-12-07T10:30:00Z")));
+        assert_eq!(
+            due(&s, &j, Some(&refreshed), following, t("2026-12-07T10:00:01Z")),
+            Some(Due::Refresh)
+        );
     }
 
     #[test]

@@ -179,7 +179,9 @@ pub fn tally(rows: impl IntoIterator<Item = (String, i64)>) -> BTreeMap<Api, u64
 /// The calls one firing of `p` is expected to cost, token fetches aside: its starts (1 plus the
 /// retry rate), a look-up before each start for a scheduled meeting, one start check per start
 /// when verification is on (the first check usually confirms), the watch checks over an
-/// [`EXPECTED_MEETING`], and one video look-up.
+/// [`EXPECTED_MEETING`], and one video look-up. With `auto_record`, the setting made again before
+/// each meeting and the check before the start are added, and the start itself is kept (it is
+/// the fallback whenever the setting did not work; the forecast does not bet on it).
 pub fn firing_cost(p: &Policy, retry_rate: f64) -> f64 {
     let starts = 1.0 + retry_rate.max(0.0);
     let lookups = match p.target {
@@ -194,7 +196,8 @@ pub fn firing_cost(p: &Policy, retry_rate: f64) -> f64 {
         };
         starts + watch + if v.video { 1.0 } else { 0.0 }
     });
-    starts + lookups + verify
+    let auto_record = if p.auto_record.is_some() { 2.0 } else { 0.0 };
+    starts + lookups + verify + auto_record
 }
 
 /// Token fetches for calls at `dues` (sorted): one whenever a call comes after the last token

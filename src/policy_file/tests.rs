@@ -684,3 +684,74 @@ fn the_creator_as_host_is_for_match_policies_only() {
     assert_eq!(d.key.as_deref(), Some("policies[0] (p).host_union_id"));
     assert_eq!((d.line, d.column), (4, 20));
 }
+
+const SCHEDULED_HEAD: &str = "policies:\n  - name: s\n    schedule_conference_id: sc1\n    host_union_id: h1\n    cron: \"0 9 * * MON\"\n";
+
+#[test]
+fn auto_record_is_read_on_scheduled_meetings_with_the_creator_defaulting_to_the_host() {
+    let ps = parse(&format!("{SCHEDULED_HEAD}    auto_record: {{ when: anyone }}\n")).expect("valid");
+    let a = ps[0].policy.auto_record.as_ref().expect("on");
+    assert_eq!(a.when, crate::domain::auto_record::When::Anyone);
+    assert_eq!(a.creator_union_id.as_str(), "h1", "the host by default");
+    assert_eq!(a.refresh, Duration::from_secs(3600));
+    let ps = parse(&format!(
+        "{SCHEDULED_HEAD}    auto_record: true\n    creator_union_id: c9\n    auto_record_refresh: 2h\n"
+    ))
+    .expect("valid");
+    let a = ps[0].policy.auto_record.as_ref().expect("on");
+    assert_eq!(
+        (a.when, a.creator_union_id.as_str(), a.refresh),
+        (
+            crate::domain::auto_record::When::Host,
+            "c9",
+            Duration::from_secs(7200)
+        )
+    );
+    assert!(
+        parse(&format!("{SCHEDULED_HEAD}    auto_record: false\n")).expect("valid")[0]
+            .policy
+            .auto_record
+            .is_none()
+    );
+}
+
+#[test]
+fn auto_record_off_a_scheduled_meeting_or_with_a_bad_value_is_a_located_error() {
+    let d = one_error(&format!(
+        "{VALID_HEAD}    at: 2026-12-01T09:00:00\n    auto_record: true\n"
+    ));
+    assert_eq!(
+        (d.line, d.column, d.key.as_deref()),
+        (6, 18, Some("policies[0] (p).auto_record"))
+    );
+    assert!(d.message.contains("schedule_conference_id"), "{}", d.message);
+    let d = one_error(&format!("{SCHEDULED_HEAD}    auto_record: {{ when: hots }}\n"));
+    assert_eq!(d.line, 6);
+    assert_eq!(d.hint.as_deref(), Some("did you mean 'host'?"));
+    let d = one_error(&format!("{SCHEDULED_HEAD}    creator_union_id: c9\n"));
+    assert!(d.message.contains("only with auto_record"), "{}", d.message);
+    let d = one_error(&format!(
+        "{SCHEDULED_HEAD}    auto_record: true\n    auto_record_refresh: 0s\n"
+    ));
+    assert_eq!(d.line, 7);
+}
+
+#[test]
+fn defaults_auto_record_reaches_scheduled_meetings_only() {
+    let defaults = PolicyDefaults {
+        auto_record: Some(crate::domain::auto_record::When::Cohost),
+        ..PolicyDefaults::default()
+    };
+    let text = format!(
+        "{SCHEDULED_HEAD}  - name: known\n    conference_id: c1\n    host_union_id: h1\n    at: 2026-12-01T09:00:00\n"
+    );
+    let ps = parse_str(Path::new("policies.yaml"), &text, &defaults).expect("valid");
+    assert_eq!(
+        ps[0].policy.auto_record.as_ref().map(|a| a.when),
+        Some(crate::domain::auto_record::When::Cohost)
+    );
+    assert!(
+        ps[1].policy.auto_record.is_none(),
+        "a known meeting has no setting to make"
+    );
+}

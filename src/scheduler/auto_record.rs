@@ -203,22 +203,17 @@ impl SettingsTask {
             let Ok(setting) = AutoRecord::from_json(&p.auto_record) else {
                 continue;
             };
-            match auto_record::due(
-                &setting,
-                &p.auto_record,
-                p.last.as_ref(),
-                p.next.map(|n| n.1),
-                now,
-            ) {
-                // A call is kept with the occurrence it prepares: none planned, none made.
-                Some(why) if p.next.is_some() => self.set(&p, &setting, why).await?,
-                _ => {
-                    if let Some((_, due)) = p.next {
-                        let opens = due - chrono::TimeDelta::from_std(setting.refresh).unwrap_or_default();
-                        if let Ok(w) = (opens - now).to_std() {
-                            wait = wait.min(w + Duration::from_millis(1));
-                        }
-                    }
+            // A call is kept with the occurrence it prepares: none planned, none made.
+            if let Some(why) = auto_record::due(&setting, &p.auto_record, p.last.as_ref(), p.next, now)
+                && p.next.is_some()
+            {
+                self.set(&p, &setting, why).await?;
+            }
+            // Wake when the next occurrence's refresh window opens.
+            if let Some((_, due)) = p.next {
+                let opens = due - chrono::TimeDelta::from_std(setting.refresh).unwrap_or_default();
+                if let Ok(w) = (opens - now).to_std() {
+                    wait = wait.min(w + Duration::from_millis(1));
                 }
             }
         }
@@ -233,7 +228,13 @@ impl SettingsTask {
         let now = d.clock.now();
         if !d
             .store
-            .claim_auto_record(p.policy_id, p.last.as_ref().map(|l| l.at), &p.auto_record, now)
+            .claim_auto_record(
+                p.policy_id,
+                p.last.as_ref().map(|l| l.at),
+                &p.auto_record,
+                occurrence_id,
+                now,
+            )
             .await?
         {
             return Ok(()); // another daemon took it

@@ -306,9 +306,10 @@ impl Store {
         policy_id: i64,
         seen_at: Option<DateTime<Utc>>,
         for_setting: &str,
+        occurrence_id: i64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        backend!(self, db => db.claim_auto_record(policy_id, seen_at, for_setting, now).await)
+        backend!(self, db => db.claim_auto_record(policy_id, seen_at, for_setting, occurrence_id, now).await)
     }
 
     /// A settings call's answer: its row in `checks`, the policy's last result, the calls

@@ -5,6 +5,7 @@
 mod support;
 
 mod alerts;
+mod auto_record;
 mod cli;
 mod cluster;
 mod daemon;

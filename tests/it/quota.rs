@@ -38,31 +38,6 @@ async fn on_clock(
     (app, clock)
 }
 
-/// Alerts go to the fake's robot `robot-token`, as destination `ops`.
-fn ops_robot(s: &mut Settings) {
-    let url = format!("{}/robot/send", s.dingtalk.base_url);
-    s.alerts.destinations.insert(
-        "ops".into(),
-        dingrec::config::Destination {
-            kind: dingrec::config::DestinationType::DingtalkRobot,
-            url,
-            access_token_file: Default::default(),
-            access_token: Some(SecretString::from("robot-token".to_owned())),
-            secret_file: Default::default(),
-            secret: None,
-            at_mobiles: vec![],
-        },
-    );
-    s.alerts.default = vec!["ops".into()];
-}
-
-fn robot() -> Vec<dingrec::fake::RobotSpec> {
-    vec![dingrec::fake::RobotSpec {
-        access_token: "robot-token".into(),
-        ..dingrec::fake::RobotSpec::default()
-    }]
-}
-
 /// The `quota` alerts raised so far: their text.
 async fn quota_alerts(app: &TestApp) -> Vec<String> {
     engine::rows(
@@ -377,10 +352,10 @@ async fn a_spent_quota_fails_the_meetings_with_its_code_and_raises_one_alert() {
         Scenario {
             meetings: (0..3).map(|i| live(&format!("conf-{i}"), vec![])).collect(),
             monthly_quota: Some(0),
-            robots: robot(),
+            robots: crate::support::ops_robots(),
             ..Scenario::default()
         },
-        ops_robot,
+        crate::support::ops_robot,
         policies,
     )
     .await;
@@ -428,11 +403,11 @@ async fn the_forecast_passing_80_and_the_use_passing_90_percent_are_each_said_on
     let (mut app, clock) = on_clock(
         "2030-01-07T08:00:00Z",
         Scenario {
-            robots: robot(),
+            robots: crate::support::ops_robots(),
             ..Scenario::default()
         },
         |s| {
-            ops_robot(s);
+            crate::support::ops_robot(s);
             s.dingtalk.monthly_quota = 1000;
         },
         "  - name: daily\n    conference_id: conf-1\n    host_union_id: host-1\n    cron: \"0 9 * * *\"\n    verify: { after: 15s, checks: 2, watch: 1m }\n".to_owned(),
@@ -556,12 +531,12 @@ async fn succeeded_on(app: &TestApp, clock: &ManualClock, due: chrono::DateTime<
 fn plan_shows_what_a_weekly_policy_and_a_watch_cost_a_month() {
     let dir = tempfile::tempdir().expect("tmp");
     let config = write_config(dir.path(), "http://127.0.0.1:9", "");
-    let cost = |verify: &str| -> i64 {
+    let cost_of = |target: &str, verify: &str| -> i64 {
         let files = tempfile::tempdir().expect("tmp");
         std::fs::write(
             files.path().join("weekly.yaml"),
             format!(
-                "policies:\n  - name: weekly\n    conference_id: conf-1\n    host_union_id: host-1\n    cron: \"0 9 * * 1\"\n    verify: {verify}\n"
+                "policies:\n  - name: weekly\n    {target}\n    host_union_id: host-1\n    cron: \"0 9 * * 1\"\n    verify: {verify}\n"
             ),
         )
         .expect("write");
@@ -581,6 +556,7 @@ fn plan_shows_what_a_weekly_policy_and_a_watch_cost_a_month() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{line}"))
     };
+    let cost = |verify: &str| cost_of("conference_id: conf-1", verify);
     let weekly = cost("false");
     // Four or five Mondays in 30 days; each a start and a token fetch (a week apart, the token
     // has long run out).
@@ -589,6 +565,12 @@ fn plan_shows_what_a_weekly_policy_and_a_watch_cost_a_month() {
     // Plus a start check and 60 watch checks over the hour each meeting is assumed to last.
     let firings = weekly / 2;
     assert_eq!(watched - weekly, firings * 61, "{weekly} → {watched}");
+    // A scheduled meeting adds its look-up; `auto_record` the setting made before each meeting
+    // and the check before the start (the start itself is kept: it is the fallback).
+    let scheduled = cost_of("schedule_conference_id: sched-1", "false");
+    assert_eq!(scheduled - weekly, firings, "{weekly} → {scheduled}");
+    let auto = cost_of("schedule_conference_id: sched-1\n    auto_record: true", "false");
+    assert_eq!(auto - scheduled, firings * 2, "{scheduled} → {auto}");
 }
 
 #[test]
@@ -637,6 +619,7 @@ fn dingrec_quota_shows_the_month_in_json_and_as_a_table() {
             "conference_info",
             "org_conferences",
             "schedule_conference",
+            "schedule_settings",
             "start_cloud_record",
             "stop_cloud_record",
             "token"

@@ -10,7 +10,7 @@ use crate::store::types::{AutoCheck, AutoRecordPolicy};
 use crate::store::{Result, StoreError};
 
 const AUTO_RECORD_POLICIES: &str = "SELECT p.id, p.name, p.schedule_conference_id, p.layout, p.auto_record::text AS auto_record, \
-     p.alert::text AS alert, p.auto_record_for, p.auto_record_at, p.auto_record_result, n.id AS next_id, n.due_at AS next_due \
+     p.alert::text AS alert, p.auto_record_for, p.auto_record_at, p.auto_record_result, p.auto_record_occurrence, n.id AS next_id, n.due_at AS next_due \
      FROM policies p \
      LEFT JOIN LATERAL (SELECT o.id, o.due_at FROM occurrences o \
        WHERE o.policy_id = p.id AND o.state = 'scheduled' AND o.due_at > $1 ORDER BY o.due_at LIMIT 1) n ON true \
@@ -43,6 +43,7 @@ impl Pg {
                 ) {
                     (Some(for_setting), Some(at), Some(result)) => Some(SettingState {
                         for_setting,
+                        occurrence_id: r.try_get("auto_record_occurrence")?,
                         at,
                         result: SetResult::parse(&result)
                             .ok_or_else(|| StoreError::Data(format!("auto_record_result '{result}'")))?,
@@ -83,16 +84,18 @@ impl Pg {
         policy_id: i64,
         seen_at: Option<DateTime<Utc>>,
         for_setting: &str,
+        occurrence_id: i64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let n = sqlx::query(
             "UPDATE policies SET auto_record_for = $1, auto_record_at = $2, auto_record_result = 'pending', \
-             auto_record_code = NULL WHERE id = $3 AND auto_record_at IS NOT DISTINCT FROM $4",
+             auto_record_code = NULL, auto_record_occurrence = $5 WHERE id = $3 AND auto_record_at IS NOT DISTINCT FROM $4",
         )
         .bind(for_setting)
         .bind(ms(now))
         .bind(policy_id)
         .bind(seen_at)
+        .bind(occurrence_id)
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -12,7 +12,7 @@ use crate::store::types::*;
 use crate::store::{Result, StoreError};
 
 const AUTO_RECORD_POLICIES: &str = "SELECT p.id, p.name, p.schedule_conference_id, p.layout, p.auto_record, p.alert, \
-     p.auto_record_for, p.auto_record_at, p.auto_record_result, n.id AS next_id, n.due_at AS next_due \
+     p.auto_record_for, p.auto_record_at, p.auto_record_result, p.auto_record_occurrence, n.id AS next_id, n.due_at AS next_due \
      FROM policies p INDEXED BY policies_auto_record \
      LEFT JOIN occurrences n ON n.id = (SELECT o.id FROM occurrences o INDEXED BY occurrences_by_policy \
        WHERE o.policy_id = p.id AND o.state = 'scheduled' AND o.due_at > ?1 ORDER BY o.due_at LIMIT 1) \
@@ -45,6 +45,7 @@ impl Sqlite {
                 ) {
                     (Some(for_setting), Some(at), Some(result)) => Some(SettingState {
                         for_setting,
+                        occurrence_id: r.try_get("auto_record_occurrence")?,
                         at,
                         result: SetResult::parse(&result)
                             .ok_or_else(|| StoreError::Data(format!("auto_record_result '{result}'")))?,
@@ -78,15 +79,17 @@ impl Sqlite {
         policy_id: i64,
         seen_at: Option<DateTime<Utc>>,
         for_setting: &str,
+        occurrence_id: i64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE policies SET auto_record_for = ?, auto_record_at = ?, auto_record_result = 'pending', \
-             auto_record_code = NULL WHERE id = ? AND auto_record_at IS ?",
+             auto_record_code = NULL, auto_record_occurrence = ? WHERE id = ? AND auto_record_at IS ?",
         )
         .bind(for_setting)
         .bind(fmt_utc(now))
+        .bind(occurrence_id)
         .bind(policy_id)
         .bind(seen_at.map(fmt_utc))
         .execute(&mut *tx)

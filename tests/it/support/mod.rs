@@ -156,3 +156,30 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
     let addr = socket.local_addr().expect("addr");
     (socket, addr)
 }
+
+/// Alerts go to the fake's robot `robot-token` ([`ops_robots`]), as destination `ops`, the
+/// default route.
+pub fn ops_robot(s: &mut dingrec::config::Settings) {
+    let url = format!("{}/robot/send", s.dingtalk.base_url);
+    s.alerts.destinations.insert(
+        "ops".into(),
+        dingrec::config::Destination {
+            kind: dingrec::config::DestinationType::DingtalkRobot,
+            url,
+            access_token_file: Default::default(),
+            access_token: Some(secrecy::SecretString::from("robot-token".to_owned())),
+            secret_file: Default::default(),
+            secret: None,
+            at_mobiles: vec![],
+        },
+    );
+    s.alerts.default = vec!["ops".into()];
+}
+
+/// The fake's robot that [`ops_robot`] sends to.
+pub fn ops_robots() -> Vec<dingrec::fake::RobotSpec> {
+    vec![dingrec::fake::RobotSpec {
+        access_token: "robot-token".into(),
+        ..dingrec::fake::RobotSpec::default()
+    }]
+}
