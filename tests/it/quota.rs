@@ -13,7 +13,6 @@ use dingrec::domain::OccurrenceState;
 use dingrec::domain::quota::{Api, Calls, month_of};
 use dingrec::fake::{Scenario, ScheduleSpec};
 use dingrec::scheduler::quota::{planned_cost, stored_policies, token_life, view};
-use secrecy::SecretString;
 
 use crate::support::app::{TestApp, parse_t};
 use crate::support::daemon::{cli, write_config};
