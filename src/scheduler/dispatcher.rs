@@ -761,9 +761,14 @@ impl Dispatcher {
                 return failed(e, None, calls);
             }
         };
+        let ctx = super::check_first::Ctx {
+            store: &self.store,
+            client: &self.client,
+            clock: &self.clock,
+        };
         if c.auto_record_first
-            && let super::auto_record::CheckFirst::Recording(request_id) =
-                super::auto_record::check_first(self, c, &token, &conference_id).await
+            && let super::check_first::CheckFirst::Recording(request_id) =
+                super::check_first::check_first(ctx, self.pace_other_call(), c, &token, &conference_id).await
         {
             return Call {
                 result: Ok((200, request_id)),

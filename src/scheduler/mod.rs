@@ -6,6 +6,7 @@
 //! policies: every question it asks on a tick is an indexed range query.
 
 pub mod auto_record;
+pub mod check_first;
 pub mod checker;
 pub mod dispatcher;
 pub mod events;
