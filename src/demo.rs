@@ -265,7 +265,7 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
     print!("{}", crate::output::render_history(&rows, false));
     let count = |s: OccurrenceState| rows.iter().filter(|o| o.state == s).count();
     println!(
-        "\n{} occurrences: {} succeeded ({} confirmed recording by a check), {} failed, {} expired, {} missed; {} restarted after a participant stopped the recording; {} found by DingTalk's event. DingTalk (the fake) saw {} StartCloudRecord calls and {} checks.",
+        "\n{} occurrences: {} succeeded ({} confirmed recording by a check), {} failed, {} expired, {} missed; {} restarted after a participant stopped the recording; {} found by DingTalk's event; {} recorded by DingTalk's own auto-record setting, which dingrec set ahead and checked. DingTalk (the fake) saw {} StartCloudRecord calls and {} checks.",
         rows.len(),
         count(OccurrenceState::Succeeded),
         rows.iter().filter(|o| o.verified_at.is_some()).count(),
@@ -277,6 +277,12 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
             .count(),
         rows.iter()
             .filter(|o| o.trigger == crate::domain::Trigger::Event)
+            .count(),
+        rows.iter()
+            .filter(|o| o
+                .checks
+                .iter()
+                .any(|c| c.outcome == Some(crate::domain::CheckOutcome::AutoRecorded)))
             .count(),
         fake.start_requests().len(),
         fake.info_calls() + fake.video_calls()

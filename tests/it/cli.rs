@@ -444,6 +444,41 @@ fn the_schema_has_every_table_and_column_of_docs_database() {
 }
 
 #[test]
+fn every_policy_file_example_in_the_readme_and_docs_validates() {
+    let env = Env::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        files.push(e.expect("entry").path());
+    }
+    let mut seen = 0;
+    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "md")) {
+        let text = std::fs::read_to_string(f).expect("doc");
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("```yaml\n") {
+            let block = &rest[i + 8..];
+            let end = block.find("```").expect("end of block");
+            let yaml = &block[..end];
+            rest = &block[end..];
+            if !yaml.starts_with("policies:") {
+                continue;
+            }
+            seen += 1;
+            let file = env.write(&format!("example-{seen}.yaml"), yaml);
+            let out = env.run(&["validate", file.to_str().expect("utf8")]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {yaml}\n{}",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert!(seen >= 3, "the policy examples of the README and docs: {seen}");
+}
+
+#[test]
 fn the_readme_audit_queries_run_against_the_schema() {
     if !crate::support::engine::sqlite_only("the README's queries are written for the sqlite3 prompt") {
         return;
@@ -471,8 +506,17 @@ fn the_readme_audit_queries_run_against_the_schema() {
     };
     let readme = statements_in("README.md");
     assert_eq!(readme.len(), 6, "the README's six audit queries");
-    let docs = statements_in("docs/database.md");
-    assert!(docs.len() >= 5, "docs/database.md's audit queries");
+    assert!(
+        statements_in("docs/database.md").len() >= 5,
+        "docs/database.md's audit queries"
+    );
+    let mut docs = Vec::new();
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") {
+            docs.extend(statements_in(&format!("docs/{name}")));
+        }
+    }
     for q in readme.iter().chain(&docs) {
         use std::io::Write as _;
         let mut child = Command::new("sqlite3")

@@ -474,6 +474,26 @@ async fn the_demo_shows_every_case_and_exits_0() {
         "{text}"
     );
     assert!(text.contains("1 found by DingTalk's event"), "{text}");
+    // The scheduled meeting: DingTalk's own setting, made ahead, recorded it; dingrec checked
+    // first and sent no StartCloudRecord for it, then confirmed it.
+    assert!(
+        line("weekly-sync", "check:settings") && line("weekly-sync", "set"),
+        "the setting made: {text}"
+    );
+    assert!(
+        line("weekly-sync", "auto_recorded") && line("weekly-sync", "recording"),
+        "recorded by the setting, confirmed: {text}"
+    );
+    assert!(
+        text.contains("1 recorded by DingTalk's own auto-record setting"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("weekly-sync") && l.contains(" success "))
+            .all(|l| l.contains("auto_recorded")),
+        "no StartCloudRecord for it: {text}"
+    );
     assert!(
         line("board-by-title", "event:meeting_status_change")
             && line("board-by-title", "conf-created-mid-tour")
