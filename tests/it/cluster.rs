@@ -242,3 +242,76 @@ async fn an_apply_wakes_every_daemon_listening_on_the_database() {
     }
     cancel.cancel();
 }
+
+/// `auto_record` on several daemons: each policy's setting is made by one of them (the policy's
+/// last call is claimed), and DingTalk's own recording, set once, records every meeting with no
+/// StartCloudRecord from any daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_make_each_auto_record_setting_once() {
+    if !postgres_only() {
+        return;
+    }
+    let n = 12;
+    let schedules = (0..n)
+        .map(|i| dingrec::fake::ScheduleSpec {
+            schedule_conference_id: format!("sched-{i}"),
+            conference_id: format!("conf-{i}"),
+            host_union_id: Some("host-1".into()),
+            live_after: Some(Duration::from_secs(12)),
+            ..dingrec::fake::ScheduleSpec::default()
+        })
+        .collect();
+    let f = fake(Scenario {
+        schedules,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let db = dir.path().join("dingrec.db");
+    let _ds = Daemon::spawn_ready(&cfg, 3).await;
+    let at = (wall() + TimeDelta::seconds(6)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let entries: String = (0..n)
+        .map(|i| {
+            format!(
+                "  - name: board-{i}\n    schedule_conference_id: sched-{i}\n    host_union_id: host-1\n    \
+                 at: \"{at}\"\n    window: 10m\n    verify: false\n    auto_record: true\n    \
+                 retry: {{ initial_interval: 1s, maximum_interval: 2s }}\n"
+            )
+        })
+        .collect();
+    write_policies(dir.path(), "board.yaml", &entries);
+    apply_dir(&cfg, dir.path());
+    wait_for_sql(
+        "every meeting recorded",
+        &db,
+        "SELECT COUNT(*) FROM occurrences WHERE state = 'succeeded'",
+        &n.to_string(),
+    )
+    .await;
+    let puts: Vec<String> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .filter_map(|r| r.id)
+        .collect();
+    let distinct: BTreeSet<&String> = puts.iter().collect();
+    assert_eq!(
+        (puts.len(), distinct.len()),
+        (n, n),
+        "one setting per policy among three daemons: {puts:?}"
+    );
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT COUNT(*) FROM checks WHERE kind = 'settings' AND outcome = 'set'"
+        ),
+        n.to_string()
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT COUNT(*) FROM checks WHERE outcome = 'auto_recorded'"),
+        n.to_string(),
+        "every meeting recorded by DingTalk's own setting"
+    );
+    assert!(f.start_requests().is_empty(), "no StartCloudRecord");
+}

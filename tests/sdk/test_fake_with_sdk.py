@@ -2,7 +2,10 @@
 
 Run by .ci/run after `cargo build`:  python -m unittest discover -s tests/sdk -v
 It starts `dingrec fake-dingtalk` on a free loopback port with a scenario, then calls it with
-the SDK exactly as an app would: a token, a successful StartCloudRecord, and a roomClosed error.
+the SDK exactly as an app would: a token, a successful StartCloudRecord, and a roomClosed error;
+a scheduled meeting's auto-record setting (UpdateScheduleConfSettings), which the settings query
+does not return, starting the recording as the meeting goes live; a setting from someone who is
+not the creator refused.
 """
 
 import os
@@ -30,6 +33,12 @@ meetings:
   - conference_id: closed-meeting-1
     host_union_id: HostUnionId
     state: ended
+schedules:
+  - schedule_conference_id: sched-auto-1
+    conference_id: sched-auto-live-1
+    host_union_id: HostUnionId
+    creator_union_id: CreatorUnionId
+    live_after: 6s
 """
 
 
@@ -97,6 +106,62 @@ class SdkAgainstFake(unittest.TestCase):
             union_id="HostUnionId", small_window_position="relative_right", mode="speech"
         )
         return client.start_cloud_record_with_options(conference_id, req, headers, util_models.RuntimeOptions())
+
+    def conference(self):
+        client = ConferenceClient(self.config())
+        return client, self.token().body.access_token
+
+    def update_settings(self, creator):
+        client, token = self.conference()
+        headers = conf_models.UpdateScheduleConfSettingsHeaders()
+        headers.x_acs_dingtalk_access_token = token
+        record = conf_models.UpdateScheduleConfSettingsRequestScheduleConfSettingModelMoziConfOpenRecordSetting(
+            record_auto_start=1, record_auto_start_type=0, mode="speech"
+        )
+        req = conf_models.UpdateScheduleConfSettingsRequest(
+            creator_union_id=creator,
+            schedule_conference_id="sched-auto-1",
+            schedule_conf_setting_model=conf_models.UpdateScheduleConfSettingsRequestScheduleConfSettingModel(
+                mozi_conf_open_record_setting=record
+            ),
+        )
+        return client.update_schedule_conf_settings_with_options(req, headers, util_models.RuntimeOptions())
+
+    def test_auto_record_setting_starts_the_recording_as_the_meeting_goes_live(self):
+        resp = self.update_settings("CreatorUnionId")
+        self.assertEqual(resp.status_code, 200)
+        self.assertTrue(resp.body.success)
+        # The settings query answers, without the recording block: it cannot be read back.
+        client, token = self.conference()
+        qh = conf_models.QueryScheduleConfSettingsHeaders()
+        qh.x_acs_dingtalk_access_token = token
+        q = client.query_schedule_conf_settings_with_options(
+            conf_models.QueryScheduleConfSettingsRequest(schedule_conference_id="sched-auto-1"),
+            qh,
+            util_models.RuntimeOptions(),
+        )
+        self.assertEqual(q.status_code, 200)
+        self.assertNotIn("moziConfOpenRecordSetting", str(q.body.to_map()))
+        self.assertEqual(q.body.schedule_conf_setting_model.host_union_id, "CreatorUnionId")
+        # As the meeting goes live, DingTalk (the fake) starts its recording.
+        ih = conf_models.QueryConferenceInfoHeaders()
+        ih.x_acs_dingtalk_access_token = token
+        deadline = time.time() + 30
+        while True:
+            info = client.query_conference_info_with_options(
+                "sched-auto-live-1", ih, util_models.RuntimeOptions()
+            ).body.conf_info
+            if info.status == 2 or time.time() > deadline:
+                break
+            self.assertEqual(info.cloud_record_status, 0, "not before the meeting is live")
+            time.sleep(0.2)
+        self.assertEqual(info.status, 2)
+        self.assertEqual(info.cloud_record_status, 1)
+
+    def test_auto_record_setting_from_someone_not_the_creator_is_refused(self):
+        with self.assertRaises(Exception) as caught:
+            self.update_settings("SomeoneElse")
+        self.assertEqual(getattr(caught.exception, "code", None), "creatorUidError")
 
     def test_successful_start(self):
         resp = self.start("live-meeting-1")
