@@ -543,9 +543,6 @@ impl App {
         let drain = self.settings.scheduler.shutdown_timeout;
         let scheduler_cancel = cancel.child_token();
         let wake = [scheduler.dispatcher.notify.clone(), self.replan.clone()];
-        let settings = crate::scheduler::auto_record::SettingsTask {
-            dispatcher: scheduler.dispatcher.clone(),
-        };
         let mut loop_task = tokio::spawn(scheduler.run_until_stopped(scheduler_cancel, drain));
         let sender = crate::alerts::sender::Sender::new(
             &self.settings.alerts,
@@ -588,7 +585,6 @@ impl App {
         // The alert sender and the quota task: either one failing ends the daemon.
         let (alerts_cancel, quota_cancel) = (cancel.child_token(), cancel.child_token());
         let (store, watch_cancel) = (self.store.clone(), cancel.child_token());
-        let settings_cancel = cancel.child_token();
         let mut alert_task = tokio::spawn(async move {
             let watch = async {
                 store.watch_policies(&wake, &watch_cancel).await;
@@ -597,7 +593,6 @@ impl App {
             tokio::try_join!(
                 sender.run_until_stopped(alerts_cancel),
                 quota.run_until_stopped(quota_cancel),
-                settings.run_until_stopped(settings_cancel),
                 watch,
                 events
             )

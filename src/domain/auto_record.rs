@@ -173,6 +173,25 @@ pub fn due(
     (due_at > now && window_opens <= now && !made_for_it).then_some(Due::Refresh)
 }
 
+/// When `due` may next say yes for this policy, if later than `now`: its next occurrence's
+/// refresh window opening, or the retry of a call that failed or was cut short. (A change comes
+/// with a new plan, which the caller hears of.)
+pub fn next_look(
+    setting: &AutoRecord,
+    last: Option<&SettingState>,
+    next: Option<(i64, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let refresh = TimeDelta::from_std(setting.refresh).unwrap_or(TimeDelta::MAX);
+    let opens = next.and_then(|(_, due)| due.checked_sub_signed(refresh));
+    let retry = last
+        .filter(|l| matches!(l.result, SetResult::Pending | SetResult::Error))
+        .and_then(|l| {
+            l.at.checked_add_signed(TimeDelta::from_std(RETRY_AFTER).unwrap_or(TimeDelta::MAX))
+        });
+    [opens, retry].into_iter().flatten().filter(|t| *t > now).min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +270,23 @@ mod tests {
                 Some(Due::Retry)
             );
         }
+    }
+
+    #[test]
+    fn the_next_look_is_the_window_opening_or_the_retry_whichever_comes_first() {
+        let s = setting();
+        let j = s.to_json();
+        let next = Some((1, t("2026-12-07T10:00:00Z")));
+        let now = t("2026-12-07T08:00:00Z");
+        assert_eq!(next_look(&s, None, next, now), Some(t("2026-12-07T09:00:00Z")));
+        let failed = last(&j, "2026-12-07T07:59:30Z", SetResult::Error);
+        assert_eq!(
+            next_look(&s, Some(&failed), next, now),
+            Some(t("2026-12-07T08:00:30Z"))
+        );
+        // Inside the window already, nothing failed: only a new plan can make one due.
+        let set = last(&j, "2026-12-07T09:00:01Z", SetResult::Set);
+        assert_eq!(next_look(&s, Some(&set), next, t("2026-12-07T09:10:00Z")), None);
     }
 
     #[test]

@@ -73,8 +73,8 @@ pub struct Dispatcher {
     pub notify: Arc<Notify>,
     /// The monthly quota's budget, kept by the quota task.
     pub quota: Arc<super::quota::QuotaState>,
-    /// Told when the planner wrote occurrences: the auto-record task looks for settings due.
-    pub planned: Notify,
+    /// Set when the planner wrote occurrences: the auto-record settings are looked at again.
+    pub settings_stale: std::sync::atomic::AtomicBool,
     limiter: Option<DefaultDirectRateLimiter>,
     window: Option<SendWindow>,
     /// Claimed attempts waiting for a worker, earliest due first.
@@ -145,7 +145,7 @@ impl Dispatcher {
             health,
             notify,
             quota: Arc::default(),
-            planned: Notify::new(),
+            settings_stale: std::sync::atomic::AtomicBool::new(true),
             limiter: rate_limiter(rate_limit),
             rate: rate_limit,
             window,

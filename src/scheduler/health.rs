@@ -22,6 +22,9 @@ pub struct Health {
     planned_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     /// Set to have the next pass do its housekeeping whatever the time since the last one.
     housekeeping_wanted: std::sync::atomic::AtomicBool,
+    /// The auto-record settings: when one may next be due, and how many calls are in flight.
+    settings_next: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    settings_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Health {
@@ -34,6 +37,8 @@ impl Health {
             reload_error: Mutex::new(None),
             planned_at: Mutex::new(None),
             housekeeping_wanted: std::sync::atomic::AtomicBool::new(false),
+            settings_next: Mutex::new(None),
+            settings_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -46,6 +51,23 @@ impl Health {
         if let Ok(mut p) = self.planned_at.lock() {
             *p = Some(at);
         }
+    }
+
+    pub(crate) fn settings(&self, next: Option<chrono::DateTime<chrono::Utc>>, in_flight: usize) {
+        if let Ok(mut n) = self.settings_next.lock() {
+            *n = next;
+        }
+        self.settings_in_flight.store(in_flight, Ordering::Release);
+    }
+
+    /// When an auto-record setting may next be due, as the loop last computed it; how many of
+    /// their calls are in flight (a test driving an injected clock waits for them, and stops
+    /// the clock at that instant).
+    pub fn settings_state(&self) -> (Option<chrono::DateTime<chrono::Utc>>, usize) {
+        (
+            self.settings_next.lock().ok().and_then(|n| *n),
+            self.settings_in_flight.load(Ordering::Acquire),
+        )
     }
 
     /// Ask the loop to plan at its next pass (then wake it).

@@ -49,6 +49,7 @@ const DUE_EARLY: Duration = Duration::from_millis(2);
 pub struct Scheduler {
     pub dispatcher: Arc<Dispatcher>,
     checker: CheckRunner,
+    settings: auto_record::SettingsRunner,
     writer: Option<Writer>,
     store: Store,
     clock: SharedClock,
@@ -102,6 +103,7 @@ impl Scheduler {
         let tick = notifier.watchdog_interval().map_or(TICK, |w| w.min(TICK));
         Self {
             checker: CheckRunner::new(dispatcher.clone()),
+            settings: auto_record::SettingsRunner::new(dispatcher.clone()),
             dispatcher,
             writer: Some(writer),
             store,
@@ -223,7 +225,9 @@ impl Scheduler {
             }
             let wrote = self.store.write_plans(&plans, now).await?;
             if wrote > 0 {
-                self.dispatcher.planned.notify_one();
+                self.dispatcher
+                    .settings_stale
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
             written += wrote;
             for ev in &missed {
@@ -337,7 +341,7 @@ impl Scheduler {
                     Err(e) => Err(e),
                 }
             };
-            if let Err(why) = self.checker.reap() {
+            if let Err(why) = self.checker.reap().and_then(|()| self.settings.reap()) {
                 error!(error = %why, "stopping: a check failed inside dingrec");
                 self.dispatcher.set_fatal(why);
                 break;
@@ -347,6 +351,15 @@ impl Scheduler {
                 Ok(0) => self.checker.run_due().await.map(|_| 0),
                 other => other,
             };
+            // The auto-record settings (docs/auto-record.md): calls of their own, in tasks beside
+            // the starts; a read that failed is tried at the next pass.
+            if step.is_ok()
+                && let Err(e) = self.settings.run_due().await
+            {
+                warn!(error = %e, "cannot read the auto-record settings; trying again");
+            }
+            self.health
+                .settings(self.settings.next_at(), self.settings.in_flight());
             if housekeeping_due && step.is_ok() {
                 self.health.planned(now);
             }
@@ -369,6 +382,10 @@ impl Scheduler {
                         }
                         if let Ok(Some(next)) = self.store.next_check_at().await {
                             check = Some((next - self.clock.now()).to_std().unwrap_or(Duration::ZERO));
+                        }
+                        if let Some(next) = self.settings.next_at() {
+                            let wait = (next - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                            check = Some(check.map_or(wait, |c| c.min(wait)));
                         }
                     }
                     wake::wake_up(wake::Pass {
@@ -440,6 +457,7 @@ impl Scheduler {
         if let Err(why) = self.checker.drain(drain).await {
             self.dispatcher.set_fatal(why);
         }
+        self.settings.drain(drain).await;
         renewing.abort();
         self.finish().await;
         self.dispatcher.fatal().map_or(Ok(()), Err)
