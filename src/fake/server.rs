@@ -192,6 +192,12 @@ impl FakeDingTalk {
         self.with_state(|s| s.recording(conference_id, action))
     }
 
+    /// A meeting's recording as the fake's clock has it now: (a recording ran at some point,
+    /// DingTalk's own auto-record setting started it); `None`: no such meeting.
+    pub fn recorded(&self, conference_id: &str) -> Option<(bool, bool)> {
+        self.with_state(|s| s.recorded(conference_id))
+    }
+
     /// Every message the robots got (accepted or not), in order.
     pub fn robot_messages(&self) -> Vec<super::RobotMessage> {
         self.with_state(|s| s.robots.messages.clone())

@@ -59,6 +59,8 @@ struct Meeting {
     auto_record: Option<AutoSetting>,
     /// The setting was looked at when the meeting went live (it acts once, as the host joins).
     auto_started: bool,
+    /// And it started the recording.
+    auto_recorded: bool,
 }
 
 /// A scheduled meeting's auto-record setting.
@@ -97,6 +99,7 @@ impl Meeting {
             {
                 self.record_status = 1;
                 self.recorded = true;
+                self.auto_recorded = true;
                 self.record_owner = self.host.clone();
             }
         }
@@ -460,6 +463,7 @@ impl State {
                 title: None,
                 auto_record: None,
                 auto_started: false,
+                auto_recorded: false,
             },
         );
     }
@@ -735,6 +739,14 @@ impl State {
                 "regionId": "cn-hangzhou"
             }]}),
         }
+    }
+
+    /// (a recording ran, the auto-record setting started it), as of now.
+    pub fn recorded(&mut self, conference_id: &str) -> Option<(bool, bool)> {
+        let now = self.clock.now();
+        let m = self.meetings.get_mut(conference_id)?;
+        m.advance(now);
+        Some((m.recorded, m.auto_recorded))
     }
 
     /// A live change to a meeting's recording (the admin API, tests).

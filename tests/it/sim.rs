@@ -16,7 +16,9 @@
 //! created too, found by DingTalk's events over Stream mode (a `match` policy wants the ones titled
 //! Board): events delivered twice, a Stream outage while a meeting is created (the catch-up on
 //! reconnect must find it), a crash right after an event arrives (its acknowledgement lost, the
-//! event sent again). The real daemon runs all of it: planner,
+//! event sent again). A scheduled meeting has DingTalk's own auto-record setting, made by dingrec
+//! ahead (`auto_record`): sometimes refused, sometimes silently not working, sometimes turned off
+//! by someone between dingrec's refreshes. The real daemon runs all of it: planner,
 //! dispatcher, store on a real SQLite file, retry logic, the HTTP client against the fake.
 //!
 //! Time only moves between operations and only when nothing is in flight, so a history's outcome
@@ -39,7 +41,10 @@
 //! 7. the daemon never ends by itself; a broken policy file changes nothing;
 //! 8. a meeting the `match` policy wants has exactly one occurrence made by its event or the
 //!    catch-up, whatever was delivered twice or lost; no StartCloudRecord for a meeting it does not
-//!    want; every event acknowledged `SUCCESS` has its row.
+//!    want; every event acknowledged `SUCCESS` has its row;
+//! 9. the scheduled meeting whose recording DingTalk's own setting started gets no
+//!    StartCloudRecord, and its occurrence never succeeds without a recording (dingrec never
+//!    trusts the setting: a meeting the setting did not record is started by dingrec).
 //!
 //! `SIM_SEEDS=N` runs N seeds (default 200; `SIM_FROM=K` starts at seed K), `SIM_SEED=S` replays
 //! one (`SIM_TRACE=1` with `--nocapture` prints each operation, and a failure before shrinking it): every chance of the daemon is drawn from the seed too (through the seeded clock). A
@@ -75,6 +80,8 @@ const POLICY_SLOTS: usize = 6;
 const OPS: usize = 16;
 /// Operations with meetings nobody declared, put between the others.
 const EVENT_OPS: usize = 3;
+/// The scheduled meeting with DingTalk's own auto-record setting every history has.
+const AUTO_CONF: &str = "conf-auto";
 /// The `match` policy every history has: meetings titled Board, started by their creator.
 const MATCH_POLICY: &str = "  - name: found-board\n    match: { title: Board }\n    host_union_id: creator\n    timezone: UTC\n    window: 10m\n    verify: false\n";
 /// The fake's token lifetime: several refreshes per history.
@@ -147,6 +154,42 @@ enum Op {
     /// An event pushed and the daemon killed at once (committed or not, its acknowledgement may
     /// be lost); started again, DingTalk sends it again.
     EventCrash,
+    /// Someone turns the scheduled meeting's auto-record setting off in DingTalk.
+    SettingOff,
+}
+
+/// The history's scheduled meeting with `auto_record`: when it is due and goes live (minutes
+/// after the start), whether DingTalk refuses the setting (another creator) or accepts it and
+/// silently does not record.
+#[derive(Debug, Clone, Copy)]
+struct AutoSpec {
+    at_min: i64,
+    live_min: u64,
+    refused: bool,
+    fails: bool,
+}
+
+impl AutoSpec {
+    fn yaml(&self, t0: DateTime<Utc>) -> String {
+        format!(
+            "  - name: auto-board\n    schedule_conference_id: sched-auto\n    host_union_id: host-1\n    at: \"{}\"\n    \
+             timezone: UTC\n    window: 30m\n    verify: {{ after: 20s, checks: 2 }}\n    auto_record: true\n    \
+             auto_record_refresh: 10m\n    retry: {{ initial_interval: 20s, maximum_interval: 2m, maximum_attempts: 6 }}\n",
+            fmt_utc(t0 + TimeDelta::minutes(self.at_min))
+        )
+    }
+
+    fn schedule(&self) -> dingrec::fake::ScheduleSpec {
+        dingrec::fake::ScheduleSpec {
+            schedule_conference_id: "sched-auto".into(),
+            conference_id: AUTO_CONF.into(),
+            host_union_id: Some("host-1".into()),
+            creator_union_id: Some(if self.refused { "someone-else" } else { "host-1" }.into()),
+            live_after: Some(std::time::Duration::from_secs(60 * self.live_min)),
+            auto_record_fails: self.fails,
+            ..dingrec::fake::ScheduleSpec::default()
+        }
+    }
 }
 
 /// Ways to break a policy file.
@@ -187,6 +230,7 @@ struct History {
     seed: u64,
     t0: DateTime<Utc>,
     meetings: Vec<MeetingSpec>,
+    auto: AutoSpec,
     ops: Vec<Op>,
 }
 
@@ -333,10 +377,23 @@ fn history(seed: u64) -> History {
         let at = erng.random_range(0..=ops.len());
         ops.insert(at, op);
     }
+    // The auto-record meeting, from a stream of its own too.
+    let mut arng = StdRng::seed_from_u64(seed ^ 0x0A07_0A07_0A07_0A07);
+    let auto = AutoSpec {
+        at_min: arng.random_range(5..120),
+        live_min: arng.random_range(0..130),
+        refused: arng.random_bool(0.15),
+        fails: arng.random_bool(0.2),
+    };
+    for _ in 0..arng.random_range(0..2) {
+        let at = arng.random_range(0..=ops.len());
+        ops.insert(at, Op::SettingOff);
+    }
     History {
         seed,
         t0,
         meetings,
+        auto,
         ops,
     }
 }
@@ -412,6 +469,7 @@ struct World {
     policy_file: std::path::PathBuf,
     /// Meetings nobody declared, made so far: (conference id, wanted by the `match` policy).
     found: Vec<(String, bool)>,
+    auto: AutoSpec,
 }
 
 type Check = Result<(), String>;
@@ -461,7 +519,10 @@ impl World {
                  + (SELECT COUNT(*) FROM policies WHERE enabled AND planned_until < '{horizon}')"
                 ))
                 .await;
-            if busy == "0" {
+            // The auto-record settings: a call in flight, or one due at this instant.
+            let (settings_next, settings_running) = self.app.settings_state();
+            let settings_busy = settings_running > 0 || settings_next.is_some_and(|t| t <= self.now());
+            if busy == "0" && !settings_busy {
                 return Ok(false);
             }
             if tokio::time::Instant::now() > until {
@@ -526,6 +587,7 @@ impl World {
             let next = [
                 self.app.store.next_due_at().await.map_err(|e| e.to_string())?,
                 self.app.store.next_check_at().await.map_err(|e| e.to_string())?,
+                self.app.settings_state().0,
             ]
             .into_iter()
             .flatten()
@@ -545,6 +607,7 @@ impl World {
     fn model_yaml(&self) -> String {
         std::iter::once("policies:\n".to_owned())
             .chain(std::iter::once(MATCH_POLICY.to_owned()))
+            .chain(std::iter::once(self.auto.yaml(self.t0)))
             .chain(self.model.iter().map(|(slot, s)| s.yaml(*slot, self.t0)))
             .collect()
     }
@@ -780,6 +843,11 @@ impl World {
                     }
                 }
             }
+            Op::SettingOff => {
+                self.app
+                    .fake
+                    .recording(AUTO_CONF, dingrec::fake::RecordingAction::AutoRecordOff);
+            }
             Op::EventCrash => {
                 let (conf, event_id) = self.new_meeting(true);
                 self.app
@@ -907,8 +975,14 @@ impl World {
             };
             *by_conf.entry(id.clone()).or_default() += 1;
         }
+        // The scheduled meeting's attempts by policy: one cut short by a kill has no conference
+        // (the meeting is looked up in the call; the row is closed as interrupted without it).
         let rows: BTreeMap<String, usize> = self
-            .q("SELECT conference_id || ' ' || COUNT(*) FROM attempts GROUP BY conference_id")
+            .q(&format!(
+                "SELECT conference_id || ' ' || COUNT(*) FROM attempts GROUP BY conference_id \
+                 HAVING conference_id <> '{AUTO_CONF}' UNION ALL SELECT '{AUTO_CONF} ' || COUNT(*) FROM attempts a JOIN occurrences o \
+                 ON o.id = a.occurrence_id WHERE o.policy_name = 'auto-board'"
+            ))
             .await
             .lines()
             .filter_map(|l| l.split_once(' '))
@@ -956,7 +1030,28 @@ impl World {
                 }
             }
         }
-        self.check_found().await
+        self.check_found().await?;
+        self.check_auto().await
+    }
+
+    /// Invariant 9: DingTalk's own auto-recording and dingrec's check of it.
+    async fn check_auto(&self) -> Check {
+        let Some((recorded, auto)) = self.app.fake.recorded(AUTO_CONF) else {
+            return Err(format!("9: the fake lost {AUTO_CONF}"));
+        };
+        let starts = self.app.fake.starts_for(AUTO_CONF);
+        if auto && starts != 0 {
+            return Err(format!(
+                "9: DingTalk's own setting recorded {AUTO_CONF} and dingrec sent {starts} StartCloudRecord"
+            ));
+        }
+        let succeeded = self
+            .q("SELECT COUNT(*) FROM occurrences WHERE policy_name = 'auto-board' AND state = 'succeeded'")
+            .await;
+        if succeeded != "0" && !recorded {
+            return Err(format!("9: auto-board succeeded and {AUTO_CONF} never recorded"));
+        }
+        Ok(())
     }
 
     /// Invariant 8: meetings nobody declared.
@@ -1016,6 +1111,7 @@ async fn play_on(h: &History, ops: &[Op], clock: ManualClock) -> Result<(), (usi
     let mut app = TestApp::build_with(
         Scenario {
             meetings: h.meetings.clone(),
+            schedules: vec![h.auto.schedule()],
             token_ttl: Some(TOKEN_TTL),
             ..Scenario::default()
         },
@@ -1064,6 +1160,7 @@ async fn play_on(h: &History, ops: &[Op], clock: ManualClock) -> Result<(), (usi
         high_water: h.t0,
         policy_file,
         found: Vec::new(),
+        auto: h.auto,
     };
     // An event not acknowledged (its daemon killed) is sent again soon.
     world
@@ -1188,7 +1285,8 @@ async fn random_histories_of_daily_operations_keep_every_promise() {
     );
     assert!(failed.is_empty(), "seeds that broke a promise: {failed:?}");
     if seeds.len() >= 100 {
-        // The histories must exercise verification, or they prove nothing about it.
+        // The histories must exercise verification and the auto-record setting (made, refused;
+        // recording found, missed), or they prove nothing about them.
         for what in [
             "recording",
             "not_recording",
@@ -1196,6 +1294,10 @@ async fn random_histories_of_daily_operations_keep_every_promise() {
             "meeting_ended",
             "error",
             "restart",
+            "set",
+            "refused",
+            "auto_recorded",
+            "auto_record_missed",
         ] {
             assert!(
                 tally.get(what).is_some_and(|n| *n > 0),

@@ -480,6 +480,12 @@ impl TestApp {
         }
     }
 
+    /// The auto-record settings as the running loop last saw them: when one may next be due,
+    /// how many calls are in flight.
+    pub fn settings_state(&self) -> (Option<DateTime<Utc>>, usize) {
+        self.health.as_ref().map_or((None, 0), |h| h.settings_state())
+    }
+
     /// What the running daemon's loop says of itself: when it last beat and planned, its
     /// database and reload errors (for a failure's message: a stuck loop from an idle one).
     pub fn loop_state(&self) -> String {
