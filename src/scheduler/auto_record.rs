@@ -1,7 +1,7 @@
 //! DingTalk's own auto-recording, set ahead (docs/auto-record.md). Two independent mechanisms,
 //! each checked:
 //!
-//! - [`SettingsTask`] makes the setting (UpdateScheduleConfSettings) on every scheduled-meeting
+//! - [`SettingsRunner`] makes the setting (UpdateScheduleConfSettings) on every scheduled-meeting
 //!   policy with `auto_record`, when it is applied or changed and again `auto_record_refresh`
 //!   before each occurrence (DingTalk cannot be asked for it, so a setting someone turned off is
 //!   restored by making it again). Each call is a row in `checks` (`kind = settings`); a refusal
@@ -90,8 +90,12 @@ impl SettingsRunner {
         let mut next: Option<DateTime<Utc>> = None;
         let mut started = 0;
         for p in policies {
-            let Ok(setting) = AutoRecord::from_json(&p.auto_record) else {
-                continue;
+            let setting = match AutoRecord::from_json(&p.auto_record) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(policy = p.policy_name, error = %e, "the policy's auto_record in the database is unreadable; apply the policy again");
+                    continue;
+                }
             };
             let mut look = auto_record::next_look(&setting, p.last.as_ref(), p.next, now);
             // A call is kept with the occurrence it prepares: none planned, none made.

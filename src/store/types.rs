@@ -472,8 +472,10 @@ pub struct Claimed {
     pub policy_enabled: bool,
     /// How its recording is checked (`None`: `verify: false`).
     pub verify: Option<Verify>,
-    /// `auto_record` is on and DingTalk has not refused the setting: check whether its own
-    /// auto-recording runs before sending StartCloudRecord (docs/auto-record.md).
+    /// `auto_record` is on, DingTalk has not refused the setting and this is the meeting's own
+    /// start (`schedule`, `catch_up`; not a `restart` after a participant stopped the recording,
+    /// nor a `manual` one): check whether DingTalk's own recording runs before sending
+    /// StartCloudRecord (docs/auto-record.md).
     pub auto_record_first: bool,
 }
 

@@ -302,3 +302,87 @@ async fn a_settings_call_that_fails_at_dingtalk_is_made_again_and_the_meeting_is
         "a 5xx is not a refusal"
     );
 }
+
+#[tokio::test]
+async fn a_restart_after_someone_stopped_the_recording_sends_start_cloud_record_at_once_and_counts_no_miss() {
+    let app = start(schedule(Duration::from_millis(2000)), |c| {
+        policy(
+            &at_in(c, 1000),
+            "    verify: { after: 1s, checks: 1, watch: 10s, restart: true }\n",
+        )
+    })
+    .await;
+    wait_for("DingTalk's own recording found at the due time", HANG, || {
+        app.fake.recorded(CONF).is_some_and(|(_, auto)| auto)
+    })
+    .await;
+    // Found at the due time and confirmed by the start check.
+    let found = || async {
+        engine::count(
+            &app.store,
+            "SELECT COUNT(*) FROM checks WHERE outcome IN ('auto_recorded', 'recording')",
+        )
+        .await
+    };
+    let until = tokio::time::Instant::now() + HANG;
+    while found().await < 2 {
+        assert!(tokio::time::Instant::now() < until, "not found and confirmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A participant stops it: the watch sees it and dingrec starts it again itself.
+    assert!(app.fake.recording(CONF, RecordingAction::Stop));
+    wait_for("the restart's StartCloudRecord", HANG, || {
+        app.fake.start_requests().len() == 1
+    })
+    .await;
+    let rows = app.wait_final(2, HANG).await;
+    let restart = rows
+        .iter()
+        .find(|o| o.trigger == dingrec::domain::Trigger::Restart)
+        .expect("a restart occurrence");
+    assert_eq!(restart.state, OccurrenceState::Succeeded, "{restart:#?}");
+    assert!(
+        !restart.checks.iter().any(|c| matches!(
+            c.outcome,
+            Some(CheckOutcome::AutoRecorded | CheckOutcome::AutoRecordMissed)
+        )),
+        "no check first on a restart: {:#?}",
+        restart.checks
+    );
+    assert_eq!(
+        engine::count(&app.store, "SELECT auto_record_misses FROM policies").await,
+        0,
+        "a stopped recording is not the setting's miss"
+    );
+}
+
+#[tokio::test]
+async fn a_recording_the_setting_started_and_someone_stopped_before_the_check_counts_no_miss() {
+    let app = start(schedule(Duration::from_millis(2000)), |c| {
+        policy(&at_in(c, 1000), "    verify: { after: 5s, checks: 1 }\n")
+    })
+    .await;
+    let found = || async {
+        engine::count(
+            &app.store,
+            "SELECT COUNT(*) FROM checks WHERE outcome = 'auto_recorded'",
+        )
+        .await
+    };
+    let until = tokio::time::Instant::now() + HANG;
+    while found().await == 0 {
+        assert!(tokio::time::Instant::now() < until, "no auto_recorded check");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stopped before the start check (5 s later): that check sees it stopped, and the start is
+    // made again, checked first again (not recording now), by dingrec.
+    assert!(app.fake.recording(CONF, RecordingAction::Stop));
+    let rows = app.wait_final(1, HANG).await;
+    assert_eq!(rows[0].state, OccurrenceState::Succeeded, "{rows:#?}");
+    assert_eq!(app.fake.start_requests().len(), 1);
+    assert_eq!(
+        engine::count(&app.store, "SELECT auto_record_misses FROM policies").await,
+        0,
+        "the setting had recorded it: someone stopped it, not a miss"
+    );
+}

@@ -21,7 +21,8 @@ const AUTO_RECORD_POLICIES: &str = "SELECT p.id, p.name, p.schedule_conference_i
 const AUTO_MISSES: &str = "UPDATE policies SET auto_record_misses = CASE WHEN $1 = 'auto_record_missed' \
      THEN auto_record_misses + 1 ELSE 0 END \
      WHERE id = (SELECT policy_id FROM occurrences WHERE id = $2) AND ($1 = 'auto_recorded' OR ($1 = 'auto_record_missed' \
-       AND (SELECT COUNT(*) FROM checks WHERE occurrence_id = $2 AND outcome = 'auto_record_missed') = 1)) \
+       AND (SELECT COUNT(*) FROM checks WHERE occurrence_id = $2 \
+         AND outcome IN ('auto_record_missed', 'auto_recorded')) = 1)) \
      RETURNING auto_record_misses";
 
 const INSERT_CHECK: &str = "INSERT INTO checks (occurrence_id, kind, at, duration_ms, http_status, code, message, \

@@ -19,11 +19,13 @@ const AUTO_RECORD_POLICIES: &str = "SELECT p.id, p.name, p.schedule_conference_i
      WHERE p.auto_record IS NOT NULL AND p.enabled = 1 AND p.schedule_conference_id IS NOT NULL ORDER BY p.id";
 
 /// A due-time check's effect on the policy's misses in a row: `auto_recorded` ends the run, an
-/// occurrence's first `auto_record_missed` adds one (its later attempts' checks do not).
+/// occurrence's first due-time check finding `auto_record_missed` adds one (its later attempts'
+/// checks do not, nor a miss after the setting had recorded it: someone stopped that recording).
 const AUTO_MISSES: &str = "UPDATE policies SET auto_record_misses = CASE WHEN ?1 = 'auto_record_missed' \
      THEN auto_record_misses + 1 ELSE 0 END \
      WHERE id = (SELECT policy_id FROM occurrences WHERE id = ?2) AND (?1 = 'auto_recorded' OR (?1 = 'auto_record_missed' \
-       AND (SELECT COUNT(*) FROM checks WHERE occurrence_id = ?2 AND outcome = 'auto_record_missed') = 1)) \
+       AND (SELECT COUNT(*) FROM checks WHERE occurrence_id = ?2 \
+         AND outcome IN ('auto_record_missed', 'auto_recorded')) = 1)) \
      RETURNING auto_record_misses";
 
 const INSERT_CHECK: &str = "INSERT INTO checks (occurrence_id, kind, at, duration_ms, http_status, code, message, \

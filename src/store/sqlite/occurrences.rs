@@ -159,7 +159,8 @@ pub(crate) const LAST_SUCCESS: &str = "SELECT MAX(finished_at) AS t FROM attempt
 pub(crate) const LOAD_CLAIMED: &str = "SELECT a.id AS attempt_id, a.attempt_no, o.id, o.policy_name, o.due_at, o.window_ends_at, \
      o.trigger, o.conference_id AS occ_conf, o.throttled_count, o.uncalled_count, o.last_code, p.conference_id AS pol_conf, \
      p.schedule_conference_id, COALESCE(o.host_union_id, p.host_union_id) AS host_union_id, p.layout, p.small_window_position, p.retry, p.enabled, p.verify, \
-     p.auto_record IS NOT NULL AND COALESCE(p.auto_record_result, 'refused') != 'refused' AS auto_first \
+     p.auto_record IS NOT NULL AND COALESCE(p.auto_record_result, 'refused') != 'refused' \
+       AND o.trigger IN ('schedule', 'catch_up') AS auto_first \
      FROM json_each(?) AS j CROSS JOIN attempts a ON a.id = j.value JOIN occurrences o ON o.id = a.occurrence_id \
      JOIN policies p ON p.id = o.policy_id ORDER BY j.key";
 
