@@ -90,6 +90,13 @@ pub struct AutoRecordRequest<'a> {
     pub layout: &'a str,
 }
 
+/// UpdateScheduleConfSettings' answer: `success` true when the setting was made (the fake answers
+/// with it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsAnswer {
+    pub success: bool,
+}
+
 /// The body the official SDK sends, keys in its order (it sorts them).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -699,7 +706,7 @@ impl DingTalkClient {
     }
 
     /// UpdateScheduleConfSettings with `token`: the scheduled meeting's own auto-recording.
-    /// Success on 2xx with `"success": true`.
+    /// Success on 2xx whose answer says so ([`SettingsAnswer`]).
     pub async fn update_schedule_settings_with(
         &self,
         token: &SecretString,
@@ -726,15 +733,15 @@ impl DingTalkClient {
         let result = async {
             let raw = self.send(req).await?;
             let (m, request_id) = parse(&raw)?;
-            match m.get("success") {
-                Some(Value::Bool(true)) => Ok(CallOk {
+            match serde_json::from_value::<SettingsAnswer>(Value::Object(m)) {
+                Ok(SettingsAnswer { success: true }) => Ok(CallOk {
                     status: raw.status,
                     request_id,
                 }),
                 _ => Err(DingTalkError::InvalidResponse {
                     status: raw.status,
                     reason: format!(
-                        "HTTP {} without \"success\": true: {}",
+                        "HTTP {} that does not say the setting was made: {}",
                         raw.status,
                         super::error::snippet(&raw.body)
                     ),

@@ -847,7 +847,8 @@ impl State {
         (
             Reply::Json {
                 status: 200,
-                body: json!({ "success": true }),
+                body: serde_json::to_value(crate::dingtalk::client::SettingsAnswer { success: true })
+                    .unwrap_or_default(),
             },
             None,
         )
