@@ -193,6 +193,7 @@ impl App {
         settings
             .alerts
             .check_secrets()
+            .and_then(|()| settings.http.check_secrets())
             .map_err(|e| BuildError::Config(e.to_string()))?;
         // Before anything touches the database: one daemon per file.
         let instance_lock = match settings.database.engine() {
@@ -529,6 +530,12 @@ impl App {
             quota: quota_state.clone(),
             ready: Default::default(),
             stream: stream_view,
+            auth: self.settings.http.auth.as_ref().and_then(|a| {
+                a.basic
+                    .password
+                    .as_ref()
+                    .map(|p| crate::http::guard::Basic::new(&a.basic.user, p))
+            }),
         };
         let http_cancel = CancellationToken::new();
         let http_stop = http_cancel.clone();

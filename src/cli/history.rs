@@ -31,8 +31,8 @@ pub async fn run(
                 .and_then(|d| now.checked_sub_signed(d))
                 .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
         }),
-        state,
-        until: None,
+        states: state.into_iter().collect(),
+        ..HistoryFilter::default()
     };
     let store = Store::open_for_reading(&settings.database).await?;
     let occurrences = store.history(&filter).await?;

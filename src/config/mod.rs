@@ -161,6 +161,7 @@ impl Settings {
                 .take()
                 .or_else(|| secret_from_env("database.password")),
         )?;
+        self.http.resolve_secrets(credentials_dir)?;
         self.alerts.resolve_secrets(credentials_dir)
     }
 
@@ -184,17 +185,7 @@ impl Settings {
         }
         self.dingtalk.quota()?;
         self.dingtalk.stream.validate(self.dingtalk.app_type)?;
-        if self.http.header_timeout.is_zero() || self.http.header_timeout > Duration::from_secs(300) {
-            return Err(ConfigError::Invalid(
-                "http.header_timeout must be more than 0 and at most 5m".into(),
-            ));
-        }
-        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.http.max_connections) {
-            return Err(ConfigError::Invalid(format!(
-                "http.max_connections must be between 1 and {MAX_HTTP_CONNECTIONS} (it is {})",
-                self.http.max_connections
-            )));
-        }
+        self.http.validate()?;
         if self.scheduler.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "scheduler.max_in_flight must be at least 1".into(),

@@ -55,7 +55,7 @@ impl fmt::Debug for Credentials {
 
 /// The secret keys (dotted) that are never read from config.yaml, and the secure ways to give
 /// each: a file, a systemd credential, the environment.
-pub(super) const SECRET_KEYS: [(&str, &str); 4] = [
+pub(super) const SECRET_KEYS: [(&str, &str); 5] = [
     (
         "dingtalk.app_secret",
         "dingtalk.app_secret_file, $CREDENTIALS_DIRECTORY/app_secret",
@@ -71,6 +71,10 @@ pub(super) const SECRET_KEYS: [(&str, &str); 4] = [
     (
         "database.password",
         "database.password_file, $CREDENTIALS_DIRECTORY/database_password",
+    ),
+    (
+        "http.auth.basic.password",
+        "http.auth.basic.password_file, $CREDENTIALS_DIRECTORY/http_password",
     ),
 ];
 
@@ -94,34 +98,25 @@ pub(super) fn refuse_written_secrets(
     value: &serde_json::Value,
 ) -> Result<(), ConfigError> {
     for (key, ways) in SECRET_KEYS {
-        let Some((section, field)) = key.split_once('.') else {
-            continue;
-        };
-        if value.get(section).and_then(|s| s.get(field)).is_none() {
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().try_fold(value, |v, part| v.get(part)).is_none() {
             continue;
         }
-        // The key's line: the first `field:` after the section's own line.
+        // The key's line: each part's `name:` line after the one before it.
         let lines: Vec<&str> = text.lines().collect();
-        let start = lines
-            .iter()
-            .position(|l| {
-                l.trim_end()
-                    .strip_prefix(section)
-                    .is_some_and(|r| r.trim_start().starts_with(':'))
-            })
-            .unwrap_or(0);
-        let (line, column) = lines
-            .iter()
-            .enumerate()
-            .skip(start)
-            .find_map(|(i, l)| {
-                let t = l.trim_start();
-                let rest = t.strip_prefix(field)?;
+        let mut at = (0, 1);
+        for part in &parts {
+            if let Some((i, column)) = lines.iter().enumerate().skip(at.0).find_map(|(i, l)| {
+                let t = l.trim_start().trim_start_matches("- ");
+                let rest = t.strip_prefix(part)?;
                 rest.trim_start()
                     .starts_with(':')
-                    .then(|| (i + 1, l.len() - t.len() + 1))
-            })
-            .unwrap_or((1, 1));
+                    .then(|| (i, l.len() - t.len() + 1))
+            }) {
+                at = (i, column);
+            }
+        }
+        let (line, column) = (at.0 + 1, at.1);
         return Err(ConfigError::Invalid(format!(
             "{}:{line}:{column}: {key}: secrets are not read from the config file; use {ways} or \
              the environment variable {} (see docs/configuration.md#secrets)",

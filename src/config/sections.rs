@@ -15,6 +15,121 @@ pub struct HttpSettings {
     /// Connections open at once. At the cap, the oldest connection that has not sent a complete
     /// request (else the oldest idle one) is closed to make room for a new one.
     pub max_connections: usize,
+    /// Who may read the status page, its JSON and `/readyz`/`/metrics` (`/healthz` stays open):
+    /// required when `listen` is not a loopback address.
+    pub auth: Option<HttpAuth>,
+}
+
+/// `http.auth`: one way to authenticate, HTTP basic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAuth {
+    pub basic: BasicAuth,
+}
+
+/// `http.auth.basic`: one user and its password, from `password_file`, else
+/// `$CREDENTIALS_DIRECTORY/http_password`, else `DINGREC_HTTP__AUTH__BASIC__PASSWORD`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub user: String,
+    #[serde(default)]
+    pub password_file: PathBuf,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+impl PartialEq for BasicAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.user == other.user
+            && self.password_file == other.password_file
+            && self.password.as_ref().map(ExposeSecret::expose_secret)
+                == other.password.as_ref().map(ExposeSecret::expose_secret)
+    }
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+impl HttpSettings {
+    /// `listen` and `auth` together: a listener other machines can reach needs a password; a
+    /// user name is one token (`:` would end it on the wire).
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_timeout.is_zero() || self.header_timeout > Duration::from_secs(300) {
+            return Err(ConfigError::Invalid(
+                "http.header_timeout must be more than 0 and at most 5m".into(),
+            ));
+        }
+        if !(1..=MAX_HTTP_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_connections must be between 1 and {MAX_HTTP_CONNECTIONS} (it is {})",
+                self.max_connections
+            )));
+        }
+        match &self.auth {
+            None if !self.listen.ip().is_loopback() => Err(ConfigError::Invalid(format!(
+                "http.listen: {} is reachable from other machines: set http.auth.basic (user, \
+                 password_file) so that the status page and its JSON need a password, or listen \
+                 on 127.0.0.1 (see docs/operations.md#authentication)",
+                self.listen
+            ))),
+            Some(HttpAuth { basic }) => {
+                let user = &basic.user;
+                if user.is_empty()
+                    || user.len() > 64
+                    || user.contains(':')
+                    || user.chars().any(char::is_control)
+                {
+                    return Err(ConfigError::Invalid(
+                        "http.auth.basic.user: 1 to 64 bytes, without ':' or control characters".into(),
+                    ));
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The password the daemon needs when `auth` is set (other commands serve no HTTP).
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        match &self.auth {
+            Some(HttpAuth { basic }) if basic.password.is_none() => Err(ConfigError::Invalid(
+                "http.auth.basic: the password is missing: set password_file, or put it in \
+                 $CREDENTIALS_DIRECTORY/http_password, or in DINGREC_HTTP__AUTH__BASIC__PASSWORD"
+                    .into(),
+            )),
+            Some(HttpAuth { basic })
+                if basic
+                    .password
+                    .as_ref()
+                    .is_some_and(|p| p.expose_secret().len() < 12) =>
+            {
+                Err(ConfigError::Invalid(
+                    "http.auth.basic: the password is shorter than 12 characters".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn resolve_secrets(&mut self, credentials_dir: &Option<PathBuf>) -> Result<(), ConfigError> {
+        if let Some(HttpAuth { basic }) = &mut self.auth {
+            basic.password = read_secret(
+                &basic.password_file,
+                credentials_dir,
+                "http_password",
+                secret_from_env("http.auth.basic.password"),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The most HTTP connections `http.max_connections` may allow.
@@ -26,6 +141,7 @@ impl Default for HttpSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
             header_timeout: Duration::from_secs(10),
             max_connections: 256,
+            auth: None,
         }
     }
 }

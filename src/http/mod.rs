@@ -1,15 +1,21 @@
-//! `/healthz`, `/readyz` and `/metrics` (`docs/operations.md`). Liveness never depends on DingTalk or the
+//! `/healthz`, `/readyz` and `/metrics` (`docs/operations.md`), and the status page with its JSON
+//! (`/`, `/occurrences`, `/api/v1/…`). Liveness never depends on DingTalk or the
 //! database; readiness is true (503 when the database cannot be written, the scheduler loop is
-//! stuck or Stream mode has been down longer than `dingtalk.stream.alert_after`). Requests here are not logged.
+//! stuck or Stream mode has been down longer than `dingtalk.stream.alert_after`). Requests here are
+//! not logged. Nothing here changes state: every route is GET (and HEAD).
 
+pub mod guard;
+pub mod page;
 pub mod serve;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -38,14 +44,132 @@ pub struct HttpState {
     pub ready: Arc<ReadyCache>,
     /// Stream mode's connection (`stream`).
     pub stream: crate::scheduler::stream_health::StreamView,
+    /// `http.auth`: every path but `/healthz` needs it when set.
+    pub auth: Option<guard::Basic>,
 }
 
 pub fn router(state: HttpState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(summary_page))
+        .route("/occurrences", get(list_page))
+        .route("/occurrences/{id}", get(detail_page))
+        .route("/api/v1/summary", get(summary_json))
+        .route("/api/v1/occurrences", get(list_json))
+        .route("/api/v1/occurrences/{id}", get(detail_json))
+        .route(
+            "/assets/style.css",
+            get(|| asset("text/css; charset=utf-8", page::STYLE)),
+        )
+        .route(
+            "/assets/refresh.js",
+            get(|| asset("text/javascript; charset=utf-8", page::REFRESH)),
+        )
+        .route("/assets/icon.svg", get(|| asset("image/svg+xml", page::ICON)))
+        .route("/favicon.ico", get(|| asset("image/svg+xml", page::ICON)))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(auth, guard::authenticate))
+        .layer(middleware::from_fn(guard::headers))
         .with_state(state)
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+impl status::Problem {
+    fn status(&self) -> (StatusCode, &str) {
+        match self {
+            status::Problem::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            status::Problem::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            status::Problem::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        }
+    }
+
+    fn page(&self, s: &HttpState) -> Response {
+        let (code, text) = self.status();
+        let title = code.canonical_reason().unwrap_or("Error");
+        (code, page::problem(title, text, &fmt_utc(s.clock.now()))).into_response()
+    }
+
+    fn json(&self) -> Response {
+        let (code, text) = self.status();
+        (code, axum::Json(json!({ "error": text }))).into_response()
+    }
+}
+
+async fn summary_page(State(s): State<HttpState>) -> Response {
+    match status::summary(&s).await {
+        Ok(sum) => page::summary(&sum).into_response(),
+        Err(p) => p.page(&s),
+    }
+}
+
+async fn summary_json(State(s): State<HttpState>) -> Response {
+    match status::summary(&s).await {
+        Ok(sum) => axum::Json(sum).into_response(),
+        Err(p) => p.json(),
+    }
+}
+
+/// The query string's filters; a malformed one is a 400 naming what is wrong.
+type ListParams = Result<Query<status::ListQuery>, axum::extract::rejection::QueryRejection>;
+
+fn list_query(q: ListParams) -> Result<status::ListQuery, status::Problem> {
+    q.map(|Query(q)| q)
+        .map_err(|e| status::Problem::BadRequest(e.body_text()))
+}
+
+async fn list_page(State(s): State<HttpState>, q: ListParams) -> Response {
+    let list = match list_query(q) {
+        Ok(q) => status::list(&s, q).await,
+        Err(p) => Err(p),
+    };
+    match list {
+        Ok(l) => page::list(&l, &fmt_utc(s.clock.now())).into_response(),
+        Err(p) => p.page(&s),
+    }
+}
+
+async fn list_json(State(s): State<HttpState>, q: ListParams) -> Response {
+    let list = match list_query(q) {
+        Ok(q) => status::list(&s, q).await,
+        Err(p) => Err(p),
+    };
+    match list {
+        Ok(l) => axum::Json(json!({
+            "page": l.page,
+            "next_page": l.next_page,
+            "occurrences": l.full,
+        }))
+        .into_response(),
+        Err(p) => p.json(),
+    }
+}
+
+async fn detail_page(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+    match status::detail(&s, &id).await {
+        Ok(d) => page::detail(&d, &fmt_utc(s.clock.now())).into_response(),
+        Err(p) => p.page(&s),
+    }
+}
+
+async fn detail_json(State(s): State<HttpState>, Path(id): Path<String>) -> Response {
+    match status::detail(&s, &id).await {
+        Ok(d) => axum::Json(json!({
+            "occurrence": d.occurrence,
+            "timeline": d.timeline,
+        }))
+        .into_response(),
+        Err(p) => p.json(),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

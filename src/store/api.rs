@@ -237,6 +237,11 @@ impl Store {
         backend!(self, db => db.live_counts().await)
     }
 
+    /// Occurrences due at or after `since` that reached a final state, by state.
+    pub async fn final_counts(&self, since: DateTime<Utc>) -> Result<Vec<(OccurrenceState, i64)>> {
+        backend!(self, db => db.final_counts(since).await)
+    }
+
     pub async fn enabled_policy_count(&self) -> Result<i64> {
         backend!(self, db => db.enabled_policy_count().await)
     }
@@ -428,6 +433,12 @@ impl Store {
     /// Alerts created at or after `since`, newest first.
     pub async fn alerts_since(&self, since: DateTime<Utc>) -> Result<Vec<AlertRow>> {
         backend!(self, db => db.alerts_since(since).await)
+    }
+
+    /// Alerts not delivered: every one still pending, and those that gave up since `since`;
+    /// newest first, at most `limit`.
+    pub async fn alerts_undelivered(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
+        backend!(self, db => db.alerts_undelivered(since, limit).await)
     }
 
     pub async fn alerts_pending(&self) -> Result<PendingStats> {

@@ -736,15 +736,34 @@ pub fn final_event(c: &DueCheck, state: OccurrenceState) -> FinalEvent {
 
 // ---- History (`dingrec history`) ----
 
-/// Filters of `dingrec history` (`docs/operations.md`).
+/// Filters of `dingrec history` and the status page (`docs/operations.md`).
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
+    /// One occurrence.
+    pub id: Option<i64>,
     pub policy: Option<String>,
     pub conference: Option<String>,
     pub since: Option<DateTime<Utc>>,
-    pub state: Option<OccurrenceState>,
+    /// Occurrences in any of these states; empty = all.
+    pub states: Vec<OccurrenceState>,
     /// Only occurrences due at or before this instant (the past); `None` = all.
     pub until: Option<DateTime<Utc>>,
+    /// Only occurrences with a check still to come (a succeeded one: its recording is watched).
+    pub checks_pending: bool,
+    /// Only succeeded occurrences whose recording no check confirmed because the checks failed
+    /// (a start check ended in `error` at or after `since`, or ever without it).
+    pub unconfirmed: bool,
+    /// Newest due first (the status page) instead of oldest first (`history`).
+    pub newest_first: bool,
+    /// At most this many rows, after skipping `offset` (the status page's pages).
+    pub page: Option<PageOf>,
+}
+
+/// A page of rows: `limit` after `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageOf {
+    pub limit: i64,
+    pub offset: i64,
 }
 
 /// One attempt as `history` reads it (from a JSON object with the same keys).
@@ -787,12 +806,57 @@ pub struct OccurrenceRow {
     pub checks: Vec<CheckRow>,
     /// For an `event` or `catch_up` occurrence of a `match` policy: the event that made it.
     pub event: Option<EventRef>,
+    /// The alerts raised about it, oldest first.
+    pub alerts: Vec<AlertRef>,
+}
+
+/// An occurrence's parts that both engines read as JSON text, parsed in one place.
+pub(crate) struct HistoryJson<'a> {
+    pub attempts: &'a str,
+    pub checks: &'a str,
+    pub event: Option<&'a str>,
+    pub alerts: &'a str,
+}
+
+/// An occurrence's attempts, checks, event and alerts.
+pub(crate) type HistoryParts = (Vec<AttemptRow>, Vec<CheckRow>, Option<EventRef>, Vec<AlertRef>);
+
+impl HistoryJson<'_> {
+    /// Each part parsed, a broken one named with its occurrence.
+    pub(crate) fn parse(&self, id: i64) -> Result<HistoryParts> {
+        let bad =
+            |what: &str, e: serde_json::Error| StoreError::Data(format!("{what} of occurrence {id}: {e}"));
+        Ok((
+            serde_json::from_str(self.attempts).map_err(|e| bad("attempts", e))?,
+            serde_json::from_str(self.checks).map_err(|e| bad("checks", e))?,
+            self.event
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| bad("the event", e))?,
+            serde_json::from_str(self.alerts).map_err(|e| bad("alerts", e))?,
+        ))
+    }
+}
+
+/// An alert about an occurrence, as `history` and the status page show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRef {
+    pub event: AlertEvent,
+    pub destination: String,
+    pub created_at: String,
+    pub state: AlertState,
+    pub attempts: i64,
+    pub sent_at: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// The event that made an occurrence, as `history` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventRef {
     pub event_id: String,
+    /// The meeting's title as the event (or the catch-up's list) gave it.
+    pub title: Option<String>,
     pub event_type: String,
     pub received_at: String,
     pub born_at: Option<String>,

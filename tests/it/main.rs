@@ -19,5 +19,6 @@ mod reliability;
 mod scheduler;
 mod seams;
 mod sim;
+mod status_page;
 mod stream;
 mod verify;

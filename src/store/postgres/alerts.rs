@@ -170,6 +170,19 @@ impl Pg {
         rows.iter().map(alert_row).collect()
     }
 
+    pub async fn alerts_undelivered(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM (SELECT {COLUMNS} FROM alerts WHERE state = 'pending' \
+             UNION ALL SELECT {COLUMNS} FROM alerts WHERE state = 'failed' AND created_at >= $1) u \
+             ORDER BY id DESC LIMIT $2"
+        )))
+        .bind(ms(since))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_row).collect()
+    }
+
     pub async fn alerts_pending(&self) -> Result<PendingStats> {
         let (pending, oldest_created_at): (i64, Option<DateTime<Utc>>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM alerts WHERE state = 'pending'")

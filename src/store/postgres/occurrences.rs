@@ -617,6 +617,16 @@ impl Pg {
         .await?)
     }
 
+    pub async fn final_counts(&self, since: DateTime<Utc>) -> Result<Vec<(OccurrenceState, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT state, COUNT(*) FROM occurrences \
+             WHERE state IN ('succeeded', 'failed', 'expired', 'missed', 'cancelled') AND due_at >= $1 GROUP BY state",
+        )
+        .bind(ms(since))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn enabled_policy_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM policies WHERE enabled")
             .fetch_one(&self.pool)

@@ -160,6 +160,20 @@ impl Sqlite {
         rows.iter().map(AlertRow::from_row).collect()
     }
 
+    pub async fn alerts_undelivered(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
+        let q = format!(
+            "SELECT * FROM ({SELECT} INDEXED BY alerts_pending WHERE state = 'pending' \
+             UNION ALL {SELECT} INDEXED BY alerts_failed WHERE state = 'failed' AND created_at >= ?) \
+             ORDER BY id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(fmt_utc(since))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(AlertRow::from_row).collect()
+    }
+
     pub async fn alerts_pending(&self) -> Result<PendingStats> {
         let (pending, oldest): (i64, Option<String>) =
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM alerts WHERE state = 'pending'")

@@ -550,6 +550,17 @@ impl Sqlite {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
+    pub async fn final_counts(&self, since: DateTime<Utc>) -> Result<Vec<(OccurrenceState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) FROM occurrences INDEXED BY occurrences_by_state \
+             WHERE state IN ('succeeded', 'failed', 'expired', 'missed', 'cancelled') AND due_at >= ? GROUP BY state",
+        )
+        .bind(fmt_utc(since))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     pub async fn enabled_policy_count(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM policies WHERE enabled = 1")
             .fetch_one(self.pool())

@@ -1,0 +1,526 @@
+//! The status page (docs/operations.md "The status page"): `dingrec run` against the
+//! fake during a burst with failures, read over HTTP (its HTML and JSON, its headers, its
+//! authentication) and in a real browser (Debian's Chromium, headless, over the DevTools
+//! protocol: `support/browser.rs`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dingrec::fake::{EventSpec, FakeDingTalk, MeetingSpec, Scenario};
+use serde_json::Value;
+
+use crate::support::daemon::{Daemon, cli, write_config, write_policies};
+use crate::support::{HANG, fake, live, oneoff_entries, sqlite, step, wait_for, wall};
+
+/// A title in Chinese, and one that would run script if it reached the page unescaped.
+pub const CHINESE: &str = "Q4 董事会 · 季度审计";
+pub const HOSTILE: &str = "<img src=x onerror=\"window.__pwned=1\"><script>window.__pwned=2</script>";
+
+/// The burst: `ok` meetings that record, one whose host is wrong (failed,
+/// `recordStartPermissionError`), one that never goes live inside its window (expired), two
+/// meetings found by events (a Chinese title, a hostile one), and an alert webhook that refuses
+/// every connection (its alerts stay undelivered).
+pub struct Burst {
+    pub fake: FakeDingTalk,
+    /// The database, config and policies; removed with the burst.
+    pub _dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub daemon: Daemon,
+    pub total: usize,
+}
+
+pub const BOARD: &str = "  - name: board-meetings
+    match:
+      creators: [union-creator]
+    host_union_id: creator
+    window: 20m
+    verify: false
+";
+
+pub async fn burst(ok: usize, due_in: Duration, extra_config: &str) -> Burst {
+    let mut meetings: Vec<MeetingSpec> = (0..ok)
+        .map(|i| live(&format!("rec-conf-{i:05}"), vec![]))
+        .collect();
+    meetings.push(live(
+        "perm-conf-00000",
+        vec![step("recordStartPermissionError", 1)],
+    ));
+    meetings.push(live("late-conf-00000", vec![step("systemError", 1000)]));
+    let fake = fake(Scenario {
+        meetings,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let at = wall() + chrono::TimeDelta::from_std(due_in).expect("due");
+    let mut entries = oneoff_entries("rec", ok, at, "");
+    entries.push_str(&oneoff_entries("perm", 1, at, ""));
+    entries.push_str(&oneoff_entries(
+        "late",
+        1,
+        at,
+        "    window: 4s\n    retry: { initial_interval: 1s, maximum_interval: 1s }\n",
+    ));
+    entries.push_str(BOARD);
+    write_policies(dir.path(), "burst.yaml", &entries);
+    std::fs::write(
+        dir.path().join("hook_secret"),
+        "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n",
+    )
+    .expect("secret");
+    let alerts = format!(
+        "alerts:\n  destinations:\n    ops-hook:\n      type: webhook\n      url: http://127.0.0.1:9/hook\n      secret_file: {}\n  default: [ops-hook]\n",
+        dir.path().join("hook_secret").display()
+    );
+    let cfg = write_config(dir.path(), &fake.base_url(), &format!("{alerts}{extra_config}"));
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "  rate_limit: 0\n",
+            "  rate_limit: 0\n  stream:\n    enabled: true\n    keepalive: 2s\n",
+        ),
+    )
+    .expect("config");
+    let db = dir.path().join("dingrec.db");
+    let daemon = Daemon::spawn(&cfg, &[]);
+    wait_for("the daemon's Stream connection", HANG, || {
+        fake.stream().connections() == 1
+    })
+    .await;
+    Burst {
+        fake,
+        db,
+        daemon,
+        _dir: dir,
+        total: ok + 2,
+    }
+}
+
+impl Burst {
+    /// The two meetings found by events, pushed now.
+    pub fn push_titles(&mut self) {
+        self.total += 2;
+        for (conf, title) in [("zh-board-1", CHINESE), ("evil-board-1", HOSTILE)] {
+            self.fake.push_event(&EventSpec {
+                event_id: Some(format!("evt-{conf}")),
+                title: Some(title.into()),
+                creator_id: Some("union-creator".into()),
+                ..EventSpec::created(conf)
+            });
+        }
+    }
+
+    /// Occurrences in `state`, as the database holds them.
+    pub fn count(&self, state: &str) -> i64 {
+        sqlite(
+            &self.db,
+            &format!("SELECT COUNT(*) FROM occurrences WHERE state = '{state}'"),
+        )
+        .parse()
+        .expect("a count")
+    }
+
+    /// Until every occurrence of the burst and both event meetings are final.
+    pub async fn settle(&self) {
+        let total = self.total;
+        wait_for("every occurrence final", HANG, || {
+            let done: usize = sqlite(
+                &self.db,
+                "SELECT COUNT(*) FROM occurrences WHERE state IN ('succeeded', 'failed', 'expired', 'missed')",
+            )
+            .parse()
+            .unwrap_or(0);
+            done >= total
+        })
+        .await;
+    }
+
+    pub fn id_of(&self, policy: &str) -> i64 {
+        sqlite(
+            &self.db,
+            &format!("SELECT id FROM occurrences WHERE policy_name = '{policy}' ORDER BY id LIMIT 1"),
+        )
+        .parse()
+        .expect("an occurrence id")
+    }
+
+    pub fn id_of_conference(&self, conf: &str) -> i64 {
+        sqlite(
+            &self.db,
+            &format!("SELECT id FROM occurrences WHERE conference_id = '{conf}' ORDER BY id LIMIT 1"),
+        )
+        .parse()
+        .expect("an occurrence id")
+    }
+}
+
+/// GET `path` with optional basic credentials: status, headers, body.
+pub async fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut req = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(10));
+    if let Some((u, p)) = auth {
+        req = req.basic_auth(u, Some(p));
+    }
+    let resp = req.send().await.expect("an answer");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap_or_default())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_its_json_show_what_the_database_holds_escaped_and_read_only() {
+    let mut b = burst(24, Duration::from_secs(2), "").await;
+    let addr = b.daemon.http().await;
+    b.settle().await;
+    // The meetings found by events come last: the newest recorded.
+    b.push_titles();
+    b.settle().await;
+    // The alerts of the failed and expired meetings are raised (and never delivered).
+    if tokio::time::timeout(HANG, async {
+        // Both raised; the first tried and refused (the destination then waits out its backoff).
+        while sqlite(
+            &b.db,
+            "SELECT CASE WHEN COUNT(*) >= 2 AND COUNT(last_error) >= 1 THEN 1 ELSE 0 END FROM alerts",
+        ) != "1"
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_err()
+    {
+        panic!(
+            "no undelivered alerts: {}\n{}",
+            sqlite(&b.db, "SELECT * FROM alerts"),
+            b.daemon.stderr()
+        );
+    }
+
+    // The JSON twin: counts as the database holds them.
+    let (status, _, body) = get(addr, "/api/v1/summary", None).await;
+    assert_eq!(status, 200, "{body}");
+    let sum = json(&body);
+    for state in ["succeeded", "failed", "expired"] {
+        assert_eq!(sum["last_7_days"][state], b.count(state), "{state}: {body}");
+    }
+    assert_eq!(
+        sum["last_7_days"]["succeeded"], 26,
+        "24 one-offs and two event meetings"
+    );
+    let attention: Vec<&Value> = sum["attention"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .collect();
+    let perm = attention
+        .iter()
+        .find(|r| r["policy"] == "perm00000")
+        .unwrap_or_else(|| panic!("the failed meeting needs attention: {body}"));
+    assert_eq!(perm["code"], "recordStartPermissionError");
+    assert!(
+        perm["advice"].as_str().expect("advice").contains("host_union_id"),
+        "{perm}"
+    );
+    assert_eq!(perm["alerts"][0]["destination"], "ops-hook", "{perm}");
+    assert!(
+        attention
+            .iter()
+            .any(|r| r["policy"] == "late00000" && r["state"] == "expired"),
+        "{body}"
+    );
+    assert!(
+        !sum["alerts"].as_array().expect("alerts").is_empty(),
+        "undelivered alerts: {body}"
+    );
+
+    // The page: the same counts, the failed meeting with its code and advice, both titles as text.
+    let (status, headers, html) = get(addr, "/", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().expect("csp");
+    assert!(
+        csp.starts_with("default-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert!(html.len() <= 100 * 1024, "{} bytes", html.len());
+    let succeeded = format!(
+        "data-state=\"succeeded\"><span class=\"n\">{}</span>",
+        b.count("succeeded")
+    );
+    assert!(html.contains(&succeeded), "{html}");
+    assert!(
+        html.contains("recordStartPermissionError") && html.contains("the host_union_id is not the meeting"),
+        "{html}"
+    );
+    assert!(html.contains(CHINESE), "{html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;&lt;script&gt;"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<img src=x") && !html.contains("<script>window"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<style") && !html.contains(" style=") && !html.contains("<script>"),
+        "nothing inline: {html}"
+    );
+
+    // One meeting's timeline, in HTML and JSON.
+    let perm_id = b.id_of("perm00000");
+    let (status, _, page) = get(addr, &format!("/occurrences/{perm_id}"), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("attempt 1: fail") && page.contains("recordStartPermissionError"),
+        "{page}"
+    );
+    assert!(page.contains("failed alert to ops-hook"), "{page}");
+    let (status, _, body) = get(addr, &format!("/api/v1/occurrences/{perm_id}"), None).await;
+    assert_eq!(status, 200);
+    let d = json(&body);
+    assert_eq!(d["occurrence"]["state"], "failed");
+    let kinds: Vec<&str> = d["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"attempt"), "{body}");
+    assert!(kinds.contains(&"alert"), "{body}");
+    let evil = b.id_of_conference("evil-board-1");
+    let (_, _, body) = get(addr, &format!("/api/v1/occurrences/{evil}"), None).await;
+    assert_eq!(
+        json(&body)["occurrence"]["event"]["title"],
+        HOSTILE,
+        "the JSON keeps the title as DingTalk sent it"
+    );
+
+    // Filters and pages.
+    let (status, _, body) = get(addr, "/api/v1/occurrences?state=succeeded&since=1h", None).await;
+    assert_eq!(status, 200);
+    let l = json(&body);
+    assert_eq!(l["occurrences"].as_array().expect("rows").len(), 26);
+    assert_eq!(l["next_page"], Value::Null);
+    let (_, _, body) = get(addr, "/api/v1/occurrences?policy=perm00000", None).await;
+    assert_eq!(json(&body)["occurrences"].as_array().expect("rows").len(), 1);
+    let (status, _, html) = get(addr, "/occurrences?state=failed&since=7d", None).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("perm00000") && !html.contains("rec00001"), "{html}");
+    for (path, says) in [
+        ("/api/v1/occurrences?state=done", "state: 'done' is not one of"),
+        (
+            "/api/v1/occurrences?since=yesterday",
+            "since: 'yesterday' is neither",
+        ),
+        ("/api/v1/occurrences?page=0", "page: a number from 1 to 1000"),
+        ("/api/v1/occurrences?color=red", "unknown field `color`"),
+    ] {
+        let (status, _, body) = get(addr, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+    let (status, _, _) = get(addr, "/occurrences/999999", None).await;
+    assert_eq!(status, 404);
+    let (status, _, body) = get(addr, "/occurrences/%3Cscript%3E", None).await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("&lt;script&gt;") && !body.contains("<script>"),
+        "{body}"
+    );
+
+    // Nothing but GET.
+    let client = reqwest::Client::new();
+    for path in ["/", "/api/v1/summary", "/occurrences/1", "/readyz"] {
+        let resp = client
+            .post(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 405, "POST {path}");
+        let resp = client
+            .delete(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 405, "DELETE {path}");
+    }
+    // The page's files.
+    for (path, kind) in [
+        ("/assets/style.css", "text/css"),
+        ("/assets/refresh.js", "text/javascript"),
+        ("/favicon.ico", "image/svg+xml"),
+    ] {
+        let (status, headers, _) = get(addr, path, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers["content-type"].to_str().unwrap_or("").starts_with(kind),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_page_at_a_hundred_rows_and_each_page_stays_small() {
+    let b = burst(230, Duration::from_secs(2), "").await;
+    let addr = b.daemon.http().await;
+    b.settle().await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut page = 1;
+    loop {
+        let (status, _, html) = get(addr, &format!("/occurrences?page={page}"), None).await;
+        assert_eq!(status, 200);
+        assert!(html.len() <= 100 * 1024, "page {page}: {} bytes", html.len());
+        let (_, _, body) = get(addr, &format!("/api/v1/occurrences?page={page}"), None).await;
+        let l = json(&body);
+        let rows = l["occurrences"].as_array().expect("rows");
+        assert!(rows.len() <= 100);
+        for r in rows {
+            assert!(seen.insert(r["id"].as_i64().expect("id")), "a row on two pages");
+            assert!(
+                html.contains(&format!("data-occurrence=\"{}\"", r["id"])),
+                "page {page} shows row {}",
+                r["id"]
+            );
+        }
+        match l["next_page"].as_i64() {
+            Some(n) => {
+                assert_eq!(rows.len(), 100, "a full page before the next");
+                assert!(html.contains(&format!("page={n}")), "a link to page {n}");
+                page = n;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 232, "every occurrence, once");
+    assert_eq!(page, 3);
+    let (_, _, html) = get(addr, "/", None).await;
+    assert!(html.len() <= 100 * 1024, "{} bytes", html.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_guards_everything_but_healthz_and_a_reachable_listener_needs_it() {
+    let fake = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    // Reachable from other machines without auth: refused, naming the key.
+    let open = write_config(dir.path(), &fake.base_url(), "");
+    let text = std::fs::read_to_string(&open).expect("config");
+    std::fs::write(&open, text.replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0")).expect("config");
+    let out = cli(&open, &["validate"]).output().expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("http.listen: 0.0.0.0:0 is reachable from other machines: set http.auth.basic"),
+        "{err}"
+    );
+
+    // A password written into config.yaml: refused with its line.
+    let written = dir.path().join("written.yaml");
+    std::fs::write(
+        &written,
+        "http:\n  listen: 127.0.0.1:0\n  auth:\n    basic:\n      user: auditor\n      password: hunter2hunter2\n",
+    )
+    .expect("config");
+    let out = cli(&written, &["validate"]).output().expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":6:7: http.auth.basic.password: secrets are not read from the config file"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // With auth, from a password file.
+    std::fs::write(dir.path().join("http_password"), "correct horse battery staple\n").expect("pw");
+    let guarded = write_config(dir.path(), &fake.base_url(), "");
+    let text = std::fs::read_to_string(&guarded).expect("config");
+    std::fs::write(
+        &guarded,
+        text.replace(
+            "  listen: 127.0.0.1:0\n",
+            &format!(
+                "  listen: 0.0.0.0:0\n  auth:\n    basic:\n      user: auditor\n      password_file: {}\n",
+                dir.path().join("http_password").display()
+            ),
+        ),
+    )
+    .expect("config");
+    let d = Daemon::spawn(&guarded, &[]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.http().await.port()));
+    let good = Some(("auditor", "correct horse battery staple"));
+    let (status, _, _) = get(addr, "/healthz", None).await;
+    assert_eq!(status, 200, "probes need no password");
+    for path in [
+        "/",
+        "/api/v1/summary",
+        "/occurrences",
+        "/readyz",
+        "/metrics",
+        "/assets/style.css",
+    ] {
+        let (status, headers, body) = get(addr, path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert_eq!(
+            headers["www-authenticate"],
+            "Basic realm=\"dingrec\", charset=\"UTF-8\""
+        );
+        assert_eq!(headers["x-frame-options"], "DENY", "headers on a refusal too");
+        assert!(!body.contains("dingrec is"), "{body}");
+        let (status, _, _) = get(addr, path, Some(("auditor", "wrong"))).await;
+        assert_eq!(status, 401, "{path} with a wrong password");
+        let (status, _, _) = get(addr, path, good).await;
+        assert!(status == 200 || status == 503, "{path}: {status}");
+    }
+    let log = d.stderr();
+    assert!(
+        !log.contains("correct horse"),
+        "the password is never logged:\n{log}"
+    );
+    drop(d);
+
+    // The same password from the environment, and from systemd's credentials directory.
+    for (env, value) in [
+        ("DINGREC_HTTP__AUTH__BASIC__PASSWORD", "from the environment 1"),
+        ("CREDENTIALS_DIRECTORY", "creds"),
+    ] {
+        let text = std::fs::read_to_string(&guarded).expect("config");
+        let no_file = dir.path().join("nofile.yaml");
+        std::fs::write(
+            &no_file,
+            text.replace(
+                &format!(
+                    "      password_file: {}\n",
+                    dir.path().join("http_password").display()
+                ),
+                "",
+            ),
+        )
+        .expect("config");
+        let (value, expected) = if env == "CREDENTIALS_DIRECTORY" {
+            let creds = dir.path().join(value);
+            std::fs::create_dir_all(&creds).expect("creds");
+            std::fs::write(creds.join("http_password"), "from credentials 12\n").expect("pw");
+            (creds.display().to_string(), "from credentials 12")
+        } else {
+            (value.to_owned(), value)
+        };
+        let d = Daemon::spawn(&no_file, &[(env, &value)]);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.http().await.port()));
+        let (status, _, _) = get(addr, "/api/v1/summary", Some(("auditor", expected))).await;
+        assert_eq!(status, 200, "{env}");
+        let (status, _, _) = get(addr, "/api/v1/summary", None).await;
+        assert_eq!(status, 401, "{env}");
+        drop(d);
+    }
+}
