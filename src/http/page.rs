@@ -117,7 +117,7 @@ fn items(rows: &[Item], attention: bool, empty: &str) -> Markup {
             p.empty { (empty) }
         } @else {
             div.scroll {
-                table {
+                table.cards {
                     thead { tr {
                         th { "due (UTC)" } th { "meeting" } th { "state" } th { "attempts" } th { "code" }
                         @if attention { th { "what to do" } th { "alerts" } }
@@ -125,14 +125,14 @@ fn items(rows: &[Item], attention: bool, empty: &str) -> Markup {
                     tbody {
                         @for i in rows {
                             tr data-occurrence=(i.id) {
-                                td.time { (short_time(&i.due_at)) }
-                                td { (meeting(i)) }
-                                td { (state_cell(i)) }
-                                td.num { (i.attempts) }
-                                td { (code_cell(i)) }
+                                td.time data-label="due" { (short_time(&i.due_at)) }
+                                td.meeting { (meeting(i)) }
+                                td data-label="state" { (state_cell(i)) }
+                                td.num data-label="attempts" { (i.attempts) }
+                                td data-label="code" { (code_cell(i)) }
                                 @if attention {
-                                    td.advice { (i.advice.unwrap_or("")) }
-                                    td { (alerts_cell(i)) }
+                                    td.advice data-label="what to do" { (i.advice.unwrap_or("")) }
+                                    td data-label="alerts" { (alerts_cell(i)) }
                                 }
                             }
                         }
@@ -155,23 +155,23 @@ fn alert_rows(alerts: &[AlertItem], more: bool) -> Markup {
         @if alerts.is_empty() {
             p.empty { "Every alert was delivered." }
         } @else {
-            div.scroll { table {
+            div.scroll { table.cards {
                 thead { tr { th { "raised (UTC)" } th { "event" } th { "policy" } th { "destination" } th { "state" } th { "attempts" } th { "last error" } } }
                 tbody { @for a in alerts {
                     tr {
-                        td.time { (short_time(&a.created_at)) }
-                        td { (a.event.as_str()) }
-                        td {
+                        td.time data-label="raised" { (short_time(&a.created_at)) }
+                        td data-label="event" { (a.event.as_str()) }
+                        td data-label="policy" {
                             @match (a.occurrence_id, &a.policy) {
                                 (Some(id), Some(p)) => a href=(format!("/occurrences/{id}")) { (p) },
                                 (_, Some(p)) => (p),
                                 _ => "—",
                             }
                         }
-                        td { (a.destination) }
-                        td { span.state data-state=(a.state.as_str()) { (a.state.as_str()) } }
-                        td.num { (a.attempts) }
-                        td { @if let Some(e) = &a.last_error { span.message { (e) } } }
+                        td data-label="destination" { (a.destination) }
+                        td data-label="state" { span.state data-state=(a.state.as_str()) { (a.state.as_str()) } }
+                        td.num data-label="attempts" { (a.attempts) }
+                        td data-label="last error" { @if let Some(e) = &a.last_error { span.message { (e) } } }
                     }
                 } }
             } }
@@ -264,10 +264,18 @@ pub fn summary(s: &Summary) -> Markup {
             h2 { "Daemons" }
             @if s.daemons.is_empty() { p.empty { "No daemon ran on this database in the last 24 hours." } }
             @else {
-                div.scroll { table {
+                div.scroll { table.cards {
                     thead { tr { th { "instance" } th { "state" } th { "version" } th { "started (UTC)" } th { "seen (UTC)" } th { "attempts" } th { "checks" } } }
                     tbody { @for d in &s.daemons {
-                        tr { td { (d.instance) } td { (d.state) } td { (d.version) } td.time { (short_time(&d.started_at)) } td.time { (short_time(&d.seen_at)) } td.num { (d.attempts_in_flight) } td.num { (d.checks_in_flight) } }
+                        tr {
+                            td.meeting { (d.instance) }
+                            td data-label="state" { (d.state) }
+                            td data-label="version" { (d.version) }
+                            td.time data-label="started" { (short_time(&d.started_at)) }
+                            td.time data-label="seen" { (short_time(&d.seen_at)) }
+                            td.num data-label="attempts" { (d.attempts_in_flight) }
+                            td.num data-label="checks" { (d.checks_in_flight) }
+                        }
                     } }
                 } }
             }

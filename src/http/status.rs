@@ -234,61 +234,88 @@ fn page(limit: i64) -> Option<PageOf> {
     })
 }
 
+/// The summary's reads of occurrences: what [`summary`] runs, and what the index test checks.
+pub struct SummaryFilters {
+    pub running: HistoryFilter,
+    pub watched: HistoryFilter,
+    pub next: HistoryFilter,
+    pub failed: HistoryFilter,
+    pub unconfirmed: HistoryFilter,
+    pub recorded: HistoryFilter,
+}
+
+impl SummaryFilters {
+    pub fn at(now: DateTime<Utc>) -> SummaryFilters {
+        let week_ago = sub(now, ATTENTION).unwrap_or(now);
+        let newest = |states: Vec<OccurrenceState>, since: Option<DateTime<Utc>>| HistoryFilter {
+            states,
+            since,
+            newest_first: true,
+            page: page(SUMMARY_ROWS),
+            ..HistoryFilter::default()
+        };
+        SummaryFilters {
+            running: newest(
+                vec![
+                    OccurrenceState::Running,
+                    OccurrenceState::RetryWait,
+                    OccurrenceState::Verifying,
+                ],
+                None,
+            ),
+            watched: HistoryFilter {
+                checks_pending: true,
+                ..newest(vec![OccurrenceState::Succeeded], None)
+            },
+            next: HistoryFilter {
+                until: Some(add(now, NEXT).unwrap_or(now)),
+                newest_first: false,
+                ..newest(vec![OccurrenceState::Scheduled], Some(now))
+            },
+            failed: newest(
+                vec![
+                    OccurrenceState::Failed,
+                    OccurrenceState::Expired,
+                    OccurrenceState::Missed,
+                ],
+                Some(week_ago),
+            ),
+            unconfirmed: HistoryFilter {
+                unconfirmed: true,
+                ..newest(vec![OccurrenceState::Succeeded], Some(week_ago))
+            },
+            recorded: newest(
+                vec![OccurrenceState::Succeeded],
+                Some(sub(now, NEXT).unwrap_or(now)),
+            ),
+        }
+    }
+
+    pub fn all(&self) -> [(&'static str, &HistoryFilter); 6] {
+        [
+            ("running", &self.running),
+            ("watched", &self.watched),
+            ("next", &self.next),
+            ("failed", &self.failed),
+            ("unconfirmed", &self.unconfirmed),
+            ("recorded", &self.recorded),
+        ]
+    }
+}
+
 /// Read the summary: the database's parts at once, each bounded.
 pub async fn summary(s: &HttpState) -> Result<Summary> {
     let now = s.clock.now();
     let week_ago = sub(now, ATTENTION).unwrap_or(now);
     let store = &s.store;
-    let running = HistoryFilter {
-        states: vec![
-            OccurrenceState::Running,
-            OccurrenceState::RetryWait,
-            OccurrenceState::Verifying,
-        ],
-        newest_first: true,
-        page: page(SUMMARY_ROWS),
-        ..HistoryFilter::default()
-    };
-    let watched = HistoryFilter {
-        states: vec![OccurrenceState::Succeeded],
-        checks_pending: true,
-        newest_first: true,
-        page: page(SUMMARY_ROWS),
-        ..HistoryFilter::default()
-    };
-    let next = HistoryFilter {
-        states: vec![OccurrenceState::Scheduled],
-        since: Some(now),
-        until: Some(add(now, NEXT).unwrap_or(now)),
-        page: page(SUMMARY_ROWS),
-        ..HistoryFilter::default()
-    };
-    let failed = HistoryFilter {
-        states: vec![
-            OccurrenceState::Failed,
-            OccurrenceState::Expired,
-            OccurrenceState::Missed,
-        ],
-        since: Some(week_ago),
-        newest_first: true,
-        page: page(SUMMARY_ROWS),
-        ..HistoryFilter::default()
-    };
-    let unconfirmed = HistoryFilter {
-        states: vec![OccurrenceState::Succeeded],
-        unconfirmed: true,
-        since: Some(week_ago),
-        newest_first: true,
-        page: page(SUMMARY_ROWS),
-        ..HistoryFilter::default()
-    };
-    let recorded = HistoryFilter {
-        states: vec![OccurrenceState::Succeeded],
-        since: Some(sub(now, NEXT).unwrap_or(now)),
-        newest_first: true,
-        page: page(SUMMARY_ROWS),
-        ..HistoryFilter::default()
-    };
+    let SummaryFilters {
+        running,
+        watched,
+        next,
+        failed,
+        unconfirmed,
+        recorded,
+    } = SummaryFilters::at(now);
     let (live, finals, running, watched, next, failed, unconfirmed, recorded, alerts, instances) = tokio::join!(
         read("the live counts", store.live_counts()),
         read("the final counts", store.final_counts(week_ago)),
@@ -564,4 +591,107 @@ pub fn timeline(o: &OccurrenceRow) -> Vec<Moment> {
     // A stable sort: on a tie, the order above (event, attempts, checks, alerts).
     out.sort_by(|a, b| a.at.cmp(&b.at));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+    use crate::store::{Store, status_sql};
+
+    /// Every read of the status page searches an index, each the one it should: none reads a
+    /// table whole, however many rows the database holds.
+    #[tokio::test]
+    async fn every_read_of_the_page_searches_an_index() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let settings = crate::config::DatabaseSettings {
+            path: dir.path().join("d.db"),
+            ..crate::config::DatabaseSettings::default()
+        };
+        let store = Store::open(&settings).await.expect("store");
+        let now = crate::domain::time::parse_utc("2026-12-07T09:00:00Z").expect("an instant");
+        let filters = SummaryFilters::at(now);
+        let list = HistoryFilter {
+            policy: Some("p".into()),
+            states: vec![OccurrenceState::Failed],
+            since: Some(now),
+            newest_first: true,
+            page: Some(PageOf {
+                limit: 101,
+                offset: 100,
+            }),
+            ..HistoryFilter::default()
+        };
+        let one = HistoryFilter {
+            id: Some(1),
+            ..HistoryFilter::default()
+        };
+        let mut statements: Vec<(&str, String, &str)> = filters
+            .all()
+            .into_iter()
+            .map(|(what, f)| {
+                let index = match what {
+                    "watched" => "occurrences_next_check",
+                    "unconfirmed" => "checks_unconfirmed",
+                    _ => "occurrences_by_state",
+                };
+                (what, status_sql::history(f), index)
+            })
+            .collect();
+        statements.push((
+            "list by policy",
+            status_sql::history(&list),
+            "occurrences_by_policy_name",
+        ));
+        statements.push(("one occurrence", status_sql::history(&one), "INTEGER PRIMARY KEY"));
+        statements.push((
+            "final counts",
+            status_sql::FINAL_COUNTS.to_owned(),
+            "occurrences_by_state",
+        ));
+        statements.push((
+            "alerts undelivered",
+            status_sql::ALERTS_UNDELIVERED.to_owned(),
+            "alerts_failed",
+        ));
+        // A partial index holds only the rows its WHERE names (the pending alerts): reading it
+        // whole reads those.
+        let partial: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'",
+        )
+        .fetch_all(store.sqlite_pool().expect("SQLite"))
+        .await
+        .expect("indexes");
+        for (what, sql, index) in &statements {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(store.sqlite_pool().expect("SQLite"))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            for step in &plan {
+                // A co-routine's rows (a subquery's few) are not a table.
+                let co_routine = step
+                    .strip_prefix("SCAN ")
+                    .is_some_and(|name| plan.contains(&format!("CO-ROUTINE {name}")));
+                let partial_index = partial
+                    .iter()
+                    .any(|i| step.ends_with(&format!("USING INDEX {i}")));
+                let scans_a_table = step.starts_with("SCAN ")
+                    && !co_routine
+                    && !partial_index
+                    && !step.contains("COVERING INDEX")
+                    && step != "SCAN CONSTANT ROW";
+                assert!(!scans_a_table, "{what} scans a table: {plan:#?}");
+            }
+            assert!(
+                plan.iter().any(|p| p.contains(index)),
+                "{what} does not use {index}: {plan:#?}"
+            );
+        }
+        store.close().await;
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use dingrec::fake::{EventSpec, FakeDingTalk, MeetingSpec, Scenario};
 use serde_json::Value;
 
+use crate::support::browser::{self, Browser};
 use crate::support::daemon::{Daemon, cli, write_config, write_policies};
 use crate::support::{HANG, fake, live, oneoff_entries, sqlite, step, wait_for, wall};
 
@@ -37,7 +38,11 @@ pub const BOARD: &str = "  - name: board-meetings
     verify: false
 ";
 
-pub async fn burst(ok: usize, due_in: Duration, extra_config: &str) -> Burst {
+/// The browser test's user and password (`http.auth`, on loopback too).
+pub const USER: &str = "auditor";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub async fn burst(ok: usize, due_in: Duration, auth: bool) -> Burst {
     let mut meetings: Vec<MeetingSpec> = (0..ok)
         .map(|i| live(&format!("rec-conf-{i:05}"), vec![]))
         .collect();
@@ -72,22 +77,36 @@ pub async fn burst(ok: usize, due_in: Duration, extra_config: &str) -> Burst {
         "alerts:\n  destinations:\n    ops-hook:\n      type: webhook\n      url: http://127.0.0.1:9/hook\n      secret_file: {}\n  default: [ops-hook]\n",
         dir.path().join("hook_secret").display()
     );
-    let cfg = write_config(dir.path(), &fake.base_url(), &format!("{alerts}{extra_config}"));
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "  rate_limit: 0\n",
-            "  rate_limit: 0\n  stream:\n    enabled: true\n    keepalive: 2s\n",
-        ),
-    )
-    .expect("config");
+    let cfg = write_config(dir.path(), &fake.base_url(), &alerts);
+    let mut text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "  rate_limit: 0\n",
+        "  rate_limit: 0\n  stream:\n    enabled: true\n    keepalive: 2s\n",
+    );
+    if auth {
+        let pw = dir.path().join("http_password");
+        std::fs::write(&pw, format!("{PASSWORD}\n")).expect("password");
+        text = text.replace(
+            "  listen: 127.0.0.1:0\n",
+            &format!(
+                "  listen: 127.0.0.1:0\n  auth:\n    basic:\n      user: {USER}\n      password_file: {}\n",
+                pw.display()
+            ),
+        );
+    }
+    std::fs::write(&cfg, text).expect("config");
     let db = dir.path().join("dingrec.db");
     let daemon = Daemon::spawn(&cfg, &[]);
-    wait_for("the daemon's Stream connection", HANG, || {
-        fake.stream().connections() == 1
-    })
-    .await;
+    let connected = tokio::time::timeout(HANG, async {
+        while fake.stream().connections() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if connected.await.is_err() {
+        panic!(
+            "the daemon never connected to the Stream gateway:\n{}",
+            daemon.stderr()
+        );
+    }
     Burst {
         fake,
         db,
@@ -180,7 +199,7 @@ fn json(body: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_and_its_json_show_what_the_database_holds_escaped_and_read_only() {
-    let mut b = burst(24, Duration::from_secs(2), "").await;
+    let mut b = burst(24, Duration::from_secs(2), false).await;
     let addr = b.daemon.http().await;
     b.settle().await;
     // The meetings found by events come last: the newest recorded.
@@ -374,7 +393,7 @@ async fn the_page_and_its_json_show_what_the_database_holds_escaped_and_read_onl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_page_at_a_hundred_rows_and_each_page_stays_small() {
-    let b = burst(230, Duration::from_secs(2), "").await;
+    let b = burst(230, Duration::from_secs(2), false).await;
     let addr = b.daemon.http().await;
     b.settle().await;
     let mut seen = std::collections::BTreeSet::new();
@@ -523,4 +542,159 @@ async fn basic_auth_guards_everything_but_healthz_and_a_reachable_listener_needs
         assert_eq!(status, 401, "{env}");
         drop(d);
     }
+}
+
+/// Where the test's screenshots go (CI keeps `target/screenshots/`).
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
+}
+
+/// A condition on the page, as JavaScript: the count shown for `state`.
+fn count_shown(state: &str, n: i64) -> String {
+    format!("(document.querySelector('.count[data-state=\"{state}\"] .n') || {{}}).textContent === '{n}'")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_the_page_follows_a_burst_with_failures_escapes_titles_and_reads_on_a_phone() {
+    let Some(binary) = browser::find() else {
+        return;
+    };
+    let mut b = burst(60, Duration::from_secs(8), true).await;
+    let addr = b.daemon.http().await;
+    let mut web = Browser::launch(&binary).await;
+    web.viewport(1280, 800, false).await;
+
+    // With the password (the HTTP test shows the refusals without it).
+    web.basic_auth(USER, PASSWORD).await;
+
+    // Opened during the burst: the page made then, and what it shows once it refreshed on its own.
+    web.open(&format!("http://{addr}/")).await;
+    let first = web
+        .eval("document.getElementById('main').dataset.generatedAt")
+        .await;
+    assert!(first.is_string(), "{first}");
+    web.screenshot(&screenshots().join("status-during-burst-1280.png"))
+        .await;
+    wait_for("the burst's starts", HANG, || b.fake.starts_for("rec") == 60).await;
+    b.push_titles();
+    b.settle().await;
+    for state in ["succeeded", "failed", "expired", "missed"] {
+        let n = b.count(state);
+        web.wait_until(
+            &format!("the page's {state} count to be the database's ({n})"),
+            &count_shown(state, n),
+            HANG,
+        )
+        .await;
+    }
+    assert_eq!(b.count("succeeded"), 62);
+    let now = web
+        .eval("document.getElementById('main').dataset.generatedAt")
+        .await;
+    assert_ne!(now, first, "the counts came by the page's own refresh");
+    // The alerts to the refusing webhook are raised by now (they follow the final states).
+    web.wait_until(
+        "the undelivered alerts",
+        "document.querySelectorAll('#alerts tbody tr').length >= 2",
+        HANG,
+    )
+    .await;
+
+    // The failed meeting: its code and what to do.
+    let perm = web
+        .eval(
+            "(() => { const r = [...document.querySelectorAll('#attention tbody tr')].find(r => r.innerText.includes('perm00000'));
+                      return r ? [r.querySelector('code').innerText, r.querySelector('.advice').innerText, r.innerText] : null; })()",
+        )
+        .await;
+    assert_eq!(perm[0], "recordStartPermissionError", "{perm}");
+    assert!(
+        perm[1]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("the host_union_id is not the meeting's host"),
+        "{perm}"
+    );
+    assert!(
+        perm[2].as_str().unwrap_or("").contains("failed → ops-hook"),
+        "the alert sent: {perm}"
+    );
+
+    // The Chinese title, rendered; the hostile one shown as text, and nothing of it ran.
+    let recorded = web.eval("document.getElementById('recorded').innerText").await;
+    let recorded = recorded.as_str().unwrap_or("");
+    assert!(recorded.contains(CHINESE), "{recorded}");
+    assert!(
+        recorded.contains(HOSTILE),
+        "the hostile title as text: {recorded}"
+    );
+    let width = web
+        .eval("[...document.querySelectorAll('#recorded .title')].find(t => t.innerText.includes('董事会')).getBoundingClientRect().width")
+        .await;
+    assert!(
+        width.as_f64().unwrap_or(0.0) > 80.0,
+        "the title takes room: {width}"
+    );
+    assert_eq!(
+        web.eval("typeof window.__pwned").await,
+        "undefined",
+        "no script of the title ran"
+    );
+    assert_eq!(
+        web.eval("document.querySelectorAll('img, main script').length")
+            .await,
+        0,
+        "no element came from a title"
+    );
+    web.screenshot(&screenshots().join("status-1280.png")).await;
+    if std::env::var("TEST_README_SCREENSHOT").is_ok_and(|v| v == "1") {
+        web.screenshot(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/images/status-page.png"))
+            .await;
+    }
+
+    // One meeting's timeline.
+    let id = b.id_of("perm00000");
+    web.open(&format!("http://{addr}/occurrences/{id}")).await;
+    let items = web
+        .eval("[...document.querySelectorAll('.timeline li')].map(li => li.dataset.kind)")
+        .await;
+    assert_eq!(items[0], "attempt", "{items}");
+    assert!(
+        items.as_array().is_some_and(|a| a.iter().any(|k| k == "alert")),
+        "{items}"
+    );
+    web.screenshot(&screenshots().join("occurrence-1280.png")).await;
+
+    // A phone: nothing wider than the screen, the counts and the failure still there.
+    web.viewport(390, 844, true).await;
+    web.open(&format!("http://{addr}/")).await;
+    let widths = web
+        .eval("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        .await;
+    assert_eq!(widths[0], widths[1], "no sideways scrolling at 390 px: {widths}");
+    assert_eq!(widths[1], 390);
+    web.wait_until(
+        "the counts on a phone",
+        &count_shown("failed", b.count("failed")),
+        HANG,
+    )
+    .await;
+    let card = web
+        .eval("document.querySelector('.count[data-state=\"failed\"]').getBoundingClientRect().right")
+        .await;
+    assert!(card.as_f64().unwrap_or(999.0) <= 390.0, "{card}");
+    web.screenshot(&screenshots().join("status-390.png")).await;
+    web.open(&format!("http://{addr}/occurrences?state=failed&since=7d"))
+        .await;
+    let widths = web
+        .eval("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        .await;
+    assert_eq!(widths[0], widths[1], "the list at 390 px: {widths}");
+    web.screenshot(&screenshots().join("occurrences-390.png")).await;
+
+    assert!(
+        web.problems().is_empty(),
+        "the browser reported: {:#?}",
+        web.problems()
+    );
 }

@@ -37,6 +37,12 @@ impl AlertRow {
 const SELECT: &str = "SELECT id, created_at, event, policy_name, occurrence_id, destination, state, attempts, \
      last_error, sent_at, next_attempt_at, batch, payload FROM alerts";
 
+pub const ALERTS_UNDELIVERED: &str = "SELECT * FROM (SELECT id, created_at, event, policy_name, occurrence_id, \
+     destination, state, attempts, last_error, sent_at, next_attempt_at, batch, payload FROM alerts INDEXED BY alerts_pending \
+     WHERE state = 'pending' UNION ALL SELECT id, created_at, event, policy_name, occurrence_id, destination, state, \
+     attempts, last_error, sent_at, next_attempt_at, batch, payload FROM alerts INDEXED BY alerts_failed \
+     WHERE state = 'failed' AND created_at >= ?) ORDER BY id DESC LIMIT ?";
+
 impl Sqlite {
     pub async fn set_alert_routing(
         &self,
@@ -161,12 +167,7 @@ impl Sqlite {
     }
 
     pub async fn alerts_undelivered(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<AlertRow>> {
-        let q = format!(
-            "SELECT * FROM ({SELECT} INDEXED BY alerts_pending WHERE state = 'pending' \
-             UNION ALL {SELECT} INDEXED BY alerts_failed WHERE state = 'failed' AND created_at >= ?) \
-             ORDER BY id DESC LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+        let rows = sqlx::query(ALERTS_UNDELIVERED)
             .bind(fmt_utc(since))
             .bind(limit)
             .fetch_all(self.pool())

@@ -72,24 +72,33 @@ fn bind<'q>(
     q
 }
 
-impl Sqlite {
-    pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<OccurrenceRow>> {
-        let order = if f.newest_first {
-            "o.due_at DESC, o.id DESC"
-        } else {
-            "o.due_at, o.id"
-        };
-        let filter = conditions(f);
-        // A page picks its ids first, from the indexes alone: the JSON of each row's attempts and
-        // checks is built for the rows shown, not for every row the filter matches.
-        let rows_wanted = match f.page {
-            Some(_) => format!(
-                " AND o.id IN (SELECT o.id FROM occurrences o WHERE 1 = 1{filter} ORDER BY {order} LIMIT ? OFFSET ?)"
-            ),
-            None => filter,
-        };
-        let sql = format!(
-            "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.conference_id, o.state, o.trigger, \
+/// The statement `history` runs for `f` (its values bound as [`bind`] binds them, then a page's
+/// limit and offset): public for the test that every read of the status page searches an index.
+pub fn history_sql(f: &HistoryFilter) -> String {
+    let order = if f.newest_first {
+        "o.due_at DESC, o.id DESC"
+    } else {
+        "o.due_at, o.id"
+    };
+    let filter = conditions(f);
+    // The few rows with a check to come, from their partial index (SQLite would otherwise read
+    // every succeeded row by state).
+    let hint = if f.checks_pending {
+        " INDEXED BY occurrences_next_check"
+    } else {
+        ""
+    };
+    let outer_hint = if f.page.is_none() { hint } else { "" };
+    // A page picks its ids first, from the indexes alone: the JSON of each row's attempts and
+    // checks is built for the rows shown, not for every row the filter matches.
+    let rows_wanted = match f.page {
+        Some(_) => format!(
+            " AND o.id IN (SELECT o.id FROM occurrences o{hint} WHERE 1 = 1{filter} ORDER BY {order} LIMIT ? OFFSET ?)"
+        ),
+        None => filter,
+    };
+    format!(
+        "SELECT o.id, o.policy_name, o.due_at, o.window_ends_at, o.conference_id, o.state, o.trigger, \
              o.attempt_count, o.last_code, \
              o.verified_at, o.restart_of, \
              (SELECT json_group_array(json_object('kind', c.kind, 'at', c.at, 'duration_ms', c.duration_ms, \
@@ -109,9 +118,13 @@ impl Sqlite {
              (SELECT json_group_array(json_object('event', l.event, 'destination', l.destination, 'created_at', l.created_at, \
                 'state', l.state, 'attempts', l.attempts, 'sent_at', l.sent_at, 'last_error', l.last_error)) \
               FROM (SELECT * FROM alerts INDEXED BY alerts_by_occurrence WHERE occurrence_id = o.id ORDER BY id) l) AS alerts \
-             FROM occurrences o WHERE 1 = 1{rows_wanted} ORDER BY {order}"
-        );
-        let mut q = bind(sqlx::query(sqlx::AssertSqlSafe(sql)), f);
+             FROM occurrences o{outer_hint} WHERE 1 = 1{rows_wanted} ORDER BY {order}"
+    )
+}
+
+impl Sqlite {
+    pub async fn history(&self, f: &HistoryFilter) -> Result<Vec<OccurrenceRow>> {
+        let mut q = bind(sqlx::query(sqlx::AssertSqlSafe(history_sql(f))), f);
         if let Some(p) = f.page {
             q = q.bind(p.limit).bind(p.offset);
         }

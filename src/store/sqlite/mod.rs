@@ -9,6 +9,14 @@ mod auto_record;
 mod checks;
 mod events;
 mod history;
+
+/// The statements behind the status page on SQLite (`http/status.rs` tests that each searches
+/// an index): `history` for a filter, the final counts, the undelivered alerts.
+pub mod status_sql {
+    pub use super::alerts::ALERTS_UNDELIVERED;
+    pub use super::history::history_sql as history;
+    pub use super::occurrences::FINAL_COUNTS;
+}
 mod leases;
 mod occurrences;
 mod policies;

@@ -184,6 +184,9 @@ where
     Ok(out)
 }
 
+pub const FINAL_COUNTS: &str = "SELECT state, COUNT(*) FROM occurrences INDEXED BY occurrences_by_state \
+     WHERE state IN ('succeeded', 'failed', 'expired', 'missed', 'cancelled') AND due_at >= ? GROUP BY state";
+
 impl Sqlite {
     pub async fn plan_candidates(&self, until: DateTime<Utc>, limit: i64) -> Result<Vec<PlanCandidate>> {
         let mut rows = sqlx::query(PLAN_CANDIDATES)
@@ -551,13 +554,10 @@ impl Sqlite {
     }
 
     pub async fn final_counts(&self, since: DateTime<Utc>) -> Result<Vec<(OccurrenceState, i64)>> {
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*) FROM occurrences INDEXED BY occurrences_by_state \
-             WHERE state IN ('succeeded', 'failed', 'expired', 'missed', 'cancelled') AND due_at >= ? GROUP BY state",
-        )
-        .bind(fmt_utc(since))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(FINAL_COUNTS)
+            .bind(fmt_utc(since))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 

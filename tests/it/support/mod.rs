@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 
 pub mod app;
+pub mod browser;
 pub mod daemon;
 pub mod engine;
 pub mod replay;
