@@ -648,7 +648,7 @@ async fn in_chromium_the_page_follows_a_burst_with_failures_escapes_titles_and_r
     );
     web.screenshot(&screenshots().join("status-1280.png")).await;
     if std::env::var("TEST_README_SCREENSHOT").is_ok_and(|v| v == "1") {
-        web.screenshot(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/images/status-page.png"))
+        web.screenshot_window(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/images/status-page.png"))
             .await;
     }
 

@@ -272,10 +272,19 @@ impl Browser {
 
     /// A PNG of the whole page, written to `path`.
     pub async fn screenshot(&mut self, path: &Path) {
+        self.capture(path, true).await;
+    }
+
+    /// A PNG of what the window shows (the page's top), written to `path`.
+    pub async fn screenshot_window(&mut self, path: &Path) {
+        self.capture(path, false).await;
+    }
+
+    async fn capture(&mut self, path: &Path, whole: bool) {
         let shot = self
             .call(
                 "Page.captureScreenshot",
-                json!({"format": "png", "captureBeyondViewport": true}),
+                json!({"format": "png", "captureBeyondViewport": whole}),
             )
             .await;
         let png = base64::engine::general_purpose::STANDARD
