@@ -57,6 +57,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(summary_page))
         .route("/occurrences", get(list_page))
         .route("/occurrences/{id}", get(detail_page))
+        .route("/api/v1/", get(api_index))
         .route("/api/v1/summary", get(summary_json))
         .route("/api/v1/occurrences", get(list_json))
         .route("/api/v1/occurrences/{id}", get(detail_json))
@@ -78,6 +79,17 @@ pub fn router(state: HttpState) -> Router {
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// What `/api/v1/` offers (docs/operations.md "Its JSON").
+async fn api_index() -> Response {
+    axum::Json(json!({
+        "summary": "/api/v1/summary",
+        "occurrences": "/api/v1/occurrences?policy=&state=&since=&until=&page=",
+        "occurrence": "/api/v1/occurrences/{id}",
+        "docs": "docs/operations.md#its-json",
+    }))
+    .into_response()
 }
 
 async fn not_found() -> Response {

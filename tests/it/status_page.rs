@@ -698,3 +698,125 @@ async fn in_chromium_the_page_follows_a_burst_with_failures_escapes_titles_and_r
         web.problems()
     );
 }
+
+/// The page's URLs the README and docs/ name (`http://127.0.0.1:9477/…`, and the paths in
+/// backquotes), each fetched from a running daemon.
+fn documented_paths() -> Vec<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = vec![std::fs::read_to_string(root.join("README.md")).expect("README")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "md") {
+            texts.push(std::fs::read_to_string(p).expect("doc"));
+        }
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    let end = |c: char| c.is_whitespace() || matches!(c, '`' | '\'' | '"' | ')' | '|');
+    for text in &texts {
+        for (i, _) in text.match_indices("http://127.0.0.1:9477/") {
+            let rest = &text[i + "http://127.0.0.1:9477".len()..];
+            paths.insert(rest[..rest.find(end).unwrap_or(rest.len())].to_owned());
+        }
+        for prefix in ["`/api/v1/", "`/occurrences"] {
+            for (i, _) in text.match_indices(prefix) {
+                let rest = &text[i + 1..];
+                paths.insert(rest[..rest.find(end).unwrap_or(rest.len())].to_owned());
+            }
+        }
+    }
+    paths.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_page_url_and_the_auth_example_in_the_docs_work_as_written() {
+    let b = burst(3, Duration::from_secs(1), false).await;
+    let addr = b.daemon.http().await;
+    b.settle().await;
+    let id = b.id_of("perm00000").to_string();
+    let paths = documented_paths();
+    for must in [
+        "/",
+        "/api/v1/summary",
+        "/api/v1/occurrences/{id}",
+        "/occurrences?state=failed&since=7d",
+    ] {
+        assert!(paths.iter().any(|p| p == must), "the docs name {must}: {paths:?}");
+    }
+    for path in paths.iter().filter(|p| !p.contains('…')) {
+        let path = path.replace("{id}", &id);
+        let (status, headers, body) = get(addr, &path, None).await;
+        assert!(
+            status == 200 || (path == "/readyz" && status == 503),
+            "{path}: {status} {body}"
+        );
+        if path.starts_with("/api/") {
+            assert!(
+                headers["content-type"]
+                    .to_str()
+                    .unwrap_or("")
+                    .starts_with("application/json"),
+                "{path}"
+            );
+            json(&body);
+        }
+    }
+    drop(b);
+
+    // docs/operations.md's `http:` example, its password file made as the docs say.
+    let ops = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+        .expect("operations.md");
+    let start = ops.find("```yaml\nhttp:\n").expect("the http.auth example") + "```yaml\n".len();
+    let example = &ops[start..start + ops[start..].find("```").expect("its end")];
+    let fake = fake(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let pw = dir.path().join("http_password");
+    let make = ops
+        .split("```sh\n")
+        .find(|b| b.contains("/etc/dingrec/http_password") && b.contains("openssl rand"))
+        .and_then(|b| b.split("```").next())
+        .expect("the password's commands");
+    let script = make
+        .replace("sudo ", "")
+        .replace("/etc/dingrec/http_password", &pw.display().to_string());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let password = std::fs::read_to_string(&pw)
+        .expect("password")
+        .trim_end()
+        .to_owned();
+    assert!(password.len() >= 12, "{password:?}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&pw).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let cfg = write_config(dir.path(), &fake.base_url(), "");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let http = example
+        .replace("/etc/dingrec/http_password", &pw.display().to_string())
+        .replace("0.0.0.0:9477", "0.0.0.0:0");
+    std::fs::write(&cfg, text.replace("http:\n  listen: 127.0.0.1:0\n", &http)).expect("config");
+    let out = cli(&cfg, &["validate"]).output().expect("validate");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Daemon::spawn(&cfg, &[]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.http().await.port()));
+    assert_eq!(get(addr, "/api/v1/summary", None).await.0, 401);
+    assert_eq!(
+        get(addr, "/api/v1/summary", Some(("auditor", &password))).await.0,
+        200
+    );
+    assert_eq!(get(addr, "/healthz", None).await.0, 200);
+}
