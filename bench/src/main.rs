@@ -20,6 +20,7 @@ mod history;
 mod idle;
 mod monday;
 mod rate;
+mod status;
 mod support;
 
 use support::*;
@@ -85,6 +86,7 @@ async fn main() {
                 .await
                 .map(|x| format!("{x:?}")),
         ),
+        Some("--status-page") => Some(status_page_alone(&bin_or_exit()).await),
         Some("--idle") => Some(idle(&bin_or_exit(), num(2), 60).await.map(|(cpu, rss)| {
             format!(
                 "idle with {} cron policies: {cpu:.2} s CPU in 60 s, RSS {rss:.1} MB",
@@ -111,6 +113,35 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The status page's figures as BENCHMARKS.md shows them.
+fn status_page_table(page: &PageFigures, json: &PageFigures) -> String {
+    format!(
+        "## Status page: 100k policies and 1M attempt rows\n\n\
+         | request | server (reads + render), median (min–max) of 20 | to the last byte on loopback | size |\n\
+         |---|---|---|---|\n\
+         | `GET /` | {} ms | {} ms | {} KB |\n\
+         | `GET /api/v1/summary` | {} ms | {} ms | {} KB |\n",
+        agg(&page.server_ms),
+        agg(&page.wall_ms),
+        page.bytes / 1024,
+        agg(&json.server_ms),
+        agg(&json.wall_ms),
+        json.bytes / 1024,
+    )
+}
+
+/// `--status-page`: the big database, then the page's figures alone.
+async fn status_page_alone(bin: &Path) -> R<String> {
+    let dir = tempfile::tempdir().map_err(e("tmp"))?;
+    let f = fake(bin, dir.path()).await?;
+    let (cfg, port) = big_database(bin, dir.path(), &f.url, 100_000, 1_000_000).await?;
+    let (d, _) = start_daemon(bin, &cfg, port).await?;
+    let page = page_times(port, "/", 20).await?;
+    let json = page_times(port, "/api/v1/summary", 20).await?;
+    d.p.term();
+    Ok(status_page_table(&page, &json))
 }
 
 fn bin_or_exit() -> PathBuf {
@@ -421,6 +452,11 @@ async fn run(smoke: bool) -> R<()> {
             up.push(t.as_secs_f64());
             d.p.term();
         }
+        let (d, _) = start_daemon(&bin, &cfg, port).await?;
+        let page = page_times(port, "/", 20).await?;
+        let json = page_times(port, "/api/v1/summary", 20).await?;
+        d.p.term();
+        say(status_page_table(&page, &json));
         let mut hist = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();

@@ -17,6 +17,7 @@ pub(crate) use crate::history::*;
 pub(crate) use crate::idle::*;
 pub(crate) use crate::monday::*;
 pub(crate) use crate::rate::*;
+pub(crate) use crate::status::*;
 
 pub(crate) type R<T> = Result<T, String>;
 

@@ -117,16 +117,39 @@ impl status::Problem {
     }
 }
 
+/// `Server-Timing`: the database's reads and the rendering, in ms (the benchmark reads it).
+fn timed(mut res: Response, read: std::time::Duration, render: std::time::Duration) -> Response {
+    let value = format!(
+        "db;dur={:.1}, render;dur={:.1}",
+        read.as_secs_f64() * 1e3,
+        render.as_secs_f64() * 1e3
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&value) {
+        res.headers_mut().insert("server-timing", v);
+    }
+    res
+}
+
 async fn summary_page(State(s): State<HttpState>) -> Response {
+    let t = std::time::Instant::now();
     match status::summary(&s).await {
-        Ok(sum) => page::summary(&sum).into_response(),
+        Ok(sum) => {
+            let read = t.elapsed();
+            let page = page::summary(&sum).into_response();
+            timed(page, read, t.elapsed() - read)
+        }
         Err(p) => p.page(&s),
     }
 }
 
 async fn summary_json(State(s): State<HttpState>) -> Response {
+    let t = std::time::Instant::now();
     match status::summary(&s).await {
-        Ok(sum) => axum::Json(sum).into_response(),
+        Ok(sum) => {
+            let read = t.elapsed();
+            let body = axum::Json(sum).into_response();
+            timed(body, read, t.elapsed() - read)
+        }
         Err(p) => p.json(),
     }
 }

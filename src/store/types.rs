@@ -680,6 +680,56 @@ pub struct AutoRecordPolicy {
     pub next: Option<(i64, DateTime<Utc>)>,
 }
 
+/// An `auto_record` policy's columns as either engine reads them (its times already parsed):
+/// [`AutoRecordRow::policy`] makes the policy from them, the same way for both.
+pub(crate) struct AutoRecordRow {
+    pub policy_id: i64,
+    pub policy_name: String,
+    pub schedule_conference_id: String,
+    pub layout: String,
+    pub auto_record: String,
+    pub alert: Option<String>,
+    pub last_for: Option<String>,
+    pub last_at: Option<DateTime<Utc>>,
+    pub last_result: Option<String>,
+    pub last_occurrence: Option<i64>,
+    pub next_id: Option<i64>,
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+impl AutoRecordRow {
+    pub(crate) fn policy(self) -> Result<AutoRecordPolicy> {
+        use crate::domain::auto_record::{AutoRecord, SetResult, SettingState};
+        let last = match (self.last_for, self.last_at, self.last_result) {
+            (Some(for_setting), Some(at), Some(result)) => Some(SettingState {
+                for_setting,
+                occurrence_id: self.last_occurrence,
+                at,
+                result: SetResult::parse(&result)
+                    .ok_or_else(|| StoreError::Data(format!("auto_record_result '{result}'")))?,
+            }),
+            _ => None,
+        };
+        Ok(AutoRecordPolicy {
+            policy_id: self.policy_id,
+            policy_name: self.policy_name,
+            schedule_conference_id: self.schedule_conference_id,
+            layout: self.layout,
+            // As apply wrote it (PostgreSQL's jsonb comes back in its own spacing).
+            auto_record: AutoRecord::from_json(&self.auto_record)
+                .map(|a| a.to_json())
+                .unwrap_or(self.auto_record),
+            alert: self
+                .alert
+                .map(|a| serde_json::from_str(&a))
+                .transpose()
+                .map_err(|e| StoreError::Data(format!("alert: {e}")))?,
+            last,
+            next: self.next_id.zip(self.next_due),
+        })
+    }
+}
+
 /// A row of `checks` written whole, after its call: a settings call (`kind = settings`) or an
 /// `auto_record` policy's due-time check (`kind = start`, `auto_recorded` / `auto_record_missed`).
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::{Pg, Tx, ms};
-use crate::domain::auto_record::{SetResult, SettingState};
-use crate::store::types::{AutoCheck, AutoRecordPolicy};
-use crate::store::{Result, StoreError};
+use crate::domain::auto_record::SetResult;
+use crate::store::Result;
+use crate::store::types::{AutoCheck, AutoRecordPolicy, AutoRecordRow};
 
 const AUTO_RECORD_POLICIES: &str = "SELECT p.id, p.name, p.schedule_conference_id, p.layout, p.auto_record::text AS auto_record, \
      p.alert::text AS alert, p.auto_record_for, p.auto_record_at, p.auto_record_result, p.auto_record_occurrence, n.id AS next_id, n.due_at AS next_due \
@@ -37,45 +37,21 @@ impl Pg {
             .await?;
         rows.iter()
             .map(|r| {
-                let last = match (
-                    r.try_get::<Option<String>, _>("auto_record_for")?,
-                    r.try_get::<Option<DateTime<Utc>>, _>("auto_record_at")?,
-                    r.try_get::<Option<String>, _>("auto_record_result")?,
-                ) {
-                    (Some(for_setting), Some(at), Some(result)) => Some(SettingState {
-                        for_setting,
-                        occurrence_id: r.try_get("auto_record_occurrence")?,
-                        at,
-                        result: SetResult::parse(&result)
-                            .ok_or_else(|| StoreError::Data(format!("auto_record_result '{result}'")))?,
-                    }),
-                    _ => None,
-                };
-                let next = match (
-                    r.try_get::<Option<i64>, _>("next_id")?,
-                    r.try_get::<Option<DateTime<Utc>>, _>("next_due")?,
-                ) {
-                    (Some(id), Some(due)) => Some((id, due)),
-                    _ => None,
-                };
-                // jsonb comes back in PostgreSQL's own spacing: read as apply wrote it.
-                let setting: String = r.try_get("auto_record")?;
-                Ok(AutoRecordPolicy {
+                AutoRecordRow {
                     policy_id: r.try_get("id")?,
                     policy_name: r.try_get("name")?,
                     schedule_conference_id: r.try_get("schedule_conference_id")?,
                     layout: r.try_get("layout")?,
-                    auto_record: crate::domain::auto_record::AutoRecord::from_json(&setting)
-                        .map(|a| a.to_json())
-                        .unwrap_or(setting),
-                    alert: r
-                        .try_get::<Option<String>, _>("alert")?
-                        .map(|a| serde_json::from_str(&a))
-                        .transpose()
-                        .map_err(|e| StoreError::Data(format!("alert: {e}")))?,
-                    last,
-                    next,
-                })
+                    auto_record: r.try_get("auto_record")?,
+                    alert: r.try_get("alert")?,
+                    last_for: r.try_get("auto_record_for")?,
+                    last_at: r.try_get("auto_record_at")?,
+                    last_result: r.try_get("auto_record_result")?,
+                    last_occurrence: r.try_get("auto_record_occurrence")?,
+                    next_id: r.try_get("next_id")?,
+                    next_due: r.try_get("next_due")?,
+                }
+                .policy()
             })
             .collect()
     }
