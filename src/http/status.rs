@@ -293,10 +293,10 @@ impl SummaryFilters {
 
     pub fn all(&self) -> [(&'static str, &HistoryFilter); 6] {
         [
-            ("running", &self.running),
+            ("now", &self.running),
             ("watched", &self.watched),
             ("next", &self.next),
-            ("failed", &self.failed),
+            ("attention", &self.failed),
             ("unconfirmed", &self.unconfirmed),
             ("recorded", &self.recorded),
         ]
