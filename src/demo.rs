@@ -210,6 +210,10 @@ pub async fn run(keep_database: Option<std::path::PathBuf>) -> Result<i32, Failu
     let app = App::build(settings, None, clock.clone(), Notifier::disabled())
         .await
         .map_err(|e| fail("cannot start", &e))?;
+    println!(
+        "The status page, while the demo runs: http://{}/\n",
+        app.http_addr()
+    );
     let store = app.store.clone();
     let cancel = CancellationToken::new();
     let (_reload_tx, reload_rx) = mpsc::channel(1);

@@ -437,15 +437,49 @@ async fn readyz_reports_every_field_and_turns_503_when_the_database_cannot_be_wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_shows_every_case_and_exits_0() {
-    let out = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
-            .arg("demo")
-            .env_remove("DINGREC_CONFIG")
-            .output()
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dingrec"))
+        .arg("demo")
+        .env_remove("DINGREC_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("demo");
+    // Its output line by line, as it comes: the status page's address comes first.
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut head = Vec::new();
+    let url = loop {
+        let line = seen
+            .recv_timeout(crate::support::HANG)
+            .unwrap_or_else(|_| panic!("the demo never named its status page: {head:?}"));
+        head.push(line.clone());
+        if let Some(url) = line.strip_prefix("The status page, while the demo runs: ") {
+            break url.trim().to_owned();
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let page = reqwest::get(&url).await.expect("the demo's status page answers");
+    assert_eq!(page.status().as_u16(), 200, "{url}");
+    let html = page.text().await.expect("its page");
+    assert!(html.contains("<title>Status · dingrec</title>"), "{html}");
+    let out = tokio::task::spawn_blocking(move || {
+        let out = child.wait_with_output().expect("demo");
+        reader.join().expect("reader");
+        out
     })
     .await
-    .expect("join")
-    .expect("demo");
+    .expect("join");
+    head.extend(seen.try_iter());
+    let out = std::process::Output {
+        stdout: (head.join("\n") + "\n").into_bytes(),
+        ..out
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
