@@ -595,10 +595,8 @@ pub fn timeline(o: &OccurrenceRow) -> Vec<Moment> {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::Row;
-
     use super::*;
-    use crate::store::{Store, status_sql};
+    use crate::store::{Store, assert_searches, status_sql};
 
     /// Every read of the status page searches an index, each the one it should: none reads a
     /// table whole, however many rows the database holds.
@@ -655,42 +653,9 @@ mod tests {
             status_sql::ALERTS_UNDELIVERED.to_owned(),
             "alerts_failed",
         ));
-        // A partial index holds only the rows its WHERE names (the pending alerts): reading it
-        // whole reads those.
-        let partial: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'",
-        )
-        .fetch_all(store.sqlite_pool().expect("SQLite"))
-        .await
-        .expect("indexes");
+        let pool = store.sqlite_pool().expect("SQLite");
         for (what, sql, index) in &statements {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(store.sqlite_pool().expect("SQLite"))
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let plan: Vec<String> = rows
-                .iter()
-                .map(|r| r.try_get::<String, _>("detail").expect("detail"))
-                .collect();
-            for step in &plan {
-                // A co-routine's rows (a subquery's few) are not a table.
-                let co_routine = step
-                    .strip_prefix("SCAN ")
-                    .is_some_and(|name| plan.contains(&format!("CO-ROUTINE {name}")));
-                let partial_index = partial
-                    .iter()
-                    .any(|i| step.ends_with(&format!("USING INDEX {i}")));
-                let scans_a_table = step.starts_with("SCAN ")
-                    && !co_routine
-                    && !partial_index
-                    && !step.contains("COVERING INDEX")
-                    && step != "SCAN CONSTANT ROW";
-                assert!(!scans_a_table, "{what} scans a table: {plan:#?}");
-            }
-            assert!(
-                plan.iter().any(|p| p.contains(index)),
-                "{what} does not use {index}: {plan:#?}"
-            );
+            assert_searches(pool, what, sql, index).await;
         }
         store.close().await;
     }

@@ -25,6 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use api::FetchTurn;
+#[cfg(test)]
+pub(crate) use sqlite::assert_searches;
 /// The SQL of the status page's reads on SQLite, for the test that each searches an index.
 pub use sqlite::status_sql;
 pub use types::*;
