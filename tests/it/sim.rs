@@ -820,9 +820,12 @@ impl World {
             Op::Outage { wanted } => {
                 let stream = self.app.fake.stream();
                 stream.refuse_opens(u32::MAX);
-                stream.disconnect(std::time::Duration::ZERO);
+                // A connection whose open was granted just before the refusals (the daemon had
+                // only started) arrives after this first cut: cut again until none is left.
                 self.until("the Stream connection gone", |w| {
-                    w.app.fake.stream().connections() == 0
+                    let stream = w.app.fake.stream();
+                    stream.disconnect(std::time::Duration::ZERO);
+                    stream.connections() == 0
                 })
                 .await?;
                 let (conf, _) = self.new_meeting(*wanted);
