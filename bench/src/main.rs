@@ -87,12 +87,11 @@ async fn main() {
                 .map(|x| format!("{x:?}")),
         ),
         Some("--status-page") => Some(status_page_alone(&bin_or_exit()).await),
-        Some("--idle") => Some(idle(&bin_or_exit(), num(2), 60).await.map(|(cpu, rss)| {
-            format!(
-                "idle with {} cron policies: {cpu:.2} s CPU in 60 s, RSS {rss:.1} MB",
-                num(2)
-            )
-        })),
+        Some("--idle") => Some(
+            idle(&bin_or_exit(), num(2), 60)
+                .await
+                .map(|f| format!("idle with {} yearly cron policies: {f:?}", num(2))),
+        ),
         _ => None,
     };
     if let Some(one) = one {
@@ -141,7 +140,42 @@ async fn status_page_alone(bin: &Path) -> R<String> {
     let page = page_times(port, "/", 20).await?;
     let json = page_times(port, "/api/v1/summary", 20).await?;
     d.p.term();
-    Ok(status_page_table(&page, &json))
+    let hist = history_times(bin, &cfg, 3)?;
+    Ok(format!(
+        "{}\n`dingrec history --since 7d --state failed`: {} s\n",
+        status_page_table(&page, &json),
+        agg(&hist)
+    ))
+}
+
+/// `dingrec history --since 7d --state failed` over the big database, `n` times: wall seconds
+/// from the command's start to its exit, its output read.
+fn history_times(bin: &Path, cfg: &Path, n: usize) -> R<Vec<f64>> {
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = dingrec(bin, cfg, &["history", "--since", "7d", "--state", "failed"])
+            .output()
+            .map_err(e("history"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "history failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        let dir = cfg.parent().ok_or("config dir")?;
+        let keep = std::env::temp_dir().join("dingrec-bench-big");
+        let _ = std::fs::remove_dir_all(&keep);
+        std::fs::create_dir_all(&keep).map_err(e("keep"))?;
+        for f in ["dingrec.db", "config.yaml"] {
+            std::fs::copy(dir.join(f), keep.join(f)).map_err(e("keep"))?;
+        }
+        eprintln!("kept the database in {}", keep.display());
+    }
+    Ok(times)
 }
 
 fn bin_or_exit() -> PathBuf {
@@ -429,17 +463,20 @@ async fn run(smoke: bool) -> R<()> {
 
     if !smoke {
         // Idle.
-        let mut cpu = Vec::new();
-        let mut rss = Vec::new();
+        let mut figures = Vec::new();
         for _ in 0..runs {
-            let (c, r) = idle(&bin, 100_000, 60).await?;
-            cpu.push(c);
-            rss.push(r);
+            figures.push(idle(&bin, 100_000, 60).await?);
         }
+        let of = |f: fn(&IdleFigures) -> f64| agg(&figures.iter().map(f).collect::<Vec<_>>());
         say(format!(
-            "## Idle: 100k enabled cron policies, nothing due for 60 s\n\nCPU used in the 60 s: {} s; RSS: {} MB\n",
-            agg(&cpu),
-            agg(&rss)
+            "## Idle: 100k yearly cron policies, nothing due\n\n\
+             `dingrec run` to `/readyz` 200: {} s; to rest (5 s with at most one CPU tick): {} s, \
+             {} CPU s used until then\n\nat rest: {} CPU s a minute; RSS: {} MB\n",
+            of(|f| f.ready_s),
+            of(|f| f.rest_s),
+            of(|f| f.rest_cpu),
+            of(|f| f.idle_cpu_per_min),
+            of(|f| f.rss_mb),
         ));
 
         // Start-up and audit over a big database.
@@ -457,17 +494,7 @@ async fn run(smoke: bool) -> R<()> {
         let json = page_times(port, "/api/v1/summary", 20).await?;
         d.p.term();
         say(status_page_table(&page, &json));
-        let mut hist = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            let out = dingrec(&bin, &cfg, &["history", "--since", "7d", "--state", "failed"])
-                .output()
-                .map_err(e("history"))?;
-            if !out.status.success() {
-                return Err("history failed".into());
-            }
-            hist.push(t.elapsed().as_secs_f64());
-        }
+        let hist = history_times(&bin, &cfg, runs)?;
         say(format!(
             "## Start-up: 100k policies and 1M attempt rows\n\n`dingrec run` to `/readyz` 200: {} s\n\n## Audit: `dingrec history --since 7d --state failed` over 1M attempts\n\nwall time: {} s\n",
             agg(&up),

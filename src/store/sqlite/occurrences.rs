@@ -27,16 +27,45 @@ pub(super) fn opt_time(r: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>
         .transpose()
 }
 
-/// One planned row; not when its meeting already has an occurrence (`?8` is the meeting start).
-pub(crate) const PLAN_INSERT: &str = "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, \
-    trigger, meeting_at, created_at, updated_at) \
-    SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 WHERE NOT EXISTS ( \
-    SELECT 1 FROM occurrences INDEXED BY occurrences_by_meeting \
-    WHERE policy_id = ?1 AND meeting_at = ?8 AND state != 'cancelled' AND due_at != ?3) \
+/// One row of [`PLAN_INSERT_MANY`]'s JSON array.
+fn plan_row(plan: &PolicyPlan, row: &NewOccurrence, due: String) -> serde_json::Value {
+    let next_attempt = (row.state == OccurrenceState::Scheduled).then(|| due.clone());
+    serde_json::json!([
+        plan.policy_id,
+        plan.policy_name,
+        due,
+        fmt_utc(row.window_ends_at),
+        row.state.as_str(),
+        next_attempt,
+        row.trigger.as_str(),
+        fmt_utc(row.start),
+    ])
+}
+
+/// One planned row each; not when its meeting already has an occurrence (the meeting start,
+/// `meeting_at`, is the array's eighth). `?1` a JSON array of
+/// `[policy_id, policy_name, due_at, window_ends_at, state, next_attempt_at, trigger, meeting_at]`,
+/// `?2` the time of writing. A cancelled row at the same due time comes back. One statement per
+/// batch instead of one per row: planning 100k policies at start-up was bound by those round
+/// trips, not by SQLite (BENCHMARKS.md, "Idle").
+pub(crate) const PLAN_INSERT_MANY: &str = "INSERT INTO occurrences (policy_id, policy_name, due_at, window_ends_at, state, \
+    next_attempt_at, trigger, meeting_at, created_at, updated_at) \
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, \
+    j.value ->> 6, j.value ->> 7, ?2, ?2 FROM json_each(?1) AS j WHERE NOT EXISTS ( \
+    SELECT 1 FROM occurrences AS o INDEXED BY occurrences_by_meeting \
+    WHERE o.policy_id = j.value ->> 0 AND o.meeting_at = j.value ->> 7 AND o.state != 'cancelled' \
+    AND o.due_at != j.value ->> 2) \
     ON CONFLICT (policy_id, due_at) WHERE event_conference_id IS NULL DO UPDATE SET state = excluded.state, \
     window_ends_at = excluded.window_ends_at, next_attempt_at = excluded.next_attempt_at, \
     trigger = excluded.trigger, meeting_at = excluded.meeting_at, updated_at = excluded.updated_at \
     WHERE occurrences.state = 'cancelled'";
+
+/// Each policy's new `planned_until`: `?1` a JSON array of `[id, planned_until]`.
+pub(crate) const PLANNED_UNTIL_MANY: &str = "UPDATE policies SET planned_until = j.value ->> 1 \
+    FROM json_each(?1) AS j WHERE policies.id = j.value ->> 0";
+
+/// Rows and policies per statement of [`PLAN_INSERT_MANY`] and [`PLANNED_UNTIL_MANY`].
+const PLAN_CHUNK: usize = 2_000;
 
 /// Whether an occurrence (not cancelled) overlaps a started meeting's window.
 pub(crate) const STARTED_MEETING_COVERED: &str = "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_by_policy \
@@ -214,13 +243,16 @@ impl Sqlite {
         let now_s = fmt_utc(now);
         let mut written = 0;
         let mut tx = self.begin_write().await?;
+        let mut rows = Vec::new();
         for plan in plans {
             for row in &plan.rows {
                 let due = fmt_utc(row.due_at);
                 // A meeting that has started and has an occurrence is not fired again when its
                 // policy was edited while the meeting's window was open and a new cron or zone
                 // moved its start: the meeting, the conference in that open window, is started
-                // once. (The same start is caught by the insert below, at any time.)
+                // once. (The same start is caught by the insert below, at any time.) A plan's
+                // rows are in time order, so these, which start first, are asked about before
+                // any later row of their policy is written.
                 if row.state == OccurrenceState::Scheduled && row.start <= now {
                     let covered: i64 = sqlx::query(STARTED_MEETING_COVERED)
                         .bind(plan.policy_id)
@@ -232,27 +264,37 @@ impl Sqlite {
                     if covered != 0 {
                         continue;
                     }
+                    // Written now, so that the next started meeting of the policy sees it.
+                    let one = serde_json::json!([plan_row(plan, row, due)]).to_string();
+                    written += sqlx::query(PLAN_INSERT_MANY)
+                        .bind(one)
+                        .bind(&now_s)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    continue;
                 }
                 // Never two occurrences for one meeting: not when an edit moved its due time
                 // (a new start_offset), not when the clock was set back before a meeting already
                 // fired. A cancelled row at the same due time comes back.
-                let res = sqlx::query(PLAN_INSERT)
-                    .bind(plan.policy_id)
-                    .bind(&plan.policy_name)
-                    .bind(&due)
-                    .bind(fmt_utc(row.window_ends_at))
-                    .bind(row.state)
-                    .bind((row.state == OccurrenceState::Scheduled).then_some(&due))
-                    .bind(row.trigger)
-                    .bind(fmt_utc(row.start))
-                    .bind(&now_s)
-                    .execute(&mut *tx)
-                    .await?;
-                written += res.rows_affected();
+                rows.push(plan_row(plan, row, due));
             }
-            sqlx::query("UPDATE policies SET planned_until = ? WHERE id = ?")
-                .bind(fmt_utc(plan.planned_until))
-                .bind(plan.policy_id)
+        }
+        for chunk in rows.chunks(PLAN_CHUNK) {
+            written += sqlx::query(PLAN_INSERT_MANY)
+                .bind(serde_json::Value::from(chunk).to_string())
+                .bind(&now_s)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        for chunk in plans.chunks(PLAN_CHUNK) {
+            let marks: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|p| serde_json::json!([p.policy_id, fmt_utc(p.planned_until)]))
+                .collect();
+            sqlx::query(PLANNED_UNTIL_MANY)
+                .bind(serde_json::Value::from(marks).to_string())
                 .execute(&mut *tx)
                 .await?;
         }
