@@ -23,7 +23,18 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
         let _ = key;
         rand::random::<f64>()
     }
+
+    /// The longest a task with nothing due may sleep without looking at this clock, given what
+    /// it would choose (`idle`). The system clock moves by itself and a task sleeps until its
+    /// next due instant or a notification; a [`ManualClock`] jumps when a test sets it, and the
+    /// test need not wake anyone: tasks look at it at least every [`MANUAL_LOOK`].
+    fn idle_wake(&self, idle: std::time::Duration) -> std::time::Duration {
+        idle
+    }
 }
+
+/// How often a task with nothing due looks at a [`ManualClock`].
+pub const MANUAL_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The key of a random choice: what it is for (`b'a'` an attempt's backoff, `b'c'` a check's)
 /// and the row and number it belongs to.
@@ -107,5 +118,9 @@ impl Clock for ManualClock {
             Some(seed) => (splitmix(seed ^ key) >> 11) as f64 / (1u64 << 53) as f64,
             None => rand::random::<f64>(),
         }
+    }
+
+    fn idle_wake(&self, idle: std::time::Duration) -> std::time::Duration {
+        idle.min(MANUAL_LOOK)
     }
 }

@@ -21,10 +21,12 @@ use crate::store::Store;
 use crate::store::{AlertEnd, AlertRow, GIVE_UP_AFTER};
 
 /// The sender looks for due alerts after a write of this daemon commits (alerts are written by the
-/// transactions that make occurrences final), at most every `POLL`, and at least every
-/// `IDLE_POLL` (retries coming due, writes of other processes).
+/// transactions that make occurrences final), at most every `POLL`; while alerts wait for a retry,
+/// at least every `IDLE_POLL`; with none waiting, at least every `NOTHING_PENDING` (alerts written
+/// by other processes: other daemons on PostgreSQL).
 pub const POLL: Duration = Duration::from_millis(500);
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
+pub const NOTHING_PENDING: Duration = Duration::from_secs(60);
 /// A robot takes 20 messages a minute (docs/dingtalk.md); over it, it is muted for 10 minutes.
 pub const ROBOT_PER_MINUTE: usize = 20;
 /// The minute, stretched by a second against clock and network jitter.
@@ -124,7 +126,7 @@ impl Sender {
     /// Deliver until `cancel`; an error (the database failed) ends the daemon.
     pub async fn run_until_stopped(mut self, cancel: CancellationToken) -> Result<(), String> {
         let mut last_auth: Option<String> = None;
-        let commits = self.shared.store.commits();
+        let mut commits = self.shared.store.commits();
         self.prefix = self
             .shared
             .store
@@ -143,6 +145,11 @@ impl Sender {
                 .await
                 .map_err(|e| e.to_string())?;
             self.shared.metrics.alerts_pending(stats.pending);
+            let idle = if stats.pending == 0 {
+                self.shared.clock.idle_wake(NOTHING_PENDING)
+            } else {
+                IDLE_POLL
+            };
             // At most one round per POLL, however many writes commit (a burst commits thousands).
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -150,8 +157,8 @@ impl Sender {
             }
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep_until(started + IDLE_POLL) => {}
-                () = commits.notified() => {}
+                () = tokio::time::sleep_until(started + idle) => {}
+                Ok(()) = commits.changed() => {}
                 _ = self.token.changed() => {}
             }
         }

@@ -34,9 +34,13 @@ pub async fn run(
         states: state.into_iter().collect(),
         ..HistoryFilter::default()
     };
+    let t0 = std::time::Instant::now();
     let store = Store::open_for_reading(&settings.database).await?;
+    let t1 = t0.elapsed();
     let occurrences = store.history(&filter).await?;
+    let t2 = t0.elapsed();
     store.close().await;
+    let t3 = t0.elapsed();
     match format {
         HistoryFormat::Json => println!(
             "{}",
@@ -45,5 +49,6 @@ pub async fn run(
         HistoryFormat::Table => print!("{}", render_history(&occurrences, false)),
         HistoryFormat::Csv => print!("{}", render_history(&occurrences, true)),
     }
+    eprintln!("open {t1:?} read {t2:?} close {t3:?} print {:?}", t0.elapsed());
     Ok(EXIT_OK)
 }

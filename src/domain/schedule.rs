@@ -297,6 +297,15 @@ impl Schedule {
                 .next_start_after(zone, not_before - TimeDelta::milliseconds(1), cache)
                 .filter(|t| *t <= at_or_before),
             Schedule::Cron(expr) => {
+                // Most questions are about a short span (a meeting's window) holding no firing:
+                // one step forward from its start answers them, where the backward search walks
+                // back to the previous firing however far (a yearly cron: a year of days).
+                if self
+                    .next_start_after(zone, not_before - TimeDelta::milliseconds(1), cache)
+                    .is_none_or(|first| first > at_or_before)
+                {
+                    return None;
+                }
                 let cron = cache.get(expr)?;
                 let fixed_hour = !expr.hour_is_wildcard();
                 let mut upper = at_or_before;

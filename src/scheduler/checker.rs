@@ -43,6 +43,11 @@ impl CheckRunner {
         }
     }
 
+    /// Checks running now.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// How many checks may be in flight: a quarter second of sends under a rate limit.
     fn room(&self) -> usize {
         let most = self

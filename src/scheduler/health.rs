@@ -10,8 +10,10 @@ pub struct Health {
     started: Instant,
     /// Milliseconds since `started` of the loop's last beat.
     beat_ms: AtomicU64,
-    /// How often the loop beats at least.
+    /// How often the loop beats at least while busy.
     pub period: Duration,
+    /// How long the loop said it would sleep after its last beat, in milliseconds.
+    asleep_ms: AtomicU64,
     /// Database errors by who saw them (`scheduler`, `writer`): one's success must not hide the
     /// other's failure.
     db_errors: Mutex<std::collections::BTreeMap<&'static str, String>>,
@@ -33,6 +35,7 @@ impl Health {
             started: Instant::now(),
             beat_ms: AtomicU64::new(0),
             period,
+            asleep_ms: AtomicU64::new(0),
             db_errors: Mutex::new(std::collections::BTreeMap::new()),
             reload_error: Mutex::new(None),
             planned_at: Mutex::new(None),
@@ -90,9 +93,18 @@ impl Health {
         Duration::from_millis(now.saturating_sub(self.beat_ms.load(Ordering::Relaxed)))
     }
 
-    /// The loop is stuck when it has not beaten for 3 periods.
+    /// The loop goes to sleep for `d` (an idle loop sleeps up to a minute: not stuck).
+    pub fn sleeping(&self, d: Duration) {
+        self.asleep_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The loop is stuck when it has not beaten for 3 periods after the sleep it announced.
     pub fn loop_stuck(&self) -> bool {
-        self.heartbeat_age() > self.period * 3
+        let asleep = Duration::from_millis(self.asleep_ms.load(Ordering::Relaxed));
+        self.heartbeat_age() > self.period * 3 + asleep
     }
 
     pub fn db_failed(&self, source: &'static str, error: String) {

@@ -34,8 +34,15 @@ use crate::notify::Notifier;
 use crate::store::Store;
 use crate::store::{FinalEvent, PolicyPlan};
 
-/// The longest the loop sleeps without looking around (new policies, manual triggers, sweeps).
+/// While calls or checks are in flight, the longest the loop sleeps without looking around
+/// (leases to renew, sweeps); housekeeping runs at most once per tick.
 pub const TICK: Duration = Duration::from_secs(1);
+
+/// With nothing in flight, the longest the loop sleeps: it wakes sooner for the next due start or
+/// check, the next planning or sweep ([`Store::housekeeping_marks`]), a commit, an apply or a
+/// write of another process to the database (`Store::watch_policies`), and a signal. This bound
+/// covers what none of those tells: the wall clock set forward.
+pub const IDLE: Duration = Duration::from_secs(60);
 
 /// How long before the next due time the access token is made ready.
 pub const TOKEN_AHEAD: Duration = Duration::from_secs(3);
@@ -58,6 +65,8 @@ pub struct Scheduler {
     notifier: Notifier,
     horizon: Duration,
     tick: Duration,
+    /// When planning or the sweep next has work, as the last housekeeping read it.
+    next_mark: Option<chrono::DateTime<chrono::Utc>>,
     cron_cache: CronCache,
     /// Occurrences older than this are pruned daily (`retention.attempts`).
     retention: Option<Duration>,
@@ -113,6 +122,7 @@ impl Scheduler {
             notifier,
             horizon,
             tick,
+            next_mark: None,
             cron_cache: CronCache::default(),
             retention: None,
             renewed: None,
@@ -260,7 +270,35 @@ impl Scheduler {
         for ev in self.store.sweep(self.clock.now()).await? {
             report_final(&self.metrics, &ev);
         }
+        let marks = self.store.housekeeping_marks().await?;
+        // A policy is planned once its `planned_until` falls inside the horizon.
+        let plan = marks.first_planned_until.map(|t| {
+            crate::domain::time::sub(t, self.horizon).map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |t| {
+                t + chrono::TimeDelta::milliseconds(1)
+            })
+        });
+        self.next_mark = plan.into_iter().chain(marks.first_window_end).min();
         Ok(())
+    }
+
+    /// The longest the loop may sleep now: a tick while anything is in flight; otherwise until
+    /// the next planning or sweep (never less than a tick: housekeeping runs at most once per
+    /// tick), the watchdog's next ping, or [`IDLE`].
+    fn longest_sleep(&self, since_watchdog: Duration) -> Duration {
+        let busy =
+            self.dispatcher.in_flight() > 0 || self.checker.in_flight() > 0 || self.settings.in_flight() > 0;
+        if busy {
+            return self.tick;
+        }
+        let mut longest = self.clock.idle_wake(IDLE);
+        if let Some(mark) = self.next_mark {
+            let until = (mark - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+            longest = longest.min(until.max(self.tick));
+        }
+        if let Some(every) = self.notifier.watchdog_interval() {
+            longest = longest.min(every.saturating_sub(since_watchdog).max(self.tick));
+        }
+        longest
     }
 
     /// Several daemons on PostgreSQL: take over the calls of one that died as soon as its first
@@ -389,7 +427,7 @@ impl Scheduler {
                         }
                     }
                     wake::wake_up(wake::Pass {
-                        longest: self.tick,
+                        longest: self.longest_sleep(last_watchdog.elapsed()),
                         started: started > 0,
                         room,
                         due,
@@ -413,6 +451,7 @@ impl Scheduler {
                 }
             };
             let (sleep_for, until_due) = (wake.after, wake.at_due);
+            self.health.sleeping(sleep_for);
             if last_gauges.elapsed() >= Duration::from_secs(5) {
                 self.refresh_gauges().await;
                 last_gauges = tokio::time::Instant::now();

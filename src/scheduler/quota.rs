@@ -241,10 +241,16 @@ impl QuotaState {
     }
 }
 
-/// How often the use is read (and token fetches written); the forecast is made every
-/// [`FORECAST_EVERY`].
+/// The use is read (and token fetches written) after this daemon's writes commit, at most every
+/// `POLL`, and at least every `IDLE` (calls of other daemons on PostgreSQL). The forecast is made
+/// again after an apply or reload of this daemon, when the enabled policies changed (looked at
+/// every [`FORECAST_EVERY`]: `dingrec apply` of another process), and at least every [`DRIFT`]
+/// (the retry rate it observes moves slowly). Between forecasts the forecast stands: the planned
+/// calls move from "planned" to "used" (see `round`).
 const POLL: Duration = Duration::from_secs(2);
+const IDLE: Duration = Duration::from_secs(60);
 const FORECAST_EVERY: Duration = Duration::from_secs(300);
+const DRIFT: Duration = Duration::from_secs(6 * 3600);
 /// How soon a forecast that failed is made again.
 const FORECAST_RETRY: Duration = Duration::from_secs(30);
 
@@ -267,9 +273,27 @@ impl QuotaWatch {
     /// Until `cancel`; an error (the database failed for good) ends the daemon.
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> Result<(), String> {
         let mut forecast_at: Option<tokio::time::Instant> = None;
+        let mut looked_at: Option<tokio::time::Instant> = None;
+        let mut fingerprint: Option<String> = None;
         let mut last_forecast = 0;
+        let mut commits = self.store.commits();
         loop {
-            let replan = forecast_at.is_none_or(|t| t.elapsed() >= FORECAST_EVERY);
+            let started = tokio::time::Instant::now();
+            let mut replan = forecast_at.is_none_or(|t| t.elapsed() >= DRIFT);
+            if !replan && looked_at.is_none_or(|t| t.elapsed() >= FORECAST_EVERY) {
+                looked_at = Some(started);
+                match self.store.policies_fingerprint().await {
+                    Ok(now) => replan = fingerprint.as_ref() != Some(&now),
+                    Err(e) => {
+                        warn!(error = %e, "quota: cannot tell whether the policies changed; making the forecast again")
+                    }
+                }
+                replan |= fingerprint.is_none();
+            }
+            if replan {
+                // Read before the forecast: a change while it runs is seen at the next look.
+                fingerprint = self.store.policies_fingerprint().await.ok();
+            }
             let result = self.round(replan, &mut last_forecast).await;
             if replan {
                 // A failed forecast is made again after FORECAST_RETRY, not at every poll (a full
@@ -277,11 +301,23 @@ impl QuotaWatch {
                 let now = tokio::time::Instant::now();
                 forecast_at = Some(match result {
                     Ok(()) => now,
-                    Err(_) => now.checked_sub(FORECAST_EVERY - FORECAST_RETRY).unwrap_or(now),
+                    Err(_) => now.checked_sub(DRIFT - FORECAST_RETRY).unwrap_or(now),
                 });
             }
             if let Err(e) = result {
                 warn!(error = %e, "quota: cannot read or write this month's use or the forecast; trying again");
+            }
+            // At most one round per POLL; then a commit of this daemon, an apply, the next look
+            // at the policies, or IDLE.
+            let until_look = looked_at.map_or(Duration::ZERO, |t| FORECAST_EVERY.saturating_sub(t.elapsed()));
+            let idle = self.clock.idle_wake(IDLE).min(until_look.max(POLL));
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    let _ = self.flush_tokens().await;
+                    return Ok(());
+                }
+                () = tokio::time::sleep_until(started + POLL) => {}
+                () = self.replan.notified() => forecast_at = None,
             }
             tokio::select! {
                 () = cancel.cancelled() => {
@@ -289,7 +325,8 @@ impl QuotaWatch {
                     let _ = self.flush_tokens().await;
                     return Ok(());
                 }
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep_until(started + idle) => {}
+                Ok(()) = commits.changed() => {}
                 () = self.replan.notified() => forecast_at = None,
             }
         }

@@ -17,8 +17,11 @@ use crate::domain::time::fmt_utc;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// How often the task looks at the clock when nothing changes (the alert's resolution).
+/// While the connection is down and not yet said, the task looks at the clock this often at
+/// most (the alert's resolution); otherwise it waits for the state to change, looking at least
+/// every `IDLE`.
 const TICK: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Watches the connection's state.
 pub struct StreamHealth {
@@ -122,10 +125,19 @@ impl StreamHealth {
                 }
                 Say::Nothing => {}
             }
+            // Until the down time passes `alert_after` (to the tick), or a change.
+            let wait = match s.down_since.filter(|_| !raised && s.state == StreamState::Down) {
+                Some(since) => chrono::TimeDelta::from_std(self.alert_after)
+                    .ok()
+                    .and_then(|after| since.checked_add_signed(after))
+                    .map_or(TICK, |at| (at - self.clock.now()).to_std().unwrap_or(TICK))
+                    .clamp(TICK, IDLE),
+                None => IDLE,
+            };
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 changed = self.status.changed() => if changed.is_err() { return Ok(()) },
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep(self.clock.idle_wake(wait)) => {}
             }
         }
     }

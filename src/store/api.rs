@@ -56,8 +56,9 @@ impl Store {
     }
 
     /// Until `cancel`, notify `wake` whenever another process applies policies (PostgreSQL:
-    /// `LISTEN`). On SQLite, where one daemon runs and planning reads the policies every tick,
-    /// this only waits for `cancel`.
+    /// `LISTEN`). On SQLite, the first of `wake` (the scheduler) after any write to the file,
+    /// this process's own included (inotify): `dingrec apply`, `trigger` or `policies` beside
+    /// an idle daemon wake it at once.
     pub async fn watch_policies(
         &self,
         wake: &[std::sync::Arc<tokio::sync::Notify>],
@@ -157,6 +158,14 @@ impl Store {
         backend!(self, db => db.next_due_at().await)
     }
 
+    /// When planning and the sweep next have work, as the database holds it now: the earliest
+    /// `planned_until` of an enabled policy (`MIN_UTC` for one never planned) and the earliest
+    /// window end of an occurrence still waiting. The loop sleeps until then (docs/operations.md,
+    /// "An idle daemon").
+    pub async fn housekeeping_marks(&self) -> Result<HousekeepingMarks> {
+        backend!(self, db => db.housekeeping_marks().await)
+    }
+
     /// Claim up to `limit` due occurrences, earliest first (with `retries_first`, due retries
     /// before everything else), and write each one's attempt intent row, all in one transaction.
     /// Nothing is claimed whose window has passed. Returns the tickets and the due times of the
@@ -240,6 +249,12 @@ impl Store {
     /// Occurrences due at or after `since` that reached a final state, by state.
     pub async fn final_counts(&self, since: DateTime<Utc>) -> Result<Vec<(OccurrenceState, i64)>> {
         backend!(self, db => db.final_counts(since).await)
+    }
+
+    /// Changes whenever an enabled policy is added, edited, disabled or removed (by any process):
+    /// the quota task makes its forecast again only then, not every few minutes.
+    pub async fn policies_fingerprint(&self) -> Result<String> {
+        backend!(self, db => db.policies_fingerprint().await)
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {

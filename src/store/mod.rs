@@ -141,6 +141,14 @@ pub struct Store {
 }
 
 /// What both engines keep beside their pool.
+/// The commit counter behind [`Store::commits`].
+pub(crate) type Commits = std::sync::Arc<tokio::sync::watch::Sender<u64>>;
+
+/// Tell [`Store::commits`]'s receivers that a write committed.
+pub(crate) fn committed(c: &Commits) {
+    c.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Ctx {
     /// The SQLite file, or the PostgreSQL URL (which holds no password).
@@ -149,8 +157,8 @@ pub(crate) struct Ctx {
     quota_tz: chrono_tz::Tz,
     /// How long a claimed attempt or check is held without being renewed (`scheduler.lease`).
     lease: Duration,
-    /// Told after every write this process commits (see [`Store::commits`]).
-    committed: std::sync::Arc<tokio::sync::Notify>,
+    /// Counts every write this process commits (see [`Store::commits`]).
+    committed: Commits,
 }
 
 impl Ctx {
@@ -159,7 +167,7 @@ impl Ctx {
             path,
             quota_tz: chrono_tz::Asia::Shanghai,
             lease: crate::config::DEFAULT_LEASE,
-            committed: std::sync::Arc::new(tokio::sync::Notify::new()),
+            committed: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -328,12 +336,13 @@ impl Store {
         }
     }
 
-    /// Notified after a write of this process commits (a permit is kept when nobody waits): the
-    /// alert sender waits on it instead of polling, since the schema's triggers write alerts in
-    /// the transactions that make occurrences final. Writes of other processes (`dingrec
-    /// trigger`, other daemons) are not seen here; the sender's slow poll finds those.
-    pub fn commits(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.ctx().committed.clone()
+    /// Changes after every write of this process commits (each receiver sees each change, and
+    /// one made while it was busy): the alert sender and the quota task wait on it instead of
+    /// polling, since the schema's triggers write alerts in the transactions that make
+    /// occurrences final. Writes of other processes (`dingrec trigger`, other daemons) are not
+    /// seen here; their slow look finds those.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ctx().committed.subscribe()
     }
 
     /// The SQLite file, or the PostgreSQL URL (without its password).

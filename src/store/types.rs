@@ -1262,3 +1262,12 @@ mod tests {
         assert_eq!(writes.len(), 5);
     }
 }
+
+/// What [`crate::store::Store::housekeeping_marks`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HousekeepingMarks {
+    /// The earliest `planned_until` of an enabled policy; `MIN_UTC` when one was never planned.
+    pub first_planned_until: Option<DateTime<Utc>>,
+    /// The earliest `window_ends_at` of a `scheduled` or `retry_wait` occurrence.
+    pub first_window_end: Option<DateTime<Utc>>,
+}

@@ -159,7 +159,7 @@ impl Pg {
 /// A PostgreSQL transaction that tells the store's commit watchers when it commits.
 struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    committed: std::sync::Arc<tokio::sync::Notify>,
+    committed: crate::store::Commits,
 }
 
 impl std::ops::Deref for Tx {
@@ -178,7 +178,7 @@ impl std::ops::DerefMut for Tx {
 impl Tx {
     async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
-        self.committed.notify_one();
+        crate::store::committed(&self.committed);
         Ok(())
     }
 

@@ -13,8 +13,8 @@ use crate::domain::quota::Api;
 use crate::domain::time::fmt_utc;
 use crate::domain::{OccurrenceState, Trigger};
 use crate::store::types::{
-    Claim, Claimed, Completion, FinalEvent, Meeting, OutcomeRow, PlanCandidate, PolicyPlan, Recovery, Shared,
-    Ticket,
+    Claim, Claimed, Completion, FinalEvent, HousekeepingMarks, Meeting, OutcomeRow, PlanCandidate,
+    PolicyPlan, Recovery, Shared, Ticket,
 };
 use crate::store::{Result, StoreError};
 
@@ -350,6 +350,24 @@ impl Pg {
         Ok(written)
     }
 
+    pub async fn housekeeping_marks(&self) -> Result<HousekeepingMarks> {
+        let (plan, never, window_end): (Option<DateTime<Utc>>, bool, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT (SELECT MIN(planned_until) FROM policies WHERE enabled), \
+             EXISTS (SELECT 1 FROM policies WHERE enabled AND planned_until IS NULL), \
+             (SELECT MIN(window_ends_at) FROM occurrences WHERE state IN ('scheduled', 'retry_wait'))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(HousekeepingMarks {
+            first_planned_until: if never {
+                Some(DateTime::<Utc>::MIN_UTC)
+            } else {
+                plan
+            },
+            first_window_end: window_end,
+        })
+    }
+
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM occurrences WHERE state IN ('scheduled', 'retry_wait')",
@@ -624,6 +642,15 @@ impl Pg {
         )
         .bind(ms(since))
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn policies_fingerprint(&self) -> Result<String> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*)::text || '/' || COALESCE(MAX(updated_at)::text, '') || '/' || COALESCE(SUM(id), 0)::text \
+             FROM policies WHERE enabled",
+        )
+        .fetch_one(&self.pool)
         .await?)
     }
 

@@ -23,6 +23,7 @@ mod policies;
 mod slots;
 mod tokens;
 mod usage;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -155,10 +156,13 @@ impl Sqlite {
     /// One daemon per SQLite database, which reads the policies every tick: nothing to watch.
     pub(crate) async fn watch_policies(
         &self,
-        _wake: &[std::sync::Arc<tokio::sync::Notify>],
+        wake: &[std::sync::Arc<tokio::sync::Notify>],
         cancel: &tokio_util::sync::CancellationToken,
     ) {
-        cancel.cancelled().await;
+        match wake.first() {
+            Some(scheduler) => watch::writes(&self.ctx.path, scheduler, cancel).await,
+            None => cancel.cancelled().await,
+        }
     }
 
     /// Readiness: may this process write the file, and does a write commit? The first question
@@ -202,7 +206,7 @@ impl Sqlite {
 pub struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
-    committed: std::sync::Arc<tokio::sync::Notify>,
+    committed: crate::store::Commits,
 }
 
 impl std::ops::Deref for WriteTx {
@@ -221,7 +225,7 @@ impl std::ops::DerefMut for WriteTx {
 impl WriteTx {
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
-        self.committed.notify_one();
+        crate::store::committed(&self.committed);
         Ok(())
     }
 
@@ -509,6 +513,7 @@ mod hot_statements {
             ("read back", LOAD_CLAIMED, "INTEGER PRIMARY KEY"),
             ("next due", NEXT_DUE, "occurrences_next_due"),
             ("sweep check", SWEEP_ANY, "occurrences_window"),
+            ("housekeeping marks", HOUSEKEEPING_MARKS, "occurrences_window"),
             ("last success", LAST_SUCCESS, "attempts_succeeded"),
             ("plan candidates", PLAN_CANDIDATES, "policies_to_plan"),
             ("cancel future", CANCEL_FUTURE, "occurrences_by_policy"),

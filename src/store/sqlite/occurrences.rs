@@ -177,6 +177,12 @@ pub(crate) const PLAN_CANDIDATES: &str = "SELECT id, name, conference_id, schedu
 pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) AS t FROM occurrences INDEXED BY occurrences_next_due \
      WHERE state IN ('scheduled', 'retry_wait')";
 
+/// [`HousekeepingMarks`]: `''` (never planned) is the least `planned_until`.
+pub(crate) const HOUSEKEEPING_MARKS: &str = "SELECT \
+     (SELECT MIN(planned_until) FROM policies INDEXED BY policies_to_plan WHERE enabled = 1) AS plan, \
+     (SELECT MIN(window_ends_at) FROM occurrences INDEXED BY occurrences_window \
+      WHERE state IN ('scheduled', 'retry_wait')) AS window_end";
+
 /// Is any waiting occurrence past its window? (Asked every tick before the sweep writes.)
 pub(crate) const SWEEP_ANY: &str = "SELECT EXISTS (SELECT 1 FROM occurrences INDEXED BY occurrences_window \
      WHERE state IN ('scheduled', 'retry_wait') AND window_ends_at <= ?)";
@@ -300,6 +306,19 @@ impl Sqlite {
         }
         tx.commit().await?;
         Ok(written)
+    }
+
+    pub async fn housekeeping_marks(&self) -> Result<HousekeepingMarks> {
+        let row = sqlx::query(HOUSEKEEPING_MARKS).fetch_one(self.pool()).await?;
+        let plan: Option<&str> = row.try_get("plan")?;
+        Ok(HousekeepingMarks {
+            first_planned_until: match plan {
+                None => None,
+                Some("") => Some(DateTime::<Utc>::MIN_UTC),
+                Some(_) => opt_time(&row, "plan")?,
+            },
+            first_window_end: opt_time(&row, "window_end")?,
+        })
     }
 
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
@@ -601,6 +620,15 @@ impl Sqlite {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    pub async fn policies_fingerprint(&self) -> Result<String> {
+        let (n, last, ids): (i64, String, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(MAX(updated_at), ''), COALESCE(SUM(id), 0) FROM policies WHERE enabled = 1",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(format!("{n}/{last}/{ids}"))
     }
 
     pub async fn enabled_policy_count(&self) -> Result<i64> {
