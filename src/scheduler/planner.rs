@@ -95,6 +95,19 @@ pub fn firings_between(
     limit: usize,
     cache: &mut CronCache,
 ) -> Vec<Firing> {
+    firings_and_next(p, after, until, limit, cache).0
+}
+
+/// [`firings_between`], and the first firing after `until` when the search met it on its way
+/// (it stops at the first start past `until`: when that start is not skipped, it is
+/// [`next_firing_after`]`(until)`, found without a second search).
+fn firings_and_next(
+    p: &Policy,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: usize,
+    cache: &mut CronCache,
+) -> (Vec<Firing>, Option<Firing>) {
     let mut out = Vec::new();
     let mut cursor = after;
     for _ in 0..search_bound(p, limit) {
@@ -110,10 +123,11 @@ pub fn firings_between(
                     cursor = t;
                 }
             }
+            Some(t) if !skipped(p, t) => return (out, Firing::of(p, t)),
             _ => break,
         }
     }
-    out
+    (out, None)
 }
 
 /// The first firing whose meeting starts after `after`.
@@ -215,12 +229,16 @@ pub fn plan_policy(
     }
 
     let future_from = from.max(now);
-    let future = firings_between(p, future_from, horizon_end, MAX_ROWS_PER_PASS, cache);
+    let (future, beyond) = firings_and_next(p, future_from, horizon_end, MAX_ROWS_PER_PASS, cache);
     let planned_until = if future.len() >= MAX_ROWS_PER_PASS {
         future.last().map_or(horizon_end, |f| f.start)
     } else {
         let last = future.last().map_or(future_from, |f| f.start).max(horizon_end);
-        match next_firing_after(p, last, cache) {
+        let next = match beyond {
+            Some(f) if last == horizon_end => Some(f),
+            _ => next_firing_after(p, last, cache),
+        };
+        match next {
             Some(next) if future.is_empty() && rows.iter().all(|r| r.state != OccurrenceState::Scheduled) => {
                 // Always the next one, however far.
                 rows.push(NewOccurrence {

@@ -2,7 +2,7 @@
 //! learns of `dingrec apply`, `dingrec trigger` or `dingrec policies` run beside it without
 //! reading the database every second. Every commit in WAL mode writes the `-wal` file, a
 //! checkpoint the database file; both are watched by name in their folder, so a file made anew
-//! is still seen. Bursts of events cost one wake: the scheduler's `Notify` keeps one permit.
+//! is still seen. The writes of one moment ([`SETTLE`]) cost one wake.
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,6 +13,9 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// After a wake, how long before the next: the writes of one moment wake the scheduler once.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How often the scheduler is woken when inotify cannot be used (as before inotify: every tick).
 const FALLBACK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -55,6 +58,12 @@ pub(crate) async fn writes(db: &Path, wake: &Arc<Notify>, cancel: &CancellationT
         guard.clear_ready();
         if ours {
             wake.notify_one();
+            // A burst or a planning pass writes thousands of pages a second: the events of the
+            // next moment wait in the kernel's queue (identical ones merged) and cost one wake.
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(SETTLE) => {}
+            }
         }
     }
 }
