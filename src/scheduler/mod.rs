@@ -281,13 +281,15 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The longest the loop may sleep now: a tick while anything is in flight; otherwise until
-    /// the next planning or sweep (never less than a tick: housekeeping runs at most once per
-    /// tick), the watchdog's next ping, or [`IDLE`].
+    /// The longest the loop may sleep now: a tick while anything is in flight, and always on
+    /// PostgreSQL (another daemon's claims carry no notification, and a daemon that dies with
+    /// them is taken over as its first lease runs out); otherwise until the next planning or
+    /// sweep (never less than a tick: housekeeping runs at most once per tick), the watchdog's
+    /// next ping, or [`IDLE`].
     fn longest_sleep(&self, since_watchdog: Duration) -> Duration {
         let busy =
             self.dispatcher.in_flight() > 0 || self.checker.in_flight() > 0 || self.settings.in_flight() > 0;
-        if busy {
+        if busy || self.store.engine() == crate::config::DatabaseEngine::Postgres {
             return self.tick;
         }
         let mut longest = self.clock.idle_wake(IDLE);
@@ -345,6 +347,9 @@ impl Scheduler {
         // injected clock moved a tick (the same in production; a test's manual clock).
         let mut last_housekeeping: Option<(tokio::time::Instant, chrono::DateTime<chrono::Utc>)> = None;
         let tick_delta = chrono::TimeDelta::from_std(self.tick).unwrap_or(chrono::TimeDelta::seconds(1));
+        // Woken by a notification (a commit, an apply, another process's write) since the last
+        // housekeeping: it is owed within a tick, however idle the loop.
+        let mut owed = false;
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(24 * 3600)) {
                 self.prune().await;
@@ -368,6 +373,7 @@ impl Scheduler {
                     real.elapsed() >= self.tick || now - clock >= tick_delta || now < clock
                 });
             let step = if housekeeping_due {
+                owed = false;
                 last_housekeeping = Some((tokio::time::Instant::now(), now));
                 match self.housekeeping().await {
                     Ok(()) => self.dispatcher.dispatch_due().await,
@@ -427,7 +433,11 @@ impl Scheduler {
                         }
                     }
                     wake::wake_up(wake::Pass {
-                        longest: self.longest_sleep(last_watchdog.elapsed()),
+                        longest: if owed {
+                            self.tick
+                        } else {
+                            self.longest_sleep(last_watchdog.elapsed())
+                        },
                         started: started > 0,
                         room,
                         due,
@@ -463,7 +473,10 @@ impl Scheduler {
                 let at = tokio::time::Instant::now() + sleep_for;
                 let timer = tokio::select! {
                     () = tokio::time::sleep(sleep_for.saturating_sub(DUE_EARLY)) => true,
-                    () = notify.notified() => false,
+                    () = notify.notified() => {
+                        owed = true;
+                        false
+                    }
                     () = cancel.cancelled() => false,
                 };
                 while timer && tokio::time::Instant::now() < at {
@@ -472,7 +485,7 @@ impl Scheduler {
             } else if sleep_for > Duration::ZERO {
                 tokio::select! {
                     () = tokio::time::sleep(sleep_for) => {}
-                    () = notify.notified() => {}
+                    () = notify.notified() => owed = true,
                     () = cancel.cancelled() => {}
                 }
             } else {

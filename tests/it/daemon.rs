@@ -1217,3 +1217,65 @@ async fn with_every_worker_busy_the_loop_waits_instead_of_polling_the_database()
     // through six busy seconds would be thousands.
     assert!(asks < 300, "the loop asked for the next due time {asks} times");
 }
+
+/// An idle daemon sleeps up to a minute (docs/operations.md, "An idle daemon"), yet a policy
+/// applied beside it by another process (SQLite: its write to the file, seen through inotify;
+/// PostgreSQL: `NOTIFY`) is planned at once and started at its time, not a minute late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)]
+async fn an_idle_daemon_starts_a_policy_applied_beside_it_on_time() {
+    let f = fake(Scenario {
+        unknown_conferences: dingrec::fake::UnknownConferences::Live,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), &f.base_url(), "");
+    let d = Daemon::spawn(&cfg, &[]);
+    // Serving, its first pass done: nothing to plan, so it sleeps until something tells it.
+    wait_for_ready(&d).await;
+    let team = dir.path().join("team.yaml");
+    let due = Utc::now() + TimeDelta::seconds(5);
+    std::fs::write(
+        &team,
+        format!(
+            "policies:\n{}",
+            policy(
+                "applied",
+                "conf-applied",
+                &due.to_rfc3339_opts(SecondsFormat::Millis, true),
+                FAST_RETRY
+            )
+        ),
+    )
+    .expect("team.yaml");
+    let out = cli(&cfg, &["apply", &team.to_string_lossy()])
+        .output()
+        .expect("apply");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the applied policy's start", HANG, || {
+        !f.start_requests().is_empty()
+    })
+    .await;
+    let start = f.start_requests().remove(0);
+    assert_eq!(start.id.as_deref(), Some("conf-applied"));
+    let late = start.at_ms - due.timestamp_millis();
+    assert!(
+        (0..2_000).contains(&late),
+        "the start arrived {late} ms after its due time (an idle daemon that missed the apply wakes a minute later): {}",
+        d.stderr()
+    );
+}
+
+async fn wait_for_ready(d: &Daemon) {
+    let until = tokio::time::Instant::now() + HANG;
+    while !matches!(d.get("/readyz").await, Some((200, _))) {
+        assert!(tokio::time::Instant::now() < until, "never ready: {}", d.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
