@@ -293,6 +293,7 @@ impl QuotaWatch {
             if replan {
                 // Read before the forecast: a change while it runs is seen at the next look.
                 fingerprint = self.store.policies_fingerprint().await.ok();
+                looked_at = Some(started);
             }
             let result = self.round(replan, &mut last_forecast).await;
             if replan {
@@ -311,13 +312,18 @@ impl QuotaWatch {
             // at the policies, or IDLE.
             let until_look = looked_at.map_or(Duration::ZERO, |t| FORECAST_EVERY.saturating_sub(t.elapsed()));
             let idle = self.clock.idle_wake(IDLE).min(until_look.max(POLL));
-            tokio::select! {
+            let replanned = tokio::select! {
                 () = cancel.cancelled() => {
                     let _ = self.flush_tokens().await;
                     return Ok(());
                 }
-                () = tokio::time::sleep_until(started + POLL) => {}
-                () = self.replan.notified() => forecast_at = None,
+                () = tokio::time::sleep_until(started + POLL) => false,
+                () = self.replan.notified() => true,
+            };
+            if replanned {
+                // An apply or reload: the forecast at once.
+                forecast_at = None;
+                continue;
             }
             tokio::select! {
                 () = cancel.cancelled() => {
