@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use dingrec::fake::{MeetingSpec, MeetingState, Scenario, Step};
 
-use crate::support::daemon::{Daemon, apply_dir, cli, write_config, write_policies};
+use crate::support::daemon::{Daemon, apply_dir, apply_path, cli, write_config, write_policies};
 use crate::support::{HANG, engine, fake, live, policy, sqlite, step, wait_for};
 
 /// Retries a second apart: these tests watch retries happen in real time.
@@ -1249,15 +1249,7 @@ async fn an_idle_daemon_starts_a_policy_applied_beside_it_on_time() {
         ),
     )
     .expect("team.yaml");
-    let out = cli(&cfg, &["apply", &team.to_string_lossy()])
-        .output()
-        .expect("apply");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_path(&cfg, &team);
     wait_for("the applied policy's start", HANG, || {
         !f.start_requests().is_empty()
     })

@@ -43,8 +43,12 @@ pub fn cli(config: &Path, args: &[&str]) -> Command {
 
 /// `dingrec apply` of the policies written under `dir`; panics unless it exits 0.
 pub fn apply_dir(config: &Path, dir: &Path) {
-    let policies = dir.join("policies");
-    let out = cli(config, &["apply", &policies.to_string_lossy()])
+    apply_path(config, &dir.join("policies"));
+}
+
+/// `dingrec apply <path>` (a file or a folder); panics unless it exits 0.
+pub fn apply_path(config: &Path, path: &Path) {
+    let out = cli(config, &["apply", &path.to_string_lossy()])
         .output()
         .expect("apply");
     assert_eq!(
